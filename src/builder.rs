@@ -1,0 +1,405 @@
+//! The builder: every setting, its documented default, and the `BLACKBOX_*`
+//! environment variables read by [`Builder::with_default_env`].
+
+use crate::error::BuildError;
+use crate::export::Sink;
+use crate::layer::RequestSpans;
+use crate::recorder::{Blackbox, BlackboxGuard};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The settings in force, after code, environment and defaults are combined.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) latency_threshold: Duration,
+    pub(crate) window_before: Duration,
+    pub(crate) window_after: Duration,
+    pub(crate) max_window: Duration,
+    pub(crate) events_per_thread: usize,
+    pub(crate) max_threads: usize,
+    pub(crate) max_captures_per_sec: u32,
+    pub(crate) dir: PathBuf,
+    pub(crate) request_spans: RequestSpans,
+    pub(crate) schedule_delay: bool,
+    pub(crate) disabled: bool,
+    pub(crate) long_poll: Duration,
+    pub(crate) queue_capacity: usize,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// Configures and builds a [`Blackbox`].
+///
+/// Values set in code take precedence over the environment, which takes
+/// precedence over the defaults (the `DEFAULT_*` constants on [`Blackbox`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// # fn main() -> Result<(), tokio_blackbox::BuildError> {
+/// let (blackbox, _guard) = tokio_blackbox::Blackbox::builder()
+///     .latency_threshold(Duration::from_millis(250))
+///     .window(Duration::from_secs(1), Duration::from_millis(100))
+///     .events_per_thread(16 * 1024)
+///     .with_default_env()
+///     .build()?;
+/// # drop(blackbox);
+/// # Ok(()) }
+/// ```
+#[derive(Default)]
+#[must_use]
+pub struct Builder {
+    latency_threshold: Option<Duration>,
+    window_before: Option<Duration>,
+    window_after: Option<Duration>,
+    max_window: Option<Duration>,
+    events_per_thread: Option<usize>,
+    max_threads: Option<usize>,
+    max_captures_per_sec: Option<u32>,
+    dir: Option<PathBuf>,
+    request_spans: Option<RequestSpans>,
+    schedule_delay: Option<bool>,
+    disabled: Option<bool>,
+    long_poll: Option<Duration>,
+    shutdown_timeout: Option<Duration>,
+    use_env: bool,
+    env: Option<Box<dyn Fn(&str) -> Option<String> + Send>>,
+    pub(crate) sink: Option<Box<dyn Sink>>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("latency_threshold", &self.latency_threshold)
+            .field("window_before", &self.window_before)
+            .field("window_after", &self.window_after)
+            .field("events_per_thread", &self.events_per_thread)
+            .field("use_env", &self.use_env)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The environment variables read by [`Builder::with_default_env`], with what each accepts.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("BLACKBOX_LATENCY_THRESHOLD", "a duration such as 250ms or 2s"),
+    ("BLACKBOX_WINDOW_BEFORE", "a duration such as 2s"),
+    ("BLACKBOX_WINDOW_AFTER", "a duration such as 200ms"),
+    ("BLACKBOX_EVENTS_PER_THREAD", "a whole number of events, at least 2"),
+    ("BLACKBOX_MAX_THREADS", "a whole number of threads, at least 1"),
+    ("BLACKBOX_MAX_CAPTURES_PER_SEC", "a whole number, at least 1"),
+    ("BLACKBOX_DIR", "a directory path"),
+    ("BLACKBOX_REQUEST_SPANS", "`root`, or span names and `target:PREFIX` items, comma-separated"),
+    ("BLACKBOX_SCHEDULE_DELAY", "true or false"),
+    ("BLACKBOX_DISABLED", "true or false"),
+    ("BLACKBOX_LONG_POLL", "a duration such as 10ms"),
+];
+
+fn expected(var: &str) -> &'static str {
+    ENV_VARS
+        .iter()
+        .find(|(v, _)| *v == var)
+        .map_or("a valid value", |(_, e)| e)
+}
+
+impl Builder {
+    /// Requests that last at least this long are captured.
+    ///
+    /// By default, this is [`Blackbox::DEFAULT_LATENCY_THRESHOLD`].
+    pub fn latency_threshold(mut self, threshold: Duration) -> Self {
+        self.latency_threshold = Some(threshold);
+        self
+    }
+
+    /// How much runtime activity to keep before a slow request started and
+    /// after it ended. The capture is cut `after` the request ends.
+    ///
+    /// By default, these are [`Blackbox::DEFAULT_WINDOW_BEFORE`] and
+    /// [`Blackbox::DEFAULT_WINDOW_AFTER`].
+    pub fn window(mut self, before: Duration, after: Duration) -> Self {
+        self.window_before = Some(before);
+        self.window_after = Some(after);
+        self
+    }
+
+    /// The longest window that merging overlapping slow requests may grow to.
+    ///
+    /// By default, this is [`Blackbox::DEFAULT_MAX_WINDOW`].
+    pub fn max_window(mut self, max: Duration) -> Self {
+        self.max_window = Some(max);
+        self
+    }
+
+    /// Ring capacity per thread, in events of 16 bytes (rounded up to a power of two).
+    ///
+    /// By default, this is [`Blackbox::DEFAULT_EVENTS_PER_THREAD`].
+    pub fn events_per_thread(mut self, events: usize) -> Self {
+        self.events_per_thread = Some(events);
+        self
+    }
+
+    /// The most threads that record at once; ring memory is at most
+    /// `max_threads × events_per_thread × 16` bytes. A thread beyond the limit
+    /// records nothing and its events are counted as dropped.
+    ///
+    /// By default, this is [`Blackbox::DEFAULT_MAX_THREADS`].
+    pub fn max_threads(mut self, threads: usize) -> Self {
+        self.max_threads = Some(threads);
+        self
+    }
+
+    /// The most captures started in any one second; more slow requests are
+    /// skipped and counted.
+    ///
+    /// By default, this is [`Blackbox::DEFAULT_MAX_CAPTURES_PER_SEC`].
+    pub fn max_captures_per_sec(mut self, captures: u32) -> Self {
+        self.max_captures_per_sec = Some(captures);
+        self
+    }
+
+    /// Where capture files and dumps are written.
+    ///
+    /// By default, this is [`Blackbox::DEFAULT_DIR`].
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Which spans are requests.
+    ///
+    /// By default, this is [`RequestSpans::Root`].
+    pub fn request_spans(mut self, spans: RequestSpans) -> Self {
+        self.request_spans = Some(spans);
+        self
+    }
+
+    /// Records how long each woken task waited for a worker, through Tokio's
+    /// `track_task_schedule_latency`. It costs Tokio two clock reads per poll
+    /// (about 50 ns), which is why it is off by default.
+    ///
+    /// By default, this is [`Blackbox::DEFAULT_SCHEDULE_DELAY`].
+    pub fn schedule_delay(mut self, enabled: bool) -> Self {
+        self.schedule_delay = Some(enabled);
+        self
+    }
+
+    /// Turns the recorder off: hooks are not installed, the layer does nothing.
+    ///
+    /// By default, this is `false`.
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.disabled = Some(disabled);
+        self
+    }
+
+    /// Polls longer than this are flagged as long, the signature of blocking code.
+    ///
+    /// By default, this is [`Blackbox::DEFAULT_LONG_POLL`].
+    pub fn long_poll(mut self, limit: Duration) -> Self {
+        self.long_poll = Some(limit);
+        self
+    }
+
+    /// How long dropping the [`BlackboxGuard`] waits for pending captures.
+    ///
+    /// By default, this is [`Blackbox::DEFAULT_SHUTDOWN_TIMEOUT`].
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = Some(timeout);
+        self
+    }
+
+    /// Where captured windows go. By default, a [`crate::DirSink`] writing
+    /// capture files into the [`dir`](Builder::dir).
+    pub fn sink(mut self, sink: impl Sink) -> Self {
+        self.sink = Some(Box::new(sink));
+        self
+    }
+
+    /// Reads the `BLACKBOX_*` environment variables for every setting not set
+    /// in code. A malformed value makes [`build`](Builder::build) fail with
+    /// [`BuildError::InvalidEnv`], naming the variable; it never falls back silently.
+    ///
+    /// | variable | setting | accepts |
+    /// |---|---|---|
+    /// | `BLACKBOX_LATENCY_THRESHOLD` | [`latency_threshold`](Builder::latency_threshold) | `250ms`, `2s`, `1.5s`, `500us` |
+    /// | `BLACKBOX_WINDOW_BEFORE` / `_AFTER` | [`window`](Builder::window) | a duration |
+    /// | `BLACKBOX_EVENTS_PER_THREAD` | [`events_per_thread`](Builder::events_per_thread) | a number ≥ 2 |
+    /// | `BLACKBOX_MAX_THREADS` | [`max_threads`](Builder::max_threads) | a number ≥ 1 |
+    /// | `BLACKBOX_MAX_CAPTURES_PER_SEC` | [`max_captures_per_sec`](Builder::max_captures_per_sec) | a number ≥ 1 |
+    /// | `BLACKBOX_DIR` | [`dir`](Builder::dir) | a path |
+    /// | `BLACKBOX_REQUEST_SPANS` | [`request_spans`](Builder::request_spans) | `root` or `name,target:prefix` |
+    /// | `BLACKBOX_SCHEDULE_DELAY` | [`schedule_delay`](Builder::schedule_delay) | `true`/`false` |
+    /// | `BLACKBOX_DISABLED` | [`disabled`](Builder::disabled) | `true`/`false` |
+    /// | `BLACKBOX_LONG_POLL` | [`long_poll`](Builder::long_poll) | a duration |
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // SAFETY of the test: single-threaded doctest.
+    /// unsafe { std::env::set_var("BLACKBOX_LATENCY_THRESHOLD", "soon") };
+    /// let err = tokio_blackbox::Blackbox::builder().with_default_env().build().unwrap_err();
+    /// assert!(err.to_string().contains("BLACKBOX_LATENCY_THRESHOLD"));
+    /// unsafe { std::env::remove_var("BLACKBOX_LATENCY_THRESHOLD") };
+    /// ```
+    pub fn with_default_env(mut self) -> Self {
+        self.use_env = true;
+        self
+    }
+
+    /// Like [`with_default_env`](Builder::with_default_env), reading variables
+    /// through `lookup` instead of the process environment (for tests, or
+    /// configuration from elsewhere).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let env = |name: &str| (name == "BLACKBOX_EVENTS_PER_THREAD").then(|| "lots".to_string());
+    /// let err = tokio_blackbox::Blackbox::builder().with_env(env).build().unwrap_err();
+    /// assert!(err.to_string().contains("BLACKBOX_EVENTS_PER_THREAD=\"lots\""));
+    /// ```
+    pub fn with_env(mut self, lookup: impl Fn(&str) -> Option<String> + Send + 'static) -> Self {
+        self.use_env = true;
+        self.env = Some(Box::new(lookup));
+        self
+    }
+
+    /// Builds the recorder and starts its capture thread.
+    ///
+    /// Returns the handle and a guard; keep the guard in `main`: dropping it
+    /// writes pending captures and stops the thread.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidEnv`] for a malformed `BLACKBOX_*` variable,
+    /// [`BuildError::InvalidSetting`] for an out-of-range value set in code,
+    /// [`BuildError::Thread`] if the capture thread cannot start.
+    pub fn build(mut self) -> Result<(Blackbox, BlackboxGuard), BuildError> {
+        let config = self.config()?;
+        let sink = self.sink.take();
+        crate::recorder::start(config, sink)
+    }
+
+    pub(crate) fn config(&self) -> Result<Config, BuildError> {
+        let env = |var: &'static str| -> Option<String> {
+            if !self.use_env {
+                return None;
+            }
+            match &self.env {
+                Some(f) => f(var),
+                None => std::env::var(var).ok(),
+            }
+        };
+        let invalid = |var: &'static str, value: &str| BuildError::InvalidEnv {
+            var,
+            value: value.to_owned(),
+            expected: expected(var),
+        };
+        macro_rules! setting {
+            ($field:ident, $var:literal, $parse:expr, $default:expr) => {
+                match self.$field.clone() {
+                    Some(v) => v,
+                    None => match env($var) {
+                        Some(raw) => $parse(raw.trim()).ok_or_else(|| invalid($var, &raw))?,
+                        None => $default,
+                    },
+                }
+            };
+        }
+        let config = Config {
+            latency_threshold: setting!(latency_threshold, "BLACKBOX_LATENCY_THRESHOLD", parse_duration, Blackbox::DEFAULT_LATENCY_THRESHOLD),
+            window_before: setting!(window_before, "BLACKBOX_WINDOW_BEFORE", parse_duration, Blackbox::DEFAULT_WINDOW_BEFORE),
+            window_after: setting!(window_after, "BLACKBOX_WINDOW_AFTER", parse_duration, Blackbox::DEFAULT_WINDOW_AFTER),
+            max_window: self.max_window.unwrap_or(Blackbox::DEFAULT_MAX_WINDOW),
+            events_per_thread: setting!(events_per_thread, "BLACKBOX_EVENTS_PER_THREAD", |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 2 && n <= 1 << 30), Blackbox::DEFAULT_EVENTS_PER_THREAD),
+            max_threads: setting!(max_threads, "BLACKBOX_MAX_THREADS", |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 1), Blackbox::DEFAULT_MAX_THREADS),
+            max_captures_per_sec: setting!(max_captures_per_sec, "BLACKBOX_MAX_CAPTURES_PER_SEC", |s: &str| s.parse::<u32>().ok().filter(|&n| n >= 1), Blackbox::DEFAULT_MAX_CAPTURES_PER_SEC),
+            dir: setting!(dir, "BLACKBOX_DIR", |s: &str| (!s.is_empty()).then(|| PathBuf::from(s)), PathBuf::from(Blackbox::DEFAULT_DIR)),
+            request_spans: setting!(request_spans, "BLACKBOX_REQUEST_SPANS", |s: &str| s.parse::<RequestSpans>().ok(), RequestSpans::Root),
+            schedule_delay: setting!(schedule_delay, "BLACKBOX_SCHEDULE_DELAY", parse_bool, Blackbox::DEFAULT_SCHEDULE_DELAY),
+            disabled: setting!(disabled, "BLACKBOX_DISABLED", parse_bool, false),
+            long_poll: setting!(long_poll, "BLACKBOX_LONG_POLL", parse_duration, Blackbox::DEFAULT_LONG_POLL),
+            queue_capacity: Blackbox::DEFAULT_QUEUE_CAPACITY,
+            shutdown_timeout: self.shutdown_timeout.unwrap_or(Blackbox::DEFAULT_SHUTDOWN_TIMEOUT),
+        };
+        let bad = |setting: &'static str, value: String, expected: &'static str| {
+            Err(BuildError::InvalidSetting { setting, value, expected })
+        };
+        if config.events_per_thread < 2 || config.events_per_thread > 1 << 30 {
+            return bad("events_per_thread", config.events_per_thread.to_string(), "between 2 and 2^30");
+        }
+        if config.max_threads == 0 {
+            return bad("max_threads", "0".into(), "at least 1");
+        }
+        if config.max_captures_per_sec == 0 {
+            return bad("max_captures_per_sec", "0".into(), "at least 1");
+        }
+        if config.dir.as_os_str().is_empty() {
+            return bad("dir", "\"\"".into(), "a directory path");
+        }
+        Ok(config)
+    }
+}
+
+/// Parses a duration such as `250ms`, `2s`, `1.5s`, `500us`, `1m` or `0`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio_blackbox::parse_duration;
+/// assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+/// assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+/// assert_eq!(parse_duration("250"), None); // a unit is required
+/// ```
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
+        return None;
+    }
+    let value: f64 = num.parse().ok()?;
+    let ns_per = match unit.trim() {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" | "min" => 60e9,
+        "h" => 3600e9,
+        _ => return None,
+    };
+    let ns = value * ns_per;
+    (ns.is_finite() && ns < 1e18).then(|| Duration::from_nanos(ns as u64))
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500us"), Some(Duration::from_micros(500)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        for bad in ["", "ms", "1.ms", "-1s", "1 parsec", "1e3ms", "s1", "99999999999h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bools() {
+        assert_eq!(parse_bool("TRUE"), Some(true));
+        assert_eq!(parse_bool("off"), Some(false));
+        assert_eq!(parse_bool("maybe"), None);
+    }
+}

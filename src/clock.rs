@@ -1,0 +1,97 @@
+//! The one clock of the recorder, and its conversion to UNIX time.
+//!
+//! Hooks read [`Clock::raw`]: on x86-64 machines with an invariant TSC this is
+//! one `rdtsc` through [`quanta`], calibrated once; elsewhere it falls back to
+//! the OS monotonic clock. Raw readings are only comparable within a process.
+//! When data leaves the process (a capture, a dump) each reading is turned into
+//! UNIX nanoseconds with one [`TimeAnchor`], a pair of readings of the raw
+//! clock and of the wall clock taken at the same moment.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The recorder's monotonic clock.
+#[derive(Clone, Debug)]
+pub(crate) struct Clock {
+    inner: quanta::Clock,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Clock {
+        Clock {
+            inner: quanta::Clock::new(),
+        }
+    }
+
+    /// A raw reading: cheap, monotonic within the process, not nanoseconds.
+    #[inline(always)]
+    pub(crate) fn raw(&self) -> u64 {
+        self.inner.raw()
+    }
+
+    /// Takes an anchor: the raw clock and the wall clock, read back to back.
+    pub(crate) fn anchor(&self) -> TimeAnchor {
+        // Read the raw clock on both sides of the wall clock and keep the
+        // midpoint, so the anchor's error is at most half the gap.
+        let before = self.raw();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        let after = self.raw();
+        let raw = before + (after.saturating_sub(before)) / 2;
+        TimeAnchor {
+            raw,
+            unix_ns: wall.as_nanos() as u64,
+            clock: self.clone(),
+        }
+    }
+
+    /// Nanoseconds between two raw readings (zero if `end` is not after `start`).
+    pub(crate) fn delta_ns(&self, start: u64, end: u64) -> u64 {
+        self.inner.delta_as_nanos(start, end)
+    }
+}
+
+/// A raw clock reading paired with the UNIX time of the same moment.
+#[derive(Clone, Debug)]
+pub(crate) struct TimeAnchor {
+    raw: u64,
+    unix_ns: u64,
+    clock: Clock,
+}
+
+impl TimeAnchor {
+    /// Converts a raw reading to UNIX nanoseconds.
+    pub(crate) fn to_unix_ns(&self, raw: u64) -> u64 {
+        if raw >= self.raw {
+            self.unix_ns + self.clock.delta_ns(self.raw, raw)
+        } else {
+            self.unix_ns.saturating_sub(self.clock.delta_ns(raw, self.raw))
+        }
+    }
+}
+
+/// The current UNIX time in nanoseconds.
+pub(crate) fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchor_converts_to_unix_time() {
+        let clock = Clock::new();
+        let anchor = clock.anchor();
+        let r1 = clock.raw();
+        std::thread::sleep(Duration::from_millis(20));
+        let r2 = clock.raw();
+        let (u1, u2) = (anchor.to_unix_ns(r1), anchor.to_unix_ns(r2));
+        let gap = u2 - u1;
+        assert!((15_000_000..2_000_000_000).contains(&gap), "gap {gap}");
+        assert!(u1.abs_diff(unix_now_ns()) < 5_000_000_000);
+    }
+}

@@ -1,0 +1,381 @@
+//! Reading dump and capture files, whole or streamed, without panicking.
+
+use super::{DumpError, DumpErrorKind, DumpFile, FORMAT_VERSION, FileKind, HEADER_LEN, Header, MAGIC, tag};
+use crate::event::Event;
+use crate::window::{Lane, SlowRequest, Window};
+use opentelemetry::trace::{SpanId, TraceId};
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::time::Duration;
+
+/// The largest record a reader accepts (an `EVENTS` record of 16 Ki events is 256 KiB).
+const MAX_RECORD: u32 = 64 << 20;
+
+/// One record of a file, as streamed by [`DumpReader`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Record {
+    /// The window's bounds and settings.
+    Meta {
+        /// Capture sequence number (0 in dumps).
+        sequence: u64,
+        /// Window start, UNIX ns.
+        from_unix_ns: u64,
+        /// Window end, UNIX ns.
+        to_unix_ns: u64,
+        /// The latency threshold.
+        threshold: Duration,
+        /// The long-poll limit.
+        long_poll: Duration,
+    },
+    /// The string table.
+    Strings(Vec<String>),
+    /// A slow request.
+    Request(SlowRequest),
+    /// A lane starts; its events follow in `Events` records.
+    Lane {
+        /// The lane index.
+        index: u32,
+        /// The thread's name.
+        thread: String,
+        /// Events of the window lost to overwrite.
+        events_lost: u64,
+    },
+    /// A chunk of a lane's events.
+    Events {
+        /// The lane index.
+        lane: u32,
+        /// The events, timestamps in UNIX ns.
+        events: Vec<Event>,
+    },
+}
+
+/// Streams the records of a dump or capture file with bounded memory.
+///
+/// # Examples
+///
+/// ```
+/// use tokio_blackbox::{Window, dump::{self, DumpReader, FileKind, Record}};
+/// let mut bytes = Vec::new();
+/// dump::write_window(&mut bytes, &Window::default(), FileKind::Dump)?;
+/// let mut reader = DumpReader::new(&bytes[..])?;
+/// assert_eq!(reader.header().kind, FileKind::Dump);
+/// let mut records = 0;
+/// while let Some(_record) = reader.next_record()? {
+///     records += 1;
+/// }
+/// assert_eq!(records, 2); // meta and strings
+/// # Ok::<(), tokio_blackbox::DumpError>(())
+/// ```
+#[derive(Debug)]
+pub struct DumpReader<R> {
+    input: R,
+    offset: u64,
+    header: Header,
+    done: bool,
+}
+
+impl<R: Read> DumpReader<R> {
+    /// Reads and checks the header.
+    ///
+    /// # Errors
+    ///
+    /// [`DumpErrorKind::NotADump`], [`DumpErrorKind::UnsupportedVersion`],
+    /// [`DumpErrorKind::Truncated`] or an I/O error.
+    pub fn new(input: R) -> Result<DumpReader<R>, DumpError> {
+        let mut r = DumpReader {
+            input,
+            offset: 0,
+            header: Header {
+                major: 0,
+                minor: 0,
+                kind: FileKind::Dump,
+                task_hooks: false,
+                schedule_delay: false,
+                created_unix_ns: 0,
+                pid: 0,
+            },
+            done: false,
+        };
+        let mut h = [0u8; HEADER_LEN];
+        let got = r.fill(&mut h)?;
+        if got < MAGIC.len() || h[..MAGIC.len()] != MAGIC {
+            // Name the first differing byte.
+            let at = h[..got].iter().zip(MAGIC.iter()).take_while(|(a, b)| a == b).count();
+            if at == got && got < MAGIC.len() && got > 0 {
+                return Err(truncated(got as u64, "the rest of the magic bytes"));
+            }
+            return Err(DumpError::new(DumpErrorKind::NotADump { offset: at as u64 }));
+        }
+        if got < HEADER_LEN {
+            return Err(truncated(got as u64, "the rest of the 32-byte header"));
+        }
+        let major = u16::from_le_bytes([h[8], h[9]]);
+        if major != FORMAT_VERSION {
+            return Err(DumpError::new(DumpErrorKind::UnsupportedVersion { major, offset: 8 }));
+        }
+        let kind = match h[12] {
+            1 => FileKind::Dump,
+            2 => FileKind::Capture,
+            k => return Err(corrupt(12, format!("file kind {k}, expected 1 (dump) or 2 (capture)"))),
+        };
+        r.header = Header {
+            major,
+            minor: u16::from_le_bytes([h[10], h[11]]),
+            kind,
+            task_hooks: h[13] & 1 != 0,
+            schedule_delay: h[13] & 2 != 0,
+            created_unix_ns: u64::from_le_bytes(h[16..24].try_into().unwrap_or_default()),
+            pid: u32::from_le_bytes(h[24..28].try_into().unwrap_or_default()),
+        };
+        Ok(r)
+    }
+
+    /// The file's header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Bytes read so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Reads until `buf` is full or the input ends; returns the bytes read.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, DumpError> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.input.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(DumpError::io(e)),
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+
+    /// The next record, or `None` after the `END` record.
+    ///
+    /// # Errors
+    ///
+    /// [`DumpErrorKind::Truncated`] when the input ends before `END`,
+    /// [`DumpErrorKind::Corrupt`] for an invalid record, or an I/O error.
+    pub fn next_record(&mut self) -> Result<Option<Record>, DumpError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let start = self.offset;
+            let mut head = [0u8; 5];
+            let got = self.fill(&mut head)?;
+            if got < head.len() {
+                return Err(truncated(
+                    start + got as u64,
+                    "a record header (tag and length); the file has no END record",
+                ));
+            }
+            let tag = head[0];
+            let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+            if len > MAX_RECORD {
+                return Err(corrupt(start + 1, format!("record length {len} exceeds the limit of {MAX_RECORD}")));
+            }
+            let body_at = self.offset;
+            let mut body = vec![0u8; len as usize];
+            let got = self.fill(&mut body)?;
+            if got < body.len() {
+                return Err(truncated(body_at + got as u64, "the rest of a record"));
+            }
+            let mut p = Payload { buf: &body, pos: 0, base: body_at };
+            let record = match tag {
+                tag::END => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                tag::META => Record::Meta {
+                    sequence: p.u64()?,
+                    from_unix_ns: p.u64()?,
+                    to_unix_ns: p.u64()?,
+                    threshold: Duration::from_nanos(p.u64()?),
+                    long_poll: Duration::from_nanos(p.u64()?),
+                },
+                tag::STRINGS => {
+                    let n = p.u32()?;
+                    let mut v = Vec::with_capacity((n as usize).min(body.len() / 2));
+                    for _ in 0..n {
+                        v.push(p.string()?);
+                    }
+                    Record::Strings(v)
+                }
+                tag::REQUEST => {
+                    let request_id = p.u64()?;
+                    let trace_id = TraceId::from_bytes(p.array::<16>()?);
+                    let span_id = SpanId::from_bytes(p.array::<8>()?);
+                    let flags = p.u8()?;
+                    Record::Request(SlowRequest {
+                        request_id,
+                        trace_id,
+                        span_id,
+                        own_span: flags & 1 != 0,
+                        error: flags & 2 != 0,
+                        start_unix_ns: p.u64()?,
+                        end_unix_ns: p.u64()?,
+                        name: p.string()?,
+                    })
+                }
+                tag::LANE => Record::Lane {
+                    index: p.u32()?,
+                    events_lost: p.u64()?,
+                    thread: p.string()?,
+                },
+                tag::EVENTS => {
+                    let lane = p.u32()?;
+                    let n = p.u32()? as usize;
+                    if p.remaining() != n * 16 {
+                        return Err(corrupt(
+                            body_at + 4,
+                            format!("{n} events need {} bytes, the record has {}", n * 16, p.remaining()),
+                        ));
+                    }
+                    let mut events = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        events.push(Event { ts: p.u64()?, word: p.u64()? });
+                    }
+                    Record::Events { lane, events }
+                }
+                _ => continue, // a newer minor version's record: skip it
+            };
+            return Ok(Some(record));
+        }
+    }
+
+    /// Reads every remaining record into one [`DumpFile`].
+    ///
+    /// # Errors
+    ///
+    /// As [`next_record`](DumpReader::next_record), plus
+    /// [`DumpErrorKind::Corrupt`] for events of a lane that was never declared.
+    pub fn read_all(mut self) -> Result<DumpFile, DumpError> {
+        let mut window = Window {
+            task_hooks: self.header.task_hooks,
+            schedule_delay: self.header.schedule_delay,
+            ..Window::default()
+        };
+        while let Some(record) = {
+            let at = self.offset;
+            self.next_record()?.map(|r| (at, r))
+        } {
+            match record {
+                (_, Record::Meta { sequence, from_unix_ns, to_unix_ns, threshold, long_poll }) => {
+                    window.sequence = sequence;
+                    window.from_unix_ns = from_unix_ns;
+                    window.to_unix_ns = to_unix_ns;
+                    window.threshold = threshold;
+                    window.long_poll = long_poll;
+                }
+                (_, Record::Strings(s)) => window.strings.extend(s),
+                (_, Record::Request(r)) => window.requests.push(r),
+                (_, Record::Lane { index, thread, events_lost }) => window.lanes.push(Lane {
+                    index,
+                    thread,
+                    events: Vec::new(),
+                    events_lost,
+                }),
+                (at, Record::Events { lane, events }) => {
+                    match window.lanes.iter_mut().rev().find(|l| l.index == lane) {
+                        Some(l) => l.events.extend(events),
+                        None => return Err(corrupt(at, format!("events for lane {lane}, which has no LANE record before them"))),
+                    }
+                }
+            }
+        }
+        Ok(DumpFile {
+            kind: self.header.kind,
+            header: self.header,
+            window,
+        })
+    }
+}
+
+/// Reads a whole dump or capture file.
+///
+/// # Errors
+///
+/// A [`DumpError`] with the byte offset for truncated, corrupt,
+/// future-version or foreign input; an I/O error if the file cannot be read.
+pub fn read_file(path: impl AsRef<Path>) -> Result<DumpFile, DumpError> {
+    let file = std::fs::File::open(path)?;
+    read_from(BufReader::new(file))
+}
+
+/// Reads a whole dump or capture from any reader. See [`read_file`].
+///
+/// # Errors
+///
+/// As [`read_file`].
+pub fn read_from<R: Read>(input: R) -> Result<DumpFile, DumpError> {
+    DumpReader::new(input)?.read_all()
+}
+
+fn truncated(offset: u64, expected: &'static str) -> DumpError {
+    DumpError::new(DumpErrorKind::Truncated { offset, expected })
+}
+
+fn corrupt(offset: u64, what: String) -> DumpError {
+    DumpError::new(DumpErrorKind::Corrupt { offset, what })
+}
+
+/// A cursor over one record's payload.
+struct Payload<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    base: u64,
+}
+
+impl Payload<'_> {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], DumpError> {
+        if self.remaining() < n {
+            return Err(corrupt(
+                self.base + self.pos as u64,
+                format!("record too short: {n} more bytes expected, {} left", self.remaining()),
+            ));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DumpError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, DumpError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, DumpError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, DumpError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, DumpError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn string(&mut self) -> Result<String, DumpError> {
+        let at = self.base + self.pos as u64;
+        let n = usize::from(self.u16()?);
+        let bytes = self.take(n)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| corrupt(at, "a string that is not UTF-8".into()))
+    }
+}

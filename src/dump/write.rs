@@ -1,0 +1,134 @@
+//! Writing dump and capture files.
+
+use super::{FORMAT_MINOR, FORMAT_VERSION, FileKind, MAGIC, tag};
+use crate::error::DumpError;
+use crate::window::Window;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+/// Events per `EVENTS` record, so a reader can stream with bounded memory.
+const EVENTS_PER_RECORD: usize = 16 * 1024;
+
+/// Creates `dir` (and parents) readable by its owner only, if missing.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
+/// Writes `window` as a file at `path`, created with mode 0600 on Unix. The
+/// file is written under a temporary name and renamed, so a reader never
+/// sees half a file.
+pub(crate) fn write_window_file(path: &Path, window: &Window, kind: FileKind) -> Result<(), DumpError> {
+    let tmp = path.with_extension("bbx.tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&tmp)?;
+    let mut out = BufWriter::new(file);
+    write_window(&mut out, window, kind)?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Writes `window` in the dump format to any writer.
+///
+/// # Errors
+///
+/// The writer's I/O error.
+///
+/// # Examples
+///
+/// ```
+/// use tokio_blackbox::{Window, dump::{self, FileKind}};
+/// let mut bytes = Vec::new();
+/// dump::write_window(&mut bytes, &Window::default(), FileKind::Capture)?;
+/// let back = dump::read_from(&bytes[..])?;
+/// assert_eq!(back.window, Window::default());
+/// # Ok::<(), tokio_blackbox::DumpError>(())
+/// ```
+pub fn write_window<W: Write>(out: &mut W, window: &Window, kind: FileKind) -> Result<(), DumpError> {
+    let mut header = Vec::with_capacity(super::HEADER_LEN);
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&FORMAT_MINOR.to_le_bytes());
+    header.push(match kind {
+        FileKind::Dump => 1,
+        FileKind::Capture => 2,
+    });
+    header.push(u8::from(window.task_hooks) | u8::from(window.schedule_delay) << 1);
+    header.extend_from_slice(&[0, 0]);
+    header.extend_from_slice(&crate::clock::unix_now_ns().to_le_bytes());
+    header.extend_from_slice(&std::process::id().to_le_bytes());
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    out.write_all(&header)?;
+
+    let mut meta = Vec::new();
+    for v in [
+        window.sequence,
+        window.from_unix_ns,
+        window.to_unix_ns,
+        window.threshold.as_nanos() as u64,
+        window.long_poll.as_nanos() as u64,
+    ] {
+        meta.extend_from_slice(&v.to_le_bytes());
+    }
+    record(out, tag::META, &meta)?;
+
+    let mut strings = Vec::new();
+    strings.extend_from_slice(&(window.strings.len() as u32).to_le_bytes());
+    for s in &window.strings {
+        let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+        strings.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        strings.extend_from_slice(bytes);
+    }
+    record(out, tag::STRINGS, &strings)?;
+
+    for r in &window.requests {
+        let mut p = Vec::new();
+        p.extend_from_slice(&r.request_id.to_le_bytes());
+        p.extend_from_slice(&r.trace_id.to_bytes());
+        p.extend_from_slice(&r.span_id.to_bytes());
+        p.push(u8::from(r.own_span) | u8::from(r.error) << 1);
+        p.extend_from_slice(&r.start_unix_ns.to_le_bytes());
+        p.extend_from_slice(&r.end_unix_ns.to_le_bytes());
+        let name = &r.name.as_bytes()[..r.name.len().min(u16::MAX as usize)];
+        p.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        p.extend_from_slice(name);
+        record(out, tag::REQUEST, &p)?;
+    }
+
+    for lane in &window.lanes {
+        let mut p = Vec::new();
+        p.extend_from_slice(&lane.index.to_le_bytes());
+        p.extend_from_slice(&lane.events_lost.to_le_bytes());
+        let name = &lane.thread.as_bytes()[..lane.thread.len().min(u16::MAX as usize)];
+        p.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        p.extend_from_slice(name);
+        record(out, tag::LANE, &p)?;
+        for chunk in lane.events.chunks(EVENTS_PER_RECORD) {
+            let mut p = Vec::with_capacity(8 + chunk.len() * 16);
+            p.extend_from_slice(&lane.index.to_le_bytes());
+            p.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+            for e in chunk {
+                p.extend_from_slice(&e.ts.to_le_bytes());
+                p.extend_from_slice(&e.word.to_le_bytes());
+            }
+            record(out, tag::EVENTS, &p)?;
+        }
+    }
+    record(out, tag::END, &[])?;
+    out.flush()?;
+    Ok(())
+}
+
+fn record<W: Write>(out: &mut W, tag: u8, payload: &[u8]) -> io::Result<()> {
+    out.write_all(&[tag])?;
+    out.write_all(&(payload.len() as u32).to_le_bytes())?;
+    out.write_all(payload)
+}

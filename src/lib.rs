@@ -1,0 +1,35 @@
+#![doc = include_str!("../README.md")]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms,
+    clippy::undocumented_unsafe_blocks
+)]
+#![deny(unused_must_use, unsafe_op_in_unsafe_fn, unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod builder;
+mod capture;
+mod clock;
+pub mod dump;
+mod error;
+pub mod event;
+pub mod export;
+mod hooks;
+mod layer;
+mod recorder;
+mod ring;
+mod sync;
+mod trigger;
+pub mod window;
+
+pub use builder::{Builder, ENV_VARS, parse_duration};
+pub use error::{BuildError, DumpError, DumpErrorKind, SinkError};
+pub use event::{Event, EventKind};
+pub use export::{DirSink, Sink};
+pub use hooks::BlackboxHooks;
+pub use layer::{BlackboxLayer, RequestSpans};
+pub use recorder::{Blackbox, BlackboxGuard, BlackboxStats};
+pub use window::{Lane, Poll, RequestSpan, SlowRequest, TaskActivity, Window, WorkerActivity};

@@ -1,0 +1,190 @@
+//! The trigger: which slow requests become captures, when each capture is cut,
+//! and what is merged or skipped under load.
+//!
+//! Pure logic: no clock, no threads, no I/O. Times are UNIX nanoseconds given
+//! by the caller, so the rules are tested without a runtime.
+//!
+//! - A slow request asks for the window `[start - before, end + after]`.
+//! - If that window overlaps a capture that is still pending (not yet cut),
+//!   the request joins it and the window grows to cover both, up to
+//!   `max_window`: one capture then covers several slow requests.
+//! - Otherwise a new capture starts, unless `max_per_sec` captures already
+//!   started in the last second: then the request is skipped and counted.
+//! - A capture is due once the clock passes its window's end.
+
+use crate::window::SlowRequest;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// What became of one slow request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// It starts a new capture.
+    Started,
+    /// It joined a pending capture.
+    Merged,
+    /// The per-second cap was reached: not captured.
+    Skipped,
+}
+
+/// A capture waiting for its window to end.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Pending {
+    pub(crate) from_ns: u64,
+    pub(crate) to_ns: u64,
+    pub(crate) requests: Vec<SlowRequest>,
+}
+
+/// The trigger's rules and state.
+#[derive(Debug)]
+pub(crate) struct Trigger {
+    before_ns: u64,
+    after_ns: u64,
+    max_window_ns: u64,
+    max_per_sec: u32,
+    /// Start times of the captures started in the last second.
+    recent: VecDeque<u64>,
+    pending: Vec<Pending>,
+}
+
+impl Trigger {
+    pub(crate) fn new(before: Duration, after: Duration, max_window: Duration, max_per_sec: u32) -> Trigger {
+        Trigger {
+            before_ns: before.as_nanos() as u64,
+            after_ns: after.as_nanos() as u64,
+            max_window_ns: max_window.as_nanos() as u64,
+            max_per_sec,
+            recent: VecDeque::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Offers a slow request at time `now_ns`.
+    pub(crate) fn offer(&mut self, req: SlowRequest, now_ns: u64) -> Decision {
+        let from = req.start_unix_ns.saturating_sub(self.before_ns);
+        let to = req.end_unix_ns.saturating_add(self.after_ns);
+        for p in &mut self.pending {
+            let overlaps = from <= p.to_ns && to >= p.from_ns;
+            let grown = (to.max(p.to_ns)).saturating_sub(from.min(p.from_ns));
+            if overlaps && grown <= self.max_window_ns {
+                p.from_ns = p.from_ns.min(from);
+                p.to_ns = p.to_ns.max(to);
+                p.requests.push(req);
+                return Decision::Merged;
+            }
+        }
+        while let Some(&t) = self.recent.front() {
+            if now_ns.saturating_sub(t) >= 1_000_000_000 {
+                self.recent.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.recent.len() >= self.max_per_sec as usize {
+            return Decision::Skipped;
+        }
+        self.recent.push_back(now_ns);
+        self.pending.push(Pending {
+            from_ns: from,
+            to_ns: to,
+            requests: vec![req],
+        });
+        Decision::Started
+    }
+
+    /// Removes and returns the captures whose windows have ended by `now_ns`.
+    pub(crate) fn due(&mut self, now_ns: u64) -> Vec<Pending> {
+        let (due, keep) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.to_ns <= now_ns);
+        self.pending = keep;
+        due
+    }
+
+    /// Removes and returns every pending capture (shutdown, flush).
+    pub(crate) fn drain(&mut self) -> Vec<Pending> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// When the next pending capture is due, if any.
+    pub(crate) fn next_due(&self) -> Option<u64> {
+        self.pending.iter().map(|p| p.to_ns).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{SpanId, TraceId};
+
+    const MS: u64 = 1_000_000;
+
+    fn req(id: u64, start_ms: u64, end_ms: u64) -> SlowRequest {
+        SlowRequest {
+            request_id: id,
+            name: "request".into(),
+            trace_id: TraceId::from(u128::from(id)),
+            span_id: SpanId::from(id),
+            own_span: true,
+            error: false,
+            start_unix_ns: start_ms * MS,
+            end_unix_ns: end_ms * MS,
+        }
+    }
+
+    fn trigger(cap: u32) -> Trigger {
+        Trigger::new(
+            Duration::from_millis(100),
+            Duration::from_millis(50),
+            Duration::from_secs(10),
+            cap,
+        )
+    }
+
+    #[test]
+    fn a_slow_request_is_due_after_its_window() {
+        let mut t = trigger(10);
+        assert_eq!(t.offer(req(1, 1000, 1300), 1300 * MS), Decision::Started);
+        assert_eq!(t.next_due(), Some(1350 * MS));
+        assert!(t.due(1349 * MS).is_empty());
+        let due = t.due(1350 * MS);
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].from_ns, due[0].to_ns), (900 * MS, 1350 * MS));
+        assert_eq!(t.next_due(), None);
+    }
+
+    #[test]
+    fn overlapping_windows_merge_and_grow() {
+        let mut t = trigger(10);
+        t.offer(req(1, 1000, 1300), 1300 * MS);
+        assert_eq!(t.offer(req(2, 1200, 1400), 1400 * MS), Decision::Merged);
+        // Its window [1400, 1650] overlaps the grown pending window [900, 1450].
+        assert_eq!(t.offer(req(3, 1500, 1600), 1600 * MS), Decision::Merged);
+        assert_eq!(t.offer(req(4, 5000, 5100), 5100 * MS), Decision::Started);
+        let due = t.due(10_000 * MS);
+        assert_eq!(due.len(), 2);
+        assert_eq!(due[0].requests.len(), 3);
+        assert_eq!((due[0].from_ns, due[0].to_ns), (900 * MS, 1650 * MS));
+    }
+
+    #[test]
+    fn the_cap_skips_and_recovers_after_a_second() {
+        let mut t = Trigger::new(Duration::ZERO, Duration::ZERO, Duration::from_secs(1), 2);
+        let now = 10_000 * MS;
+        let decisions: Vec<_> = (0..5)
+            .map(|i| t.offer(req(i, 1000 * i, 1000 * i + 1), now))
+            .collect();
+        assert_eq!(
+            decisions,
+            [Decision::Started, Decision::Started, Decision::Skipped, Decision::Skipped, Decision::Skipped]
+        );
+        assert_eq!(t.offer(req(9, 20_000, 20_001), now + 1000 * MS), Decision::Started);
+    }
+
+    #[test]
+    fn merging_stops_at_the_window_limit() {
+        let mut t = Trigger::new(Duration::ZERO, Duration::ZERO, Duration::from_millis(500), 10);
+        t.offer(req(1, 0, 400), 400 * MS);
+        assert_eq!(t.offer(req(2, 300, 600), 600 * MS), Decision::Started);
+    }
+}

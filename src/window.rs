@@ -1,0 +1,449 @@
+//! The window: the events of every lane between two moments, cut when a slow
+//! request triggers, and what they say about tasks, polls and workers.
+//!
+//! [`Window`] is the typed value handed to a sink: the slow requests it
+//! covers, each lane's events in UNIX nanoseconds, the string table, and what
+//! was lost. [`Window::tasks`], [`Window::workers`] and
+//! [`Window::request_spans`] turn the raw events into the activity a person
+//! looks at; the exporter, the dump reader and the command all use them.
+
+use crate::capture::LaneSnapshot;
+use crate::clock::TimeAnchor;
+use crate::event::{Event, EventKind, NO_STRING, decode_delay};
+use opentelemetry::trace::{SpanId, TraceId};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// A request span that ran longer than the threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SlowRequest {
+    /// The recorder's id of the request (the subject of its request events).
+    pub request_id: u64,
+    /// The span's name.
+    pub name: String,
+    /// The trace the request belongs to.
+    pub trace_id: TraceId,
+    /// The request span's id.
+    pub span_id: SpanId,
+    /// `true` when the ids were made by the recorder (no OpenTelemetry context
+    /// was found): the request span itself must then be exported too.
+    pub own_span: bool,
+    /// An error event was recorded inside the request.
+    pub error: bool,
+    /// When the span was created, UNIX nanoseconds.
+    pub start_unix_ns: u64,
+    /// When the span closed, UNIX nanoseconds.
+    pub end_unix_ns: u64,
+}
+
+impl SlowRequest {
+    /// How long the request took.
+    pub fn duration(&self) -> Duration {
+        Duration::from_nanos(self.end_unix_ns.saturating_sub(self.start_unix_ns))
+    }
+}
+
+/// The events one thread recorded inside a window.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Lane {
+    /// The lane's index: stable for the life of the recorder.
+    pub index: u32,
+    /// The name of the thread that wrote it (`tokio-runtime-worker` for workers).
+    pub thread: String,
+    /// Events in time order; timestamps are UNIX nanoseconds.
+    pub events: Vec<Event>,
+    /// Events of this window that were overwritten before the cut (an
+    /// estimate from the lane's event rate, since their timestamps are gone).
+    pub events_lost: u64,
+}
+
+/// The runtime activity around one or more slow requests.
+///
+/// # Examples
+///
+/// ```
+/// use tokio_blackbox::Window;
+/// let w = Window::default();
+/// assert!(w.tasks().is_empty());
+/// assert_eq!(w.events(), 0);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Window {
+    /// Sequence number of this capture in the process.
+    pub sequence: u64,
+    /// Window start, UNIX nanoseconds.
+    pub from_unix_ns: u64,
+    /// Window end, UNIX nanoseconds.
+    pub to_unix_ns: u64,
+    /// The slow requests this capture covers; the first triggered it.
+    pub requests: Vec<SlowRequest>,
+    /// Each thread's events.
+    pub lanes: Vec<Lane>,
+    /// The string table that events' string arguments index into.
+    pub strings: Vec<String>,
+    /// The latency threshold in force.
+    pub threshold: Duration,
+    /// Polls longer than this are flagged as long (likely blocking).
+    pub long_poll: Duration,
+    /// Whether scheduling delays were recorded.
+    pub schedule_delay: bool,
+    /// Whether Tokio's task hooks were available (`--cfg tokio_unstable`).
+    pub task_hooks: bool,
+}
+
+/// One poll of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Poll {
+    /// The lane (thread) that polled.
+    pub lane: u32,
+    /// Poll start, UNIX ns (the window start if the poll began before it).
+    pub start_ns: u64,
+    /// Poll end, UNIX ns (the window end if the poll had not ended).
+    pub end_ns: u64,
+    /// How long the task waited for a worker before this poll, when recorded.
+    pub sched_delay_ns: Option<u64>,
+    /// `false` when the poll was cut by the window's edge.
+    pub complete: bool,
+}
+
+impl Poll {
+    /// The poll's duration in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+}
+
+/// What one task did inside a window.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TaskActivity {
+    /// Tokio's task id.
+    pub id: u64,
+    /// The spawn location, `file:line:column`, when known.
+    pub location: Option<String>,
+    /// When it was spawned, if inside the window.
+    pub spawned_ns: Option<u64>,
+    /// When it terminated, if inside the window.
+    pub terminated_ns: Option<u64>,
+    /// Its polls, in time order.
+    pub polls: Vec<Poll>,
+    /// Ids of the requests it worked for (entered their span, or was spawned inside it).
+    pub requests: Vec<u64>,
+}
+
+impl TaskActivity {
+    /// Time spent being polled.
+    pub fn busy_ns(&self) -> u64 {
+        self.polls.iter().map(Poll::duration_ns).sum()
+    }
+
+    /// The longest poll.
+    pub fn longest_poll_ns(&self) -> u64 {
+        self.polls.iter().map(Poll::duration_ns).max().unwrap_or(0)
+    }
+
+    /// Total recorded scheduling delay.
+    pub fn sched_delay_ns(&self) -> u64 {
+        self.polls.iter().filter_map(|p| p.sched_delay_ns).sum()
+    }
+
+    /// The spawn location split into file and line, when known.
+    pub fn file_line(&self) -> Option<(&str, u32)> {
+        let loc = self.location.as_deref()?;
+        let mut parts = loc.rsplitn(3, ':');
+        let _col = parts.next()?;
+        let line = parts.next()?.parse().ok()?;
+        Some((parts.next()?, line))
+    }
+
+    /// A display name: `task <file>:<line>`, or `task <id>`.
+    pub fn name(&self) -> String {
+        match self.file_line() {
+            Some((file, line)) => format!("task {file}:{line}"),
+            None => format!("task {}", self.id),
+        }
+    }
+}
+
+/// What one thread did inside a window.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct WorkerActivity {
+    /// The lane index.
+    pub lane: u32,
+    /// The thread's name.
+    pub thread: String,
+    /// Moments the thread parked.
+    pub parks: Vec<u64>,
+    /// Moments the thread unparked.
+    pub unparks: Vec<u64>,
+    /// Time spent polling tasks.
+    pub busy_ns: u64,
+    /// Number of polls.
+    pub polls: u64,
+}
+
+/// A request span's time on one thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestSpan {
+    /// The request id.
+    pub request_id: u64,
+    /// The span name, if its open event is in the window.
+    pub name: Option<String>,
+    /// Opened (UNIX ns), if inside the window.
+    pub open_ns: Option<u64>,
+    /// Closed (UNIX ns), if inside the window.
+    pub close_ns: Option<u64>,
+    /// `(lane, enter, exit)` intervals.
+    pub entered: Vec<(u32, u64, u64)>,
+}
+
+impl Window {
+    /// Cuts a window from lane snapshots taken over the whole rings.
+    pub(crate) fn cut(
+        lanes: Vec<LaneSnapshot>,
+        from_unix_ns: u64,
+        to_unix_ns: u64,
+        anchor: &TimeAnchor,
+    ) -> (Vec<Lane>, u64) {
+        let mut total_lost = 0;
+        let out = lanes
+            .into_iter()
+            .filter_map(|l| {
+                let events: Vec<Event> = l
+                    .snapshot
+                    .events
+                    .iter()
+                    .map(|e| Event {
+                        ts: anchor.to_unix_ns(e.ts),
+                        word: e.word,
+                    })
+                    .filter(|e| e.ts >= from_unix_ns && e.ts <= to_unix_ns)
+                    .collect();
+                let lost = estimate_lost(&l, from_unix_ns, anchor);
+                total_lost += lost;
+                (!events.is_empty() || lost > 0).then_some(Lane {
+                    index: l.lane,
+                    thread: l.thread,
+                    events,
+                    events_lost: lost,
+                })
+            })
+            .collect();
+        (out, total_lost)
+    }
+
+    /// Number of events in the window.
+    pub fn events(&self) -> usize {
+        self.lanes.iter().map(|l| l.events.len()).sum()
+    }
+
+    /// Events of the window lost to overwrite, over all lanes.
+    pub fn events_lost(&self) -> u64 {
+        self.lanes.iter().map(|l| l.events_lost).sum()
+    }
+
+    fn string(&self, i: u16) -> Option<String> {
+        (i != NO_STRING)
+            .then(|| self.strings.get(usize::from(i)).cloned())
+            .flatten()
+    }
+
+    /// The tasks seen in the window, ordered by task id.
+    pub fn tasks(&self) -> Vec<TaskActivity> {
+        let mut tasks: BTreeMap<u64, TaskActivity> = BTreeMap::new();
+        fn task(tasks: &mut BTreeMap<u64, TaskActivity>, id: u64) -> &mut TaskActivity {
+            tasks.entry(id).or_insert_with(|| TaskActivity {
+                id,
+                ..TaskActivity::default()
+            })
+        }
+        for lane in &self.lanes {
+            // The poll in progress on this lane, and the requests entered.
+            let mut open: Option<(u64, u64, Option<u64>)> = None;
+            let mut entered: Vec<u64> = Vec::new();
+            for e in &lane.events {
+                let Some(kind) = e.kind() else { continue };
+                match kind {
+                    EventKind::TaskSpawn => {
+                        let loc = self.string(e.arg());
+                        let t = task(&mut tasks, e.subject());
+                        t.spawned_ns = Some(e.ts);
+                        if t.location.is_none() {
+                            t.location = loc;
+                        }
+                        if let Some(&r) = entered.last() {
+                            push_unique(&mut t.requests, r);
+                        }
+                    }
+                    EventKind::PollStart => {
+                        if let Some((id, start, delay)) = open.take() {
+                            // A poll start with no end: the end was lost.
+                            task(&mut tasks, id).polls.push(Poll {
+                                lane: lane.index,
+                                start_ns: start,
+                                end_ns: e.ts,
+                                sched_delay_ns: delay,
+                                complete: false,
+                            });
+                        }
+                        let delay = self.schedule_delay.then(|| decode_delay(e.arg()));
+                        open = Some((e.subject(), e.ts, delay));
+                        task(&mut tasks, e.subject());
+                    }
+                    EventKind::PollEnd => {
+                        let loc = self.string(e.arg());
+                        let (start, delay, complete) = match open.take() {
+                            Some((id, start, delay)) if id == e.subject() => (start, delay, true),
+                            _ => (self.from_unix_ns.min(e.ts), None, false),
+                        };
+                        let t = task(&mut tasks, e.subject());
+                        if t.location.is_none() {
+                            t.location = loc;
+                        }
+                        t.polls.push(Poll {
+                            lane: lane.index,
+                            start_ns: start,
+                            end_ns: e.ts,
+                            sched_delay_ns: delay,
+                            complete,
+                        });
+                    }
+                    EventKind::TaskTerminate => {
+                        task(&mut tasks, e.subject()).terminated_ns = Some(e.ts);
+                    }
+                    EventKind::RequestEnter => {
+                        entered.push(e.subject());
+                        if let Some((id, _, _)) = open {
+                            push_unique(&mut task(&mut tasks, id).requests, e.subject());
+                        }
+                    }
+                    EventKind::RequestExit => {
+                        if let Some(pos) = entered.iter().rposition(|&r| r == e.subject()) {
+                            entered.remove(pos);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some((id, start, delay)) = open {
+                task(&mut tasks, id).polls.push(Poll {
+                    lane: lane.index,
+                    start_ns: start,
+                    end_ns: self.to_unix_ns.max(start),
+                    sched_delay_ns: delay,
+                    complete: false,
+                });
+            }
+        }
+        let mut out: Vec<TaskActivity> = tasks.into_values().collect();
+        for t in &mut out {
+            t.polls.sort_by_key(|p| p.start_ns);
+        }
+        out
+    }
+
+    /// Each thread's park/unpark moments and busy time.
+    pub fn workers(&self) -> Vec<WorkerActivity> {
+        self.lanes
+            .iter()
+            .map(|lane| {
+                let mut w = WorkerActivity {
+                    lane: lane.index,
+                    thread: lane.thread.clone(),
+                    ..WorkerActivity::default()
+                };
+                let mut poll_start: Option<u64> = None;
+                for e in &lane.events {
+                    match e.kind() {
+                        Some(EventKind::Park) => w.parks.push(e.ts),
+                        Some(EventKind::Unpark) => w.unparks.push(e.ts),
+                        Some(EventKind::PollStart) => poll_start = Some(e.ts),
+                        Some(EventKind::PollEnd) => {
+                            let start = poll_start.take().unwrap_or(self.from_unix_ns.min(e.ts));
+                            w.busy_ns += e.ts.saturating_sub(start);
+                            w.polls += 1;
+                        }
+                        _ => {}
+                    }
+                }
+                w
+            })
+            .collect()
+    }
+
+    /// The request spans seen in the window: open, close and entered intervals.
+    pub fn request_spans(&self) -> Vec<RequestSpan> {
+        let mut spans: BTreeMap<u64, RequestSpan> = BTreeMap::new();
+        let mut entered_at: HashMap<(u32, u64), u64> = HashMap::new();
+        for lane in &self.lanes {
+            for e in &lane.events {
+                let Some(kind) = e.kind() else { continue };
+                let id = e.subject();
+                let span = || RequestSpan {
+                    request_id: id,
+                    name: None,
+                    open_ns: None,
+                    close_ns: None,
+                    entered: Vec::new(),
+                };
+                match kind {
+                    EventKind::RequestOpen => {
+                        let s = spans.entry(id).or_insert_with(span);
+                        s.open_ns = Some(e.ts);
+                        s.name = self.string(e.arg());
+                    }
+                    EventKind::RequestClose => {
+                        spans.entry(id).or_insert_with(span).close_ns = Some(e.ts);
+                    }
+                    EventKind::RequestEnter => {
+                        entered_at.insert((lane.index, id), e.ts);
+                    }
+                    EventKind::RequestExit => {
+                        let start = entered_at
+                            .remove(&(lane.index, id))
+                            .unwrap_or(self.from_unix_ns.min(e.ts));
+                        spans
+                            .entry(id)
+                            .or_insert_with(span)
+                            .entered
+                            .push((lane.index, start, e.ts));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        spans.into_values().collect()
+    }
+}
+
+fn push_unique(v: &mut Vec<u64>, x: u64) {
+    if !v.contains(&x) {
+        v.push(x);
+    }
+}
+
+/// Events of `[from, ..]` a lane overwrote before the cut: zero when the lane
+/// still holds events older than `from`, else estimated from its event rate.
+fn estimate_lost(lane: &LaneSnapshot, from_unix_ns: u64, anchor: &TimeAnchor) -> u64 {
+    let s = &lane.snapshot;
+    if s.overwritten == 0 {
+        return 0;
+    }
+    let (Some(first), Some(last)) = (s.events.first(), s.events.last()) else {
+        return 0;
+    };
+    let oldest = anchor.to_unix_ns(first.ts);
+    if oldest <= from_unix_ns {
+        return 0;
+    }
+    let span = anchor.to_unix_ns(last.ts).saturating_sub(oldest).max(1);
+    let rate = s.events.len() as f64 / span as f64;
+    let estimate = (rate * (oldest - from_unix_ns) as f64) as u64;
+    estimate.clamp(1, s.overwritten)
+}
