@@ -76,12 +76,8 @@ impl BlackboxHooks {
     #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
     #[inline]
     pub fn on_task_spawn(&self, meta: &TaskMeta<'_>) {
-        if !self.capture.enabled {
-            return;
-        }
-        let loc = self.capture.location_index(meta.spawned_at());
         self.capture
-            .record(EventKind::TaskSpawn, task_id_u64(&meta.id()), loc);
+            .record_at(EventKind::TaskSpawn, task_id_u64(&meta.id()), meta.spawned_at());
     }
 
     /// Records the start of a poll, with the scheduling delay when tracked.
@@ -108,12 +104,8 @@ impl BlackboxHooks {
     #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
     #[inline]
     pub fn on_after_task_poll(&self, meta: &TaskMeta<'_>) {
-        if !self.capture.enabled {
-            return;
-        }
-        let loc = self.capture.location_index(meta.spawned_at());
         self.capture
-            .record(EventKind::PollEnd, task_id_u64(&meta.id()), loc);
+            .record_at(EventKind::PollEnd, task_id_u64(&meta.id()), meta.spawned_at());
     }
 
     /// Records that a task completed or was cancelled. For `on_task_terminate`.

@@ -98,6 +98,12 @@ impl Ring {
         self.head.store(i + 1, Ordering::Release);
     }
 
+    /// Forgets every event (only for a ring no thread writes: one taken from
+    /// the pool for a new recorder).
+    pub(crate) fn clear(&self) {
+        self.head.store(0, Ordering::Release);
+    }
+
     /// Events ever pushed.
     pub(crate) fn pushed(&self) -> u64 {
         self.head.load(Ordering::Acquire)
