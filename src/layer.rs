@@ -128,7 +128,9 @@ struct RequestSlots {
 impl RequestSlots {
     fn new() -> RequestSlots {
         RequestSlots {
-            slots: (0..SLOTS).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
+            slots: (0..SLOTS)
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
             fallbacks: AtomicUsize::new(0),
         }
     }
@@ -241,10 +243,8 @@ impl BlackboxLayer {
 
     fn info(&self, meta: &'static Metadata<'static>) -> CallsiteInfo {
         let id = meta.callsite();
-        if let Ok(map) = self.callsites.read() {
-            if let Some(info) = map.get(&id) {
-                return *info;
-            }
+        if let Some(info) = self.callsites.read().ok().and_then(|map| map.get(&id).copied()) {
+            return info;
         }
         let info = CallsiteInfo {
             request: self.inner.config.request_spans.classify(meta),
@@ -260,7 +260,7 @@ impl BlackboxLayer {
         info
     }
 
-    fn otel_ids<S>(id: &Id) -> Option<(TraceId, SpanId)> {
+    fn otel_ids(id: &Id) -> Option<(TraceId, SpanId)> {
         tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(id, d))
             .map(|cx| cx.span().span_context().clone())
             .filter(|sc| sc.is_valid())
@@ -286,9 +286,7 @@ where
         let info = self.info(attrs.metadata());
         let is_request = match info.request {
             Some(r) => r,
-            None => {
-                attrs.is_root() || (attrs.is_contextual() && ctx.current_span().id().is_none())
-            }
+            None => attrs.is_root() || (attrs.is_contextual() && ctx.current_span().id().is_none()),
         };
         if !is_request {
             return;
@@ -334,11 +332,11 @@ where
         if need_ids {
             // Not while holding our extensions: the OpenTelemetry layer takes
             // the same span's extensions to build its context.
-            let ids = Self::otel_ids::<S>(id);
-            if let Some(span) = ctx.span(id) {
-                if let Some(state) = span.extensions().get::<RequestState>() {
-                    let _ = state.ids.set(ids);
-                }
+            let ids = Self::otel_ids(id);
+            if let Some(span) = ctx.span(id)
+                && let Some(state) = span.extensions().get::<RequestState>()
+            {
+                let _ = state.ids.set(ids);
             }
         }
     }
@@ -351,7 +349,9 @@ where
         } else if self.slots.any_fallbacks() {
             let Some(span) = ctx.span(id) else { return };
             if let Some(state) = span.extensions().get::<RequestState>() {
-                self.inner.capture.record(EventKind::RequestExit, state.id, 0);
+                self.inner
+                    .capture
+                    .record(EventKind::RequestExit, state.id, 0);
             }
         }
     }
@@ -422,7 +422,11 @@ mod tests {
         assert!(!slots.claim(&b, 2), "taken slot: fallback");
         assert!(slots.any_fallbacks());
         assert_eq!(slots.get(&a), Some(1));
-        assert_eq!(slots.get(&b), None, "a colliding span never reads another's slot");
+        assert_eq!(
+            slots.get(&b),
+            None,
+            "a colliding span never reads another's slot"
+        );
         assert!(slots.mark_ids(&a));
         assert!(!slots.mark_ids(&a), "ids are looked up once");
         assert_eq!(slots.get(&a), Some(1 | IDS_LOOKED_UP));

@@ -131,10 +131,10 @@ impl Ring {
             if i < stable_from {
                 continue;
             }
-            if let Some((from, to)) = range {
-                if e.ts < from || e.ts > to {
-                    continue;
-                }
+            if let Some((from, to)) = range
+                && (e.ts < from || e.ts > to)
+            {
+                continue;
             }
             events.push(e);
         }
