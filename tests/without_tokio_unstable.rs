@@ -26,7 +26,9 @@ fn records_what_the_build_allows() {
             )
             .await
             .expect("task");
+            // Let the workers park, then give them work: they unpark.
             tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::spawn(async {}).await.expect("task");
         }
         .with_subscriber(dispatch),
     );
@@ -43,7 +45,15 @@ fn records_what_the_build_allows() {
         .flat_map(|l| l.events.iter().filter_map(|e| e.kind()))
         .collect();
     assert!(kinds.contains(&EventKind::RequestOpen) && kinds.contains(&EventKind::RequestClose));
-    assert!(kinds.contains(&EventKind::Park) && kinds.contains(&EventKind::Unpark));
+    assert!(
+        kinds.contains(&EventKind::Park) && kinds.contains(&EventKind::Unpark),
+        "{kinds:?} {:?}",
+        file.window
+            .lanes
+            .iter()
+            .map(|l| &l.thread)
+            .collect::<Vec<_>>()
+    );
     assert_eq!(kinds.contains(&EventKind::PollStart), cfg!(tokio_unstable));
     assert_eq!(file.header.task_hooks, cfg!(tokio_unstable));
 }
