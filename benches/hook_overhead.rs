@@ -31,7 +31,12 @@ enum Mode {
     TokioScheduleLatencyOnly,
 }
 
-fn runtime(mode: Mode) -> (tokio::runtime::Runtime, Option<(Blackbox, tokio_blackbox::BlackboxGuard)>) {
+fn runtime(
+    mode: Mode,
+) -> (
+    tokio::runtime::Runtime,
+    Option<(Blackbox, tokio_blackbox::BlackboxGuard)>,
+) {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.worker_threads(2).enable_all();
     let rec = match mode {
@@ -80,11 +85,16 @@ fn bench(c: &mut Criterion) {
         ("baseline", Mode::Baseline),
         ("hooks", Mode::Hooks),
         ("hooks_schedule_delay", Mode::HooksScheduleDelay),
-        ("tokio_schedule_latency_only", Mode::TokioScheduleLatencyOnly),
+        (
+            "tokio_schedule_latency_only",
+            Mode::TokioScheduleLatencyOnly,
+        ),
     ] {
         let (rt, rec) = runtime(mode);
         let rt = Arc::new(rt);
-        g.bench_function(name, |b| b.iter_custom(|iters| (0..iters).map(|_| run(&rt)).sum()));
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run(&rt)).sum())
+        });
         drop(rec);
     }
     g.finish();

@@ -29,7 +29,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let requests: u64 = std::env::var("MEMORY_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let requests: u64 = std::env::var("MEMORY_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = std::env::temp_dir().join(format!("blackbox-memory-{}", std::process::id()));
     let (blackbox, guard) = Blackbox::builder()
         .latency_threshold(Duration::from_secs(3600)) // nothing is slow: measure the rings alone

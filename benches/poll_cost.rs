@@ -16,7 +16,10 @@ fn main() {
         println!("poll_cost: set POLL_COST_MODE (see tools/poll-cost.sh); skipping");
         return;
     };
-    let yields: u64 = std::env::var("POLL_COST_YIELDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let yields: u64 = std::env::var("POLL_COST_YIELDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let mut b = tokio::runtime::Builder::new_multi_thread();
     b.worker_threads(2).enable_all();
     let rec = match mode.as_str() {
@@ -49,7 +52,11 @@ fn main() {
     });
     if let Some((bb, _g)) = &rec {
         let s = bb.stats();
-        println!("poll_cost: {mode}: {} polls, {} events", TASKS * (yields + 1), s.events_recorded);
+        println!(
+            "poll_cost: {mode}: {} polls, {} events",
+            TASKS * (yields + 1),
+            s.events_recorded
+        );
     } else {
         println!("poll_cost: {mode}: {} polls", TASKS * (yields + 1));
     }

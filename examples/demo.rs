@@ -92,7 +92,9 @@ async fn crunch() -> String {
                 let mut x = i as u64;
                 let until = Instant::now() + Duration::from_millis(120);
                 while Instant::now() < until {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                 }
                 x
             })
@@ -153,7 +155,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             7 if c == 0 => "crunch",
                             _ => "fast",
                         };
-                        let Ok(uri) = format!("http://{addr}/{path}").parse::<hyper::Uri>() else { continue };
+                        let Ok(uri) = format!("http://{addr}/{path}").parse::<hyper::Uri>() else {
+                            continue;
+                        };
                         if let Ok(resp) = client.get(uri).await {
                             let _ = resp.into_body().collect().await;
                             served.fetch_add(1, Ordering::Relaxed);
@@ -187,7 +191,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.ring_bytes / 1024,
         stats.events_overwritten
     );
-    let dir = std::env::var("BLACKBOX_DIR").unwrap_or_else(|_| tokio_blackbox::Blackbox::DEFAULT_DIR.into());
-    println!("demo: {} windows written to {dir}/ (read them with `cargo run -- summary FILE`)", stats.windows_written);
+    let dir = std::env::var("BLACKBOX_DIR")
+        .unwrap_or_else(|_| tokio_blackbox::Blackbox::DEFAULT_DIR.into());
+    println!(
+        "demo: {} windows written to {dir}/ (read them with `cargo run -- summary FILE`)",
+        stats.windows_written
+    );
     Ok(())
 }

@@ -243,7 +243,12 @@ impl BlackboxLayer {
 
     fn info(&self, meta: &'static Metadata<'static>) -> CallsiteInfo {
         let id = meta.callsite();
-        if let Some(info) = self.callsites.read().ok().and_then(|map| map.get(&id).copied()) {
+        if let Some(info) = self
+            .callsites
+            .read()
+            .ok()
+            .and_then(|map| map.get(&id).copied())
+        {
             return info;
         }
         let info = CallsiteInfo {

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use std::time::Duration;
-use tokio_blackbox::dump::{self, FileKind, FORMAT_VERSION};
+use tokio_blackbox::dump::{self, FORMAT_VERSION, FileKind};
 use tokio_blackbox::{Blackbox, DumpErrorKind, EventKind};
 
 fn real_dump() -> (Vec<u8>, tempfile::TempDir) {
@@ -24,7 +24,10 @@ fn real_dump() -> (Vec<u8>, tempfile::TempDir) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "dump readable by its owner only");
     }
     (std::fs::read(&path).expect("read"), dir)
@@ -41,8 +44,16 @@ fn a_real_dump_round_trips() {
     let tasks = w.tasks();
     assert!(tasks.len() >= 50, "{} tasks", tasks.len());
     let here = file!();
-    assert!(tasks.iter().any(|t| t.file_line().is_some_and(|(f, _)| f == here)));
-    assert!(w.lanes.iter().any(|l| l.events.iter().any(|e| e.kind() == Some(EventKind::Park))));
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t.file_line().is_some_and(|(f, _)| f == here))
+    );
+    assert!(
+        w.lanes
+            .iter()
+            .any(|l| l.events.iter().any(|e| e.kind() == Some(EventKind::Park)))
+    );
     // Writing what was read gives the same window back.
     let mut again = Vec::new();
     dump::write_window(&mut again, w, FileKind::Dump).expect("write");
@@ -52,14 +63,29 @@ fn a_real_dump_round_trips() {
 #[test]
 fn truncated_input_names_the_offset() {
     let (bytes, _dir) = real_dump();
-    for cut in [0usize, 1, 7, 8, 20, 31, 32, 33, 40, bytes.len() / 2, bytes.len() - 1] {
+    for cut in [
+        0usize,
+        1,
+        7,
+        8,
+        20,
+        31,
+        32,
+        33,
+        40,
+        bytes.len() / 2,
+        bytes.len() - 1,
+    ] {
         let err = dump::read_from(&bytes[..cut]).expect_err("truncated input is refused");
         let offset = err.offset().expect("offset");
         assert!(offset <= cut as u64, "offset {offset} past the end {cut}");
         let msg = err.to_string();
         assert!(msg.contains(&format!("byte {offset}")), "{msg}");
         if cut > 0 {
-            assert!(matches!(err.kind(), DumpErrorKind::Truncated { .. }), "cut {cut}: {err}");
+            assert!(
+                matches!(err.kind(), DumpErrorKind::Truncated { .. }),
+                "cut {cut}: {err}"
+            );
         }
     }
 }
@@ -71,7 +97,13 @@ fn foreign_and_future_files_are_refused() {
     let (mut bytes, _dir) = real_dump();
     bytes[8..10].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let err = dump::read_from(&bytes[..]).expect_err("future version");
-    assert!(matches!(err.kind(), DumpErrorKind::UnsupportedVersion { offset: 8, .. }), "{err}");
+    assert!(
+        matches!(
+            err.kind(),
+            DumpErrorKind::UnsupportedVersion { offset: 8, .. }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("upgrade"));
 }
 

@@ -11,7 +11,12 @@ use tokio_blackbox::dump::{self, FileKind};
 
 fn dumps_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
-        .map(|r| r.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "bbx")).collect())
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "bbx"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -25,7 +30,8 @@ fn dumps_on_panic_and_on_sigusr1() {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     blackbox.install_hooks(builder.worker_threads(2).enable_all());
     let rt = builder.build().expect("runtime");
-    rt.block_on(async { tokio::spawn(async {}).await }).expect("task");
+    rt.block_on(async { tokio::spawn(async {}).await })
+        .expect("task");
 
     // The previous hook still runs after ours.
     let previous_ran = Arc::new(AtomicBool::new(false));
@@ -34,7 +40,10 @@ fn dumps_on_panic_and_on_sigusr1() {
     blackbox.dump_on_panic();
     let _ = std::thread::spawn(|| panic!("boom")).join();
     let _ = std::panic::take_hook();
-    assert!(previous_ran.load(Ordering::SeqCst), "the earlier panic hook was chained");
+    assert!(
+        previous_ran.load(Ordering::SeqCst),
+        "the earlier panic hook was chained"
+    );
     let after_panic = dumps_in(&dir);
     assert_eq!(after_panic.len(), 1, "one dump written on panic");
     let file = dump::read_file(&after_panic[0]).expect("panic dump reads back");
@@ -43,7 +52,10 @@ fn dumps_on_panic_and_on_sigusr1() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&after_panic[0]).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(&after_panic[0])
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let dir_mode = std::fs::metadata(&dir).expect("meta").permissions().mode();
         assert_eq!(dir_mode & 0o077, 0, "the dump directory is private");

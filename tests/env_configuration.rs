@@ -31,11 +31,17 @@ fn request_lasting(blackbox: &Blackbox, d: Duration) -> u64 {
 #[test]
 fn environment_variables() {
     let dir = tempfile::tempdir().expect("tempdir");
-    set("BLACKBOX_DIR", dir.path().to_str().expect("utf-8 temp path"));
+    set(
+        "BLACKBOX_DIR",
+        dir.path().to_str().expect("utf-8 temp path"),
+    );
 
     // The threshold from the environment is respected.
     set("BLACKBOX_LATENCY_THRESHOLD", "80ms");
-    let (blackbox, guard) = Blackbox::builder().with_default_env().build().expect("build");
+    let (blackbox, guard) = Blackbox::builder()
+        .with_default_env()
+        .build()
+        .expect("build");
     assert_eq!(request_lasting(&blackbox, Duration::from_millis(20)), 0);
     assert_eq!(request_lasting(&blackbox, Duration::from_millis(90)), 1);
     drop(guard);
@@ -57,7 +63,11 @@ fn environment_variables() {
 
     // BLACKBOX_DISABLED turns everything off.
     set("BLACKBOX_DISABLED", "true");
-    let (blackbox, guard) = Blackbox::builder().latency_threshold(Duration::ZERO).with_default_env().build().expect("build");
+    let (blackbox, guard) = Blackbox::builder()
+        .latency_threshold(Duration::ZERO)
+        .with_default_env()
+        .build()
+        .expect("build");
     assert_eq!(request_lasting(&blackbox, Duration::from_millis(1)), 0);
     assert_eq!(blackbox.stats().requests_seen, 0);
     drop(guard);
@@ -65,10 +75,16 @@ fn environment_variables() {
 
     // Every variable: a malformed value is a typed error naming it.
     let bad: &[(&str, &[&str])] = &[
-        ("BLACKBOX_LATENCY_THRESHOLD", &["250", "fast", "-1s", "1e3ms", ""]),
+        (
+            "BLACKBOX_LATENCY_THRESHOLD",
+            &["250", "fast", "-1s", "1e3ms", ""],
+        ),
         ("BLACKBOX_WINDOW_BEFORE", &["2", "two seconds"]),
         ("BLACKBOX_WINDOW_AFTER", &["200", "1.s"]),
-        ("BLACKBOX_EVENTS_PER_THREAD", &["0", "1", "-5", "lots", "99999999999999"]),
+        (
+            "BLACKBOX_EVENTS_PER_THREAD",
+            &["0", "1", "-5", "lots", "99999999999999"],
+        ),
         ("BLACKBOX_MAX_THREADS", &["0", "many"]),
         ("BLACKBOX_MAX_CAPTURES_PER_SEC", &["0", "1.5", "x"]),
         ("BLACKBOX_DIR", &[""]),
@@ -77,13 +93,24 @@ fn environment_variables() {
         ("BLACKBOX_DISABLED", &["nope"]),
         ("BLACKBOX_LONG_POLL", &["10", "soon"]),
     ];
-    assert_eq!(bad.len(), ENV_VARS.len(), "every documented variable is tested");
+    assert_eq!(
+        bad.len(),
+        ENV_VARS.len(),
+        "every documented variable is tested"
+    );
     for (var, values) in bad {
         for value in *values {
             set(var, value);
-            let err = Blackbox::builder().with_default_env().build().expect_err(&format!("{var}={value:?} must fail"));
+            let err = Blackbox::builder()
+                .with_default_env()
+                .build()
+                .expect_err(&format!("{var}={value:?} must fail"));
             match &err {
-                BuildError::InvalidEnv { var: v, value: got, expected } => {
+                BuildError::InvalidEnv {
+                    var: v,
+                    value: got,
+                    expected,
+                } => {
                     assert_eq!(v, var);
                     assert_eq!(got, value);
                     assert!(!expected.is_empty());

@@ -30,8 +30,14 @@ impl Service {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         blackbox.install_hooks(builder.worker_threads(2).enable_all());
         let rt = builder.build().expect("runtime");
-        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(blackbox.layer()));
-        Service { blackbox, guard: Some(guard), rt, dispatch }
+        let dispatch =
+            tracing::Dispatch::new(tracing_subscriber::registry().with(blackbox.layer()));
+        Service {
+            blackbox,
+            guard: Some(guard),
+            rt,
+            dispatch,
+        }
     }
 
     fn run<F: Future + Send + 'static>(&self, f: F) -> F::Output
@@ -39,12 +45,16 @@ impl Service {
         F::Output: Send + 'static,
     {
         let d = self.dispatch.clone();
-        self.rt.block_on(async move { tokio::spawn(f.with_subscriber(d)).await.expect("task") })
+        self.rt
+            .block_on(async move { tokio::spawn(f.with_subscriber(d)).await.expect("task") })
     }
 
     /// Flushes pending captures and reads every capture file written.
     fn captures(&mut self, dir: &Path) -> Vec<Window> {
-        assert!(self.blackbox.flush(Duration::from_secs(10)), "flush timed out");
+        assert!(
+            self.blackbox.flush(Duration::from_secs(10)),
+            "flush timed out"
+        );
         drop(self.guard.take());
         let mut out = Vec::new();
         if let Ok(entries) = std::fs::read_dir(dir) {
@@ -94,7 +104,10 @@ fn slow_request_window_holds_tasks_long_poll_and_parks() {
     assert!(w.to_unix_ns >= slow.end_unix_ns + 50_000_000);
     for lane in &w.lanes {
         for e in &lane.events {
-            assert!(e.ts >= w.from_unix_ns && e.ts <= w.to_unix_ns, "event outside window: {e:?}");
+            assert!(
+                e.ts >= w.from_unix_ns && e.ts <= w.to_unix_ns,
+                "event outside window: {e:?}"
+            );
         }
     }
 
@@ -109,7 +122,10 @@ fn slow_request_window_holds_tasks_long_poll_and_parks() {
     assert!(neighbour.spawned_ns.is_some() && neighbour.terminated_ns.is_some());
 
     // The request's own task: polled, and known to work for the request.
-    let own: Vec<_> = tasks.iter().filter(|t| t.requests.contains(&slow.request_id)).collect();
+    let own: Vec<_> = tasks
+        .iter()
+        .filter(|t| t.requests.contains(&slow.request_id))
+        .collect();
     assert!(own.len() >= 2, "request task and its helper: {tasks:#?}");
     assert!(own.iter().all(|t| !t.polls.is_empty()));
     assert!(!neighbour.requests.contains(&slow.request_id));
@@ -117,18 +133,30 @@ fn slow_request_window_holds_tasks_long_poll_and_parks() {
     // Workers parked and unparked inside the window.
     let workers = w.workers();
     assert!(
-        workers.iter().any(|w| w.thread.starts_with("tokio-rt-worker")
-            && !w.parks.is_empty()
-            && !w.unparks.is_empty()),
+        workers
+            .iter()
+            .any(|w| w.thread.starts_with("tokio-rt-worker")
+                && !w.parks.is_empty()
+                && !w.unparks.is_empty()),
         "{workers:#?}"
     );
     let spans = w.request_spans();
-    assert!(spans.iter().any(|s| s.request_id == slow.request_id && s.open_ns.is_some() && s.close_ns.is_some()));
+    assert!(
+        spans.iter().any(|s| s.request_id == slow.request_id
+            && s.open_ns.is_some()
+            && s.close_ns.is_some())
+    );
 
     let stats = svc.blackbox.stats();
-    assert_eq!((stats.slow_requests, stats.captures, stats.windows_written), (1, 1, 1));
+    assert_eq!(
+        (stats.slow_requests, stats.captures, stats.windows_written),
+        (1, 1, 1)
+    );
     assert!(stats.task_hooks);
-    assert_eq!(w.lanes.iter().map(|l| l.events.len()).sum::<usize>(), w.events());
+    assert_eq!(
+        w.lanes.iter().map(|l| l.events.len()).sum::<usize>(),
+        w.events()
+    );
     assert!(w.events() > 10);
     let _ = EventKind::PollStart;
 }
@@ -146,7 +174,10 @@ fn fast_requests_produce_nothing() {
     assert_eq!(stats.requests_seen, 20);
     assert_eq!(stats.slow_requests, 0);
     assert!(stats.events_recorded > 0);
-    assert!(svc.captures(dir.path()).is_empty(), "no capture files for fast requests");
+    assert!(
+        svc.captures(dir.path()).is_empty(),
+        "no capture files for fast requests"
+    );
 }
 
 #[test]
@@ -188,9 +219,17 @@ fn a_thousand_slow_requests_are_capped_and_counted() {
     let s = blackbox.stats();
     drop(guard);
     assert_eq!(s.slow_requests, 1000);
-    assert!(s.captures >= 1 && s.captures <= 3 * 2, "captures {} over at most ~1 s: cap 3/s", s.captures);
+    assert!(
+        s.captures >= 1 && s.captures <= 3 * 2,
+        "captures {} over at most ~1 s: cap 3/s",
+        s.captures
+    );
     assert!(s.requests_skipped > 0, "{s:?}");
-    assert_eq!(s.captures + s.requests_merged + s.requests_skipped + s.slow_requests_dropped, 1000, "{s:?}");
+    assert_eq!(
+        s.captures + s.requests_merged + s.requests_skipped + s.slow_requests_dropped,
+        1000,
+        "{s:?}"
+    );
     assert_eq!(s.windows_written, s.captures);
     let files = std::fs::read_dir(dir.path()).expect("dir").count() as u64;
     assert_eq!(files, s.captures);
