@@ -4,6 +4,8 @@
 //! (`blackbox-capture`), fed by a bounded queue: a slow sink delays captures,
 //! never the application, and a full queue is counted, never waited on.
 
+pub mod otlp;
+
 use crate::error::SinkError;
 use crate::window::Window;
 use std::path::PathBuf;
