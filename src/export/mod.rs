@@ -5,6 +5,9 @@
 //! never the application, and a full queue is counted, never waited on.
 
 pub mod otlp;
+pub mod transport;
+
+pub use transport::{JsonFileSink, OtlpSink};
 
 use crate::error::SinkError;
 use crate::window::Window;
