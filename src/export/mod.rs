@@ -5,8 +5,10 @@
 //! never the application, and a full queue is counted, never waited on.
 
 pub mod otlp;
+pub mod sampling;
 pub mod transport;
 
+pub use sampling::TailSampler;
 pub use transport::{JsonFileSink, OtlpSink};
 
 use crate::error::SinkError;

@@ -127,7 +127,7 @@ impl ExportShared {
         }
     }
 
-    fn was_kept(&self, trace: TraceId) -> bool {
+    pub(crate) fn was_kept(&self, trace: TraceId) -> bool {
         lock(&self.kept).set.contains(&trace)
     }
 
@@ -618,7 +618,7 @@ impl OtlpSink {
             value: String::new(),
             expected: "an OTLP endpoint such as http://localhost:4317",
         })?;
-        OtlpSink::start(Target::Otlp(env), Arc::default())
+        OtlpSink::start(Target::Otlp(env), Budget::default(), Arc::default())
     }
 
     /// An OTLP sink exporting through `exporter`.
@@ -627,17 +627,13 @@ impl OtlpSink {
     ///
     /// [`BuildError::Thread`] when the export thread cannot start.
     pub fn with_exporter<E: SpanExporter + 'static>(exporter: E) -> Result<OtlpSink, BuildError> {
-        OtlpSink::start(Target::Exporter(Box::new(exporter)), Arc::default())
+        OtlpSink::start(Target::Exporter(Box::new(exporter)), Budget::default(), Arc::default())
     }
 
-    pub(crate) fn start(target: Target, shared: Arc<ExportShared>) -> Result<OtlpSink, BuildError> {
+    pub(crate) fn start(target: Target, budget: Budget, shared: Arc<ExportShared>) -> Result<OtlpSink, BuildError> {
         Ok(OtlpSink {
-            pipeline: Pipeline::start(target, Budget::default(), shared, crate::Blackbox::DEFAULT_SHUTDOWN_TIMEOUT)?,
+            pipeline: Pipeline::start(target, budget, shared, crate::Blackbox::DEFAULT_SHUTDOWN_TIMEOUT)?,
         })
-    }
-
-    pub(crate) fn from_pipeline(pipeline: Pipeline) -> OtlpSink {
-        OtlpSink { pipeline }
     }
 }
 
@@ -799,7 +795,7 @@ mod tests {
         let inner = InMemorySpanExporter::default();
         let shared = Arc::new(ExportShared::default());
         let flaky = Flaky { fail: AtomicU64::new(4), inner: inner.clone() };
-        let mut sink = OtlpSink::start(Target::Exporter(Box::new(flaky)), shared.clone()).unwrap();
+        let mut sink = OtlpSink::start(Target::Exporter(Box::new(flaky)), Budget::default(), shared.clone()).unwrap();
         let w = otlp::testing::window(2, 2, 1);
         sink.write(&w).unwrap(); // fails 3 times: dropped
         sink.write(&w).unwrap(); // fails once, then goes
