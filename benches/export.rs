@@ -22,7 +22,8 @@ fn bench(c: &mut Criterion) {
     // 100 tasks × 9 polls, 3 threads with park/unpark: 1,004 spans before
     // the budget, 1,000 after it.
     let window = testing::window(100, 9, 1);
-    let resource: ResourceAttributesWithSchema = (&tokio_blackbox::export::transport::resource()).into();
+    let resource: ResourceAttributesWithSchema =
+        (&tokio_blackbox::export::transport::resource()).into();
     let (spans, _) = window_spans(&window, Budget::default());
     assert_eq!(spans.len(), 1000);
 
@@ -36,7 +37,9 @@ fn bench(c: &mut Criterion) {
             black_box(req.encode_to_vec())
         })
     });
-    g.bench_function("map_only", |b| b.iter(|| window_spans(black_box(&window), Budget::default())));
+    g.bench_function("map_only", |b| {
+        b.iter(|| window_spans(black_box(&window), Budget::default()))
+    });
     g.finish();
 }
 

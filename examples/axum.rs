@@ -20,9 +20,13 @@ async fn slow() -> &'static str {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (blackbox, _guard) = tokio_blackbox::Blackbox::builder().with_default_env().build()?;
+    let (blackbox, _guard) = tokio_blackbox::Blackbox::builder()
+        .with_default_env()
+        .build()?;
     // The app's own spans: slow or failed traces are kept, with their window.
-    let provider = SdkTracerProvider::builder().with_span_processor(blackbox.tail_sampler()).build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(blackbox.tail_sampler())
+        .build();
     tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("axum-demo")))
         .with(blackbox.layer()) // after the OpenTelemetry layer: same trace ids

@@ -6,12 +6,12 @@ use crate::export::Sink;
 use crate::export::otlp::Budget;
 use crate::export::transport::{DynExporter, ExportShared, OtlpEnv, Target};
 use crate::export::{JsonFileSink, OtlpSink};
-use opentelemetry_sdk::trace::SpanExporter;
-use std::sync::Arc;
 use crate::layer::RequestSpans;
 use crate::recorder::{Blackbox, BlackboxGuard};
+use opentelemetry_sdk::trace::SpanExporter;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The settings in force, after code, environment and defaults are combined.
@@ -38,6 +38,9 @@ pub(crate) struct Config {
     /// The OTLP endpoint from `OTEL_EXPORTER_OTLP_*` (only read with the env).
     pub(crate) otlp: Option<OtlpEnv>,
 }
+
+/// A variable lookup set by [`Builder::with_env`].
+type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send>;
 
 /// Configures and builds a [`Blackbox`].
 ///
@@ -79,7 +82,7 @@ pub struct Builder {
     sampler_limits: Option<(usize, usize)>,
     exporter: Option<Box<dyn DynExporter>>,
     use_env: bool,
-    env: Option<Box<dyn Fn(&str) -> Option<String> + Send>>,
+    env: Option<EnvLookup>,
     pub(crate) sink: Option<Box<dyn Sink>>,
 }
 
@@ -97,19 +100,40 @@ impl fmt::Debug for Builder {
 
 /// The environment variables read by [`Builder::with_default_env`], with what each accepts.
 pub const ENV_VARS: &[(&str, &str)] = &[
-    ("BLACKBOX_LATENCY_THRESHOLD", "a duration such as 250ms or 2s"),
+    (
+        "BLACKBOX_LATENCY_THRESHOLD",
+        "a duration such as 250ms or 2s",
+    ),
     ("BLACKBOX_WINDOW_BEFORE", "a duration such as 2s"),
     ("BLACKBOX_WINDOW_AFTER", "a duration such as 200ms"),
-    ("BLACKBOX_EVENTS_PER_THREAD", "a whole number of events, at least 2"),
-    ("BLACKBOX_MAX_THREADS", "a whole number of threads, at least 1"),
-    ("BLACKBOX_MAX_CAPTURES_PER_SEC", "a whole number, at least 1"),
+    (
+        "BLACKBOX_EVENTS_PER_THREAD",
+        "a whole number of events, at least 2",
+    ),
+    (
+        "BLACKBOX_MAX_THREADS",
+        "a whole number of threads, at least 1",
+    ),
+    (
+        "BLACKBOX_MAX_CAPTURES_PER_SEC",
+        "a whole number, at least 1",
+    ),
     ("BLACKBOX_DIR", "a directory path"),
-    ("BLACKBOX_REQUEST_SPANS", "`root`, or span names and `target:PREFIX` items, comma-separated"),
+    (
+        "BLACKBOX_REQUEST_SPANS",
+        "`root`, or span names and `target:PREFIX` items, comma-separated",
+    ),
     ("BLACKBOX_SCHEDULE_DELAY", "true or false"),
     ("BLACKBOX_DISABLED", "true or false"),
     ("BLACKBOX_LONG_POLL", "a duration such as 10ms"),
-    ("BLACKBOX_MAX_SPANS_PER_WINDOW", "a whole number of spans, at least 1"),
-    ("BLACKBOX_BASELINE_RATIO", "a fraction between 0 and 1, such as 0.01"),
+    (
+        "BLACKBOX_MAX_SPANS_PER_WINDOW",
+        "a whole number of spans, at least 1",
+    ),
+    (
+        "BLACKBOX_BASELINE_RATIO",
+        "a fraction between 0 and 1, such as 0.01",
+    ),
 ];
 
 fn expected(var: &str) -> &'static str {
@@ -374,9 +398,19 @@ impl Builder {
         let budget = Budget::new(config.max_spans_per_window);
         let sink: Box<dyn Sink> = match (self.sink.take(), self.exporter.take(), &config.otlp) {
             (Some(sink), _, _) => sink,
-            (None, Some(exporter), _) => Box::new(OtlpSink::start(Target::Exporter(exporter), budget, export.clone())?),
-            (None, None, Some(otlp)) => Box::new(OtlpSink::start(Target::Otlp(otlp.clone()), budget, export.clone())?),
-            (None, None, None) => Box::new(JsonFileSink::start(&config.dir, budget, export.clone())?),
+            (None, Some(exporter), _) => Box::new(OtlpSink::start(
+                Target::Exporter(exporter),
+                budget,
+                export.clone(),
+            )?),
+            (None, None, Some(otlp)) => Box::new(OtlpSink::start(
+                Target::Otlp(otlp.clone()),
+                budget,
+                export.clone(),
+            )?),
+            (None, None, None) => {
+                Box::new(JsonFileSink::start(&config.dir, budget, export.clone())?)
+            }
         };
         crate::recorder::start(config, sink, export)
     }
@@ -408,32 +442,113 @@ impl Builder {
             };
         }
         let config = Config {
-            latency_threshold: setting!(latency_threshold, "BLACKBOX_LATENCY_THRESHOLD", parse_duration, Blackbox::DEFAULT_LATENCY_THRESHOLD),
-            window_before: setting!(window_before, "BLACKBOX_WINDOW_BEFORE", parse_duration, Blackbox::DEFAULT_WINDOW_BEFORE),
-            window_after: setting!(window_after, "BLACKBOX_WINDOW_AFTER", parse_duration, Blackbox::DEFAULT_WINDOW_AFTER),
+            latency_threshold: setting!(
+                latency_threshold,
+                "BLACKBOX_LATENCY_THRESHOLD",
+                parse_duration,
+                Blackbox::DEFAULT_LATENCY_THRESHOLD
+            ),
+            window_before: setting!(
+                window_before,
+                "BLACKBOX_WINDOW_BEFORE",
+                parse_duration,
+                Blackbox::DEFAULT_WINDOW_BEFORE
+            ),
+            window_after: setting!(
+                window_after,
+                "BLACKBOX_WINDOW_AFTER",
+                parse_duration,
+                Blackbox::DEFAULT_WINDOW_AFTER
+            ),
             max_window: self.max_window.unwrap_or(Blackbox::DEFAULT_MAX_WINDOW),
-            events_per_thread: setting!(events_per_thread, "BLACKBOX_EVENTS_PER_THREAD", |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 2 && n <= 1 << 30), Blackbox::DEFAULT_EVENTS_PER_THREAD),
-            max_threads: setting!(max_threads, "BLACKBOX_MAX_THREADS", |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 1), Blackbox::DEFAULT_MAX_THREADS),
-            max_captures_per_sec: setting!(max_captures_per_sec, "BLACKBOX_MAX_CAPTURES_PER_SEC", |s: &str| s.parse::<u32>().ok().filter(|&n| n >= 1), Blackbox::DEFAULT_MAX_CAPTURES_PER_SEC),
-            dir: setting!(dir, "BLACKBOX_DIR", |s: &str| (!s.is_empty()).then(|| PathBuf::from(s)), PathBuf::from(Blackbox::DEFAULT_DIR)),
-            request_spans: setting!(request_spans, "BLACKBOX_REQUEST_SPANS", |s: &str| s.parse::<RequestSpans>().ok(), RequestSpans::Root),
-            schedule_delay: setting!(schedule_delay, "BLACKBOX_SCHEDULE_DELAY", parse_bool, Blackbox::DEFAULT_SCHEDULE_DELAY),
+            events_per_thread: setting!(
+                events_per_thread,
+                "BLACKBOX_EVENTS_PER_THREAD",
+                |s: &str| s
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (2..=1 << 30).contains(n)),
+                Blackbox::DEFAULT_EVENTS_PER_THREAD
+            ),
+            max_threads: setting!(
+                max_threads,
+                "BLACKBOX_MAX_THREADS",
+                |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 1),
+                Blackbox::DEFAULT_MAX_THREADS
+            ),
+            max_captures_per_sec: setting!(
+                max_captures_per_sec,
+                "BLACKBOX_MAX_CAPTURES_PER_SEC",
+                |s: &str| s.parse::<u32>().ok().filter(|&n| n >= 1),
+                Blackbox::DEFAULT_MAX_CAPTURES_PER_SEC
+            ),
+            dir: setting!(
+                dir,
+                "BLACKBOX_DIR",
+                |s: &str| (!s.is_empty()).then(|| PathBuf::from(s)),
+                PathBuf::from(Blackbox::DEFAULT_DIR)
+            ),
+            request_spans: setting!(
+                request_spans,
+                "BLACKBOX_REQUEST_SPANS",
+                |s: &str| s.parse::<RequestSpans>().ok(),
+                RequestSpans::Root
+            ),
+            schedule_delay: setting!(
+                schedule_delay,
+                "BLACKBOX_SCHEDULE_DELAY",
+                parse_bool,
+                Blackbox::DEFAULT_SCHEDULE_DELAY
+            ),
             disabled: setting!(disabled, "BLACKBOX_DISABLED", parse_bool, false),
-            long_poll: setting!(long_poll, "BLACKBOX_LONG_POLL", parse_duration, Blackbox::DEFAULT_LONG_POLL),
+            long_poll: setting!(
+                long_poll,
+                "BLACKBOX_LONG_POLL",
+                parse_duration,
+                Blackbox::DEFAULT_LONG_POLL
+            ),
             queue_capacity: Blackbox::DEFAULT_QUEUE_CAPACITY,
-            shutdown_timeout: self.shutdown_timeout.unwrap_or(Blackbox::DEFAULT_SHUTDOWN_TIMEOUT),
-            max_spans_per_window: setting!(max_spans_per_window, "BLACKBOX_MAX_SPANS_PER_WINDOW", |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 1), Blackbox::DEFAULT_MAX_SPANS_PER_WINDOW),
-            baseline_ratio: setting!(baseline_ratio, "BLACKBOX_BASELINE_RATIO", |s: &str| s.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)), Blackbox::DEFAULT_BASELINE_RATIO),
-            sampler_max_traces: self.sampler_limits.map_or(Blackbox::DEFAULT_SAMPLER_MAX_TRACES, |l| l.0),
-            sampler_max_spans_per_trace: self.sampler_limits.map_or(Blackbox::DEFAULT_SAMPLER_MAX_SPANS_PER_TRACE, |l| l.1),
+            shutdown_timeout: self
+                .shutdown_timeout
+                .unwrap_or(Blackbox::DEFAULT_SHUTDOWN_TIMEOUT),
+            max_spans_per_window: setting!(
+                max_spans_per_window,
+                "BLACKBOX_MAX_SPANS_PER_WINDOW",
+                |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 1),
+                Blackbox::DEFAULT_MAX_SPANS_PER_WINDOW
+            ),
+            baseline_ratio: setting!(
+                baseline_ratio,
+                "BLACKBOX_BASELINE_RATIO",
+                |s: &str| s.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)),
+                Blackbox::DEFAULT_BASELINE_RATIO
+            ),
+            sampler_max_traces: self
+                .sampler_limits
+                .map_or(Blackbox::DEFAULT_SAMPLER_MAX_TRACES, |l| l.0),
+            sampler_max_spans_per_trace: self
+                .sampler_limits
+                .map_or(Blackbox::DEFAULT_SAMPLER_MAX_SPANS_PER_TRACE, |l| l.1),
             // Only with the environment (values set in code are the exporter).
-            otlp: if self.use_env { OtlpEnv::read(env)? } else { None },
+            otlp: if self.use_env {
+                OtlpEnv::read(env)?
+            } else {
+                None
+            },
         };
         let bad = |setting: &'static str, value: String, expected: &'static str| {
-            Err(BuildError::InvalidSetting { setting, value, expected })
+            Err(BuildError::InvalidSetting {
+                setting,
+                value,
+                expected,
+            })
         };
         if config.events_per_thread < 2 || config.events_per_thread > 1 << 30 {
-            return bad("events_per_thread", config.events_per_thread.to_string(), "between 2 and 2^30");
+            return bad(
+                "events_per_thread",
+                config.events_per_thread.to_string(),
+                "between 2 and 2^30",
+            );
         }
         if config.max_threads == 0 {
             return bad("max_threads", "0".into(), "at least 1");
@@ -445,10 +560,18 @@ impl Builder {
             return bad("max_spans_per_window", "0".into(), "at least 1");
         }
         if !(0.0..=1.0).contains(&config.baseline_ratio) {
-            return bad("baseline_ratio", config.baseline_ratio.to_string(), "between 0 and 1");
+            return bad(
+                "baseline_ratio",
+                config.baseline_ratio.to_string(),
+                "between 0 and 1",
+            );
         }
         if config.sampler_max_traces == 0 || config.sampler_max_spans_per_trace == 0 {
-            return bad("tail_sampling_limits", format!("{:?}", self.sampler_limits), "at least 1 trace and 1 span");
+            return bad(
+                "tail_sampling_limits",
+                format!("{:?}", self.sampler_limits),
+                "at least 1 trace and 1 span",
+            );
         }
         if config.dir.as_os_str().is_empty() {
             return bad("dir", "\"\"".into(), "a directory path");
@@ -509,7 +632,16 @@ mod tests {
         assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_duration("500us"), Some(Duration::from_micros(500)));
         assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
-        for bad in ["", "ms", "1.ms", "-1s", "1 parsec", "1e3ms", "s1", "99999999999h"] {
+        for bad in [
+            "",
+            "ms",
+            "1.ms",
+            "-1s",
+            "1 parsec",
+            "1e3ms",
+            "s1",
+            "99999999999h",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }

@@ -34,7 +34,10 @@ fn captures_are_otlp_json_lines_that_jaeger_accepts() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).expect("the file exists").permissions().mode();
+        let mode = std::fs::metadata(&path)
+            .expect("the file exists")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "readable by its owner only");
     }
     let text = std::fs::read_to_string(&path).expect("read");
@@ -64,11 +67,18 @@ fn captures_are_otlp_json_lines_that_jaeger_accepts() {
     // A real OTLP receiver takes the lines as they are.
     let jaeger = Jaeger::start();
     for line in &lines {
-        post_otlp_json(&jaeger.otlp_http_url(), &serde_json::from_str(line).expect("json"));
+        post_otlp_json(
+            &jaeger.otlp_http_url(),
+            &serde_json::from_str(line).expect("json"),
+        );
     }
     let trace = jaeger.wait_for_trace_where(&slow, Duration::from_secs(20), |t| {
         otlp_spans(t).iter().any(|s| s["name"] == "blackbox.window")
     });
-    println!("replayed {} lines; trace {slow} at {}/trace/{slow}", lines.len(), jaeger.query_url());
+    println!(
+        "replayed {} lines; trace {slow} at {}/trace/{slow}",
+        lines.len(),
+        jaeger.query_url()
+    );
     assert!(otlp_spans(&trace).iter().any(|s| s["name"] == "GET /slow"));
 }

@@ -16,7 +16,11 @@ use tokio_blackbox::Blackbox;
 /// Resident memory of this process, bytes (Linux).
 fn rss() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -31,7 +35,11 @@ fn load(svc: &TestService, d: Duration, clients: usize) -> (f64, Vec<String>) {
             s.spawn(|| {
                 let client = reqwest::blocking::Client::new();
                 while !done.load(Ordering::Relaxed) {
-                    let ok = client.get(svc.url("/fast")).send().map(|r| r.status().is_success()).unwrap_or(false);
+                    let ok = client
+                        .get(svc.url("/fast"))
+                        .send()
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false);
                     assert!(ok, "a fast request failed");
                     count.fetch_add(1, Ordering::Relaxed);
                 }
@@ -52,7 +60,10 @@ fn load(svc: &TestService, d: Duration, clients: usize) -> (f64, Vec<String>) {
         done.store(true, Ordering::Relaxed);
         slow.join().expect("slow client")
     });
-    (count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(), slow)
+    (
+        count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        slow,
+    )
 }
 
 #[test]
@@ -71,7 +82,10 @@ fn jaeger_outage_costs_the_service_nothing_and_export_recovers() {
     load(&svc, Duration::from_millis(500), 2);
     let (up_rate, up_slow) = load(&svc, Duration::from_secs(3), 2);
     assert!(svc.blackbox.flush(Duration::from_secs(10)));
-    jaeger.wait_for_trace(up_slow.last().expect("slow requests ran"), Duration::from_secs(30));
+    jaeger.wait_for_trace(
+        up_slow.last().expect("slow requests ran"),
+        Duration::from_secs(30),
+    );
     let before = svc.blackbox.stats();
     assert_eq!(before.spans_dropped, 0, "{before:?}");
 
@@ -80,14 +94,30 @@ fn jaeger_outage_costs_the_service_nothing_and_export_recovers() {
     let rss_down_start = rss();
     let (down_rate, down_slow) = load(&svc, Duration::from_secs(4), 2);
     let rss_down_end = rss();
-    assert!(svc.blackbox.flush(Duration::from_secs(15)), "flush returns even with the endpoint down");
+    assert!(
+        svc.blackbox.flush(Duration::from_secs(15)),
+        "flush returns even with the endpoint down"
+    );
     let down = svc.blackbox.stats();
-    eprintln!("up {up_rate:.0} req/s, down {down_rate:.0} req/s; rss {} -> {} KiB", rss_down_start / 1024, rss_down_end / 1024);
+    eprintln!(
+        "up {up_rate:.0} req/s, down {down_rate:.0} req/s; rss {} -> {} KiB",
+        rss_down_start / 1024,
+        rss_down_end / 1024
+    );
     eprintln!("after the outage: {down:?}");
-    assert!(down_rate >= 0.6 * up_rate, "throughput fell from {up_rate:.0} to {down_rate:.0} req/s");
+    assert!(
+        down_rate >= 0.6 * up_rate,
+        "throughput fell from {up_rate:.0} to {down_rate:.0} req/s"
+    );
     assert!(down.windows_exported > before.windows_exported, "{down:?}");
-    assert!(down.spans_dropped > before.spans_dropped, "drops are counted: {down:?}");
-    assert!(down.export_retries > before.export_retries, "retried: {down:?}");
+    assert!(
+        down.spans_dropped > before.spans_dropped,
+        "drops are counted: {down:?}"
+    );
+    assert!(
+        down.export_retries > before.export_retries,
+        "retried: {down:?}"
+    );
     assert!(down.export_failures > before.export_failures, "{down:?}");
     assert!(
         rss_down_end < rss_down_start + 64 * 1024 * 1024,
@@ -103,9 +133,15 @@ fn jaeger_outage_costs_the_service_nothing_and_export_recovers() {
     let id = back_slow.last().expect("slow requests after the restart");
     let trace = jaeger.wait_for_trace_where(id, Duration::from_secs(30), |t| {
         let spans = otlp_spans(t);
-        spans.iter().any(|s| s["name"] == "blackbox.window" || s["name"] == "blackbox.window.ref")
+        spans
+            .iter()
+            .any(|s| s["name"] == "blackbox.window" || s["name"] == "blackbox.window.ref")
     });
-    println!("after the restart: trace {id} with {} spans at {}/trace/{id}", otlp_spans(&trace).len(), jaeger.query_url());
+    println!(
+        "after the restart: trace {id} with {} spans at {}/trace/{id}",
+        otlp_spans(&trace).len(),
+        jaeger.query_url()
+    );
     let after = svc.blackbox.stats();
     assert!(after.spans_exported > down.spans_exported, "{after:?}");
 }

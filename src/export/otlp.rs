@@ -224,7 +224,13 @@ fn scope() -> InstrumentationScope {
 }
 
 fn context(trace_id: TraceId, span_id: SpanId) -> SpanContext {
-    SpanContext::new(trace_id, span_id, TraceFlags::SAMPLED, false, TraceState::NONE)
+    SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::SAMPLED,
+        false,
+        TraceState::NONE,
+    )
 }
 
 /// Builds one span; the rest of the fields have one value for the recorder.
@@ -281,7 +287,10 @@ pub fn request_span(req: &SlowRequest, source: &'static str) -> SpanData {
         attributes: vec![
             KeyValue::new(keys::CAPTURED, true),
             KeyValue::new(keys::REQUEST_SOURCE, source),
-            KeyValue::new(keys::REQUEST_DURATION_MS, ms(req.end_unix_ns - req.start_unix_ns.min(req.end_unix_ns))),
+            KeyValue::new(
+                keys::REQUEST_DURATION_MS,
+                ms(req.end_unix_ns - req.start_unix_ns.min(req.end_unix_ns)),
+            ),
         ],
         events: Vec::new(),
         links: Vec::new(),
@@ -296,7 +305,11 @@ pub fn request_span(req: &SlowRequest, source: &'static str) -> SpanData {
 
 /// A task's place in the export order: the primary request's tasks, then the
 /// other captured requests' tasks, then the rest; ties by busy time, longest first.
-fn task_rank(t: &TaskActivity, primary: u64, captured: &[u64]) -> (u8, std::cmp::Reverse<u64>, u64) {
+fn task_rank(
+    t: &TaskActivity,
+    primary: u64,
+    captured: &[u64],
+) -> (u8, std::cmp::Reverse<u64>, u64) {
     let class = if t.requests.contains(&primary) {
         0
     } else if t.requests.iter().any(|r| captured.contains(r)) {
@@ -352,12 +365,21 @@ pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<W
     let scope = scope();
     let trace_id = primary.trace_id;
     let window_id = ids.new_span_id();
-    let at = WindowSpanRef { trace_id, span_id: window_id };
-    let (from, to) = (window.from_unix_ns, window.to_unix_ns.max(window.from_unix_ns));
+    let at = WindowSpanRef {
+        trace_id,
+        span_id: window_id,
+    };
+    let (from, to) = (
+        window.from_unix_ns,
+        window.to_unix_ns.max(window.from_unix_ns),
+    );
     let long_poll_ns = window.long_poll.as_nanos() as u64;
     let captured: Vec<u64> = window.requests.iter().map(|r| r.request_id).collect();
-    let thread_names: HashMap<u32, &str> =
-        window.lanes.iter().map(|l| (l.index, l.thread.as_str())).collect();
+    let thread_names: HashMap<u32, &str> = window
+        .lanes
+        .iter()
+        .map(|l| (l.index, l.thread.as_str()))
+        .collect();
 
     let mut out: Vec<SpanData> = Vec::new();
 
@@ -385,7 +407,10 @@ pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<W
                         KeyValue::new(keys::CAPTURED, true),
                         KeyValue::new(keys::WINDOW_TRACE_ID, trace_id.to_string()),
                         KeyValue::new(keys::THRESHOLD_MS, ms(window.threshold.as_nanos() as u64)),
-                        KeyValue::new(keys::REQUEST_DURATION_MS, ms(req.duration().as_nanos() as u64)),
+                        KeyValue::new(
+                            keys::REQUEST_DURATION_MS,
+                            ms(req.duration().as_nanos() as u64),
+                        ),
                         KeyValue::new(keys::REQUEST_NAME, req.name.clone()),
                     ],
                     events: Vec::new(),
@@ -405,7 +430,15 @@ pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<W
     left -= workers_shown;
     let span_ns = (to - from).max(1);
     for w in &workers[..workers_shown] {
-        out.push(worker_span(w, window, trace_id, window_id, ids.new_span_id(), span_ns, &scope));
+        out.push(worker_span(
+            w,
+            window,
+            trace_id,
+            window_id,
+            ids.new_span_id(),
+            span_ns,
+            &scope,
+        ));
     }
 
     // 3. Tasks, then 4. their polls.
@@ -422,7 +455,10 @@ pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<W
     let poll_budget = left - tasks_shown;
     let wants: Vec<usize> = tasks[..tasks_shown].iter().map(|t| t.polls.len()).collect();
     let shares = share_polls(&wants, poll_budget);
-    let mut polls_omitted: u64 = tasks[tasks_shown..].iter().map(|t| t.polls.len() as u64).sum();
+    let mut polls_omitted: u64 = tasks[tasks_shown..]
+        .iter()
+        .map(|t| t.polls.len() as u64)
+        .sum();
     for (t, &share) in tasks[..tasks_shown].iter().zip(&shares) {
         polls_omitted += (t.polls.len() - share) as u64;
         let in_request = t.requests.iter().any(|r| captured.contains(r));
@@ -449,7 +485,10 @@ pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<W
                 vec![
                     KeyValue::new(keys::LINK_KIND, "slow_request"),
                     KeyValue::new(keys::REQUEST_NAME, r.name.clone()),
-                    KeyValue::new(keys::REQUEST_DURATION_MS, ms(r.duration().as_nanos() as u64)),
+                    KeyValue::new(
+                        keys::REQUEST_DURATION_MS,
+                        ms(r.duration().as_nanos() as u64),
+                    ),
                 ],
                 0,
             )
@@ -459,7 +498,10 @@ pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<W
     let attributes = vec![
         KeyValue::new(keys::CAPTURED, true),
         KeyValue::new(keys::THRESHOLD_MS, ms(window.threshold.as_nanos() as u64)),
-        KeyValue::new(keys::REQUEST_DURATION_MS, ms(primary.duration().as_nanos() as u64)),
+        KeyValue::new(
+            keys::REQUEST_DURATION_MS,
+            ms(primary.duration().as_nanos() as u64),
+        ),
         KeyValue::new(keys::REQUEST_NAME, primary.name.clone()),
         int(keys::WINDOW_REQUESTS, window.requests.len() as u64),
         int(keys::WINDOW_SEQUENCE, window.sequence),
@@ -469,9 +511,15 @@ pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<W
         int(keys::WINDOW_EVENTS_LOST, window.events_lost()),
         int(keys::WINDOW_TASKS, tasks.len() as u64),
         int(keys::WINDOW_TASKS_SHOWN, tasks_shown as u64),
-        int(keys::WINDOW_TASKS_OMITTED, (tasks.len() - tasks_shown) as u64),
+        int(
+            keys::WINDOW_TASKS_OMITTED,
+            (tasks.len() - tasks_shown) as u64,
+        ),
         int(keys::WINDOW_POLLS_OMITTED, polls_omitted),
-        int(keys::WINDOW_WORKERS_OMITTED, (workers.len() - workers_shown) as u64),
+        int(
+            keys::WINDOW_WORKERS_OMITTED,
+            (workers.len() - workers_shown) as u64,
+        ),
         int(keys::WINDOW_MAX_SPANS, budget.max_spans as u64),
         KeyValue::new(keys::LONG_POLL_MS, ms(long_poll_ns)),
         KeyValue::new(keys::WINDOW_TASK_HOOKS, window.task_hooks),
@@ -534,7 +582,10 @@ fn worker_span(
             KeyValue::new(keys::CAPTURED, true),
             KeyValue::new(keys::THREAD_NAME, w.thread.clone()),
             int(keys::WORKER_LANE, u64::from(w.lane)),
-            KeyValue::new(keys::WORKER_BUSY_FRACTION, (w.busy_ns as f64 / window_ns as f64).min(1.0)),
+            KeyValue::new(
+                keys::WORKER_BUSY_FRACTION,
+                (w.busy_ns as f64 / window_ns as f64).min(1.0),
+            ),
             KeyValue::new(keys::WORKER_BUSY_MS, ms(w.busy_ns)),
             int(keys::WORKER_POLLS, w.polls),
             int(keys::WORKER_PARKS, w.parks.len() as u64),
@@ -597,7 +648,11 @@ fn task_spans(
     }
     events.sort_by_key(|e| e.timestamp);
 
-    let long_polls = t.polls.iter().filter(|p| p.duration_ns() > long_poll_ns).count();
+    let long_polls = t
+        .polls
+        .iter()
+        .filter(|p| p.duration_ns() > long_poll_ns)
+        .count();
     let mut attributes = vec![
         KeyValue::new(keys::CAPTURED, true),
         int(keys::TASK_ID, t.id),
@@ -607,11 +662,17 @@ fn task_spans(
         KeyValue::new(keys::TASK_LONGEST_POLL_MS, ms(t.longest_poll_ns())),
         int(keys::TASK_LONG_POLLS, long_polls as u64),
         int(keys::TASK_POLLS_SHOWN, shown.len() as u64),
-        int(keys::TASK_POLLS_OMITTED, (t.polls.len() - shown.len()) as u64),
+        int(
+            keys::TASK_POLLS_OMITTED,
+            (t.polls.len() - shown.len()) as u64,
+        ),
         KeyValue::new(keys::TASK_POLLS_OMITTED_BUSY_MS, ms(omitted_busy)),
     ];
     if window.schedule_delay {
-        attributes.push(KeyValue::new(keys::TASK_SCHED_DELAY_MS, ms(t.sched_delay_ns())));
+        attributes.push(KeyValue::new(
+            keys::TASK_SCHED_DELAY_MS,
+            ms(t.sched_delay_ns()),
+        ));
     }
     if let Some((file, line)) = t.file_line() {
         attributes.push(KeyValue::new(keys::CODE_FILE, file.to_owned()));
@@ -651,7 +712,10 @@ fn task_spans(
     );
     for p in shown {
         let mut attributes = vec![
-            KeyValue::new(keys::POLL_WORKER, thread_names.get(&p.lane).copied().unwrap_or("").to_owned()),
+            KeyValue::new(
+                keys::POLL_WORKER,
+                thread_names.get(&p.lane).copied().unwrap_or("").to_owned(),
+            ),
             int(keys::POLL_LANE, u64::from(p.lane)),
         ];
         if let Some(d) = p.sched_delay_ns.filter(|_| window.schedule_delay) {
@@ -697,7 +761,9 @@ pub mod testing {
         SlowRequest {
             request_id,
             name: name.to_owned(),
-            trace_id: TraceId::from(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f00_u128 + u128::from(request_id)),
+            trace_id: TraceId::from(
+                0x0102_0304_0506_0708_090a_0b0c_0d0e_0f00_u128 + u128::from(request_id),
+            ),
             span_id: SpanId::from(0x1000_u64 + request_id),
             own_span: false,
             error: false,
@@ -718,11 +784,20 @@ pub mod testing {
             let id = i as u64 + 1;
             strings.push(format!("src/service/task_{i}.rs:{}:9", 10 + i));
             let loc = (strings.len() - 1) as u16;
-            lanes[0].push(Event::new(FROM + 1_000 + i as u64, EventKind::TaskSpawn, id, loc));
+            lanes[0].push(Event::new(
+                FROM + 1_000 + i as u64,
+                EventKind::TaskSpawn,
+                id,
+                loc,
+            ));
             for j in 0..polls {
                 let long = i + 1 == tasks && j == 0;
                 let lane = if long { 2 } else { (i + j) % 2 };
-                let (start, len) = if long { (FROM + 500_000, 15_000_000) } else { (t_next, 10_000) };
+                let (start, len) = if long {
+                    (FROM + 500_000, 15_000_000)
+                } else {
+                    (t_next, 10_000)
+                };
                 if !long {
                     t_next += 20_000;
                 }
@@ -736,36 +811,52 @@ pub mod testing {
         }
         for (k, lane) in lanes.iter_mut().enumerate().take(2) {
             for n in 0..4u64 {
-                lane.push(Event::new(FROM + 100_000_000 * (n + 1) + k as u64, EventKind::Park, 0, 0));
-                lane.push(Event::new(FROM + 100_000_000 * (n + 1) + 50_000_000, EventKind::Unpark, 0, 0));
+                lane.push(Event::new(
+                    FROM + 100_000_000 * (n + 1) + k as u64,
+                    EventKind::Park,
+                    0,
+                    0,
+                ));
+                lane.push(Event::new(
+                    FROM + 100_000_000 * (n + 1) + 50_000_000,
+                    EventKind::Unpark,
+                    0,
+                    0,
+                ));
             }
         }
-        let names = ["tokio-runtime-worker", "tokio-runtime-worker", "blocking-neighbour"];
+        let names = [
+            "tokio-runtime-worker",
+            "tokio-runtime-worker",
+            "blocking-neighbour",
+        ];
         let lanes = lanes
             .into_iter()
             .enumerate()
             .map(|(i, mut events)| {
                 events.sort_by_key(|e| e.ts);
-                let mut lane = Lane::default();
-                lane.index = i as u32;
-                lane.thread = names[i].to_owned();
-                lane.events = events;
-                lane
+                Lane {
+                    index: i as u32,
+                    thread: names[i].to_owned(),
+                    events,
+                    ..Lane::default()
+                }
             })
             .collect();
-        let mut w = Window::default();
-        w.sequence = 1;
-        w.from_unix_ns = FROM;
-        w.to_unix_ns = FROM + 2_000_000_000;
-        w.requests = (1..=requests as u64)
-            .map(|r| slow_request(r, "GET /slow", FROM + 400_000_000, FROM + 1_800_000_000))
-            .collect();
-        w.lanes = lanes;
-        w.strings = strings;
-        w.threshold = Duration::from_millis(250);
-        w.long_poll = Duration::from_millis(10);
-        w.task_hooks = true;
-        w
+        Window {
+            sequence: 1,
+            from_unix_ns: FROM,
+            to_unix_ns: FROM + 2_000_000_000,
+            requests: (1..=requests as u64)
+                .map(|r| slow_request(r, "GET /slow", FROM + 400_000_000, FROM + 1_800_000_000))
+                .collect(),
+            lanes,
+            strings,
+            threshold: Duration::from_millis(250),
+            long_poll: Duration::from_millis(10),
+            task_hooks: true,
+            ..Window::default()
+        }
     }
 }
 
@@ -775,7 +866,10 @@ mod tests {
     use opentelemetry::Value;
 
     fn attr<'a>(s: &'a SpanData, key: &str) -> Option<&'a Value> {
-        s.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
+        s.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| &kv.value)
     }
 
     fn int_attr(s: &SpanData, key: &str) -> i64 {
@@ -795,7 +889,11 @@ mod tests {
         let req = &w.requests[0];
         let (spans, at) = window_spans(&w, Budget::default());
         let at = at.unwrap();
-        assert!(spans.iter().all(|s| s.span_context.trace_id() == req.trace_id));
+        assert!(
+            spans
+                .iter()
+                .all(|s| s.span_context.trace_id() == req.trace_id)
+        );
         let win = named(&spans, keys::WINDOW_SPAN)[0];
         assert_eq!(win.parent_span_id, req.span_id);
         assert_eq!(win.span_context.span_id(), at.span_id);
@@ -807,20 +905,36 @@ mod tests {
         assert_eq!(int_attr(win, keys::WINDOW_EVENTS), w.events() as i64);
         assert_eq!(attr(win, keys::THRESHOLD_MS), Some(&Value::F64(250.0)));
 
-        let tasks: Vec<&SpanData> = spans.iter().filter(|s| s.name.starts_with("task ")).collect();
+        let tasks: Vec<&SpanData> = spans
+            .iter()
+            .filter(|s| s.name.starts_with("task "))
+            .collect();
         assert_eq!(tasks.len(), 3);
         // The request's own task comes first and says so.
         assert_eq!(tasks[0].name, "task src/service/task_0.rs:10");
-        assert_eq!(attr(tasks[0], keys::TASK_IN_REQUEST), Some(&Value::Bool(true)));
-        assert_eq!(attr(tasks[1], keys::TASK_IN_REQUEST), Some(&Value::Bool(false)));
+        assert_eq!(
+            attr(tasks[0], keys::TASK_IN_REQUEST),
+            Some(&Value::Bool(true))
+        );
+        assert_eq!(
+            attr(tasks[1], keys::TASK_IN_REQUEST),
+            Some(&Value::Bool(false))
+        );
         for t in &tasks {
             assert_eq!(t.parent_span_id, at.span_id);
             assert_eq!(int_attr(t, keys::TASK_POLLS), 4);
             assert!(matches!(attr(t, keys::CODE_FILE), Some(Value::String(_))));
             assert_eq!(t.events.events[0].name, "spawned");
-            let polls: Vec<_> = spans.iter().filter(|s| s.parent_span_id == t.span_context.span_id()).collect();
+            let polls: Vec<_> = spans
+                .iter()
+                .filter(|s| s.parent_span_id == t.span_context.span_id())
+                .collect();
             assert_eq!(polls.len(), 4);
-            assert!(polls.iter().all(|p| p.start_time >= t.start_time && p.end_time <= t.end_time));
+            assert!(
+                polls
+                    .iter()
+                    .all(|p| p.start_time >= t.start_time && p.end_time <= t.end_time)
+            );
         }
         // The blocking task's long poll is flagged, and only that one.
         let long: Vec<_> = named(&spans, keys::POLL_SPAN)
@@ -828,19 +942,34 @@ mod tests {
             .filter(|p| attr(p, keys::POLL_LONG) == Some(&Value::Bool(true)))
             .collect();
         assert_eq!(long.len(), 1);
-        assert_eq!(attr(long[0], keys::POLL_WORKER), Some(&Value::from("blocking-neighbour")));
+        assert_eq!(
+            attr(long[0], keys::POLL_WORKER),
+            Some(&Value::from("blocking-neighbour"))
+        );
         // Tasks after the request's own are ordered by time on a worker: the blocking one next.
         assert_eq!(tasks[1].name, "task src/service/task_2.rs:12");
         assert_eq!(int_attr(tasks[1], keys::TASK_LONG_POLLS), 1);
         assert_eq!(long[0].parent_span_id, tasks[1].span_context.span_id());
 
         // Workers: park and unpark as events inside the window.
-        let workers: Vec<_> = spans.iter().filter(|s| s.name.starts_with("worker ")).collect();
+        let workers: Vec<_> = spans
+            .iter()
+            .filter(|s| s.name.starts_with("worker "))
+            .collect();
         assert_eq!(workers.len(), 3);
-        let w0 = workers.iter().find(|s| int_attr(s, keys::WORKER_LANE) == 0).unwrap();
+        let w0 = workers
+            .iter()
+            .find(|s| int_attr(s, keys::WORKER_LANE) == 0)
+            .unwrap();
         assert_eq!(w0.events.len(), 8);
-        assert!(w0.events.iter().all(|e| e.timestamp >= win.start_time && e.timestamp <= win.end_time));
-        assert!(matches!(attr(w0, keys::WORKER_BUSY_FRACTION), Some(Value::F64(f)) if *f > 0.0 && *f < 1.0));
+        assert!(
+            w0.events
+                .iter()
+                .all(|e| e.timestamp >= win.start_time && e.timestamp <= win.end_time)
+        );
+        assert!(
+            matches!(attr(w0, keys::WORKER_BUSY_FRACTION), Some(Value::F64(f)) if *f > 0.0 && *f < 1.0)
+        );
     }
 
     #[test]
@@ -852,18 +981,31 @@ mod tests {
         let win = named(&spans, keys::WINDOW_SPAN)[0];
         let shown = int_attr(win, keys::WINDOW_TASKS_SHOWN);
         assert_eq!(shown + int_attr(win, keys::WINDOW_TASKS_OMITTED), 300);
-        let tasks: Vec<_> = spans.iter().filter(|s| s.name.starts_with("task ")).collect();
+        let tasks: Vec<_> = spans
+            .iter()
+            .filter(|s| s.name.starts_with("task "))
+            .collect();
         assert_eq!(tasks.len() as i64, shown);
         // The request's task is never the one left out.
         assert_eq!(tasks[0].name, "task src/service/task_0.rs:10");
         // Every poll is either a span or counted.
         let polls_shown = named(&spans, keys::POLL_SPAN).len() as i64;
-        assert_eq!(polls_shown + int_attr(win, keys::WINDOW_POLLS_OMITTED), 3000);
+        assert_eq!(
+            polls_shown + int_attr(win, keys::WINDOW_POLLS_OMITTED),
+            3000
+        );
         for t in tasks {
-            assert_eq!(int_attr(t, keys::TASK_POLLS_SHOWN) + int_attr(t, keys::TASK_POLLS_OMITTED), 10);
+            assert_eq!(
+                int_attr(t, keys::TASK_POLLS_SHOWN) + int_attr(t, keys::TASK_POLLS_OMITTED),
+                10
+            );
         }
         // The longest task (the one with the long poll) is shown, with its long poll.
-        assert!(named(&spans, keys::POLL_SPAN).iter().any(|p| attr(p, keys::POLL_LONG).is_some()));
+        assert!(
+            named(&spans, keys::POLL_SPAN)
+                .iter()
+                .any(|p| attr(p, keys::POLL_LONG).is_some())
+        );
     }
 
     #[test]
@@ -875,8 +1017,14 @@ mod tests {
         let at = at.unwrap();
         let win = named(&spans, keys::WINDOW_SPAN)[0];
         assert_eq!(win.links.len(), 2);
-        assert_eq!(win.links.links[0].span_context.trace_id(), w.requests[1].trace_id);
-        assert_eq!(win.links.links[0].span_context.span_id(), w.requests[1].span_id);
+        assert_eq!(
+            win.links.links[0].span_context.trace_id(),
+            w.requests[1].trace_id
+        );
+        assert_eq!(
+            win.links.links[0].span_context.span_id(),
+            w.requests[1].span_id
+        );
         let refs = named(&spans, keys::WINDOW_REF_SPAN);
         assert_eq!(refs.len(), 2);
         for (r, req) in refs.iter().zip(&w.requests[1..]) {
@@ -886,7 +1034,10 @@ mod tests {
             assert_eq!(r.links.links[0].span_context.trace_id(), at.trace_id);
         }
         // The third request's span was made by the recorder: exported, with its error.
-        let own: Vec<_> = spans.iter().filter(|s| s.span_context.span_id() == w.requests[2].span_id).collect();
+        let own: Vec<_> = spans
+            .iter()
+            .filter(|s| s.span_context.span_id() == w.requests[2].span_id)
+            .collect();
         assert_eq!(own.len(), 1);
         assert!(matches!(own[0].status, Status::Error { .. }));
         assert_eq!(own[0].parent_span_id, SpanId::INVALID);
@@ -894,7 +1045,10 @@ mod tests {
 
     #[test]
     fn an_empty_window_maps_to_nothing() {
-        assert_eq!(window_spans(&Window::default(), Budget::default()).0.len(), 0);
+        assert_eq!(
+            window_spans(&Window::default(), Budget::default()).0.len(),
+            0
+        );
         let w = testing::window(0, 0, 1);
         let (spans, _) = window_spans(&w, Budget::new(1));
         assert_eq!(spans.len(), 1, "only the window span");
@@ -914,10 +1068,15 @@ mod tests {
         let exporter = InMemorySpanExporter::default();
         let (spans, _) = window_spans(&testing::window(2, 3, 1), Budget::default());
         let n = spans.len();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         rt.block_on(exporter.export(spans)).unwrap();
         let got = exporter.get_finished_spans().unwrap();
         assert_eq!(got.len(), n);
-        assert!(got.iter().all(|s| s.instrumentation_scope.name() == SCOPE_NAME));
+        assert!(
+            got.iter()
+                .all(|s| s.instrumentation_scope.name() == SCOPE_NAME)
+        );
     }
 }

@@ -121,7 +121,9 @@ pub struct TailSampler {
 
 impl fmt::Debug for TailSampler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TailSampler").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("TailSampler")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -152,7 +154,10 @@ impl TailSampler {
     }
 
     fn keep(&self, root: &SpanData) -> bool {
-        let duration = root.end_time.duration_since(root.start_time).unwrap_or(Duration::ZERO);
+        let duration = root
+            .end_time
+            .duration_since(root.start_time)
+            .unwrap_or(Duration::ZERO);
         duration >= self.settings.threshold
             || matches!(root.status, Status::Error { .. })
             || self.baseline(root.span_context.trace_id())
@@ -161,7 +166,10 @@ impl TailSampler {
     fn send(&self, spans: Vec<SpanData>) {
         let n = spans.len() as u64;
         if !self.shared.send_spans(spans) {
-            self.shared.counters.sampler_spans_dropped.fetch_add(n, Ordering::Relaxed);
+            self.shared
+                .counters
+                .sampler_spans_dropped
+                .fetch_add(n, Ordering::Relaxed);
         }
     }
 }
@@ -184,7 +192,11 @@ impl SpanProcessor for TailSampler {
             return;
         }
         if is_root {
-            let mut spans = shard.held.remove(&trace).map(|h| h.spans).unwrap_or_default();
+            let mut spans = shard
+                .held
+                .remove(&trace)
+                .map(|h| h.spans)
+                .unwrap_or_default();
             let keep = self.keep(&span);
             shard.decide(trace, keep, cap);
             drop(shard);
@@ -199,11 +211,12 @@ impl SpanProcessor for TailSampler {
             return;
         }
         if !shard.held.contains_key(&trace) {
-            if shard.held.len() >= cap {
-                if let Some(n) = shard.evict_oldest() {
-                    c.traces_evicted.fetch_add(1, Ordering::Relaxed);
-                    c.sampler_spans_dropped.fetch_add(n as u64, Ordering::Relaxed);
-                }
+            if shard.held.len() >= cap
+                && let Some(n) = shard.evict_oldest()
+            {
+                c.traces_evicted.fetch_add(1, Ordering::Relaxed);
+                c.sampler_spans_dropped
+                    .fetch_add(n as u64, Ordering::Relaxed);
             }
             shard.seq += 1;
             let seq = shard.seq;
@@ -212,9 +225,17 @@ impl SpanProcessor for TailSampler {
             // and then, so the queue stays within twice the cap.
             if shard.order.len() > 2 * cap {
                 let Shard { order, held, .. } = &mut *shard;
-                order.retain(|(t, s)| held.get(t).is_some_and(|h| h.seq == *s) || (*t == trace && *s == seq));
+                order.retain(|(t, s)| {
+                    held.get(t).is_some_and(|h| h.seq == *s) || (*t == trace && *s == seq)
+                });
             }
-            shard.held.insert(trace, Held { spans: Vec::new(), seq });
+            shard.held.insert(
+                trace,
+                Held {
+                    spans: Vec::new(),
+                    seq,
+                },
+            );
         }
         let max = self.settings.max_spans_per_trace;
         match shard.held.get_mut(&trace) {
@@ -237,8 +258,14 @@ impl SpanProcessor for TailSampler {
             let traces = s.held.len() as u64;
             s.held.clear();
             s.order.clear();
-            self.shared.counters.traces_evicted.fetch_add(traces, Ordering::Relaxed);
-            self.shared.counters.sampler_spans_dropped.fetch_add(n as u64, Ordering::Relaxed);
+            self.shared
+                .counters
+                .traces_evicted
+                .fetch_add(traces, Ordering::Relaxed);
+            self.shared
+                .counters
+                .sampler_spans_dropped
+                .fetch_add(n as u64, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -270,7 +297,11 @@ mod tests {
             dropped_attributes_count: 0,
             events: Default::default(),
             links: Default::default(),
-            status: if error { Status::error("boom") } else { Status::Unset },
+            status: if error {
+                Status::error("boom")
+            } else {
+                Status::Unset
+            },
             instrumentation_scope: Default::default(),
         }
     }
@@ -330,11 +361,21 @@ mod tests {
         s.on_end(span(5, 50, 0, 1, false)); // kept by the baseline (ratio 1)
         s.on_end(span(5, 51, 50, 1, false)); // late child: follows
         assert_eq!(get(&shared.counters.traces_kept), 1);
-        assert_eq!(get(&shared.counters.sampler_spans_dropped), 2, "no queue: both counted");
+        assert_eq!(
+            get(&shared.counters.sampler_spans_dropped),
+            2,
+            "no queue: both counted"
+        );
         let (none, _) = sampler(64, 0.0);
         assert!(!none.baseline(TraceId::from(u128::MAX)));
         let (half, _) = sampler(64, 0.5);
-        let kept = (0..1000u128).filter(|t| half.baseline(TraceId::from(t.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)))).count();
+        let kept = (0..1000u128)
+            .filter(|t| {
+                half.baseline(TraceId::from(
+                    t.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835),
+                ))
+            })
+            .count();
         assert!((400..600).contains(&kept), "{kept}");
     }
 }

@@ -119,10 +119,10 @@ impl ExportShared {
         let mut k = lock(&self.kept);
         if k.set.insert(trace) {
             k.order.push_back(trace);
-            if k.order.len() > KEPT_REMEMBERED {
-                if let Some(old) = k.order.pop_front() {
-                    k.set.remove(&old);
-                }
+            if k.order.len() > KEPT_REMEMBERED
+                && let Some(old) = k.order.pop_front()
+            {
+                k.set.remove(&old);
             }
         }
     }
@@ -159,13 +159,19 @@ impl ExportShared {
 /// [`SpanExporter`] is not object safe (its `export` returns `impl Future`);
 /// this is, so the builder can take any exporter.
 pub(crate) trait DynExporter: Send + Sync + fmt::Debug {
-    fn export_dyn(&self, batch: Vec<SpanData>) -> Pin<Box<dyn Future<Output = OTelSdkResult> + Send + '_>>;
+    fn export_dyn(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> Pin<Box<dyn Future<Output = OTelSdkResult> + Send + '_>>;
     fn set_resource_dyn(&mut self, resource: &Resource);
     fn shutdown_dyn(&self) -> OTelSdkResult;
 }
 
 impl<E: SpanExporter + 'static> DynExporter for E {
-    fn export_dyn(&self, batch: Vec<SpanData>) -> Pin<Box<dyn Future<Output = OTelSdkResult> + Send + '_>> {
+    fn export_dyn(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> Pin<Box<dyn Future<Output = OTelSdkResult> + Send + '_>> {
         Box::pin(self.export(batch))
     }
     fn set_resource_dyn(&mut self, resource: &Resource) {
@@ -195,10 +201,15 @@ pub(crate) struct OtlpEnv {
 impl OtlpEnv {
     /// Reads `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` and `..._PROTOCOL`
     /// through `env`. `Ok(None)` when no endpoint is set.
-    pub(crate) fn read(env: impl Fn(&'static str) -> Option<String>) -> Result<Option<OtlpEnv>, BuildError> {
+    pub(crate) fn read(
+        env: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<Option<OtlpEnv>, BuildError> {
         let (var, protocol) = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
             Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
-            None => ("OTEL_EXPORTER_OTLP_PROTOCOL", env("OTEL_EXPORTER_OTLP_PROTOCOL")),
+            None => (
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                env("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            ),
         };
         let protocol = match protocol.as_deref().map(str::trim) {
             None | Some("") | Some("grpc") => Protocol::Grpc,
@@ -299,7 +310,10 @@ fn value_len(v: &Value) -> usize {
 }
 
 fn attrs_len(attrs: &[KeyValue]) -> usize {
-    attrs.iter().map(|kv| kv.key.as_str().len() + value_len(&kv.value) + 12).sum()
+    attrs
+        .iter()
+        .map(|kv| kv.key.as_str().len() + value_len(&kv.value) + 12)
+        .sum()
 }
 
 /// An upper bound of a span's protobuf size: every field counted at its
@@ -308,7 +322,10 @@ pub(crate) fn estimated_len(s: &SpanData) -> usize {
     64 + s.name.len()
         + s.span_context.trace_state().header().len()
         + attrs_len(&s.attributes)
-        + s.events.iter().map(|e| 24 + e.name.len() + attrs_len(&e.attributes)).sum::<usize>()
+        + s.events
+            .iter()
+            .map(|e| 24 + e.name.len() + attrs_len(&e.attributes))
+            .sum::<usize>()
         + s.links
             .iter()
             .map(|l| 48 + l.span_context.trace_state().header().len() + attrs_len(&l.attributes))
@@ -352,22 +369,28 @@ pub(crate) enum Job {
 /// Where spans end up.
 enum Backend {
     Exporter(Box<dyn DynExporter>),
-    Json { path: PathBuf, resource: ResourceAttributesWithSchema },
+    Json {
+        path: PathBuf,
+        resource: ResourceAttributesWithSchema,
+    },
 }
 
 impl Backend {
     async fn send(&mut self, spans: Vec<SpanData>) -> OTelSdkResult {
         match self {
             Backend::Exporter(e) => e.export_dyn(spans).await,
-            Backend::Json { path, resource } => {
-                write_json_line(path, spans, resource).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))
-            }
+            Backend::Json { path, resource } => write_json_line(path, spans, resource)
+                .map_err(|e| OTelSdkError::InternalFailure(e.to_string())),
         }
     }
 }
 
 /// Appends one `ExportTraceServiceRequest` as one line of OTLP JSON.
-fn write_json_line(path: &Path, spans: Vec<SpanData>, resource: &ResourceAttributesWithSchema) -> std::io::Result<()> {
+fn write_json_line(
+    path: &Path,
+    spans: Vec<SpanData>,
+    resource: &ResourceAttributesWithSchema,
+) -> std::io::Result<()> {
     let request = ExportTraceServiceRequest {
         resource_spans: group_spans_by_resource_and_scope(spans, resource),
     };
@@ -422,7 +445,10 @@ impl Pipeline {
         std::thread::Builder::new()
             .name("blackbox-export".into())
             .spawn(move || export_thread(target, budget, thread_shared, rx, ready_tx))
-            .map_err(|source| BuildError::Thread { thread: "blackbox-export", source })?;
+            .map_err(|source| BuildError::Thread {
+                thread: "blackbox-export",
+                source,
+            })?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
@@ -434,14 +460,20 @@ impl Pipeline {
             }
         }
         shared.connect(tx.clone());
-        Ok(Pipeline { tx, shared, flush_timeout })
+        Ok(Pipeline {
+            tx,
+            shared,
+            flush_timeout,
+        })
     }
 
     fn write(&mut self, window: &Window) -> Result<(), SinkError> {
         match self.tx.try_send(Job::Window(Box::new(window.clone()))) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SinkError::new("the export queue is full")),
-            Err(TrySendError::Disconnected(_)) => Err(SinkError::new("the export thread has stopped")),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(SinkError::new("the export thread has stopped"))
+            }
         }
     }
 
@@ -472,12 +504,19 @@ fn export_thread(
     ready: SyncSender<Result<(), BuildError>>,
 ) {
     // No feedback: the exporter's own spans and events go nowhere.
-    let _no_tracing = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+    let _no_tracing =
+        tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
     let _suppressed = opentelemetry::Context::enter_telemetry_suppressed_scope();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(source) => {
-            let _ = ready.send(Err(BuildError::Thread { thread: "blackbox-export", source }));
+            let _ = ready.send(Err(BuildError::Thread {
+                thread: "blackbox-export",
+                source,
+            }));
             return;
         }
     };
@@ -514,7 +553,11 @@ fn export_thread(
                     // The app's spans go through the tail sampler: a request
                     // whose trace it did not keep would leave the window
                     // under a missing parent, so send the request span too.
-                    for r in w.requests.iter().filter(|r| !r.own_span && !shared.was_kept(r.trace_id)) {
+                    for r in w
+                        .requests
+                        .iter()
+                        .filter(|r| !r.own_span && !shared.was_kept(r.trace_id))
+                    {
                         spans.push(otlp::request_span(r, "tail_sampler_missed"));
                     }
                 }
@@ -546,11 +589,19 @@ fn export_thread(
     }
 }
 
-async fn send_with_retries(backend: &mut Backend, mut batch: Vec<SpanData>, c: &ExportCounters) -> bool {
+async fn send_with_retries(
+    backend: &mut Backend,
+    mut batch: Vec<SpanData>,
+    c: &ExportCounters,
+) -> bool {
     let mut delay = BACKOFF;
     for attempt in 0..=RETRIES {
         // The exporter takes the batch by value: keep a copy while a retry may follow.
-        let this = if attempt == RETRIES { std::mem::take(&mut batch) } else { batch.clone() };
+        let this = if attempt == RETRIES {
+            std::mem::take(&mut batch)
+        } else {
+            batch.clone()
+        };
         match backend.send(this).await {
             Ok(()) => return true,
             Err(OTelSdkError::AlreadyShutdown) => return false,
@@ -627,12 +678,25 @@ impl OtlpSink {
     ///
     /// [`BuildError::Thread`] when the export thread cannot start.
     pub fn with_exporter<E: SpanExporter + 'static>(exporter: E) -> Result<OtlpSink, BuildError> {
-        OtlpSink::start(Target::Exporter(Box::new(exporter)), Budget::default(), Arc::default())
+        OtlpSink::start(
+            Target::Exporter(Box::new(exporter)),
+            Budget::default(),
+            Arc::default(),
+        )
     }
 
-    pub(crate) fn start(target: Target, budget: Budget, shared: Arc<ExportShared>) -> Result<OtlpSink, BuildError> {
+    pub(crate) fn start(
+        target: Target,
+        budget: Budget,
+        shared: Arc<ExportShared>,
+    ) -> Result<OtlpSink, BuildError> {
         Ok(OtlpSink {
-            pipeline: Pipeline::start(target, budget, shared, crate::Blackbox::DEFAULT_SHUTDOWN_TIMEOUT)?,
+            pipeline: Pipeline::start(
+                target,
+                budget,
+                shared,
+                crate::Blackbox::DEFAULT_SHUTDOWN_TIMEOUT,
+            )?,
         })
     }
 }
@@ -686,7 +750,11 @@ impl JsonFileSink {
         JsonFileSink::start(dir.as_ref(), Budget::default(), Arc::default())
     }
 
-    pub(crate) fn start(dir: &Path, budget: Budget, shared: Arc<ExportShared>) -> Result<JsonFileSink, BuildError> {
+    pub(crate) fn start(
+        dir: &Path,
+        budget: Budget,
+        shared: Arc<ExportShared>,
+    ) -> Result<JsonFileSink, BuildError> {
         let path = dir.join(JSON_FILE_NAME);
         let pipeline = Pipeline::start(
             Target::Json(path.clone()),
@@ -722,11 +790,24 @@ mod tests {
     #[test]
     fn otlp_env_is_read_like_the_spec() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &'static str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &'static str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         assert_eq!(OtlpEnv::read(env(&[])).unwrap(), None);
-        let grpc = OtlpEnv::read(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")])).unwrap().unwrap();
-        assert_eq!(grpc, OtlpEnv { endpoint: "http://c:4317".into(), protocol: Protocol::Grpc });
+        let grpc = OtlpEnv::read(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            grpc,
+            OtlpEnv {
+                endpoint: "http://c:4317".into(),
+                protocol: Protocol::Grpc
+            }
+        );
         let http = OtlpEnv::read(env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
@@ -747,7 +828,11 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon"),
         ]))
         .unwrap_err();
-        assert!(err.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL=\"carrier-pigeon\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("OTEL_EXPORTER_OTLP_PROTOCOL=\"carrier-pigeon\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -755,21 +840,35 @@ mod tests {
         // 40 windows of 1,000 spans: about 12 MiB of OTLP.
         let mut spans = Vec::new();
         for _ in 0..40 {
-            spans.extend(otlp::window_spans(&otlp::testing::window(100, 9, 2), Budget::default()).0);
+            spans
+                .extend(otlp::window_spans(&otlp::testing::window(100, 9, 2), Budget::default()).0);
         }
         let res: ResourceAttributesWithSchema = (&resource()).into();
         for s in spans.iter().take(200) {
-            let real = group_spans_by_resource_and_scope(vec![s.clone()], &Default::default())[0].scope_spans[0].spans[0]
+            let real = group_spans_by_resource_and_scope(vec![s.clone()], &Default::default())[0]
+                .scope_spans[0]
+                .spans[0]
                 .encoded_len();
-            assert!(estimated_len(s) >= real, "{} < {real} for {}", estimated_len(s), s.name);
+            assert!(
+                estimated_len(s) >= real,
+                "{} < {real} for {}",
+                estimated_len(s),
+                s.name
+            );
         }
         let total = spans.len();
         let parts = split(spans, SPLIT_AT);
         assert!(parts.len() >= 3, "{} parts", parts.len());
         assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), total);
         for p in parts {
-            let req = ExportTraceServiceRequest { resource_spans: group_spans_by_resource_and_scope(p, &res) };
-            assert!(req.encoded_len() <= MAX_REQUEST_BYTES, "{}", req.encoded_len());
+            let req = ExportTraceServiceRequest {
+                resource_spans: group_spans_by_resource_and_scope(p, &res),
+            };
+            assert!(
+                req.encoded_len() <= MAX_REQUEST_BYTES,
+                "{}",
+                req.encoded_len()
+            );
         }
     }
 
@@ -794,8 +893,16 @@ mod tests {
     fn retries_are_bounded_then_spans_are_dropped_and_counted() {
         let inner = InMemorySpanExporter::default();
         let shared = Arc::new(ExportShared::default());
-        let flaky = Flaky { fail: AtomicU64::new(4), inner: inner.clone() };
-        let mut sink = OtlpSink::start(Target::Exporter(Box::new(flaky)), Budget::default(), shared.clone()).unwrap();
+        let flaky = Flaky {
+            fail: AtomicU64::new(4),
+            inner: inner.clone(),
+        };
+        let mut sink = OtlpSink::start(
+            Target::Exporter(Box::new(flaky)),
+            Budget::default(),
+            shared.clone(),
+        )
+        .unwrap();
         let w = otlp::testing::window(2, 2, 1);
         sink.write(&w).unwrap(); // fails 3 times: dropped
         sink.write(&w).unwrap(); // fails once, then goes

@@ -33,7 +33,12 @@ pub struct TestService {
 }
 
 fn trace_id() -> String {
-    tracing::Span::current().context().span().span_context().trace_id().to_string()
+    tracing::Span::current()
+        .context()
+        .span()
+        .span_context()
+        .trace_id()
+        .to_string()
 }
 
 async fn fast() -> String {
@@ -41,13 +46,18 @@ async fn fast() -> String {
 }
 
 async fn slow() -> String {
-    let helper = tokio::spawn(async { tokio::time::sleep(Duration::from_millis(20)).await }.in_current_span());
+    let helper = tokio::spawn(
+        async { tokio::time::sleep(Duration::from_millis(20)).await }.in_current_span(),
+    );
     tokio::time::sleep(SLOW).await;
     let _ = helper.await;
     trace_id()
 }
 
-async fn request_span(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn request_span(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let name = format!("GET {}", req.uri().path());
     let span = tracing::info_span!("request", otel.name = %name, otel.kind = "server");
     next.run(req).instrument(span).await
@@ -74,7 +84,9 @@ impl TestService {
         // service per test binary).
         tracing::dispatcher::set_global_default(dispatch).expect("one TestService per test binary");
         let addr = rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
             let addr = listener.local_addr().expect("addr");
             let app = Router::new()
                 .route("/fast", get(fast))
@@ -86,14 +98,21 @@ impl TestService {
                 loop {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     NEIGHBOUR_LINE.store(line!() + 1, Ordering::Relaxed);
-                    let blocking = tokio::spawn(async { std::thread::sleep(Duration::from_millis(30)) });
+                    let blocking =
+                        tokio::spawn(async { std::thread::sleep(Duration::from_millis(30)) });
                     let _ = blocking.await;
                 }
             };
             tokio::spawn(neighbour);
             addr
         });
-        TestService { blackbox, guard: Some(guard), provider, rt: Some(rt), addr }
+        TestService {
+            blackbox,
+            guard: Some(guard),
+            provider,
+            rt: Some(rt),
+            addr,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
