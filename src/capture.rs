@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::event::{Event, EventKind, NO_STRING};
 use crate::ring::{Ring, Snapshot};
 use crate::sync::lock;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::panic::Location;
@@ -54,9 +54,19 @@ struct LanesInner {
 
 #[derive(Debug)]
 struct LaneEntry {
-    ring: Arc<Ring>,
+    ring: &'static Ring,
     thread: String,
 }
+
+/// Rings of recorders that were dropped, kept for the next recorder.
+///
+/// Rings are `&'static` so the hot path can hold them in a plain `Cell`. A
+/// ring is only ever allocated while fewer than `max_threads` of its recorder
+/// exist, and goes back to this pool when its recorder is dropped, so the
+/// memory stays bounded by the largest set of live recorders. A thread may
+/// still point at a pooled ring, but only under the old recorder's id, which
+/// no hook can present any more: its hooks held the last references.
+static POOL: Mutex<Vec<&'static Ring>> = Mutex::new(Vec::new());
 
 /// What one lane held at a snapshot.
 #[derive(Debug, Clone)]
@@ -78,7 +88,7 @@ impl Lanes {
     }
 
     /// Leases a lane to the calling thread, or `None` when all are in use.
-    fn lease(&self) -> Option<(usize, Arc<Ring>)> {
+    fn lease(&self) -> Option<(usize, &'static Ring)> {
         let mut inner = lock(&self.inner);
         let name = std::thread::current()
             .name()
@@ -86,16 +96,24 @@ impl Lanes {
             .unwrap_or_else(|| format!("{:?}", std::thread::current().id()));
         if let Some(i) = inner.free.pop() {
             inner.lanes[i].thread = name;
-            return Some((i, inner.lanes[i].ring.clone()));
+            return Some((i, inner.lanes[i].ring));
         }
         if inner.lanes.len() >= self.max_lanes {
             return None;
         }
-        let ring = Arc::new(Ring::new(self.capacity));
-        inner.lanes.push(LaneEntry {
-            ring: ring.clone(),
-            thread: name,
-        });
+        let ring = {
+            let mut pool = lock(&POOL);
+            let capacity = self.capacity.max(2).next_power_of_two();
+            match pool.iter().position(|r| r.capacity() == capacity) {
+                Some(i) => {
+                    let ring = pool.swap_remove(i);
+                    ring.clear();
+                    ring
+                }
+                None => &*Box::leak(Box::new(Ring::new(self.capacity))),
+            }
+        };
+        inner.lanes.push(LaneEntry { ring, thread: name });
         Some((inner.lanes.len() - 1, ring))
     }
 
@@ -108,11 +126,11 @@ impl Lanes {
 
     /// Copies every lane (all events, or those in a raw-clock range).
     pub(crate) fn snapshot(&self, range: Option<(u64, u64)>) -> Vec<LaneSnapshot> {
-        let lanes: Vec<(u32, String, Arc<Ring>)> = lock(&self.inner)
+        let lanes: Vec<(u32, String, &'static Ring)> = lock(&self.inner)
             .lanes
             .iter()
             .enumerate()
-            .map(|(i, l)| (i as u32, l.thread.clone(), l.ring.clone()))
+            .map(|(i, l)| (i as u32, l.thread.clone(), l.ring))
             .collect();
         lanes
             .into_iter()
@@ -129,7 +147,10 @@ impl Lanes {
         let inner = lock(&self.inner);
         inner.lanes.iter().fold((0, 0), |(p, o), l| {
             let pushed = l.ring.pushed();
-            (p + pushed, o + pushed.saturating_sub(l.ring.capacity() as u64))
+            (
+                p + pushed,
+                o + pushed.saturating_sub(l.ring.capacity() as u64),
+            )
         })
     }
 
@@ -138,6 +159,13 @@ impl Lanes {
         let n = lock(&self.inner).lanes.len();
         let per = self.capacity.max(2).next_power_of_two() * std::mem::size_of::<Event>();
         (n * per, self.max_lanes * per)
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        let inner = std::mem::take(&mut *lock(&self.inner));
+        lock(&POOL).extend(inner.lanes.into_iter().map(|l| l.ring));
     }
 }
 
@@ -192,12 +220,14 @@ pub(crate) fn location_string(loc: &Location<'_>) -> String {
 
 // === Thread-local state ===
 
+/// The hot path's view of this thread: which recorder's lane it holds and a
+/// spawn-location cache. Plain `Cell`s and no destructor, so reaching it is a
+/// few instructions; the lease that returns the lane lives in [`LEASE`].
 struct Local {
     /// Which recorder's lane this thread holds (0: none).
-    owner: u64,
-    ring: Option<Arc<Ring>>,
-    lease: Option<Lease>,
-    locations: [(usize, u16); LOCATION_CACHE],
+    owner: Cell<u64>,
+    ring: Cell<Option<&'static Ring>>,
+    locations: [Cell<(usize, u16)>; LOCATION_CACHE],
 }
 
 /// Returns a lane to its recorder when the thread exits or moves to another recorder.
@@ -215,9 +245,14 @@ impl Drop for Lease {
 }
 
 thread_local! {
-    static LOCAL: RefCell<Local> = const {
-        RefCell::new(Local { owner: 0, ring: None, lease: None, locations: [(0, 0); LOCATION_CACHE] })
+    static LOCAL: Local = const {
+        Local {
+            owner: Cell::new(0),
+            ring: Cell::new(None),
+            locations: [const { Cell::new((0, 0)) }; LOCATION_CACHE],
+        }
     };
+    static LEASE: RefCell<Option<Lease>> = const { RefCell::new(None) };
 }
 
 // === Recording ===
@@ -225,6 +260,8 @@ thread_local! {
 /// Everything the hot path needs: shared, read-only after build.
 #[derive(Debug)]
 pub(crate) struct Capture {
+    /// The recorder's id (a copy of `lanes.id`, one pointer hop closer).
+    pub(crate) id: u64,
     pub(crate) clock: Clock,
     pub(crate) lanes: Arc<Lanes>,
     pub(crate) strings: Strings,
@@ -232,24 +269,29 @@ pub(crate) struct Capture {
 }
 
 impl Capture {
+    pub(crate) fn new(clock: Clock, lanes: Lanes, enabled: bool) -> Capture {
+        Capture {
+            id: lanes.id,
+            clock,
+            lanes: Arc::new(lanes),
+            strings: Strings::default(),
+            enabled,
+        }
+    }
+
     /// Records one event on the calling thread's lane.
     #[inline(always)]
     pub(crate) fn record(&self, kind: EventKind, subject: u64, arg: u16) {
         if !self.enabled {
             return;
         }
-        let ts = self.clock.raw();
-        let event = Event::new(ts, kind, subject, arg);
-        let done = LOCAL.try_with(|local| {
-            if let Ok(local) = local.try_borrow() {
-                if local.owner == self.lanes.id {
-                    if let Some(ring) = &local.ring {
-                        ring.push(event);
-                        return true;
-                    }
-                }
+        let event = Event::new(self.clock.raw(), kind, subject, arg);
+        let done = LOCAL.try_with(|local| match local.ring.get() {
+            Some(ring) if local.owner.get() == self.id => {
+                ring.push(event);
+                true
             }
-            false
+            _ => false,
         });
         if done != Ok(true) {
             self.record_slow(event);
@@ -260,28 +302,34 @@ impl Capture {
     #[inline(never)]
     fn record_slow(&self, event: Event) {
         let pushed = LOCAL.try_with(|local| {
-            let Ok(mut local) = local.try_borrow_mut() else {
-                return false;
-            };
-            if local.owner != self.lanes.id {
-                // Release the lane of another recorder first (tests and
-                // programs that build several recorders).
-                local.lease = None;
-                local.ring = None;
-                local.locations = [(0, 0); LOCATION_CACHE];
-                local.owner = self.lanes.id;
+            if local.owner.get() != self.id {
+                // This thread held a lane of another recorder (tests and
+                // programs that build several): give it back first.
+                let _ = LEASE.try_with(|l| l.borrow_mut().take());
+                local.ring.set(None);
+                for slot in &local.locations {
+                    slot.set((0, 0));
+                }
+                local.owner.set(self.id);
             }
-            if local.ring.is_none() {
+            if local.ring.get().is_none() {
                 let Some((lane, ring)) = self.lanes.lease() else {
                     return false;
                 };
-                local.ring = Some(ring);
-                local.lease = Some(Lease {
-                    lanes: Arc::downgrade(&self.lanes),
-                    lane,
+                let leased = LEASE.try_with(|l| {
+                    *l.borrow_mut() = Some(Lease {
+                        lanes: Arc::downgrade(&self.lanes),
+                        lane,
+                    })
                 });
+                if leased.is_err() {
+                    // The thread is exiting: nobody would return the lane.
+                    self.lanes.release(lane);
+                    return false;
+                }
+                local.ring.set(Some(ring));
             }
-            match &local.ring {
+            match local.ring.get() {
                 Some(ring) => {
                     ring.push(event);
                     true
@@ -294,30 +342,36 @@ impl Capture {
         }
     }
 
-    /// The string index of a spawn location, through the thread's cache.
-    #[inline]
-    pub(crate) fn location_index(&self, loc: &'static Location<'static>) -> u16 {
+    /// Records an event whose argument is a spawn location, interned through
+    /// the thread's cache: one thread-local access in the common case.
+    #[inline(always)]
+    pub(crate) fn record_at(&self, kind: EventKind, subject: u64, loc: &'static Location<'static>) {
+        if !self.enabled {
+            return;
+        }
         let key = loc as *const Location<'static> as usize;
         let slot = (key >> 3) & (LOCATION_CACHE - 1);
-        let cached = LOCAL.try_with(|local| {
-            local
-                .try_borrow()
-                .ok()
-                .filter(|l| l.owner == self.lanes.id)
-                .and_then(|l| (l.locations[slot].0 == key).then_some(l.locations[slot].1))
-        });
-        if let Ok(Some(i)) = cached {
-            return i;
-        }
-        let i = self.strings.intern(&location_string(loc));
-        let _ = LOCAL.try_with(|local| {
-            if let Ok(mut l) = local.try_borrow_mut() {
-                if l.owner == self.lanes.id {
-                    l.locations[slot] = (key, i);
+        let ts = self.clock.raw();
+        let done = LOCAL.try_with(|local| match local.ring.get() {
+            Some(ring) if local.owner.get() == self.id => {
+                let (k, i) = local.locations[slot].get();
+                if k != key {
+                    return false;
                 }
+                ring.push(Event::new(ts, kind, subject, i));
+                true
             }
+            _ => false,
         });
-        i
+        if done != Ok(true) {
+            let i = self.strings.intern(&location_string(loc));
+            self.record_slow(Event::new(ts, kind, subject, i));
+            let _ = LOCAL.try_with(|local| {
+                if local.owner.get() == self.id {
+                    local.locations[slot].set((key, i));
+                }
+            });
+        }
     }
 }
 
@@ -352,7 +406,9 @@ mod tests {
 
     #[test]
     fn task_ids_are_recovered() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let h = rt.spawn(async {});
         let id = h.id();
         assert_eq!(task_id_u64(&id).to_string(), id.to_string());
@@ -360,12 +416,7 @@ mod tests {
 
     #[test]
     fn lanes_are_reused_after_threads_exit_and_capped() {
-        let capture = Arc::new(Capture {
-            clock: Clock::new(),
-            lanes: Arc::new(Lanes::new(16, 2)),
-            strings: Strings::default(),
-            enabled: true,
-        });
+        let capture = Arc::new(Capture::new(Clock::new(), Lanes::new(16, 2), true));
         for _ in 0..5 {
             let c = capture.clone();
             std::thread::spawn(move || c.record(EventKind::Park, 0, 0))

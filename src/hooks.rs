@@ -26,10 +26,10 @@ use crate::capture::task_id_u64;
 use crate::event::EventKind;
 #[cfg(tokio_unstable)]
 use crate::event::encode_delay;
-#[cfg(tokio_unstable)]
-use tokio::runtime::TaskMeta;
 use std::fmt;
 use std::sync::Arc;
+#[cfg(tokio_unstable)]
+use tokio::runtime::TaskMeta;
 
 /// The recorder's runtime hooks, to call from your own Tokio callbacks.
 ///
@@ -76,12 +76,11 @@ impl BlackboxHooks {
     #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
     #[inline]
     pub fn on_task_spawn(&self, meta: &TaskMeta<'_>) {
-        if !self.capture.enabled {
-            return;
-        }
-        let loc = self.capture.location_index(meta.spawned_at());
-        self.capture
-            .record(EventKind::TaskSpawn, task_id_u64(&meta.id()), loc);
+        self.capture.record_at(
+            EventKind::TaskSpawn,
+            task_id_u64(&meta.id()),
+            meta.spawned_at(),
+        );
     }
 
     /// Records the start of a poll, with the scheduling delay when tracked.
@@ -108,12 +107,11 @@ impl BlackboxHooks {
     #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
     #[inline]
     pub fn on_after_task_poll(&self, meta: &TaskMeta<'_>) {
-        if !self.capture.enabled {
-            return;
-        }
-        let loc = self.capture.location_index(meta.spawned_at());
-        self.capture
-            .record(EventKind::PollEnd, task_id_u64(&meta.id()), loc);
+        self.capture.record_at(
+            EventKind::PollEnd,
+            task_id_u64(&meta.id()),
+            meta.spawned_at(),
+        );
     }
 
     /// Records that a task completed or was cancelled. For `on_task_terminate`.

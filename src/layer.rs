@@ -20,7 +20,7 @@ use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use tracing_core::callsite::Identifier;
 use tracing_core::span::{Attributes, Id};
@@ -105,6 +105,81 @@ impl RequestSpans {
     }
 }
 
+/// Number of slots in the span-id → request table (a power of two).
+const SLOTS: usize = 4096;
+
+/// Set in a slot's request word once the request's trace ids were looked up.
+const IDS_LOOKED_UP: u64 = 1 << 63;
+
+/// A small lock-free table from live request span ids to request ids, so that
+/// enter and exit, which run on every poll of a request's tasks, cost a hash
+/// and two loads instead of a registry lookup and an extensions lock.
+///
+/// A request span claims slot `id % SLOTS` when it opens (compare-and-swap
+/// from empty) and frees it when it closes. Span ids are unique among live
+/// spans, so a slot's tag matches only its own span. A request whose slot is
+/// taken falls back to its extensions; `fallbacks` counts those alive so that
+/// other spans skip the extensions lookup while there are none.
+struct RequestSlots {
+    slots: Box<[(AtomicU64, AtomicU64)]>,
+    fallbacks: AtomicUsize,
+}
+
+impl RequestSlots {
+    fn new() -> RequestSlots {
+        RequestSlots {
+            slots: (0..SLOTS)
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
+            fallbacks: AtomicUsize::new(0),
+        }
+    }
+
+    fn slot(&self, id: &Id) -> &(AtomicU64, AtomicU64) {
+        &self.slots[(id.into_u64() as usize) & (SLOTS - 1)]
+    }
+
+    /// Claims a slot for a new request span; `false` if taken.
+    fn claim(&self, id: &Id, request: u64) -> bool {
+        let (tag, req) = self.slot(id);
+        if tag
+            .compare_exchange(0, id.into_u64(), Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        req.store(request, Ordering::Release);
+        true
+    }
+
+    /// The request word of a span, if it holds a slot.
+    #[inline]
+    fn get(&self, id: &Id) -> Option<u64> {
+        let (tag, req) = self.slot(id);
+        (tag.load(Ordering::Acquire) == id.into_u64()).then(|| req.load(Ordering::Acquire))
+    }
+
+    /// Marks the ids as looked up; `true` for the caller that marked them.
+    fn mark_ids(&self, id: &Id) -> bool {
+        let (_, req) = self.slot(id);
+        req.fetch_or(IDS_LOOKED_UP, Ordering::AcqRel) & IDS_LOOKED_UP == 0
+    }
+
+    fn release(&self, id: &Id, claimed: bool) {
+        if claimed {
+            let (tag, _) = self.slot(id);
+            let _ = tag.compare_exchange(id.into_u64(), 0, Ordering::Release, Ordering::Relaxed);
+        } else {
+            self.fallbacks.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn any_fallbacks(&self) -> bool {
+        self.fallbacks.load(Ordering::Relaxed) != 0
+    }
+}
+
 /// A callsite's decision, made once.
 #[derive(Clone, Copy)]
 struct CallsiteInfo {
@@ -115,6 +190,8 @@ struct CallsiteInfo {
 /// Per-span state of a request, kept in the span's extensions.
 struct RequestState {
     id: u64,
+    /// Whether the request holds a slot in [`RequestSlots`].
+    slotted: bool,
     name: u16,
     start: u64,
     ids: OnceLock<Option<(TraceId, SpanId)>>,
@@ -143,6 +220,7 @@ struct RequestState {
 /// [`Blackbox::layer`]: crate::Blackbox::layer
 pub struct BlackboxLayer {
     inner: Arc<Inner>,
+    slots: RequestSlots,
     callsites: RwLock<HashMap<Identifier, CallsiteInfo>>,
 }
 
@@ -158,16 +236,15 @@ impl BlackboxLayer {
     pub(crate) fn new(inner: Arc<Inner>) -> BlackboxLayer {
         BlackboxLayer {
             inner,
+            slots: RequestSlots::new(),
             callsites: RwLock::new(HashMap::new()),
         }
     }
 
     fn info(&self, meta: &'static Metadata<'static>) -> CallsiteInfo {
         let id = meta.callsite();
-        if let Ok(map) = self.callsites.read() {
-            if let Some(info) = map.get(&id) {
-                return *info;
-            }
+        if let Some(info) = self.callsites.read().ok().and_then(|map| map.get(&id).copied()) {
+            return info;
         }
         let info = CallsiteInfo {
             request: self.inner.config.request_spans.classify(meta),
@@ -183,7 +260,7 @@ impl BlackboxLayer {
         info
     }
 
-    fn otel_ids<S>(id: &Id) -> Option<(TraceId, SpanId)> {
+    fn otel_ids(id: &Id) -> Option<(TraceId, SpanId)> {
         tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(id, d))
             .map(|cx| cx.span().span_context().clone())
             .filter(|sc| sc.is_valid())
@@ -209,9 +286,7 @@ where
         let info = self.info(attrs.metadata());
         let is_request = match info.request {
             Some(r) => r,
-            None => {
-                attrs.is_root() || (attrs.is_contextual() && ctx.current_span().id().is_none())
-            }
+            None => attrs.is_root() || (attrs.is_contextual() && ctx.current_span().id().is_none()),
         };
         if !is_request {
             return;
@@ -219,8 +294,10 @@ where
         let Some(span) = ctx.span(id) else { return };
         let req = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
         let start = self.inner.capture.clock.raw();
+        let slotted = self.slots.claim(id, req);
         span.extensions_mut().insert(RequestState {
             id: req,
+            slotted,
             name: info.name,
             start,
             ids: OnceLock::new(),
@@ -232,31 +309,50 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let need_ids = {
-            let ext = span.extensions();
-            let Some(state) = ext.get::<RequestState>() else {
-                return;
-            };
-            self.inner
-                .capture
-                .record(EventKind::RequestEnter, state.id, 0);
-            state.ids.get().is_none()
+        let need_ids = match self.slots.get(id) {
+            Some(word) => {
+                self.inner
+                    .capture
+                    .record(EventKind::RequestEnter, word & !IDS_LOOKED_UP, 0);
+                word & IDS_LOOKED_UP == 0 && self.slots.mark_ids(id)
+            }
+            None if self.slots.any_fallbacks() => {
+                let Some(span) = ctx.span(id) else { return };
+                let ext = span.extensions();
+                let Some(state) = ext.get::<RequestState>() else {
+                    return;
+                };
+                self.inner
+                    .capture
+                    .record(EventKind::RequestEnter, state.id, 0);
+                state.ids.get().is_none()
+            }
+            None => return,
         };
         if need_ids {
             // Not while holding our extensions: the OpenTelemetry layer takes
             // the same span's extensions to build its context.
-            let ids = Self::otel_ids::<S>(id);
-            if let Some(state) = span.extensions().get::<RequestState>() {
+            let ids = Self::otel_ids(id);
+            if let Some(span) = ctx.span(id)
+                && let Some(state) = span.extensions().get::<RequestState>()
+            {
                 let _ = state.ids.set(ids);
             }
         }
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        if let Some(state) = span.extensions().get::<RequestState>() {
-            self.inner.capture.record(EventKind::RequestExit, state.id, 0);
+        if let Some(word) = self.slots.get(id) {
+            self.inner
+                .capture
+                .record(EventKind::RequestExit, word & !IDS_LOOKED_UP, 0);
+        } else if self.slots.any_fallbacks() {
+            let Some(span) = ctx.span(id) else { return };
+            if let Some(state) = span.extensions().get::<RequestState>() {
+                self.inner
+                    .capture
+                    .record(EventKind::RequestExit, state.id, 0);
+            }
         }
     }
 
@@ -281,6 +377,7 @@ where
         let Some(state) = ext.get::<RequestState>() else {
             return;
         };
+        self.slots.release(&id, state.slotted);
         let capture = &self.inner.capture;
         let end = capture.clock.raw();
         capture.record(EventKind::RequestClose, state.id, 0);
@@ -309,5 +406,47 @@ where
             start_unix_ns: anchor.to_unix_ns(state.start),
             end_unix_ns: anchor.to_unix_ns(end),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_claim_collide_and_release() {
+        let slots = RequestSlots::new();
+        let a = Id::from_u64(5);
+        let b = Id::from_u64(5 + SLOTS as u64); // same slot as `a`
+        assert!(slots.claim(&a, 1));
+        assert!(!slots.claim(&b, 2), "taken slot: fallback");
+        assert!(slots.any_fallbacks());
+        assert_eq!(slots.get(&a), Some(1));
+        assert_eq!(
+            slots.get(&b),
+            None,
+            "a colliding span never reads another's slot"
+        );
+        assert!(slots.mark_ids(&a));
+        assert!(!slots.mark_ids(&a), "ids are looked up once");
+        assert_eq!(slots.get(&a), Some(1 | IDS_LOOKED_UP));
+        slots.release(&b, false);
+        slots.release(&a, true);
+        assert!(!slots.any_fallbacks());
+        assert_eq!(slots.get(&a), None);
+        assert!(slots.claim(&b, 3));
+    }
+
+    #[test]
+    fn request_span_selectors_parse() {
+        assert!("".parse::<RequestSpans>().is_err());
+        assert!("target:".parse::<RequestSpans>().is_err());
+        assert_eq!(
+            "http.request".parse::<RequestSpans>(),
+            Ok(RequestSpans::Matching {
+                names: vec!["http.request".into()],
+                targets: vec![]
+            })
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! do, cuts each due window from all rings and hands it to the sink.
 
 use crate::builder::{Builder, Config};
-use crate::capture::{Capture, Lanes, Strings};
+use crate::capture::{Capture, Lanes};
 use crate::clock::{Clock, TimeAnchor, unix_now_ns};
 use crate::error::{BuildError, DumpError};
 use crate::export::Sink;
@@ -161,12 +161,11 @@ pub(crate) fn start(
 ) -> Result<(Blackbox, BlackboxGuard), BuildError> {
     let clock = Clock::new();
     let anchor = clock.anchor();
-    let capture = Arc::new(Capture {
+    let capture = Arc::new(Capture::new(
         clock,
-        lanes: Arc::new(Lanes::new(config.events_per_thread, config.max_threads)),
-        strings: Strings::default(),
-        enabled: !config.disabled,
-    });
+        Lanes::new(config.events_per_thread, config.max_threads),
+        !config.disabled,
+    ));
     let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
     let inner = Arc::new(Inner {
         config,

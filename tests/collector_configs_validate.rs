@@ -43,7 +43,11 @@ const TEST_ENV: &[(&str, &str)] = &[
 
 fn check(env: &[(&str, &str)], what: &str) {
     let configs = configs();
-    for name in ["otelcol.yaml", "otelcol-loadbalancing.yaml", "otelcol-tailsampling-tier.yaml"] {
+    for name in [
+        "otelcol.yaml",
+        "otelcol-loadbalancing.yaml",
+        "otelcol-tailsampling-tier.yaml",
+    ] {
         assert!(
             configs.iter().any(|p| p.file_name().unwrap() == name),
             "collector-config/{name} is missing"
@@ -62,7 +66,11 @@ fn check(env: &[(&str, &str)], what: &str) {
             ));
         }
     }
-    assert!(failures.is_empty(), "otelcol-blackbox validate failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "otelcol-blackbox validate failed:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -91,5 +99,8 @@ fn validate_rejects_a_broken_config() {
     let out = Collector::validate(&bad);
     assert!(!out.status.success(), "a broken config passed validate");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("decision_wayt"), "validate did not name the bad key: {stderr}");
+    assert!(
+        stderr.contains("decision_wayt"),
+        "validate did not name the bad key: {stderr}"
+    );
 }

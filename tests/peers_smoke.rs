@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::peers::{
-    Collector, Jaeger, TestSpan, attr_bool, collector_config, find_span, otlp_json_traces, otlp_spans,
-    post_otlp_json, span_attr,
+    Collector, Jaeger, TestSpan, attr_bool, collector_config, find_span, otlp_json_traces,
+    otlp_spans, post_otlp_json, span_attr,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -20,17 +20,30 @@ const WAIT: Duration = Duration::from_secs(20);
 #[test]
 fn jaeger_stores_an_otlp_http_span_and_serves_it_back() {
     let jaeger = Jaeger::start();
-    let span = TestSpan::root("GET /slow", Duration::from_millis(300)).with_attr(attr_bool("blackbox.captured", true));
-    post_otlp_json(&jaeger.otlp_http_url(), &otlp_json_traces("peers-smoke", &[span.clone()]));
+    let span = TestSpan::root("GET /slow", Duration::from_millis(300))
+        .with_attr(attr_bool("blackbox.captured", true));
+    post_otlp_json(
+        &jaeger.otlp_http_url(),
+        &otlp_json_traces("peers-smoke", std::slice::from_ref(&span)),
+    );
 
     // v3 API: OTLP JSON.
     let trace = jaeger.wait_for_trace(&span.trace_id, WAIT);
     let spans = otlp_spans(&trace);
     assert_eq!(spans.len(), 1, "{trace}");
     assert_eq!(spans[0]["name"], "GET /slow");
-    assert_eq!(spans[0]["traceId"].as_str().unwrap().to_lowercase(), span.trace_id);
-    assert_eq!(spans[0]["spanId"].as_str().unwrap().to_lowercase(), span.span_id);
-    assert_eq!(span_attr(spans[0], "blackbox.captured"), Some(&serde_json::json!({"boolValue": true})));
+    assert_eq!(
+        spans[0]["traceId"].as_str().unwrap().to_lowercase(),
+        span.trace_id
+    );
+    assert_eq!(
+        spans[0]["spanId"].as_str().unwrap().to_lowercase(),
+        span.span_id
+    );
+    assert_eq!(
+        span_attr(spans[0], "blackbox.captured"),
+        Some(&serde_json::json!({"boolValue": true}))
+    );
 
     // Search API: Jaeger's own JSON, filtered by duration.
     let found = jaeger.search("peers-smoke", "250ms", "1h");
@@ -52,17 +65,30 @@ fn two_jaegers_run_side_by_side() {
     let b = Jaeger::start();
     assert_ne!(a.query_port, b.query_port);
     let span = TestSpan::root("only-in-a", Duration::from_millis(5));
-    post_otlp_json(&a.otlp_http_url(), &otlp_json_traces("side-by-side", &[span.clone()]));
+    post_otlp_json(
+        &a.otlp_http_url(),
+        &otlp_json_traces("side-by-side", std::slice::from_ref(&span)),
+    );
     a.wait_for_trace(&span.trace_id, WAIT);
-    assert!(b.trace(&span.trace_id).is_none(), "b must not see a's trace");
+    assert!(
+        b.trace(&span.trace_id).is_none(),
+        "b must not see a's trace"
+    );
 }
 
 #[test]
 fn jaeger_restarts_on_the_same_ports() {
     let mut jaeger = Jaeger::start();
-    let ports = (jaeger.otlp_grpc_port, jaeger.otlp_http_port, jaeger.query_port);
+    let ports = (
+        jaeger.otlp_grpc_port,
+        jaeger.otlp_http_port,
+        jaeger.query_port,
+    );
     let before = TestSpan::root("before-restart", Duration::from_millis(5));
-    post_otlp_json(&jaeger.otlp_http_url(), &otlp_json_traces("restart", &[before.clone()]));
+    post_otlp_json(
+        &jaeger.otlp_http_url(),
+        &otlp_json_traces("restart", std::slice::from_ref(&before)),
+    );
     jaeger.wait_for_trace(&before.trace_id, WAIT);
 
     jaeger.stop();
@@ -73,11 +99,21 @@ fn jaeger_restarts_on_the_same_ports() {
     );
 
     jaeger.restart();
-    assert_eq!((jaeger.otlp_grpc_port, jaeger.otlp_http_port, jaeger.query_port), ports);
+    assert_eq!(
+        (
+            jaeger.otlp_grpc_port,
+            jaeger.otlp_http_port,
+            jaeger.query_port
+        ),
+        ports
+    );
     // In-memory storage: what was there before is gone, new data flows.
     assert!(jaeger.trace(&before.trace_id).is_none());
     let after = TestSpan::root("after-restart", Duration::from_millis(5));
-    post_otlp_json(&jaeger.otlp_http_url(), &otlp_json_traces("restart", &[after.clone()]));
+    post_otlp_json(
+        &jaeger.otlp_http_url(),
+        &otlp_json_traces("restart", std::slice::from_ref(&after)),
+    );
     jaeger.wait_for_trace(&after.trace_id, WAIT);
 }
 
@@ -86,8 +122,14 @@ fn jaeger_restarts_on_the_same_ports() {
 /// in for Tempo), a short decision_wait, no random baseline.
 fn sampling_env(jaeger: &Jaeger, tempo_stand_in: &Jaeger) -> Vec<(String, String)> {
     vec![
-        ("OTELCOL_JAEGER_ENDPOINT".into(), jaeger.otlp_grpc_hostport()),
-        ("OTELCOL_TEMPO_ENDPOINT".into(), tempo_stand_in.otlp_grpc_hostport()),
+        (
+            "OTELCOL_JAEGER_ENDPOINT".into(),
+            jaeger.otlp_grpc_hostport(),
+        ),
+        (
+            "OTELCOL_TEMPO_ENDPOINT".into(),
+            tempo_stand_in.otlp_grpc_hostport(),
+        ),
         ("OTELCOL_DECISION_WAIT".into(), "1s".into()),
         ("OTELCOL_BASELINE_PERCENT".into(), "0".into()),
         ("OTELCOL_LATENCY_THRESHOLD_MS".into(), "250".into()),
@@ -103,7 +145,9 @@ fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
 fn sampling_cases() -> Vec<(bool, &'static str, Vec<TestSpan>)> {
     // Fast request whose recorder flagged a captured window on a child span.
     let captured_root = TestSpan::root("GET /captured", Duration::from_millis(20));
-    let window = captured_root.child("blackbox.window").with_attr(attr_bool("blackbox.captured", true));
+    let window = captured_root
+        .child("blackbox.window")
+        .with_attr(attr_bool("blackbox.captured", true));
     // Slow by itself.
     let slow = TestSpan::root("GET /slow", Duration::from_millis(400));
     // Failed.
@@ -135,7 +179,10 @@ fn assert_sampled(cases: &[(bool, &str, Vec<TestSpan>)], jaegers: &[&Jaeger]) {
         for (kept, what, spans) in cases {
             if !*kept {
                 let t: Option<Value> = j.trace(&spans[0].trace_id);
-                assert!(t.is_none(), "{what} should have been dropped by tail_sampling: {t:?}");
+                assert!(
+                    t.is_none(),
+                    "{what} should have been dropped by tail_sampling: {t:?}"
+                );
             }
         }
     }
@@ -150,14 +197,20 @@ fn collector_tail_sampling_keeps_captured_slow_and_failed_traces() {
 
     let cases = sampling_cases();
     for (_, _, spans) in &cases {
-        post_otlp_json(&collector.otlp_http_url(), &otlp_json_traces("collector-smoke", spans));
+        post_otlp_json(
+            &collector.otlp_http_url(),
+            &otlp_json_traces("collector-smoke", spans),
+        );
     }
     assert_sampled(&cases, &[&jaeger, &tempo]);
 
     // The captured trace arrives whole, window span included.
     let t = jaeger.trace(&cases[1].2[0].trace_id).unwrap();
     let window = find_span(&t, "blackbox.window").expect("window span passed through");
-    assert_eq!(span_attr(window, "blackbox.captured"), Some(&serde_json::json!({"boolValue": true})));
+    assert_eq!(
+        span_attr(window, "blackbox.captured"),
+        Some(&serde_json::json!({"boolValue": true}))
+    );
     drop(collector);
 }
 
@@ -166,10 +219,22 @@ fn two_tier_collectors_route_whole_traces_to_one_sampler() {
     let jaeger = Jaeger::start();
     let tempo = Jaeger::start();
     let env = sampling_env(&jaeger, &tempo);
-    let tier2_a = Collector::start(collector_config("otelcol-tailsampling-tier.yaml"), &as_refs(&env));
-    let tier2_b = Collector::start(collector_config("otelcol-tailsampling-tier.yaml"), &as_refs(&env));
-    let backends = format!("[{}, {}]", tier2_a.otlp_grpc_hostport, tier2_b.otlp_grpc_hostport);
-    let lb = Collector::start(collector_config("otelcol-loadbalancing.yaml"), &[("OTELCOL_LB_BACKENDS", &backends)]);
+    let tier2_a = Collector::start(
+        collector_config("otelcol-tailsampling-tier.yaml"),
+        &as_refs(&env),
+    );
+    let tier2_b = Collector::start(
+        collector_config("otelcol-tailsampling-tier.yaml"),
+        &as_refs(&env),
+    );
+    let backends = format!(
+        "[{}, {}]",
+        tier2_a.otlp_grpc_hostport, tier2_b.otlp_grpc_hostport
+    );
+    let lb = Collector::start(
+        collector_config("otelcol-loadbalancing.yaml"),
+        &[("OTELCOL_LB_BACKENDS", &backends)],
+    );
 
     // Send every span of every trace in its own request, so that only
     // routing by trace id can bring the captured flag and the root together.
@@ -177,12 +242,17 @@ fn two_tier_collectors_route_whole_traces_to_one_sampler() {
     // A few more captured traces, so both backends get some.
     for i in 0..6 {
         let root = TestSpan::root(&format!("GET /captured/{i}"), Duration::from_millis(10));
-        let window = root.child("blackbox.window").with_attr(attr_bool("blackbox.captured", true));
+        let window = root
+            .child("blackbox.window")
+            .with_attr(attr_bool("blackbox.captured", true));
         cases.push((true, "captured-n", vec![root, window]));
     }
     for (_, _, spans) in &cases {
         for s in spans.iter().rev() {
-            post_otlp_json(&lb.otlp_http_url(), &otlp_json_traces("two-tier", std::slice::from_ref(s)));
+            post_otlp_json(
+                &lb.otlp_http_url(),
+                &otlp_json_traces("two-tier", std::slice::from_ref(s)),
+            );
         }
     }
     assert_sampled(&cases, &[&jaeger]);

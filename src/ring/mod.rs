@@ -98,6 +98,12 @@ impl Ring {
         self.head.store(i + 1, Ordering::Release);
     }
 
+    /// Forgets every event (only for a ring no thread writes: one taken from
+    /// the pool for a new recorder).
+    pub(crate) fn clear(&self) {
+        self.head.store(0, Ordering::Release);
+    }
+
     /// Events ever pushed.
     pub(crate) fn pushed(&self) -> u64 {
         self.head.load(Ordering::Acquire)
@@ -125,10 +131,10 @@ impl Ring {
             if i < stable_from {
                 continue;
             }
-            if let Some((from, to)) = range {
-                if e.ts < from || e.ts > to {
-                    continue;
-                }
+            if let Some((from, to)) = range
+                && (e.ts < from || e.ts > to)
+            {
+                continue;
             }
             events.push(e);
         }

@@ -68,7 +68,11 @@ fn peer_dir_candidates() -> Vec<PathBuf> {
     }
     if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
         let d = PathBuf::from(d);
-        let d = if d.is_relative() { repo_root().join(d) } else { d };
+        let d = if d.is_relative() {
+            repo_root().join(d)
+        } else {
+            d
+        };
         dirs.push(d.join("peers"));
     }
     // <target>/<profile>/deps/<test binary>
@@ -148,7 +152,10 @@ pub struct TempDir {
 impl TempDir {
     pub fn new(prefix: &str) -> TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let path = std::env::temp_dir().join(format!(
             "blackbox-{prefix}-{}-{}-{nanos}",
             std::process::id(),
@@ -193,7 +200,8 @@ fn spawn_logged(mut cmd: Command, log_path: &Path) -> Child {
         .unwrap_or_else(|e| panic!("open {}: {e}", log_path.display()));
     let log2 = log.try_clone().expect("clone log file handle");
     cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-    cmd.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()))
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()))
 }
 
 fn kill_child(child: &mut Option<Child>) {
@@ -227,8 +235,9 @@ pub struct HttpReply {
 
 impl HttpReply {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", truncate(&self.body, 2000)))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| {
+            panic!("response is not JSON ({e}): {}", truncate(&self.body, 2000))
+        })
     }
 }
 
@@ -239,7 +248,12 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
-fn http(method: &'static str, url: String, body: Option<Vec<u8>>, content_type: &'static str) -> Result<HttpReply, String> {
+fn http(
+    method: &'static str,
+    url: String,
+    body: Option<Vec<u8>>,
+    content_type: &'static str,
+) -> Result<HttpReply, String> {
     std::thread::spawn(move || {
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -247,12 +261,17 @@ fn http(method: &'static str, url: String, body: Option<Vec<u8>>, content_type: 
             .map_err(|e| e.to_string())?;
         let req = match method {
             "GET" => client.get(&url),
-            "POST" => client.post(&url).header("content-type", content_type).body(body.unwrap_or_default()),
+            "POST" => client
+                .post(&url)
+                .header("content-type", content_type)
+                .body(body.unwrap_or_default()),
             other => return Err(format!("unsupported method {other}")),
         };
         let resp = req.send().map_err(|e| format!("{method} {url}: {e}"))?;
         let status = resp.status().as_u16();
-        let body = resp.text().map_err(|e| format!("{method} {url}: reading body: {e}"))?;
+        let body = resp
+            .text()
+            .map_err(|e| format!("{method} {url}: reading body: {e}"))?;
         Ok(HttpReply { status, body })
     })
     .join()
@@ -266,7 +285,12 @@ pub fn http_get(url: &str) -> Result<HttpReply, String> {
 
 /// POST a JSON body to `url`.
 pub fn http_post_json(url: &str, body: &Value) -> Result<HttpReply, String> {
-    http("POST", url.to_string(), Some(body.to_string().into_bytes()), "application/json")
+    http(
+        "POST",
+        url.to_string(),
+        Some(body.to_string().into_bytes()),
+        "application/json",
+    )
 }
 
 /// Percent-encodes a query parameter value.
@@ -274,7 +298,9 @@ pub fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -299,13 +325,21 @@ fn random_u64() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(N.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.finish() | 1
 }
 
 /// Now as UNIX nanoseconds.
 pub fn unix_nanos_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock before 1970").as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock before 1970")
+        .as_nanos() as u64
 }
 
 /// One span to send with [`otlp_json_traces`].
@@ -441,7 +475,11 @@ pub fn find_span<'a>(trace: &'a Value, name: &str) -> Option<&'a Value> {
 /// The value of attribute `key` of an OTLP/JSON span (the inner AnyValue,
 /// e.g. `{"boolValue": true}`).
 pub fn span_attr<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
-    span["attributes"].as_array()?.iter().find(|kv| kv["key"] == key).map(|kv| &kv["value"])
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|kv| kv["key"] == key)
+        .map(|kv| &kv["value"])
 }
 
 // ---------------------------------------------------------------------------
@@ -504,8 +542,15 @@ impl Jaeger {
         let deadline = Instant::now() + START_TIMEOUT;
         let services_url = format!("{}/api/services", self.query_url());
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("jaeger exited during start-up ({status}); log:\n{}", self.log_tail());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "jaeger exited during start-up ({status}); log:\n{}",
+                    self.log_tail()
+                );
             }
             let api_up = matches!(http_get(&services_url), Ok(r) if r.status == 200);
             if api_up && port_open(self.otlp_grpc_port) && port_open(self.otlp_http_port) {
@@ -559,7 +604,8 @@ impl Jaeger {
     /// such trace (404).
     pub fn trace(&self, trace_id_hex: &str) -> Option<Value> {
         let url = format!("{}/api/v3/traces/{}", self.query_url(), trace_id_hex);
-        let reply = http_get(&url).unwrap_or_else(|e| panic!("{e}\njaeger log:\n{}", self.log_tail()));
+        let reply =
+            http_get(&url).unwrap_or_else(|e| panic!("{e}\njaeger log:\n{}", self.log_tail()));
         match reply.status {
             200 => Some(reply.json()),
             404 => None,
@@ -572,15 +618,25 @@ impl Jaeger {
     /// "logs", "references", ...}], "processes"}]}`). An empty `min_duration`
     /// or `lookback` leaves that parameter out. Durations like `250ms`, `1h`.
     pub fn search(&self, service: &str, min_duration: &str, lookback: &str) -> Value {
-        let mut url = format!("{}/api/traces?service={}&limit=100", self.query_url(), url_encode(service));
+        let mut url = format!(
+            "{}/api/traces?service={}&limit=100",
+            self.query_url(),
+            url_encode(service)
+        );
         if !min_duration.is_empty() {
             url.push_str(&format!("&minDuration={}", url_encode(min_duration)));
         }
         if !lookback.is_empty() {
             url.push_str(&format!("&lookback={}", url_encode(lookback)));
         }
-        let reply = http_get(&url).unwrap_or_else(|e| panic!("{e}\njaeger log:\n{}", self.log_tail()));
-        assert_eq!(reply.status, 200, "GET {url}: {}", truncate(&reply.body, 2000));
+        let reply =
+            http_get(&url).unwrap_or_else(|e| panic!("{e}\njaeger log:\n{}", self.log_tail()));
+        assert_eq!(
+            reply.status,
+            200,
+            "GET {url}: {}",
+            truncate(&reply.body, 2000)
+        );
         reply.json()
     }
 
@@ -591,7 +647,11 @@ impl Jaeger {
         assert_eq!(reply.status, 200, "GET {url}: {}", reply.body);
         reply.json()["data"]
             .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -607,7 +667,12 @@ impl Jaeger {
     }
 
     /// Polls until the trace exists and `pred` holds for it.
-    pub fn wait_for_trace_where(&self, trace_id_hex: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for_trace_where(
+        &self,
+        trace_id_hex: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         let mut last = None;
         loop {
@@ -620,8 +685,13 @@ impl Jaeger {
             if Instant::now() > deadline {
                 panic!(
                     "trace {trace_id_hex} {} in jaeger within {timeout:?}; last seen: {}\njaeger log:\n{}",
-                    if last.is_some() { "did not reach the expected shape" } else { "did not show up" },
-                    last.map(|t| truncate(&t.to_string(), 4000).to_string()).unwrap_or_else(|| "nothing".into()),
+                    if last.is_some() {
+                        "did not reach the expected shape"
+                    } else {
+                        "did not show up"
+                    },
+                    last.map(|t| truncate(&t.to_string(), 4000).to_string())
+                        .unwrap_or_else(|| "nothing".into()),
                     self.log_tail()
                 );
             }
@@ -641,7 +711,9 @@ impl Jaeger {
         // Make sure the ports are really closed before returning, so a
         // test that checks "the exporter copes with a dead endpoint" sees one.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while (port_open(self.otlp_grpc_port) || port_open(self.query_port)) && Instant::now() < deadline {
+        while (port_open(self.otlp_grpc_port) || port_open(self.query_port))
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -658,7 +730,11 @@ impl Drop for Jaeger {
     fn drop(&mut self) {
         kill_child(&mut self.child);
         if std::thread::panicking() {
-            eprintln!("jaeger log ({}):\n{}", self.log_path.display(), file_tail(&self.log_path, 4096));
+            eprintln!(
+                "jaeger log ({}):\n{}",
+                self.log_path.display(),
+                file_tail(&self.log_path, 4096)
+            );
         }
     }
 }
@@ -711,7 +787,10 @@ impl Collector {
         let config_path = config_path.as_ref().to_path_buf();
         let dir = TempDir::new("otelcol");
         let log_path = dir.path().join("otelcol.log");
-        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let has = |env: &Vec<(String, String)>, k: &str| env.iter().any(|(key, _)| key == k);
         if !has(&env, OTLP_GRPC_VAR) {
             env.push((OTLP_GRPC_VAR.into(), format!("127.0.0.1:{}", free_port())));
@@ -725,16 +804,27 @@ impl Collector {
         if !has(&env, METRICS_PORT_VAR) {
             env.push((METRICS_PORT_VAR.into(), free_port().to_string()));
         }
-        let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap();
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
         let otlp_grpc_hostport = get(OTLP_GRPC_VAR);
-        let metrics_port = get(METRICS_PORT_VAR).parse().expect("OTELCOL_METRICS_PORT is a port number");
+        let metrics_port = get(METRICS_PORT_VAR)
+            .parse()
+            .expect("OTELCOL_METRICS_PORT is a port number");
         // Only wait for the HTTP receiver if the config has one.
         let config_text = fs::read_to_string(&config_path)
             .unwrap_or_else(|e| panic!("read collector config {}: {e}", config_path.display()));
-        let otlp_http_hostport = config_text.contains(OTLP_HTTP_VAR).then(|| get(OTLP_HTTP_VAR));
+        let otlp_http_hostport = config_text
+            .contains(OTLP_HTTP_VAR)
+            .then(|| get(OTLP_HTTP_VAR));
 
         let mut cmd = Command::new(otelcol_bin());
-        cmd.arg("--config").arg(&config_path).current_dir(dir.path());
+        cmd.arg("--config")
+            .arg(&config_path)
+            .current_dir(dir.path());
         remove_inherited_otelcol_vars(&mut cmd);
         for (k, v) in &env {
             cmd.env(k, v);
@@ -756,12 +846,17 @@ impl Collector {
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        let mut ports = vec![endpoint_port(&self.otlp_grpc_hostport).expect("OTLP gRPC endpoint has a port")];
+        let mut ports =
+            vec![endpoint_port(&self.otlp_grpc_hostport).expect("OTLP gRPC endpoint has a port")];
         if let Some(h) = &self.otlp_http_hostport {
             ports.push(endpoint_port(h).expect("OTLP HTTP endpoint has a port"));
         }
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!(
                     "otelcol-blackbox exited during start-up ({status}) with config {}; log:\n{}",
                     self.config_path.display(),
@@ -791,12 +886,16 @@ impl Collector {
     /// [`Collector::validate`] with extra environment variables.
     pub fn validate_with_env(config_path: impl AsRef<Path>, env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(otelcol_bin());
-        cmd.arg("validate").arg("--config").arg(config_path.as_ref()).stdin(Stdio::null());
+        cmd.arg("validate")
+            .arg("--config")
+            .arg(config_path.as_ref())
+            .stdin(Stdio::null());
         remove_inherited_otelcol_vars(&mut cmd);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.output().unwrap_or_else(|e| panic!("run otelcol-blackbox validate: {e}"))
+        cmd.output()
+            .unwrap_or_else(|e| panic!("run otelcol-blackbox validate: {e}"))
     }
 
     /// OTLP/gRPC endpoint, `http://127.0.0.1:PORT` (for OTEL_EXPORTER_OTLP_ENDPOINT).
@@ -807,7 +906,12 @@ impl Collector {
     /// OTLP/HTTP base URL, `http://127.0.0.1:PORT`; panics if the config
     /// has no HTTP receiver.
     pub fn otlp_http_url(&self) -> String {
-        format!("http://{}", self.otlp_http_hostport.as_ref().expect("this collector config has no OTLP/HTTP receiver"))
+        format!(
+            "http://{}",
+            self.otlp_http_hostport
+                .as_ref()
+                .expect("this collector config has no OTLP/HTTP receiver")
+        )
     }
 
     pub fn log_path(&self) -> &Path {
@@ -827,7 +931,9 @@ impl Collector {
     /// The Collector's own Prometheus metrics (text format).
     pub fn metrics(&self) -> String {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
-        http_get(&url).map(|r| r.body).unwrap_or_else(|e| panic!("{e}"))
+        http_get(&url)
+            .map(|r| r.body)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -844,7 +950,11 @@ impl Drop for Collector {
     fn drop(&mut self) {
         kill_child(&mut self.child);
         if std::thread::panicking() {
-            eprintln!("otelcol log ({}):\n{}", self.log_path.display(), file_tail(&self.log_path, 4096));
+            eprintln!(
+                "otelcol log ({}):\n{}",
+                self.log_path.display(),
+                file_tail(&self.log_path, 4096)
+            );
         }
     }
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs every test of tokio-blackbox, from a fresh machine with Rust and Go:
+#
+#   tools/test-all.sh
+#
+# 1. builds the test peers (Jaeger v2, an OpenTelemetry Collector) from the Go
+#    module proxy (tools/build-peers.sh; cached after the first run);
+# 2. formatting and clippy (warnings are errors);
+# 3. unit, integration and doc tests with --cfg tokio_unstable (the default,
+#    from .cargo/config.toml): real runtimes, real Jaeger and Collector;
+# 4. the tests again without tokio_unstable (what a plain build records);
+# 5. loom models of the ring (--cfg blackbox_loom);
+# 6. benches build, docs build without warnings;
+# 7. the README's demo command runs and captures its slow requests.
+#
+# Build outputs go to CARGO_TARGET_DIR (default: target/); the variants of
+# steps 4 and 5 use their own folders beside it so they do not evict each other.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE=1
+step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+
+step "test peers: jaeger and otelcol"
+tools/build-peers.sh
+export BLACKBOX_PEERS_DIR="${BLACKBOX_PEERS_DIR:-$CARGO_TARGET_DIR/peers}"
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --all-targets --all-features -- -D warnings
+
+step "tests (tokio_unstable)"
+cargo test --all-features --no-fail-fast
+
+step "tests without tokio_unstable"
+RUSTFLAGS="" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/no-unstable" \
+  cargo test --lib --test without_tokio_unstable --test slow_request_captures_window --test dump_files
+
+step "loom models of the ring"
+RUSTFLAGS="--cfg tokio_unstable --cfg blackbox_loom" LOOM_MAX_PREEMPTIONS=3 \
+  CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" cargo test --release --lib ring::
+
+step "benches build"
+cargo bench --no-run
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
+
+step "the README's demo"
+demo_dir="$(mktemp -d)"
+(cd "$demo_dir" && env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_EXPORTER_OTLP_TRACES_ENDPOINT \
+  cargo run --manifest-path "$REPO/Cargo.toml" --release --example demo -- --duration 4s)
+captured=$(find "$demo_dir/blackbox" -type f | wc -l)
+rm -rf "$demo_dir"
+if [ "$captured" -lt 1 ]; then
+  echo "the demo captured nothing" >&2
+  exit 1
+fi
+echo "the demo wrote $captured capture file(s)"
+
+step "all tests passed"
