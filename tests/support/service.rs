@@ -97,9 +97,10 @@ impl TestService {
             let neighbour = async {
                 loop {
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    let block = || std::thread::sleep(Duration::from_millis(30));
+                    // Keep the spawn on the next line (short enough for rustfmt).
                     NEIGHBOUR_LINE.store(line!() + 1, Ordering::Relaxed);
-                    let blocking =
-                        tokio::spawn(async { std::thread::sleep(Duration::from_millis(30)) });
+                    let blocking = tokio::spawn(async move { block() });
                     let _ = blocking.await;
                 }
             };
