@@ -252,7 +252,7 @@ impl Blackbox {
     /// # let (blackbox, _guard) = tokio_blackbox::Blackbox::builder().build().unwrap();
     /// let mut builder = tokio::runtime::Builder::new_multi_thread();
     /// blackbox.install_hooks(builder.worker_threads(2).enable_all());
-    /// let rt = builder.build().unwrap();
+    /// let _rt = builder.build().unwrap();
     /// ```
     pub fn install_hooks<'a>(
         &self,

@@ -660,7 +660,7 @@ impl OtlpSink {
     /// # Examples
     ///
     /// ```no_run
-    /// let sink = tokio_blackbox::OtlpSink::from_env()?;
+    /// let _sink = tokio_blackbox::OtlpSink::from_env()?;
     /// # Ok::<(), tokio_blackbox::BuildError>(())
     /// ```
     pub fn from_env() -> Result<OtlpSink, BuildError> {
