@@ -8,7 +8,7 @@
 //! feeds it only ever `try_send`s: a full queue is counted, never waited on.
 //!
 //! On the thread:
-//! - the window is mapped ([`otlp::window_spans`](super::otlp::window_spans));
+//! - the window is mapped ([`otlp::window_spans`]);
 //! - the spans are split into requests that each encode under
 //!   [`MAX_REQUEST_BYTES`] (every common OTLP receiver refuses more);
 //! - each request gets [`RETRIES`] retries with a doubling back-off, then its
@@ -914,5 +914,33 @@ mod tests {
         assert_eq!(c.export_retries.load(Ordering::Relaxed), 3);
         assert_eq!(c.export_failures.load(Ordering::Relaxed), 1);
         assert_eq!(inner.get_finished_spans().unwrap().len() as u64, n);
+    }
+
+    #[test]
+    fn a_window_whose_trace_the_sampler_missed_carries_its_request_span() {
+        let exporter = InMemorySpanExporter::default();
+        let shared = Arc::new(ExportShared::default());
+        shared.sampler_active.store(true, Ordering::Relaxed);
+        let mut sink = OtlpSink::start(
+            Target::Exporter(Box::new(exporter.clone())),
+            Budget::default(),
+            shared.clone(),
+        )
+        .unwrap();
+        let w = otlp::testing::window(1, 1, 1);
+        let req = w.requests[0].clone();
+        sink.write(&w).unwrap();
+        sink.flush().unwrap();
+        let is_request = |s: &SpanData| s.span_context.span_id() == req.span_id;
+        let spans = exporter.get_finished_spans().unwrap();
+        let own: Vec<_> = spans.iter().filter(|s| is_request(s)).collect();
+        assert_eq!(own.len(), 1, "the request span is sent with the window");
+        assert!(own[0].attributes.iter().any(|kv| kv.value == Value::from("tail_sampler_missed")));
+        // Once the sampler kept the trace, the window goes alone.
+        exporter.reset();
+        shared.kept(req.trace_id);
+        sink.write(&w).unwrap();
+        sink.flush().unwrap();
+        assert!(!exporter.get_finished_spans().unwrap().iter().any(is_request));
     }
 }
