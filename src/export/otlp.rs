@@ -1079,4 +1079,51 @@ mod tests {
                 .all(|s| s.instrumentation_scope.name() == SCOPE_NAME)
         );
     }
+
+    #[test]
+    fn scheduling_delays_become_woken_events_and_attributes() {
+        use crate::event::{EventKind, encode_delay};
+        let mut w = testing::window(2, 3, 1);
+        w.schedule_delay = true;
+        for lane in &mut w.lanes {
+            for e in &mut lane.events {
+                if e.kind() == Some(EventKind::PollStart) {
+                    *e = crate::event::Event::new(
+                        e.ts,
+                        EventKind::PollStart,
+                        e.subject(),
+                        encode_delay(5_000),
+                    );
+                }
+            }
+        }
+        let (spans, _) = window_spans(&w, Budget::default());
+        let task = spans.iter().find(|s| s.name.starts_with("task ")).unwrap();
+        assert_eq!(
+            attr(task, keys::TASK_SCHED_DELAY_MS),
+            Some(&Value::F64(0.015))
+        );
+        let polls: Vec<_> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == task.span_context.span_id())
+            .collect();
+        let woken: Vec<_> = task.events.iter().filter(|e| e.name == "woken").collect();
+        assert_eq!(woken.len(), 3);
+        for (p, e) in polls.iter().zip(&woken) {
+            assert_eq!(attr(p, keys::POLL_SCHED_DELAY_MS), Some(&Value::F64(0.005)));
+            assert_eq!(e.timestamp + Duration::from_nanos(5_000), p.start_time);
+        }
+        // Not recorded: no attribute, no event.
+        let (spans, _) = window_spans(&testing::window(2, 3, 1), Budget::default());
+        assert!(
+            spans
+                .iter()
+                .all(|s| attr(s, keys::TASK_SCHED_DELAY_MS).is_none())
+        );
+        assert!(
+            spans
+                .iter()
+                .all(|s| s.events.iter().all(|e| e.name != "woken"))
+        );
+    }
 }
