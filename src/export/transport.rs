@@ -935,12 +935,23 @@ mod tests {
         let spans = exporter.get_finished_spans().unwrap();
         let own: Vec<_> = spans.iter().filter(|s| is_request(s)).collect();
         assert_eq!(own.len(), 1, "the request span is sent with the window");
-        assert!(own[0].attributes.iter().any(|kv| kv.value == Value::from("tail_sampler_missed")));
+        assert!(
+            own[0]
+                .attributes
+                .iter()
+                .any(|kv| kv.value == Value::from("tail_sampler_missed"))
+        );
         // Once the sampler kept the trace, the window goes alone.
         exporter.reset();
         shared.kept(req.trace_id);
         sink.write(&w).unwrap();
         sink.flush().unwrap();
-        assert!(!exporter.get_finished_spans().unwrap().iter().any(is_request));
+        assert!(
+            !exporter
+                .get_finished_spans()
+                .unwrap()
+                .iter()
+                .any(is_request)
+        );
     }
 }
