@@ -391,7 +391,7 @@ impl Builder {
     /// [`BuildError::Thread`] if the capture thread cannot start.
     pub fn build(mut self) -> Result<(Blackbox, BlackboxGuard), BuildError> {
         let config = self.config()?;
-        let export = Arc::new(ExportShared::default());
+        let export = Arc::new(ExportShared::new(config.shutdown_timeout));
         // The sink: one set in code, else the recorder's export pipeline
         // (an exporter set in code, the OTLP endpoint from the environment,
         // or the OTLP JSON file), which the tail sampler shares.

@@ -103,7 +103,7 @@ struct Kept {
 }
 
 /// What the recorder, the sinks and the tail sampler share about export.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ExportShared {
     pub(crate) counters: ExportCounters,
     kept: Mutex<Kept>,
@@ -111,9 +111,27 @@ pub(crate) struct ExportShared {
     /// window whose trace it did not keep must carry its request span.
     pub(crate) sampler_active: AtomicBool,
     queue: Mutex<Option<SyncSender<Job>>>,
+    /// How long a sink's flush waits for the export thread.
+    flush_timeout: Duration,
+}
+
+impl Default for ExportShared {
+    fn default() -> ExportShared {
+        ExportShared::new(crate::Blackbox::DEFAULT_SHUTDOWN_TIMEOUT)
+    }
 }
 
 impl ExportShared {
+    pub(crate) fn new(flush_timeout: Duration) -> ExportShared {
+        ExportShared {
+            counters: ExportCounters::default(),
+            kept: Mutex::default(),
+            sampler_active: AtomicBool::new(false),
+            queue: Mutex::new(None),
+            flush_timeout,
+        }
+    }
+
     /// Remembers that the tail sampler kept `trace`.
     pub(crate) fn kept(&self, trace: TraceId) {
         let mut k = lock(&self.kept);
@@ -437,8 +455,8 @@ impl Pipeline {
         target: Target,
         budget: Budget,
         shared: Arc<ExportShared>,
-        flush_timeout: Duration,
     ) -> Result<Pipeline, BuildError> {
+        let flush_timeout = shared.flush_timeout;
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let thread_shared = shared.clone();
@@ -691,12 +709,7 @@ impl OtlpSink {
         shared: Arc<ExportShared>,
     ) -> Result<OtlpSink, BuildError> {
         Ok(OtlpSink {
-            pipeline: Pipeline::start(
-                target,
-                budget,
-                shared,
-                crate::Blackbox::DEFAULT_SHUTDOWN_TIMEOUT,
-            )?,
+            pipeline: Pipeline::start(target, budget, shared)?,
         })
     }
 }
@@ -756,12 +769,7 @@ impl JsonFileSink {
         shared: Arc<ExportShared>,
     ) -> Result<JsonFileSink, BuildError> {
         let path = dir.join(JSON_FILE_NAME);
-        let pipeline = Pipeline::start(
-            Target::Json(path.clone()),
-            budget,
-            shared,
-            crate::Blackbox::DEFAULT_SHUTDOWN_TIMEOUT,
-        )?;
+        let pipeline = Pipeline::start(Target::Json(path.clone()), budget, shared)?;
         Ok(JsonFileSink { pipeline, path })
     }
 
