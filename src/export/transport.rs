@@ -962,4 +962,25 @@ mod tests {
                 .any(is_request)
         );
     }
+
+    #[test]
+    fn a_malformed_endpoint_is_a_build_error() {
+        for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+            let env = OtlpEnv {
+                endpoint: "not a url".into(),
+                protocol,
+            };
+            let err =
+                OtlpSink::start(Target::Otlp(env), Budget::default(), Arc::default()).unwrap_err();
+            assert!(
+                matches!(err, BuildError::Exporter(_)),
+                "{protocol:?}: {err}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with("could not build the span exporter"),
+                "{err}"
+            );
+        }
+    }
 }
