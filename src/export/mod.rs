@@ -10,7 +10,7 @@
 //!   request's trace ([`otlp`]), sent by `opentelemetry-otlp` (gRPC or
 //!   HTTP/protobuf) or any [`SpanExporter`] on the `blackbox-export` thread.
 //!   The default when an `OTEL_EXPORTER_OTLP_*ENDPOINT` is set.
-//! - [`JsonFileSink`] ([`transport`]): the same spans appended as OTLP JSON
+//! - [`JsonFileSink`] ([`json`]): the same spans appended as OTLP JSON
 //!   lines under the recorder's directory. The default otherwise.
 //! - [`DirSink`]: binary capture files in the dump format.
 //!
@@ -19,12 +19,14 @@
 //!
 //! [`SpanExporter`]: opentelemetry_sdk::trace::SpanExporter
 
+pub mod json;
 pub mod otlp;
 pub mod sampling;
 pub mod transport;
 
+pub use json::JsonFileSink;
 pub use sampling::TailSampler;
-pub use transport::{JsonFileSink, OtlpSink};
+pub use transport::OtlpSink;
 
 use crate::error::SinkError;
 use crate::window::Window;

@@ -1,9 +1,9 @@
 //! The export thread: windows and kept traces to a [`SpanExporter`] or to an
-//! OTLP JSON file, off every application thread.
+//! OTLP JSON file ([`super::json`]), off every application thread.
 //!
 //! One thread, `blackbox-export`, owns a current-thread Tokio runtime of its
 //! own and the exporter (or the file). It is fed by a bounded queue of jobs:
-//! windows from the capture thread (through [`OtlpSink`] / [`JsonFileSink`])
+//! windows from the capture thread (through [`OtlpSink`] / [`JsonFileSink`](crate::JsonFileSink))
 //! and kept traces from the [`TailSampler`](crate::TailSampler). Whoever
 //! feeds it only ever `try_send`s: a full queue is counted, never waited on.
 //!
@@ -28,17 +28,14 @@ use crate::sync::lock;
 use crate::window::Window;
 use opentelemetry::trace::TraceId;
 use opentelemetry::{Key, KeyValue, Value};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
-use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -70,9 +67,6 @@ pub const QUEUE_CAPACITY: usize = 64;
 /// How many recently kept trace ids are remembered, so a window exported
 /// after its trace was kept knows its request span went out (4,096 × 16 bytes).
 const KEPT_REMEMBERED: usize = 4096;
-
-/// The name of the OTLP JSON file written into the directory.
-pub const JSON_FILE_NAME: &str = "traces.otlp.jsonl";
 
 // === Counters and shared state ===
 
@@ -397,35 +391,10 @@ impl Backend {
     async fn send(&mut self, spans: Vec<SpanData>) -> OTelSdkResult {
         match self {
             Backend::Exporter(e) => e.export_dyn(spans).await,
-            Backend::Json { path, resource } => write_json_line(path, spans, resource)
+            Backend::Json { path, resource } => super::json::write_json_line(path, spans, resource)
                 .map_err(|e| OTelSdkError::InternalFailure(e.to_string())),
         }
     }
-}
-
-/// Appends one `ExportTraceServiceRequest` as one line of OTLP JSON.
-fn write_json_line(
-    path: &Path,
-    spans: Vec<SpanData>,
-    resource: &ResourceAttributesWithSchema,
-) -> std::io::Result<()> {
-    let request = ExportTraceServiceRequest {
-        resource_spans: group_spans_by_resource_and_scope(spans, resource),
-    };
-    let mut line = serde_json::to_vec(&request).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    if let Some(dir) = path.parent() {
-        crate::dump::create_private_dir(dir)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    // One write per line, so lines of concurrent writers do not interleave.
-    opts.open(path)?.write_all(&line)
 }
 
 /// What the export thread is built from.
@@ -485,7 +454,7 @@ impl Pipeline {
         })
     }
 
-    fn write(&mut self, window: &Window) -> Result<(), SinkError> {
+    pub(crate) fn write(&mut self, window: &Window) -> Result<(), SinkError> {
         match self.tx.try_send(Job::Window(Box::new(window.clone()))) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(SinkError::new("the export queue is full")),
@@ -495,7 +464,7 @@ impl Pipeline {
         }
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
+    pub(crate) fn flush(&mut self) -> Result<(), SinkError> {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
         self.tx
             .send(Job::Flush(ack_tx))
@@ -724,74 +693,11 @@ impl Sink for OtlpSink {
     }
 }
 
-/// Appends each captured window to `<dir>/traces.otlp.jsonl` as OTLP JSON: one
-/// `ExportTraceServiceRequest` per line, in the standard protobuf JSON mapping,
-/// so the Collector's `otlpjsonfile` receiver can read it back.
-///
-/// This is the default sink when no OTLP endpoint is configured; the
-/// directory is [`Builder::dir`](crate::Builder::dir) (`BLACKBOX_DIR`),
-/// created with mode 0700 and the file with mode 0600 on Unix.
-///
-/// # Examples
-///
-/// ```
-/// use tokio_blackbox::{JsonFileSink, Sink};
-///
-/// let dir = std::env::temp_dir().join(format!("blackbox-doc-json-{}", std::process::id()));
-/// let mut sink = JsonFileSink::new(&dir)?;
-/// sink.write(&tokio_blackbox::export::otlp::testing::window(1, 1, 1))?;
-/// sink.flush()?;
-/// let text = std::fs::read_to_string(sink.path())?;
-/// assert_eq!(text.lines().count(), 1);
-/// assert!(text.contains("\"resourceSpans\""));
-/// # std::fs::remove_dir_all(&dir)?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug)]
-pub struct JsonFileSink {
-    pipeline: Pipeline,
-    path: PathBuf,
-}
-
-impl JsonFileSink {
-    /// A sink appending to `dir/traces.otlp.jsonl`.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::Thread`] when the export thread cannot start.
-    pub fn new(dir: impl AsRef<Path>) -> Result<JsonFileSink, BuildError> {
-        JsonFileSink::start(dir.as_ref(), Budget::default(), Arc::default())
-    }
-
-    pub(crate) fn start(
-        dir: &Path,
-        budget: Budget,
-        shared: Arc<ExportShared>,
-    ) -> Result<JsonFileSink, BuildError> {
-        let path = dir.join(JSON_FILE_NAME);
-        let pipeline = Pipeline::start(Target::Json(path.clone()), budget, shared)?;
-        Ok(JsonFileSink { pipeline, path })
-    }
-
-    /// The file written.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Sink for JsonFileSink {
-    fn write(&mut self, window: &Window) -> Result<(), SinkError> {
-        self.pipeline.write(window)
-    }
-
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.pipeline.flush()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
     use opentelemetry_sdk::trace::InMemorySpanExporter;
     use prost::Message;
 
