@@ -3,10 +3,15 @@
 
 use crate::error::BuildError;
 use crate::export::Sink;
+use crate::export::otlp::Budget;
+use crate::export::transport::{DynExporter, ExportShared, OtlpEnv, Target};
+use crate::export::{JsonFileSink, OtlpSink};
 use crate::layer::RequestSpans;
 use crate::recorder::{Blackbox, BlackboxGuard};
+use opentelemetry_sdk::trace::SpanExporter;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The settings in force, after code, environment and defaults are combined.
@@ -26,7 +31,16 @@ pub(crate) struct Config {
     pub(crate) long_poll: Duration,
     pub(crate) queue_capacity: usize,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) max_spans_per_window: usize,
+    pub(crate) baseline_ratio: f64,
+    pub(crate) sampler_max_traces: usize,
+    pub(crate) sampler_max_spans_per_trace: usize,
+    /// The OTLP endpoint from `OTEL_EXPORTER_OTLP_*` (only read with the env).
+    pub(crate) otlp: Option<OtlpEnv>,
 }
+
+/// A variable lookup set by [`Builder::with_env`].
+type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send>;
 
 /// Configures and builds a [`Blackbox`].
 ///
@@ -63,8 +77,12 @@ pub struct Builder {
     disabled: Option<bool>,
     long_poll: Option<Duration>,
     shutdown_timeout: Option<Duration>,
+    max_spans_per_window: Option<usize>,
+    baseline_ratio: Option<f64>,
+    sampler_limits: Option<(usize, usize)>,
+    exporter: Option<Box<dyn DynExporter>>,
     use_env: bool,
-    env: Option<Box<dyn Fn(&str) -> Option<String> + Send>>,
+    env: Option<EnvLookup>,
     pub(crate) sink: Option<Box<dyn Sink>>,
 }
 
@@ -108,6 +126,14 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BLACKBOX_SCHEDULE_DELAY", "true or false"),
     ("BLACKBOX_DISABLED", "true or false"),
     ("BLACKBOX_LONG_POLL", "a duration such as 10ms"),
+    (
+        "BLACKBOX_MAX_SPANS_PER_WINDOW",
+        "a whole number of spans, at least 1",
+    ),
+    (
+        "BLACKBOX_BASELINE_RATIO",
+        "a fraction between 0 and 1, such as 0.01",
+    ),
 ];
 
 fn expected(var: &str) -> &'static str {
@@ -222,10 +248,76 @@ impl Builder {
         self
     }
 
-    /// Where captured windows go. By default, a [`crate::DirSink`] writing
-    /// capture files into the [`dir`](Builder::dir).
+    /// Where captured windows go, instead of the recorder's own export
+    /// pipeline. Takes precedence over [`exporter`](Builder::exporter).
+    ///
+    /// By default, windows become OTLP spans: sent to the endpoint of
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+    /// when [`with_default_env`](Builder::with_default_env) finds one
+    /// ([`OtlpSink`]), else appended as OTLP JSON to a file in the
+    /// [`dir`](Builder::dir) ([`JsonFileSink`]). [`crate::DirSink`] keeps the
+    /// binary capture files instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join("blackbox-doc-sink");
+    /// let (_blackbox, _guard) = tokio_blackbox::Blackbox::builder()
+    ///     .sink(tokio_blackbox::DirSink::new(&dir))
+    ///     .build()?;
+    /// # Ok::<(), tokio_blackbox::BuildError>(())
+    /// ```
     pub fn sink(mut self, sink: impl Sink) -> Self {
         self.sink = Some(Box::new(sink));
+        self
+    }
+
+    /// Sends the windows (and the traces kept by the
+    /// [`tail_sampler`](crate::Blackbox::tail_sampler)) through `exporter`,
+    /// on the recorder's export thread with a Tokio runtime of its own.
+    ///
+    /// By default, the exporter is `opentelemetry-otlp`'s, built from the
+    /// `OTEL_EXPORTER_OTLP_*` variables when an endpoint is set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    /// let (_blackbox, _guard) = tokio_blackbox::Blackbox::builder().exporter(exporter).build()?;
+    /// # Ok::<(), tokio_blackbox::BuildError>(())
+    /// ```
+    pub fn exporter<E: SpanExporter + 'static>(mut self, exporter: E) -> Self {
+        self.exporter = Some(Box::new(exporter));
+        self
+    }
+
+    /// The most spans one window becomes; what does not fit is counted in
+    /// attributes of the window and task spans.
+    ///
+    /// By default, this is [`Blackbox::DEFAULT_MAX_SPANS_PER_WINDOW`].
+    pub fn max_spans_per_window(mut self, spans: usize) -> Self {
+        self.max_spans_per_window = Some(spans);
+        self
+    }
+
+    /// The fraction of fast, error-free traces the
+    /// [`tail_sampler`](crate::Blackbox::tail_sampler) keeps anyway, as a
+    /// baseline to compare slow traces with (0 to 1, chosen by trace id).
+    ///
+    /// By default, this is [`Blackbox::DEFAULT_BASELINE_RATIO`].
+    pub fn baseline_ratio(mut self, ratio: f64) -> Self {
+        self.baseline_ratio = Some(ratio);
+        self
+    }
+
+    /// The memory limits of the [`tail_sampler`](crate::Blackbox::tail_sampler):
+    /// traces held at once and spans held per trace. Beyond them the oldest
+    /// trace is evicted, or the span dropped, and counted.
+    ///
+    /// By default, these are [`Blackbox::DEFAULT_SAMPLER_MAX_TRACES`] and
+    /// [`Blackbox::DEFAULT_SAMPLER_MAX_SPANS_PER_TRACE`].
+    pub fn tail_sampling_limits(mut self, traces: usize, spans_per_trace: usize) -> Self {
+        self.sampler_limits = Some((traces, spans_per_trace));
         self
     }
 
@@ -245,6 +337,16 @@ impl Builder {
     /// | `BLACKBOX_SCHEDULE_DELAY` | [`schedule_delay`](Builder::schedule_delay) | `true`/`false` |
     /// | `BLACKBOX_DISABLED` | [`disabled`](Builder::disabled) | `true`/`false` |
     /// | `BLACKBOX_LONG_POLL` | [`long_poll`](Builder::long_poll) | a duration |
+    /// | `BLACKBOX_MAX_SPANS_PER_WINDOW` | [`max_spans_per_window`](Builder::max_spans_per_window) | a number ≥ 1 |
+    /// | `BLACKBOX_BASELINE_RATIO` | [`baseline_ratio`](Builder::baseline_ratio) | `0` to `1` |
+    /// | `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | the default sink becomes [`OtlpSink`] | a URL |
+    /// | `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` | gRPC or HTTP | `grpc` (default), `http/protobuf` |
+    ///
+    /// The other `OTEL_EXPORTER_OTLP_*` variables (`_HEADERS`, `_TIMEOUT`,
+    /// `_COMPRESSION`, TLS certificates) and `OTEL_SERVICE_NAME` /
+    /// `OTEL_RESOURCE_ATTRIBUTES` are read by `opentelemetry-otlp` and the
+    /// OpenTelemetry SDK from the process environment, as in any
+    /// OpenTelemetry program.
     ///
     /// # Examples
     ///
@@ -289,8 +391,28 @@ impl Builder {
     /// [`BuildError::Thread`] if the capture thread cannot start.
     pub fn build(mut self) -> Result<(Blackbox, BlackboxGuard), BuildError> {
         let config = self.config()?;
-        let sink = self.sink.take();
-        crate::recorder::start(config, sink)
+        let export = Arc::new(ExportShared::new(config.shutdown_timeout));
+        // The sink: one set in code, else the recorder's export pipeline
+        // (an exporter set in code, the OTLP endpoint from the environment,
+        // or the OTLP JSON file), which the tail sampler shares.
+        let budget = Budget::new(config.max_spans_per_window);
+        let sink: Box<dyn Sink> = match (self.sink.take(), self.exporter.take(), &config.otlp) {
+            (Some(sink), _, _) => sink,
+            (None, Some(exporter), _) => Box::new(OtlpSink::start(
+                Target::Exporter(exporter),
+                budget,
+                export.clone(),
+            )?),
+            (None, None, Some(otlp)) => Box::new(OtlpSink::start(
+                Target::Otlp(otlp.clone()),
+                budget,
+                export.clone(),
+            )?),
+            (None, None, None) => {
+                Box::new(JsonFileSink::start(&config.dir, budget, export.clone())?)
+            }
+        };
+        crate::recorder::start(config, sink, export)
     }
 
     pub(crate) fn config(&self) -> Result<Config, BuildError> {
@@ -342,7 +464,10 @@ impl Builder {
             events_per_thread: setting!(
                 events_per_thread,
                 "BLACKBOX_EVENTS_PER_THREAD",
-                |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 2 && n <= 1 << 30),
+                |s: &str| s
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (2..=1 << 30).contains(n)),
                 Blackbox::DEFAULT_EVENTS_PER_THREAD
             ),
             max_threads: setting!(
@@ -386,6 +511,30 @@ impl Builder {
             shutdown_timeout: self
                 .shutdown_timeout
                 .unwrap_or(Blackbox::DEFAULT_SHUTDOWN_TIMEOUT),
+            max_spans_per_window: setting!(
+                max_spans_per_window,
+                "BLACKBOX_MAX_SPANS_PER_WINDOW",
+                |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 1),
+                Blackbox::DEFAULT_MAX_SPANS_PER_WINDOW
+            ),
+            baseline_ratio: setting!(
+                baseline_ratio,
+                "BLACKBOX_BASELINE_RATIO",
+                |s: &str| s.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)),
+                Blackbox::DEFAULT_BASELINE_RATIO
+            ),
+            sampler_max_traces: self
+                .sampler_limits
+                .map_or(Blackbox::DEFAULT_SAMPLER_MAX_TRACES, |l| l.0),
+            sampler_max_spans_per_trace: self
+                .sampler_limits
+                .map_or(Blackbox::DEFAULT_SAMPLER_MAX_SPANS_PER_TRACE, |l| l.1),
+            // Only with the environment (values set in code are the exporter).
+            otlp: if self.use_env {
+                OtlpEnv::read(env)?
+            } else {
+                None
+            },
         };
         let bad = |setting: &'static str, value: String, expected: &'static str| {
             Err(BuildError::InvalidSetting {
@@ -406,6 +555,23 @@ impl Builder {
         }
         if config.max_captures_per_sec == 0 {
             return bad("max_captures_per_sec", "0".into(), "at least 1");
+        }
+        if config.max_spans_per_window == 0 {
+            return bad("max_spans_per_window", "0".into(), "at least 1");
+        }
+        if !(0.0..=1.0).contains(&config.baseline_ratio) {
+            return bad(
+                "baseline_ratio",
+                config.baseline_ratio.to_string(),
+                "between 0 and 1",
+            );
+        }
+        if config.sampler_max_traces == 0 || config.sampler_max_spans_per_trace == 0 {
+            return bad(
+                "tail_sampling_limits",
+                format!("{:?}", self.sampler_limits),
+                "at least 1 trace and 1 span",
+            );
         }
         if config.dir.as_os_str().is_empty() {
             return bad("dir", "\"\"".into(), "a directory path");

@@ -28,7 +28,7 @@ pub mod window;
 pub use builder::{Builder, ENV_VARS, parse_duration};
 pub use error::{BuildError, DumpError, DumpErrorKind, SinkError};
 pub use event::{Event, EventKind};
-pub use export::{DirSink, Sink};
+pub use export::{DirSink, JsonFileSink, OtlpSink, Sink, TailSampler};
 pub use hooks::BlackboxHooks;
 pub use layer::{BlackboxLayer, RequestSpans};
 pub use recorder::{Blackbox, BlackboxGuard, BlackboxStats};

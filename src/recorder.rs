@@ -9,7 +9,9 @@ use crate::builder::{Builder, Config};
 use crate::capture::{Capture, Lanes};
 use crate::clock::{Clock, TimeAnchor, unix_now_ns};
 use crate::error::{BuildError, DumpError};
-use crate::export::{DirSink, Sink};
+use crate::export::Sink;
+use crate::export::sampling::{SamplerSettings, TailSampler};
+use crate::export::transport::ExportShared;
 use crate::hooks::BlackboxHooks;
 use crate::layer::BlackboxLayer;
 use crate::sync::lock;
@@ -95,6 +97,28 @@ pub struct BlackboxStats {
     pub task_hooks: bool,
     /// Whether scheduling delays are recorded.
     pub schedule_delay: bool,
+    /// Windows the export thread mapped to spans and sent (or tried to).
+    pub windows_exported: u64,
+    /// Spans the exporter accepted (windows and kept traces).
+    pub spans_exported: u64,
+    /// Spans dropped after the export retries failed (endpoint down or slow).
+    pub spans_dropped: u64,
+    /// Export requests retried.
+    pub export_retries: u64,
+    /// Export requests given up on after their retries (their spans are in
+    /// `spans_dropped`).
+    pub export_failures: u64,
+    /// Extra export requests made to stay under 4 MiB each.
+    pub export_requests_split: u64,
+    /// Traces the [`TailSampler`] kept (slow, failed or baseline).
+    pub traces_kept: u64,
+    /// Traces the [`TailSampler`] dropped by decision (fast and fine).
+    pub traces_sampled_out: u64,
+    /// Undecided traces the [`TailSampler`] evicted to stay within its limit.
+    pub traces_evicted: u64,
+    /// Spans the [`TailSampler`] lost: over the per-trace limit, in an
+    /// evicted trace, or a full export queue.
+    pub sampler_spans_dropped: u64,
 }
 
 /// Shared state of one recorder.
@@ -107,6 +131,9 @@ pub(crate) struct Inner {
     tx: SyncSender<Msg>,
     counters: Counters,
     recent_slow: Mutex<VecDeque<SlowRequest>>,
+    /// Export counters, and the queue the tail sampler feeds (when the sink
+    /// is the recorder's own OTLP or JSON pipeline).
+    pub(crate) export: Arc<ExportShared>,
 }
 
 #[derive(Debug, Default)]
@@ -129,7 +156,8 @@ enum Msg {
 
 pub(crate) fn start(
     config: Config,
-    sink: Option<Box<dyn Sink>>,
+    sink: Box<dyn Sink>,
+    export: Arc<ExportShared>,
 ) -> Result<(Blackbox, BlackboxGuard), BuildError> {
     let clock = Clock::new();
     let anchor = clock.anchor();
@@ -139,7 +167,6 @@ pub(crate) fn start(
         !config.disabled,
     ));
     let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
-    let sink = sink.unwrap_or_else(|| Box::new(DirSink::new(config.dir.clone())));
     let inner = Arc::new(Inner {
         config,
         capture,
@@ -148,6 +175,7 @@ pub(crate) fn start(
         tx,
         counters: Counters::default(),
         recent_slow: Mutex::new(VecDeque::new()),
+        export,
     });
     let thread_inner = inner.clone();
     let thread = std::thread::Builder::new()
@@ -195,6 +223,16 @@ impl Blackbox {
     pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
     /// How long dropping the guard waits for pending captures: 5 s.
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Spans per exported window: 1,000 (see [`Budget`](crate::export::otlp::Budget)).
+    pub const DEFAULT_MAX_SPANS_PER_WINDOW: usize = crate::export::otlp::Budget::DEFAULT_MAX_SPANS;
+    /// Fraction of fast, fine traces the [`TailSampler`] keeps anyway: none.
+    pub const DEFAULT_BASELINE_RATIO: f64 = 0.0;
+    /// Traces the [`TailSampler`] holds at once: 4,096.
+    pub const DEFAULT_SAMPLER_MAX_TRACES: usize = 4096;
+    /// Spans the [`TailSampler`] holds per trace: 1,024. With the two limits
+    /// and spans of about 1 KiB, the sampler holds at most a few hundred MiB
+    /// in the worst case and typically a few MiB.
+    pub const DEFAULT_SAMPLER_MAX_SPANS_PER_TRACE: usize = 1024;
 
     /// A builder with every setting at its default.
     pub fn builder() -> Builder {
@@ -214,7 +252,7 @@ impl Blackbox {
     /// # let (blackbox, _guard) = tokio_blackbox::Blackbox::builder().build().unwrap();
     /// let mut builder = tokio::runtime::Builder::new_multi_thread();
     /// blackbox.install_hooks(builder.worker_threads(2).enable_all());
-    /// let rt = builder.build().unwrap();
+    /// let _rt = builder.build().unwrap();
     /// ```
     pub fn install_hooks<'a>(
         &self,
@@ -245,6 +283,8 @@ impl Blackbox {
     /// The counters.
     pub fn stats(&self) -> BlackboxStats {
         let c = &self.inner.counters;
+        let e = &self.inner.export.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let lanes = &self.inner.capture.lanes;
         let (events_recorded, events_overwritten) = lanes.totals();
         let (ring_bytes, ring_bytes_limit) = lanes.memory();
@@ -264,7 +304,53 @@ impl Blackbox {
             ring_bytes_limit,
             task_hooks: cfg!(tokio_unstable),
             schedule_delay: self.inner.config.schedule_delay && cfg!(tokio_unstable),
+            windows_exported: get(&e.windows_exported),
+            spans_exported: get(&e.spans_exported),
+            spans_dropped: get(&e.spans_dropped),
+            export_retries: get(&e.export_retries),
+            export_failures: get(&e.export_failures),
+            export_requests_split: get(&e.requests_split),
+            traces_kept: get(&e.traces_kept),
+            traces_sampled_out: get(&e.traces_sampled_out),
+            traces_evicted: get(&e.traces_evicted),
+            sampler_spans_dropped: get(&e.sampler_spans_dropped),
         }
+    }
+
+    /// A span processor for the application's own OpenTelemetry spans that
+    /// keeps the traces whose root span was slow (the same
+    /// [`latency_threshold`](crate::Builder::latency_threshold)) or failed,
+    /// plus a [`baseline_ratio`](crate::Builder::baseline_ratio), and drops
+    /// the rest. Kept traces leave through the recorder's exporter, with the
+    /// captured windows. See [`TailSampler`].
+    ///
+    /// With a custom [`sink`](crate::Builder::sink) there is no exporter of
+    /// the recorder's: kept traces are then counted in
+    /// [`BlackboxStats::sampler_spans_dropped`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use opentelemetry_sdk::trace::SdkTracerProvider;
+    /// let dir = std::env::temp_dir().join("blackbox-doc-sampler");
+    /// let (blackbox, _guard) = tokio_blackbox::Blackbox::builder().dir(&dir).build()?;
+    /// let provider = SdkTracerProvider::builder()
+    ///     .with_span_processor(blackbox.tail_sampler())
+    ///     .build();
+    /// # drop(provider);
+    /// # Ok::<(), tokio_blackbox::BuildError>(())
+    /// ```
+    pub fn tail_sampler(&self) -> TailSampler {
+        let c = &self.inner.config;
+        TailSampler::new(
+            SamplerSettings {
+                threshold: c.latency_threshold,
+                baseline_ratio: c.baseline_ratio,
+                max_traces: c.sampler_max_traces,
+                max_spans_per_trace: c.sampler_max_spans_per_trace,
+            },
+            self.inner.export.clone(),
+        )
     }
 
     /// Cuts every pending capture now, hands it to the sink and flushes the
@@ -494,10 +580,9 @@ impl Drop for BlackboxGuard {
             && ack_rx
                 .recv_timeout(self.inner.config.shutdown_timeout)
                 .is_ok()
+            && let Some(t) = self.thread.take()
         {
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
+            let _ = t.join();
         }
     }
 }

@@ -92,6 +92,8 @@ fn environment_variables() {
         ("BLACKBOX_SCHEDULE_DELAY", &["maybe", "2"]),
         ("BLACKBOX_DISABLED", &["nope"]),
         ("BLACKBOX_LONG_POLL", &["10", "soon"]),
+        ("BLACKBOX_MAX_SPANS_PER_WINDOW", &["0", "many"]),
+        ("BLACKBOX_BASELINE_RATIO", &["1.5", "-0.1", "half", "NaN"]),
     ];
     assert_eq!(
         bad.len(),

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 use tokio_blackbox::dump::{self, FileKind};
-use tokio_blackbox::{Blackbox, BlackboxGuard, EventKind, Window};
+use tokio_blackbox::{Blackbox, BlackboxGuard, DirSink, EventKind, Window};
 use tracing::Instrument;
 use tracing::instrument::WithSubscriber;
 use tracing_subscriber::prelude::*;
@@ -24,7 +24,8 @@ impl Service {
         let (blackbox, guard) = Blackbox::builder()
             .latency_threshold(threshold)
             .window(Duration::from_millis(500), Duration::from_millis(50))
-            .dir(dir)
+            // The binary capture files (the default sink writes OTLP JSON).
+            .sink(DirSink::new(dir))
             .build()
             .expect("build recorder");
         let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -188,7 +189,7 @@ fn a_thousand_slow_requests_are_capped_and_counted() {
         .window(Duration::from_millis(20), Duration::from_millis(20))
         .max_window(Duration::from_millis(60))
         .max_captures_per_sec(3)
-        .dir(dir.path())
+        .sink(DirSink::new(dir.path()))
         .build()
         .expect("build");
     let mut builder = tokio::runtime::Builder::new_multi_thread();

@@ -3,6 +3,30 @@
 //! Windows are cut and handed to a [`Sink`] on the recorder's own thread
 //! (`blackbox-capture`), fed by a bounded queue: a slow sink delays captures,
 //! never the application, and a full queue is counted, never waited on.
+//!
+//! The sinks of this crate:
+//!
+//! - [`OtlpSink`] ([`transport`]): the window as OTLP spans in the slow
+//!   request's trace ([`otlp`]), sent by `opentelemetry-otlp` (gRPC or
+//!   HTTP/protobuf) or any [`SpanExporter`] on the `blackbox-export` thread.
+//!   The default when an `OTEL_EXPORTER_OTLP_*ENDPOINT` is set.
+//! - [`JsonFileSink`] ([`json`]): the same spans appended as OTLP JSON
+//!   lines under the recorder's directory. The default otherwise.
+//! - [`DirSink`]: binary capture files in the dump format.
+//!
+//! [`TailSampler`] ([`sampling`]) keeps the application's own slow and
+//! failed traces and sends them through the same export thread.
+//!
+//! [`SpanExporter`]: opentelemetry_sdk::trace::SpanExporter
+
+pub mod json;
+pub mod otlp;
+pub mod sampling;
+pub mod transport;
+
+pub use json::JsonFileSink;
+pub use sampling::TailSampler;
+pub use transport::OtlpSink;
 
 use crate::error::SinkError;
 use crate::window::Window;

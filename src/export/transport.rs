@@ -1,0 +1,892 @@
+//! The export thread: windows and kept traces to a [`SpanExporter`] or to an
+//! OTLP JSON file ([`super::json`]), off every application thread.
+//!
+//! One thread, `blackbox-export`, owns a current-thread Tokio runtime of its
+//! own and the exporter (or the file). It is fed by a bounded queue of jobs:
+//! windows from the capture thread (through [`OtlpSink`] / [`JsonFileSink`](crate::JsonFileSink))
+//! and kept traces from the [`TailSampler`](crate::TailSampler). Whoever
+//! feeds it only ever `try_send`s: a full queue is counted, never waited on.
+//!
+//! On the thread:
+//! - the window is mapped ([`otlp::window_spans`]);
+//! - the spans are split into requests that each encode under
+//!   [`MAX_REQUEST_BYTES`] (every common OTLP receiver refuses more);
+//! - each request gets [`RETRIES`] retries with a doubling back-off, then its
+//!   spans are dropped and counted ([`BlackboxStats::spans_dropped`]).
+//!
+//! The thread runs under `tracing`'s `NoSubscriber` and OpenTelemetry's
+//! suppressed-telemetry scope, so the exporter's own gRPC/HTTP spans and logs
+//! (tonic, h2, hyper, reqwest) never feed back into the recorder or into the
+//! application's traces.
+//!
+//! [`BlackboxStats::spans_dropped`]: crate::BlackboxStats::spans_dropped
+
+use super::otlp::{self, Budget};
+use crate::error::{BuildError, SinkError};
+use crate::export::Sink;
+use crate::sync::lock;
+use crate::window::Window;
+use opentelemetry::trace::TraceId;
+use opentelemetry::{Key, KeyValue, Value};
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The largest export request sent: 4 MiB, the default limit of the
+/// Collector's, Jaeger's and Tempo's OTLP gRPC receivers.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Requests are cut at this estimate, leaving room for the resource, the
+/// scope and the estimate's own error (it over-counts; see `estimated_len`).
+const SPLIT_AT: usize = MAX_REQUEST_BYTES - 256 * 1024;
+
+/// Retries of a failed export request before its spans are dropped: 2, after
+/// 100 ms and 200 ms. A window's export so fails within about a second when
+/// the endpoint refuses connections; with a black-holed endpoint each try
+/// waits for `OTEL_EXPORTER_OTLP_TIMEOUT` (10 s by default) and the queue
+/// fills and counts instead.
+pub const RETRIES: u32 = 2;
+
+/// First back-off between tries (doubled each retry).
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// Jobs waiting for the export thread: 64. A job is one window or one kept
+/// trace, so the queue bounds memory to 64 of those.
+pub const QUEUE_CAPACITY: usize = 64;
+
+/// How many recently kept trace ids are remembered, so a window exported
+/// after its trace was kept knows its request span went out (4,096 × 16 bytes).
+const KEPT_REMEMBERED: usize = 4096;
+
+// === Counters and shared state ===
+
+/// Counters of the export path, read by [`Blackbox::stats`](crate::Blackbox::stats).
+#[derive(Debug, Default)]
+pub(crate) struct ExportCounters {
+    pub(crate) windows_exported: AtomicU64,
+    pub(crate) spans_exported: AtomicU64,
+    pub(crate) spans_dropped: AtomicU64,
+    pub(crate) export_retries: AtomicU64,
+    pub(crate) export_failures: AtomicU64,
+    pub(crate) requests_split: AtomicU64,
+    pub(crate) traces_kept: AtomicU64,
+    pub(crate) traces_sampled_out: AtomicU64,
+    pub(crate) traces_evicted: AtomicU64,
+    pub(crate) sampler_spans_dropped: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Trace ids the tail sampler kept, most recent [`KEPT_REMEMBERED`].
+#[derive(Debug, Default)]
+struct Kept {
+    set: HashSet<TraceId>,
+    order: VecDeque<TraceId>,
+}
+
+/// What the recorder, the sinks and the tail sampler share about export.
+#[derive(Debug)]
+pub(crate) struct ExportShared {
+    pub(crate) counters: ExportCounters,
+    kept: Mutex<Kept>,
+    /// Set once a tail sampler exists: the app's spans go through it, so a
+    /// window whose trace it did not keep must carry its request span.
+    pub(crate) sampler_active: AtomicBool,
+    queue: Mutex<Option<SyncSender<Job>>>,
+    /// How long a sink's flush waits for the export thread.
+    flush_timeout: Duration,
+}
+
+impl Default for ExportShared {
+    fn default() -> ExportShared {
+        ExportShared::new(crate::Blackbox::DEFAULT_SHUTDOWN_TIMEOUT)
+    }
+}
+
+impl ExportShared {
+    pub(crate) fn new(flush_timeout: Duration) -> ExportShared {
+        ExportShared {
+            counters: ExportCounters::default(),
+            kept: Mutex::default(),
+            sampler_active: AtomicBool::new(false),
+            queue: Mutex::new(None),
+            flush_timeout,
+        }
+    }
+
+    /// Remembers that the tail sampler kept `trace`.
+    pub(crate) fn kept(&self, trace: TraceId) {
+        let mut k = lock(&self.kept);
+        if k.set.insert(trace) {
+            k.order.push_back(trace);
+            if k.order.len() > KEPT_REMEMBERED
+                && let Some(old) = k.order.pop_front()
+            {
+                k.set.remove(&old);
+            }
+        }
+    }
+
+    pub(crate) fn was_kept(&self, trace: TraceId) -> bool {
+        lock(&self.kept).set.contains(&trace)
+    }
+
+    /// Hands spans (a kept trace) to the export thread; `false` if there is
+    /// none or its queue is full.
+    pub(crate) fn send_spans(&self, spans: Vec<SpanData>) -> bool {
+        match &*lock(&self.queue) {
+            Some(tx) => tx.try_send(Job::Spans(spans)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Connects a pipeline's queue (the first one wins).
+    fn connect(&self, tx: SyncSender<Job>) {
+        let mut q = lock(&self.queue);
+        if q.is_none() {
+            *q = Some(tx);
+        }
+    }
+
+    /// Lets the export thread end once the sinks are gone (guard dropped).
+    pub(crate) fn disconnect(&self) {
+        lock(&self.queue).take();
+    }
+}
+
+// === Exporters, object-safe ===
+
+/// [`SpanExporter`] is not object safe (its `export` returns `impl Future`);
+/// this is, so the builder can take any exporter.
+pub(crate) trait DynExporter: Send + Sync + fmt::Debug {
+    fn export_dyn(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> Pin<Box<dyn Future<Output = OTelSdkResult> + Send + '_>>;
+    fn set_resource_dyn(&mut self, resource: &Resource);
+    fn shutdown_dyn(&self) -> OTelSdkResult;
+}
+
+impl<E: SpanExporter + 'static> DynExporter for E {
+    fn export_dyn(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> Pin<Box<dyn Future<Output = OTelSdkResult> + Send + '_>> {
+        Box::pin(self.export(batch))
+    }
+    fn set_resource_dyn(&mut self, resource: &Resource) {
+        self.set_resource(resource);
+    }
+    fn shutdown_dyn(&self) -> OTelSdkResult {
+        self.shutdown()
+    }
+}
+
+/// Which OTLP transport, from `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// The OTLP settings read from the environment by the builder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OtlpEnv {
+    /// The traces endpoint, complete (`/v1/traces` added for HTTP when it
+    /// came from `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub(crate) endpoint: String,
+    pub(crate) protocol: Protocol,
+}
+
+impl OtlpEnv {
+    /// Reads `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` and `..._PROTOCOL`
+    /// through `env`. `Ok(None)` when no endpoint is set.
+    pub(crate) fn read(
+        env: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<Option<OtlpEnv>, BuildError> {
+        let (var, protocol) = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
+            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
+            None => (
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                env("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            ),
+        };
+        let protocol = match protocol.as_deref().map(str::trim) {
+            None | Some("") | Some("grpc") => Protocol::Grpc,
+            Some("http/protobuf") => Protocol::HttpProtobuf,
+            Some(other) => {
+                return Err(BuildError::InvalidEnv {
+                    var,
+                    value: other.to_owned(),
+                    expected: "grpc or http/protobuf",
+                });
+            }
+        };
+        let nonempty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        let endpoint = match nonempty(env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
+            Some(e) => e,
+            None => match nonempty(env("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+                // The spec: the signal path is appended for HTTP only.
+                Some(e) if protocol == Protocol::HttpProtobuf => {
+                    format!("{}/v1/traces", e.trim_end_matches('/'))
+                }
+                Some(e) => e,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(OtlpEnv { endpoint, protocol }))
+    }
+
+    /// Builds the exporter. Must run inside a Tokio runtime (tonic's lazy
+    /// channel spawns its worker on build). Headers, timeout, compression and
+    /// TLS settings come from the standard `OTEL_EXPORTER_OTLP_*` variables,
+    /// read by `opentelemetry-otlp`; retries are ours, so its own are off.
+    fn build(&self) -> Result<Box<dyn DynExporter>, BuildError> {
+        use opentelemetry_otlp::{RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
+        let err = |e: opentelemetry_otlp::ExporterBuildError| BuildError::Exporter(Box::new(e));
+        Ok(match self.protocol {
+            Protocol::Grpc => Box::new(
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(self.endpoint.clone())
+                    .with_retry_policy(RetryPolicy::disabled())
+                    .build()
+                    .map_err(err)?,
+            ),
+            Protocol::HttpProtobuf => Box::new(
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(self.endpoint.clone())
+                    .with_retry_policy(RetryPolicy::disabled())
+                    .build()
+                    .map_err(err)?,
+            ),
+        })
+    }
+}
+
+/// The resource of every exported span: the SDK's detectors
+/// (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, telemetry.sdk.*) plus
+/// `host.name` when they did not set it. Jaeger's clock-skew adjuster shifts
+/// child spans that start before their parent unless `host.name` is present,
+/// which would distort the timeline.
+///
+/// # Examples
+///
+/// ```
+/// let r = tokio_blackbox::export::transport::resource();
+/// assert!(r.get(&opentelemetry::Key::new("host.name")).is_some());
+/// assert!(r.get(&opentelemetry::Key::new("service.name")).is_some());
+/// ```
+pub fn resource() -> Resource {
+    let detected = Resource::builder().build();
+    if detected.get(&Key::new("host.name")).is_some() {
+        return detected;
+    }
+    Resource::builder()
+        .with_attribute(KeyValue::new("host.name", host_name()))
+        .build()
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+// === Splitting ===
+
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.as_str().len(),
+        Value::Array(a) => format!("{a:?}").len(),
+        _ => 9,
+    }
+}
+
+fn attrs_len(attrs: &[KeyValue]) -> usize {
+    attrs
+        .iter()
+        .map(|kv| kv.key.as_str().len() + value_len(&kv.value) + 12)
+        .sum()
+}
+
+/// An upper bound of a span's protobuf size: every field counted at its
+/// widest (ids with tags, 9-byte fixed64 times, 5-byte length prefixes).
+pub(crate) fn estimated_len(s: &SpanData) -> usize {
+    64 + s.name.len()
+        + s.span_context.trace_state().header().len()
+        + attrs_len(&s.attributes)
+        + s.events
+            .iter()
+            .map(|e| 24 + e.name.len() + attrs_len(&e.attributes))
+            .sum::<usize>()
+        + s.links
+            .iter()
+            .map(|l| 48 + l.span_context.trace_state().header().len() + attrs_len(&l.attributes))
+            .sum::<usize>()
+        + match &s.status {
+            opentelemetry::trace::Status::Error { description } => 8 + description.len(),
+            _ => 8,
+        }
+}
+
+/// Splits spans into requests estimated under `limit` bytes each. A span
+/// larger than `limit` on its own goes alone (the receiver decides).
+pub(crate) fn split(spans: Vec<SpanData>, limit: usize) -> Vec<Vec<SpanData>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = 0;
+    for s in spans {
+        let n = estimated_len(&s);
+        if !cur.is_empty() && size + n > limit {
+            out.push(std::mem::take(&mut cur));
+            size = 0;
+        }
+        size += n;
+        cur.push(s);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+// === The pipeline ===
+
+/// Work for the export thread.
+pub(crate) enum Job {
+    Window(Box<Window>),
+    Spans(Vec<SpanData>),
+    Flush(SyncSender<()>),
+}
+
+/// Where spans end up.
+enum Backend {
+    Exporter(Box<dyn DynExporter>),
+    Json {
+        path: PathBuf,
+        resource: ResourceAttributesWithSchema,
+    },
+}
+
+impl Backend {
+    async fn send(&mut self, spans: Vec<SpanData>) -> OTelSdkResult {
+        match self {
+            Backend::Exporter(e) => e.export_dyn(spans).await,
+            Backend::Json { path, resource } => super::json::write_json_line(path, spans, resource)
+                .map_err(|e| OTelSdkError::InternalFailure(e.to_string())),
+        }
+    }
+}
+
+/// What the export thread is built from.
+pub(crate) enum Target {
+    Otlp(OtlpEnv),
+    Exporter(Box<dyn DynExporter>),
+    Json(PathBuf),
+}
+
+/// A handle on a running export thread: a [`Sink`] for windows.
+pub(crate) struct Pipeline {
+    tx: SyncSender<Job>,
+    shared: Arc<ExportShared>,
+    flush_timeout: Duration,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline").finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Starts the export thread, builds the exporter on it, and connects the
+    /// queue to `shared` (for the tail sampler).
+    pub(crate) fn start(
+        target: Target,
+        budget: Budget,
+        shared: Arc<ExportShared>,
+    ) -> Result<Pipeline, BuildError> {
+        let flush_timeout = shared.flush_timeout;
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let thread_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("blackbox-export".into())
+            .spawn(move || export_thread(target, budget, thread_shared, rx, ready_tx))
+            .map_err(|source| BuildError::Thread {
+                thread: "blackbox-export",
+                source,
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(BuildError::Thread {
+                    thread: "blackbox-export",
+                    source: std::io::Error::other("the export thread ended during start-up"),
+                });
+            }
+        }
+        shared.connect(tx.clone());
+        Ok(Pipeline {
+            tx,
+            shared,
+            flush_timeout,
+        })
+    }
+
+    pub(crate) fn write(&mut self, window: &Window) -> Result<(), SinkError> {
+        match self.tx.try_send(Job::Window(Box::new(window.clone()))) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(SinkError::new("the export queue is full")),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(SinkError::new("the export thread has stopped"))
+            }
+        }
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<(), SinkError> {
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        self.tx
+            .send(Job::Flush(ack_tx))
+            .map_err(|_| SinkError::new("the export thread has stopped"))?;
+        ack_rx
+            .recv_timeout(self.flush_timeout)
+            .map_err(|_| SinkError::new("the export thread did not flush in time"))
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // The sink goes with the capture thread: the export thread ends once
+        // it has sent what is queued (tail samplers then count their drops).
+        self.shared.disconnect();
+    }
+}
+
+fn export_thread(
+    target: Target,
+    budget: Budget,
+    shared: Arc<ExportShared>,
+    rx: Receiver<Job>,
+    ready: SyncSender<Result<(), BuildError>>,
+) {
+    // No feedback: the exporter's own spans and events go nowhere.
+    let _no_tracing =
+        tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+    let _suppressed = opentelemetry::Context::enter_telemetry_suppressed_scope();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(source) => {
+            let _ = ready.send(Err(BuildError::Thread {
+                thread: "blackbox-export",
+                source,
+            }));
+            return;
+        }
+    };
+    let built = {
+        let _enter = rt.enter();
+        match target {
+            Target::Otlp(env) => env.build().map(Backend::Exporter),
+            Target::Exporter(e) => Ok(Backend::Exporter(e)),
+            Target::Json(path) => Ok(Backend::Json {
+                path,
+                resource: (&resource()).into(),
+            }),
+        }
+    };
+    let mut backend = match built {
+        Ok(mut b) => {
+            if let Backend::Exporter(e) = &mut b {
+                e.set_resource_dyn(&resource());
+            }
+            let _ = ready.send(Ok(()));
+            b
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let c = &shared.counters;
+    while let Ok(job) = rx.recv() {
+        let spans = match job {
+            Job::Window(w) => {
+                let (mut spans, _) = otlp::window_spans(&w, budget);
+                if shared.sampler_active.load(Ordering::Relaxed) {
+                    // The app's spans go through the tail sampler: a request
+                    // whose trace it did not keep would leave the window
+                    // under a missing parent, so send the request span too.
+                    for r in w
+                        .requests
+                        .iter()
+                        .filter(|r| !r.own_span && !shared.was_kept(r.trace_id))
+                    {
+                        spans.push(otlp::request_span(r, "tail_sampler_missed"));
+                    }
+                }
+                add(&c.windows_exported, 1);
+                spans
+            }
+            Job::Spans(spans) => spans,
+            Job::Flush(ack) => {
+                let _ = ack.try_send(());
+                continue;
+            }
+        };
+        let requests = split(spans, SPLIT_AT);
+        if requests.len() > 1 {
+            add(&c.requests_split, requests.len() as u64 - 1);
+        }
+        for batch in requests {
+            let n = batch.len() as u64;
+            if rt.block_on(send_with_retries(&mut backend, batch, c)) {
+                add(&c.spans_exported, n);
+            } else {
+                add(&c.spans_dropped, n);
+                add(&c.export_failures, 1);
+            }
+        }
+    }
+    if let Backend::Exporter(e) = &backend {
+        let _ = e.shutdown_dyn();
+    }
+}
+
+async fn send_with_retries(
+    backend: &mut Backend,
+    mut batch: Vec<SpanData>,
+    c: &ExportCounters,
+) -> bool {
+    let mut delay = BACKOFF;
+    for attempt in 0..=RETRIES {
+        // The exporter takes the batch by value: keep a copy while a retry may follow.
+        let this = if attempt == RETRIES {
+            std::mem::take(&mut batch)
+        } else {
+            batch.clone()
+        };
+        match backend.send(this).await {
+            Ok(()) => return true,
+            Err(OTelSdkError::AlreadyShutdown) => return false,
+            Err(_) if attempt < RETRIES => {
+                add(&c.export_retries, 1);
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+// === Public sinks ===
+
+/// Sends each captured window, as OTLP spans in the slow request's trace, to a
+/// [`SpanExporter`] on the recorder's own export thread.
+///
+/// This is the default sink when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set and
+/// [`Builder::with_default_env`](crate::Builder::with_default_env) is used;
+/// [`Builder::exporter`](crate::Builder::exporter) makes one with any exporter.
+/// Build one by hand only to combine it with a sink of your own.
+///
+/// # Examples
+///
+/// ```
+/// use opentelemetry_sdk::trace::InMemorySpanExporter;
+/// use tokio_blackbox::{OtlpSink, Sink};
+///
+/// let exporter = InMemorySpanExporter::default();
+/// let mut sink = OtlpSink::with_exporter(exporter.clone())?;
+/// let window = tokio_blackbox::export::otlp::testing::window(2, 2, 1);
+/// sink.write(&window)?;
+/// sink.flush()?;
+/// assert!(exporter.get_finished_spans()?.iter().any(|s| s.name == "blackbox.window"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct OtlpSink {
+    pipeline: Pipeline,
+}
+
+impl OtlpSink {
+    /// An OTLP sink configured from the standard `OTEL_EXPORTER_OTLP_*`
+    /// variables: gRPC (tonic), or HTTP/protobuf when
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidEnv`] when no endpoint is set or the protocol is
+    /// not `grpc` or `http/protobuf`; [`BuildError::Exporter`] when the
+    /// exporter cannot be built (a malformed endpoint, for instance).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let _sink = tokio_blackbox::OtlpSink::from_env()?;
+    /// # Ok::<(), tokio_blackbox::BuildError>(())
+    /// ```
+    pub fn from_env() -> Result<OtlpSink, BuildError> {
+        let env = OtlpEnv::read(|v| std::env::var(v).ok())?.ok_or(BuildError::InvalidEnv {
+            var: "OTEL_EXPORTER_OTLP_ENDPOINT",
+            value: String::new(),
+            expected: "an OTLP endpoint such as http://localhost:4317",
+        })?;
+        OtlpSink::start(Target::Otlp(env), Budget::default(), Arc::default())
+    }
+
+    /// An OTLP sink exporting through `exporter`.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Thread`] when the export thread cannot start.
+    pub fn with_exporter<E: SpanExporter + 'static>(exporter: E) -> Result<OtlpSink, BuildError> {
+        OtlpSink::start(
+            Target::Exporter(Box::new(exporter)),
+            Budget::default(),
+            Arc::default(),
+        )
+    }
+
+    pub(crate) fn start(
+        target: Target,
+        budget: Budget,
+        shared: Arc<ExportShared>,
+    ) -> Result<OtlpSink, BuildError> {
+        Ok(OtlpSink {
+            pipeline: Pipeline::start(target, budget, shared)?,
+        })
+    }
+}
+
+impl Sink for OtlpSink {
+    fn write(&mut self, window: &Window) -> Result<(), SinkError> {
+        self.pipeline.write(window)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.pipeline.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+    use prost::Message;
+
+    #[test]
+    fn otlp_env_is_read_like_the_spec() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &'static str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(OtlpEnv::read(env(&[])).unwrap(), None);
+        let grpc = OtlpEnv::read(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            grpc,
+            OtlpEnv {
+                endpoint: "http://c:4317".into(),
+                protocol: Protocol::Grpc
+            }
+        );
+        let http = OtlpEnv::read(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(http.endpoint, "http://c:4318/v1/traces");
+        let traces = OtlpEnv::read(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4318/custom"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(traces.endpoint, "http://t:4318/custom");
+        let err = OtlpEnv::read(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("OTEL_EXPORTER_OTLP_PROTOCOL=\"carrier-pigeon\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn estimate_bounds_the_encoded_size_and_splits_stay_under_4_mib() {
+        // 40 windows of 1,000 spans: about 12 MiB of OTLP.
+        let mut spans = Vec::new();
+        for _ in 0..40 {
+            spans
+                .extend(otlp::window_spans(&otlp::testing::window(100, 9, 2), Budget::default()).0);
+        }
+        let res: ResourceAttributesWithSchema = (&resource()).into();
+        for s in spans.iter().take(200) {
+            let real = group_spans_by_resource_and_scope(vec![s.clone()], &Default::default())[0]
+                .scope_spans[0]
+                .spans[0]
+                .encoded_len();
+            assert!(
+                estimated_len(s) >= real,
+                "{} < {real} for {}",
+                estimated_len(s),
+                s.name
+            );
+        }
+        let total = spans.len();
+        let parts = split(spans, SPLIT_AT);
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), total);
+        for p in parts {
+            let req = ExportTraceServiceRequest {
+                resource_spans: group_spans_by_resource_and_scope(p, &res),
+            };
+            assert!(
+                req.encoded_len() <= MAX_REQUEST_BYTES,
+                "{}",
+                req.encoded_len()
+            );
+        }
+    }
+
+    /// An exporter that fails the first `fail` calls.
+    #[derive(Debug)]
+    struct Flaky {
+        fail: AtomicU64,
+        inner: InMemorySpanExporter,
+    }
+
+    impl SpanExporter for Flaky {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            if self.fail.load(Ordering::Relaxed) > 0 {
+                self.fail.fetch_sub(1, Ordering::Relaxed);
+                return Err(OTelSdkError::InternalFailure("down".into()));
+            }
+            self.inner.export(batch).await
+        }
+    }
+
+    #[test]
+    fn retries_are_bounded_then_spans_are_dropped_and_counted() {
+        let inner = InMemorySpanExporter::default();
+        let shared = Arc::new(ExportShared::default());
+        let flaky = Flaky {
+            fail: AtomicU64::new(4),
+            inner: inner.clone(),
+        };
+        let mut sink = OtlpSink::start(
+            Target::Exporter(Box::new(flaky)),
+            Budget::default(),
+            shared.clone(),
+        )
+        .unwrap();
+        let w = otlp::testing::window(2, 2, 1);
+        sink.write(&w).unwrap(); // fails 3 times: dropped
+        sink.write(&w).unwrap(); // fails once, then goes
+        sink.flush().unwrap();
+        let c = &shared.counters;
+        let n = otlp::window_spans(&w, Budget::default()).0.len() as u64;
+        assert_eq!(c.spans_dropped.load(Ordering::Relaxed), n);
+        assert_eq!(c.spans_exported.load(Ordering::Relaxed), n);
+        assert_eq!(c.export_retries.load(Ordering::Relaxed), 3);
+        assert_eq!(c.export_failures.load(Ordering::Relaxed), 1);
+        assert_eq!(inner.get_finished_spans().unwrap().len() as u64, n);
+    }
+
+    #[test]
+    fn a_window_whose_trace_the_sampler_missed_carries_its_request_span() {
+        let exporter = InMemorySpanExporter::default();
+        let shared = Arc::new(ExportShared::default());
+        shared.sampler_active.store(true, Ordering::Relaxed);
+        let mut sink = OtlpSink::start(
+            Target::Exporter(Box::new(exporter.clone())),
+            Budget::default(),
+            shared.clone(),
+        )
+        .unwrap();
+        let w = otlp::testing::window(1, 1, 1);
+        let req = w.requests[0].clone();
+        sink.write(&w).unwrap();
+        sink.flush().unwrap();
+        let is_request = |s: &SpanData| s.span_context.span_id() == req.span_id;
+        let spans = exporter.get_finished_spans().unwrap();
+        let own: Vec<_> = spans.iter().filter(|s| is_request(s)).collect();
+        assert_eq!(own.len(), 1, "the request span is sent with the window");
+        assert!(
+            own[0]
+                .attributes
+                .iter()
+                .any(|kv| kv.value == Value::from("tail_sampler_missed"))
+        );
+        // Once the sampler kept the trace, the window goes alone.
+        exporter.reset();
+        shared.kept(req.trace_id);
+        sink.write(&w).unwrap();
+        sink.flush().unwrap();
+        assert!(
+            !exporter
+                .get_finished_spans()
+                .unwrap()
+                .iter()
+                .any(is_request)
+        );
+    }
+
+    #[test]
+    fn a_malformed_endpoint_is_a_build_error() {
+        for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+            let env = OtlpEnv {
+                endpoint: "not a url".into(),
+                protocol,
+            };
+            let err =
+                OtlpSink::start(Target::Otlp(env), Budget::default(), Arc::default()).unwrap_err();
+            assert!(
+                matches!(err, BuildError::Exporter(_)),
+                "{protocol:?}: {err}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with("could not build the span exporter"),
+                "{err}"
+            );
+        }
+    }
+}
