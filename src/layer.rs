@@ -400,7 +400,8 @@ where
             }
         };
         let name = self.inner.capture.strings.get(state.name);
-        let anchor = &self.inner.anchor;
+        // A fresh anchor: the raw clock and the wall clock drift apart over hours.
+        let anchor = self.inner.capture.clock.anchor();
         self.inner.on_slow_request(SlowRequest {
             request_id: state.id,
             name,

@@ -7,7 +7,7 @@
 
 use crate::builder::{Builder, Config};
 use crate::capture::{Capture, Lanes};
-use crate::clock::{Clock, TimeAnchor, unix_now_ns};
+use crate::clock::{Clock, unix_now_ns};
 use crate::error::{BuildError, DumpError};
 use crate::export::Sink;
 use crate::export::sampling::{SamplerSettings, TailSampler};
@@ -126,7 +126,6 @@ pub struct BlackboxStats {
 pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) capture: Arc<Capture>,
-    pub(crate) anchor: TimeAnchor,
     pub(crate) next_request_id: AtomicU64,
     tx: SyncSender<Msg>,
     counters: Counters,
@@ -160,7 +159,6 @@ pub(crate) fn start(
     export: Arc<ExportShared>,
 ) -> Result<(Blackbox, BlackboxGuard), BuildError> {
     let clock = Clock::new();
-    let anchor = clock.anchor();
     let capture = Arc::new(Capture::new(
         clock,
         Lanes::new(config.events_per_thread, config.max_threads),
@@ -170,7 +168,6 @@ pub(crate) fn start(
     let inner = Arc::new(Inner {
         config,
         capture,
-        anchor,
         next_request_id: AtomicU64::new(1),
         tx,
         counters: Counters::default(),
@@ -479,7 +476,7 @@ impl Inner {
     fn snapshot_all(&self) -> Window {
         let now = unix_now_ns();
         let lanes = self.capture.lanes.snapshot(None);
-        let (lanes, _) = Window::cut(lanes, 0, u64::MAX, &self.anchor);
+        let (lanes, _) = Window::cut(lanes, 0, u64::MAX, &self.capture.clock.anchor());
         let from = lanes
             .iter()
             .filter_map(|l| l.events.first().map(|e| e.ts))
@@ -496,7 +493,7 @@ impl Inner {
 
     fn cut(&self, p: Pending, sequence: u64) -> Window {
         let lanes = self.capture.lanes.snapshot(None);
-        let (lanes, _) = Window::cut(lanes, p.from_ns, p.to_ns, &self.anchor);
+        let (lanes, _) = Window::cut(lanes, p.from_ns, p.to_ns, &self.capture.clock.anchor());
         Window {
             sequence,
             from_unix_ns: p.from_ns,

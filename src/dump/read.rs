@@ -57,7 +57,7 @@ pub enum Record {
 /// # Examples
 ///
 /// ```
-/// use tokio_blackbox::{Window, dump::{self, DumpReader, FileKind, Record}};
+/// use tokio_blackbox::{Window, dump::{self, DumpReader, FileKind}};
 /// let mut bytes = Vec::new();
 /// dump::write_window(&mut bytes, &Window::default(), FileKind::Dump)?;
 /// let mut reader = DumpReader::new(&bytes[..])?;
