@@ -1,0 +1,125 @@
+//! Choosing what to draw: a time range and a slow request, from
+//! `--trace`, `--from` and `--to`.
+
+use std::time::Duration;
+
+use crate::Failure;
+use crate::scan::Meta;
+
+/// The part of a file to show.
+#[derive(Debug, Clone, clap::Args)]
+#[deny(missing_docs)]
+pub(crate) struct RangeArgs {
+    /// Show the slow request with this trace id (32 hex digits, or a unique
+    /// prefix) and the time around it. Without it the first slow request in
+    /// the file, if any, is marked.
+    #[arg(long, value_name = "ID")]
+    pub(crate) trace: Option<String>,
+    /// Start of the range, as an offset from the start of the file: `1.5s`, `250ms`.
+    #[arg(long, value_name = "T", value_parser = parse_offset)]
+    pub(crate) from: Option<Duration>,
+    /// End of the range, as an offset from the start of the file: `2s`.
+    #[arg(long, value_name = "T", value_parser = parse_offset)]
+    pub(crate) to: Option<Duration>,
+}
+
+fn parse_offset(s: &str) -> Result<Duration, String> {
+    tokio_blackbox::parse_duration(s).ok_or_else(|| {
+        format!(
+            "{s:?} is not a duration: expected a number and a unit, such as 1.5s, 250ms or 800us"
+        )
+    })
+}
+
+/// A resolved selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Range {
+    /// Start, UNIX ns.
+    pub(crate) from_ns: u64,
+    /// End, UNIX ns (greater than `from_ns`).
+    pub(crate) to_ns: u64,
+    /// Index into `meta.requests` of the request to mark.
+    pub(crate) request: Option<usize>,
+}
+
+impl RangeArgs {
+    /// Resolves the arguments against a file's metadata.
+    ///
+    /// # Errors
+    ///
+    /// [`Failure::Usage`] for a trace id that matches no slow request (or
+    /// several), or an empty range.
+    pub(crate) fn resolve(&self, meta: &Meta) -> Result<Range, Failure> {
+        let (mut from_ns, mut to_ns) = (meta.from_ns, meta.to_ns.max(meta.from_ns));
+        let mut request = (!meta.requests.is_empty()).then_some(0);
+        if let Some(id) = &self.trace {
+            let want = id.trim().to_ascii_lowercase();
+            let hits: Vec<usize> = meta
+                .requests
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| !want.is_empty() && r.trace_id.to_string().starts_with(&want))
+                .map(|(i, _)| i)
+                .collect();
+            let i = match hits[..] {
+                [i] => i,
+                [] => {
+                    let known: Vec<String> = meta
+                        .requests
+                        .iter()
+                        .map(|r| r.trace_id.to_string())
+                        .collect();
+                    return Err(Failure::Usage(format!(
+                        "no slow request with trace id {id:?} in the file; it has {}",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    )));
+                }
+                _ if hits
+                    .iter()
+                    .all(|&i| meta.requests[i].trace_id == meta.requests[hits[0]].trace_id) =>
+                {
+                    hits[0]
+                }
+                _ => {
+                    return Err(Failure::Usage(format!(
+                        "trace id prefix {id:?} matches {} slow requests",
+                        hits.len()
+                    )));
+                }
+            };
+            let r = &meta.requests[i];
+            // Context on both sides: a quarter of the request's duration.
+            let margin = r.end_unix_ns.saturating_sub(r.start_unix_ns) / 4;
+            from_ns = r
+                .start_unix_ns
+                .saturating_sub(margin)
+                .max(meta.from_ns.min(r.start_unix_ns));
+            to_ns = r
+                .end_unix_ns
+                .saturating_add(margin)
+                .min(meta.to_ns.max(r.end_unix_ns));
+            request = Some(i);
+        }
+        if let Some(f) = self.from {
+            from_ns = meta.from_ns.saturating_add(f.as_nanos() as u64);
+        }
+        if let Some(t) = self.to {
+            to_ns = meta.from_ns.saturating_add(t.as_nanos() as u64);
+        }
+        if to_ns <= from_ns {
+            return Err(Failure::Usage(format!(
+                "the range is empty: --to must be after --from (the file spans {})",
+                crate::fmt::dur(meta.to_ns.saturating_sub(meta.from_ns))
+            )));
+        }
+        Ok(Range {
+            from_ns,
+            to_ns,
+            request,
+        })
+    }
+}
