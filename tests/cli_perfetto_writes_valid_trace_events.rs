@@ -14,7 +14,9 @@ use support::fixtures;
 
 fn trace_of(fixture: &str) -> Value {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{fixture}.trace.json"));
-    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+    let input = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
     let status = Command::new(env!("CARGO_BIN_EXE_blackbox"))
         .arg("perfetto")
         .arg(&input)
@@ -29,7 +31,10 @@ fn trace_of(fixture: &str) -> Value {
 /// Checks the trace-event format rules; returns the events.
 #[track_caller]
 fn check_format(trace: &Value) -> Vec<Value> {
-    let events = trace["traceEvents"].as_array().expect("a traceEvents array").clone();
+    let events = trace["traceEvents"]
+        .as_array()
+        .expect("a traceEvents array")
+        .clone();
     assert!(!events.is_empty());
     let mut last_ts: HashMap<(u64, u64), f64> = HashMap::new();
     let mut open: HashMap<(u64, u64), Vec<(String, f64)>> = HashMap::new(); // B/E
@@ -44,7 +49,13 @@ fn check_format(trace: &Value) -> Vec<Value> {
         if ph == "M" {
             let name = e["name"].as_str().unwrap();
             assert!(
-                ["process_name", "thread_name", "process_sort_index", "thread_sort_index"].contains(&name),
+                [
+                    "process_name",
+                    "thread_name",
+                    "process_sort_index",
+                    "thread_sort_index"
+                ]
+                .contains(&name),
                 "unknown metadata {e}"
             );
             assert!(e["args"].is_object(), "metadata without args: {e}");
@@ -57,20 +68,31 @@ fn check_format(trace: &Value) -> Vec<Value> {
         *last = ts;
         match ph {
             "X" => {
-                let dur = e["dur"].as_f64().unwrap_or_else(|| panic!("X without dur: {e}"));
+                let dur = e["dur"]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("X without dur: {e}"));
                 assert!(dur >= 0.0, "negative dur: {e}");
                 let stack = nest.entry(track).or_default();
                 while stack.last().is_some_and(|&end| end <= ts) {
                     stack.pop();
                 }
                 if let Some(&end) = stack.last() {
-                    assert!(ts + dur <= end + 1e-6, "slice overlaps its parent without nesting: {e}");
+                    assert!(
+                        ts + dur <= end + 1e-6,
+                        "slice overlaps its parent without nesting: {e}"
+                    );
                 }
                 stack.push(ts + dur);
             }
-            "B" => open.entry(track).or_default().push((e["name"].as_str().unwrap().into(), ts)),
+            "B" => open
+                .entry(track)
+                .or_default()
+                .push((e["name"].as_str().unwrap().into(), ts)),
             "E" => {
-                let (_, begin) = open.get_mut(&track).and_then(Vec::pop).unwrap_or_else(|| panic!("E without B: {e}"));
+                let (_, begin) = open
+                    .get_mut(&track)
+                    .and_then(Vec::pop)
+                    .unwrap_or_else(|| panic!("E without B: {e}"));
                 assert!(ts >= begin);
             }
             "s" | "f" => {
@@ -80,7 +102,10 @@ fn check_format(trace: &Value) -> Vec<Value> {
                 if ph == "s" {
                     pair.0.push(ts);
                 } else {
-                    assert_eq!(e["bp"], "e", "flow end must bind to its enclosing slice: {e}");
+                    assert_eq!(
+                        e["bp"], "e",
+                        "flow end must bind to its enclosing slice: {e}"
+                    );
                     pair.1.push(ts);
                 }
             }
@@ -92,7 +117,11 @@ fn check_format(trace: &Value) -> Vec<Value> {
         assert!(stack.is_empty(), "unmatched B on {track:?}");
     }
     for (id, (starts, ends)) in &flows {
-        assert_eq!((starts.len(), ends.len()), (1, 1), "flow {id} is not one start and one end");
+        assert_eq!(
+            (starts.len(), ends.len()),
+            (1, 1),
+            "flow {id} is not one start and one end"
+        );
         assert!(starts[0] <= ends[0], "flow {id} goes back in time");
     }
     events
@@ -102,11 +131,22 @@ fn check_format(trace: &Value) -> Vec<Value> {
 fn small_fixture_is_a_valid_trace() {
     let trace = trace_of("small.bbx");
     let events = check_format(&trace);
-    let named = |name: &str| -> Vec<&Value> { events.iter().filter(|e| e["name"] == name).collect() };
+    let named =
+        |name: &str| -> Vec<&Value> { events.iter().filter(|e| e["name"] == name).collect() };
 
     // A track per worker.
-    let threads: Vec<&str> = named("thread_name").iter().filter_map(|e| e["args"]["name"].as_str()).collect();
-    assert_eq!(threads.iter().filter(|n| n.contains("tokio-runtime-worker")).count(), 3, "{threads:?}");
+    let threads: Vec<&str> = named("thread_name")
+        .iter()
+        .filter_map(|e| e["args"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        threads
+            .iter()
+            .filter(|n| n.contains("tokio-runtime-worker"))
+            .count(),
+        3,
+        "{threads:?}"
+    );
     // A slice per poll: 31 polls in the fixture.
     let polls: Vec<&Value> = events.iter().filter(|e| e["cat"] == "poll").collect();
     assert_eq!(polls.len(), 31);
@@ -126,9 +166,20 @@ fn small_fixture_is_a_valid_trace() {
     assert_eq!(req[0]["args"]["trace_id"], fixtures::TRACE_ID);
     // Flows from a spawn to the first poll: handler (spawned by the accept
     // loop), query (spawned by the handler) and the health check.
-    let flow_ids: Vec<u64> = events.iter().filter(|e| e["ph"] == "f").filter_map(|e| e["id"].as_u64()).collect();
-    for task in [fixtures::TASK_HANDLER, fixtures::TASK_QUERY, fixtures::TASK_HEALTH] {
-        assert!(flow_ids.contains(&task), "no flow to task {task}: {flow_ids:?}");
+    let flow_ids: Vec<u64> = events
+        .iter()
+        .filter(|e| e["ph"] == "f")
+        .filter_map(|e| e["id"].as_u64())
+        .collect();
+    for task in [
+        fixtures::TASK_HANDLER,
+        fixtures::TASK_QUERY,
+        fixtures::TASK_HEALTH,
+    ] {
+        assert!(
+            flow_ids.contains(&task),
+            "no flow to task {task}: {flow_ids:?}"
+        );
     }
 }
 

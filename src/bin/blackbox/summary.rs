@@ -279,15 +279,15 @@ impl Summary {
             let _ = writeln!(o, "  busiest");
             let _ = writeln!(
                 o,
-                "    {:>8}  {:<40} {:>8} {:>10} {:>10}",
+                "    {:>8}  {:<48} {:>8} {:>10} {:>10}",
                 "task", "spawned at", "polls", "busy", "longest"
             );
             for (id, t) in busiest.iter().take(TOP) {
                 let _ = writeln!(
                     o,
-                    "    {:>8}  {:<40} {:>8} {:>10} {:>10}{}",
+                    "    {:>8}  {:<48} {:>8} {:>10} {:>10}{}",
                     id,
-                    truncate(loc(**id), 40),
+                    truncate(loc(**id), 48),
                     count(t.polls),
                     dur(t.busy_ns),
                     dur(t.longest_ns),
@@ -309,9 +309,9 @@ impl Summary {
             for p in long {
                 let _ = writeln!(
                     o,
-                    "    {:>8}  {:<40} {:>10} on lane {} at {}{}",
+                    "    {:>8}  {:<48} {:>10} on lane {} at {}{}",
                     p.task,
-                    truncate(loc(p.task), 40),
+                    truncate(loc(p.task), 48),
                     dur(p.duration_ns()),
                     p.lane,
                     offset(p.start_ns, meta.from_ns),
@@ -359,9 +359,9 @@ impl Summary {
                 }
                 let _ = writeln!(
                     o,
-                    "    {:>8}  {:<40} {:>10}{}{}",
+                    "    {:>8}  {:<48} {:>10}{}{}",
                     task,
-                    truncate(loc(*task), 40),
+                    truncate(loc(*task), 48),
                     dur(*ns),
                     if notes.is_empty() { "" } else { "  " },
                     notes.join(", ")

@@ -298,9 +298,9 @@ fn render(d: &Drawing, meta: &Meta, name: &str, paint: Paint) -> String {
                 .unwrap_or("(unknown location)");
             let _ = writeln!(
                 o,
-                "  task {:<6} {:<40} {:>10} on lane {} at {}{}",
+                "  task {:<6} {:<48} {:>10} on lane {} at {}{}",
                 p.task,
-                truncate(loc, 40),
+                truncate(loc, 48),
                 dur(p.duration_ns()),
                 p.lane,
                 offset(p.start_ns, meta.from_ns),
