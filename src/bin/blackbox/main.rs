@@ -172,3 +172,6 @@ fn finish(out: BufWriter<File>, path: &Path) -> Result<(), Failure> {
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,88 @@
+//! Every subcommand on arbitrary and on damaged input: an error naming the
+//! byte offset, or output, and never a panic. The number of cases is
+//! bounded (`PROPTEST_CASES` overrides it) so CI time stays fixed.
+
+use std::io::Write as _;
+
+use proptest::prelude::*;
+
+use crate::Failure;
+use crate::select::RangeArgs;
+
+const SMALL: &[u8] = include_bytes!("../../../tests/fixtures/small.bbx");
+const GOLDEN: &[u8] = include_bytes!("../../../tests/fixtures/golden.bbx");
+
+/// Runs every subcommand on `bytes`; checks each failure is a read error with an offset.
+fn every_subcommand(bytes: &[u8]) {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(bytes).unwrap();
+    let path = file.path();
+    let check = |r: Result<(), Failure>| match r {
+        Ok(()) | Err(Failure::Usage(_)) => {}
+        Err(Failure::Input(_, e)) => {
+            let text = e.to_string();
+            assert!(text.contains("byte "), "no offset in {text:?}");
+        }
+        Err(Failure::Other(e)) => panic!("unexpected failure {e:#}"),
+    };
+    let mut s = crate::summary::Summary::default();
+    check(
+        crate::scan::scan(path, &mut s)
+            .map(|_| ())
+            .map_err(|e| Failure::Input(path.into(), e)),
+    );
+    let _ = s.render("fuzz");
+    let range = RangeArgs {
+        trace: None,
+        from: None,
+        to: None,
+    };
+    check(crate::timeline::run(path, &range, 40, true).map(|_| ()));
+    check(crate::html::run(path, &mut Vec::new()));
+    check(crate::perfetto::run(path, &mut Vec::new()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        every_subcommand(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_bytes_after_a_valid_header(tail in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut bytes = SMALL[..32].to_vec();
+        bytes.extend_from_slice(&tail);
+        every_subcommand(&bytes);
+    }
+
+    #[test]
+    fn damaged_fixtures(
+        golden in any::<bool>(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut bytes = if golden { GOLDEN.to_vec() } else { SMALL.to_vec() };
+        for (at, value) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        if truncate {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        every_subcommand(&bytes);
+    }
+}
+
+#[test]
+fn fixtures_are_read_without_error() {
+    for bytes in [SMALL, GOLDEN] {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(bytes).unwrap();
+        let mut s = crate::summary::Summary::default();
+        crate::scan::scan(file.path(), &mut s).unwrap();
+        assert!(s.render("x").contains("slow"));
+    }
+}
