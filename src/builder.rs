@@ -82,29 +82,14 @@ impl fmt::Debug for Builder {
 
 /// The environment variables read by [`Builder::with_default_env`], with what each accepts.
 pub const ENV_VARS: &[(&str, &str)] = &[
-    (
-        "BLACKBOX_LATENCY_THRESHOLD",
-        "a duration such as 250ms or 2s",
-    ),
+    ("BLACKBOX_LATENCY_THRESHOLD", "a duration such as 250ms or 2s"),
     ("BLACKBOX_WINDOW_BEFORE", "a duration such as 2s"),
     ("BLACKBOX_WINDOW_AFTER", "a duration such as 200ms"),
-    (
-        "BLACKBOX_EVENTS_PER_THREAD",
-        "a whole number of events, at least 2",
-    ),
-    (
-        "BLACKBOX_MAX_THREADS",
-        "a whole number of threads, at least 1",
-    ),
-    (
-        "BLACKBOX_MAX_CAPTURES_PER_SEC",
-        "a whole number, at least 1",
-    ),
+    ("BLACKBOX_EVENTS_PER_THREAD", "a whole number of events, at least 2"),
+    ("BLACKBOX_MAX_THREADS", "a whole number of threads, at least 1"),
+    ("BLACKBOX_MAX_CAPTURES_PER_SEC", "a whole number, at least 1"),
     ("BLACKBOX_DIR", "a directory path"),
-    (
-        "BLACKBOX_REQUEST_SPANS",
-        "`root`, or span names and `target:PREFIX` items, comma-separated",
-    ),
+    ("BLACKBOX_REQUEST_SPANS", "`root`, or span names and `target:PREFIX` items, comma-separated"),
     ("BLACKBOX_SCHEDULE_DELAY", "true or false"),
     ("BLACKBOX_DISABLED", "true or false"),
     ("BLACKBOX_LONG_POLL", "a duration such as 10ms"),
@@ -320,86 +305,26 @@ impl Builder {
             };
         }
         let config = Config {
-            latency_threshold: setting!(
-                latency_threshold,
-                "BLACKBOX_LATENCY_THRESHOLD",
-                parse_duration,
-                Blackbox::DEFAULT_LATENCY_THRESHOLD
-            ),
-            window_before: setting!(
-                window_before,
-                "BLACKBOX_WINDOW_BEFORE",
-                parse_duration,
-                Blackbox::DEFAULT_WINDOW_BEFORE
-            ),
-            window_after: setting!(
-                window_after,
-                "BLACKBOX_WINDOW_AFTER",
-                parse_duration,
-                Blackbox::DEFAULT_WINDOW_AFTER
-            ),
+            latency_threshold: setting!(latency_threshold, "BLACKBOX_LATENCY_THRESHOLD", parse_duration, Blackbox::DEFAULT_LATENCY_THRESHOLD),
+            window_before: setting!(window_before, "BLACKBOX_WINDOW_BEFORE", parse_duration, Blackbox::DEFAULT_WINDOW_BEFORE),
+            window_after: setting!(window_after, "BLACKBOX_WINDOW_AFTER", parse_duration, Blackbox::DEFAULT_WINDOW_AFTER),
             max_window: self.max_window.unwrap_or(Blackbox::DEFAULT_MAX_WINDOW),
-            events_per_thread: setting!(
-                events_per_thread,
-                "BLACKBOX_EVENTS_PER_THREAD",
-                |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 2 && n <= 1 << 30),
-                Blackbox::DEFAULT_EVENTS_PER_THREAD
-            ),
-            max_threads: setting!(
-                max_threads,
-                "BLACKBOX_MAX_THREADS",
-                |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 1),
-                Blackbox::DEFAULT_MAX_THREADS
-            ),
-            max_captures_per_sec: setting!(
-                max_captures_per_sec,
-                "BLACKBOX_MAX_CAPTURES_PER_SEC",
-                |s: &str| s.parse::<u32>().ok().filter(|&n| n >= 1),
-                Blackbox::DEFAULT_MAX_CAPTURES_PER_SEC
-            ),
-            dir: setting!(
-                dir,
-                "BLACKBOX_DIR",
-                |s: &str| (!s.is_empty()).then(|| PathBuf::from(s)),
-                PathBuf::from(Blackbox::DEFAULT_DIR)
-            ),
-            request_spans: setting!(
-                request_spans,
-                "BLACKBOX_REQUEST_SPANS",
-                |s: &str| s.parse::<RequestSpans>().ok(),
-                RequestSpans::Root
-            ),
-            schedule_delay: setting!(
-                schedule_delay,
-                "BLACKBOX_SCHEDULE_DELAY",
-                parse_bool,
-                Blackbox::DEFAULT_SCHEDULE_DELAY
-            ),
+            events_per_thread: setting!(events_per_thread, "BLACKBOX_EVENTS_PER_THREAD", |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 2 && n <= 1 << 30), Blackbox::DEFAULT_EVENTS_PER_THREAD),
+            max_threads: setting!(max_threads, "BLACKBOX_MAX_THREADS", |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 1), Blackbox::DEFAULT_MAX_THREADS),
+            max_captures_per_sec: setting!(max_captures_per_sec, "BLACKBOX_MAX_CAPTURES_PER_SEC", |s: &str| s.parse::<u32>().ok().filter(|&n| n >= 1), Blackbox::DEFAULT_MAX_CAPTURES_PER_SEC),
+            dir: setting!(dir, "BLACKBOX_DIR", |s: &str| (!s.is_empty()).then(|| PathBuf::from(s)), PathBuf::from(Blackbox::DEFAULT_DIR)),
+            request_spans: setting!(request_spans, "BLACKBOX_REQUEST_SPANS", |s: &str| s.parse::<RequestSpans>().ok(), RequestSpans::Root),
+            schedule_delay: setting!(schedule_delay, "BLACKBOX_SCHEDULE_DELAY", parse_bool, Blackbox::DEFAULT_SCHEDULE_DELAY),
             disabled: setting!(disabled, "BLACKBOX_DISABLED", parse_bool, false),
-            long_poll: setting!(
-                long_poll,
-                "BLACKBOX_LONG_POLL",
-                parse_duration,
-                Blackbox::DEFAULT_LONG_POLL
-            ),
+            long_poll: setting!(long_poll, "BLACKBOX_LONG_POLL", parse_duration, Blackbox::DEFAULT_LONG_POLL),
             queue_capacity: Blackbox::DEFAULT_QUEUE_CAPACITY,
-            shutdown_timeout: self
-                .shutdown_timeout
-                .unwrap_or(Blackbox::DEFAULT_SHUTDOWN_TIMEOUT),
+            shutdown_timeout: self.shutdown_timeout.unwrap_or(Blackbox::DEFAULT_SHUTDOWN_TIMEOUT),
         };
         let bad = |setting: &'static str, value: String, expected: &'static str| {
-            Err(BuildError::InvalidSetting {
-                setting,
-                value,
-                expected,
-            })
+            Err(BuildError::InvalidSetting { setting, value, expected })
         };
         if config.events_per_thread < 2 || config.events_per_thread > 1 << 30 {
-            return bad(
-                "events_per_thread",
-                config.events_per_thread.to_string(),
-                "between 2 and 2^30",
-            );
+            return bad("events_per_thread", config.events_per_thread.to_string(), "between 2 and 2^30");
         }
         if config.max_threads == 0 {
             return bad("max_threads", "0".into(), "at least 1");
@@ -466,16 +391,7 @@ mod tests {
         assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_duration("500us"), Some(Duration::from_micros(500)));
         assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
-        for bad in [
-            "",
-            "ms",
-            "1.ms",
-            "-1s",
-            "1 parsec",
-            "1e3ms",
-            "s1",
-            "99999999999h",
-        ] {
+        for bad in ["", "ms", "1.ms", "-1s", "1 parsec", "1e3ms", "s1", "99999999999h"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }

@@ -129,10 +129,7 @@ impl Lanes {
         let inner = lock(&self.inner);
         inner.lanes.iter().fold((0, 0), |(p, o), l| {
             let pushed = l.ring.pushed();
-            (
-                p + pushed,
-                o + pushed.saturating_sub(l.ring.capacity() as u64),
-            )
+            (p + pushed, o + pushed.saturating_sub(l.ring.capacity() as u64))
         })
     }
 
@@ -355,9 +352,7 @@ mod tests {
 
     #[test]
     fn task_ids_are_recovered() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let h = rt.spawn(async {});
         let id = h.id();
         assert_eq!(task_id_u64(&id).to_string(), id.to_string());

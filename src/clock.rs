@@ -65,8 +65,7 @@ impl TimeAnchor {
         if raw >= self.raw {
             self.unix_ns + self.clock.delta_ns(self.raw, raw)
         } else {
-            self.unix_ns
-                .saturating_sub(self.clock.delta_ns(raw, self.raw))
+            self.unix_ns.saturating_sub(self.clock.delta_ns(raw, self.raw))
         }
     }
 }

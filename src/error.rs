@@ -107,9 +107,6 @@ mod tests {
             value: "0".into(),
             expected: "at least 2",
         };
-        assert_eq!(
-            e.to_string(),
-            "setting events_per_thread = 0 is invalid: expected at least 2"
-        );
+        assert_eq!(e.to_string(), "setting events_per_thread = 0 is invalid: expected at least 2");
     }
 }

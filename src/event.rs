@@ -211,24 +211,12 @@ mod tests {
             assert_eq!(e.subject(), MAX_SUBJECT);
             assert_eq!(e.arg(), u16::MAX - 1);
         }
-        assert_eq!(
-            Event::new(0, EventKind::Park, MAX_SUBJECT + 5, 0).subject(),
-            4
-        );
+        assert_eq!(Event::new(0, EventKind::Park, MAX_SUBJECT + 5, 0).subject(), 4);
     }
 
     #[test]
     fn delay_encoding_is_close() {
-        for ns in [
-            0u64,
-            1,
-            2047,
-            2048,
-            2049,
-            10_000,
-            1_234_567,
-            999_999_999_999,
-        ] {
+        for ns in [0u64, 1, 2047, 2048, 2049, 10_000, 1_234_567, 999_999_999_999] {
             let back = decode_delay(encode_delay(ns));
             assert!(back <= ns && (ns - back) * 1000 <= ns, "{ns} -> {back}");
         }

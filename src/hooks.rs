@@ -26,10 +26,10 @@ use crate::capture::task_id_u64;
 use crate::event::EventKind;
 #[cfg(tokio_unstable)]
 use crate::event::encode_delay;
-use std::fmt;
-use std::sync::Arc;
 #[cfg(tokio_unstable)]
 use tokio::runtime::TaskMeta;
+use std::fmt;
+use std::sync::Arc;
 
 /// The recorder's runtime hooks, to call from your own Tokio callbacks.
 ///

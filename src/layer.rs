@@ -209,7 +209,9 @@ where
         let info = self.info(attrs.metadata());
         let is_request = match info.request {
             Some(r) => r,
-            None => attrs.is_root() || (attrs.is_contextual() && ctx.current_span().id().is_none()),
+            None => {
+                attrs.is_root() || (attrs.is_contextual() && ctx.current_span().id().is_none())
+            }
         };
         if !is_request {
             return;
@@ -254,9 +256,7 @@ where
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         if let Some(state) = span.extensions().get::<RequestState>() {
-            self.inner
-                .capture
-                .record(EventKind::RequestExit, state.id, 0);
+            self.inner.capture.record(EventKind::RequestExit, state.id, 0);
         }
     }
 

@@ -127,10 +127,7 @@ enum Msg {
     Shutdown(SyncSender<()>),
 }
 
-pub(crate) fn start(
-    config: Config,
-    sink: Option<Box<dyn Sink>>,
-) -> Result<(Blackbox, BlackboxGuard), BuildError> {
+pub(crate) fn start(config: Config, sink: Option<Box<dyn Sink>>) -> Result<(Blackbox, BlackboxGuard), BuildError> {
     let clock = Clock::new();
     let anchor = clock.anchor();
     let capture = Arc::new(Capture {
@@ -425,25 +422,16 @@ impl Inner {
 
 fn capture_thread(inner: Arc<Inner>, rx: Receiver<Msg>, mut sink: Box<dyn Sink>) {
     // The recorder's own work must never be recorded or traced.
-    let _no_tracing =
-        tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+    let _no_tracing = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
     let c = &inner.config;
-    let mut trigger = Trigger::new(
-        c.window_before,
-        c.window_after,
-        c.max_window,
-        c.max_captures_per_sec,
-    );
+    let mut trigger = Trigger::new(c.window_before, c.window_after, c.max_window, c.max_captures_per_sec);
     let mut sequence = 0u64;
     let mut write = |pending: Vec<Pending>, sink: &mut Box<dyn Sink>| {
         for p in pending {
             sequence += 1;
             let window = inner.cut(p, sequence);
             match sink.write(&window) {
-                Ok(()) => inner
-                    .counters
-                    .windows_written
-                    .fetch_add(1, Ordering::Relaxed),
+                Ok(()) => inner.counters.windows_written.fetch_add(1, Ordering::Relaxed),
                 Err(_) => inner.counters.sink_errors.fetch_add(1, Ordering::Relaxed),
             };
         }
@@ -492,9 +480,7 @@ impl Drop for BlackboxGuard {
     fn drop(&mut self) {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
         if self.inner.tx.send(Msg::Shutdown(ack_tx)).is_ok()
-            && ack_rx
-                .recv_timeout(self.inner.config.shutdown_timeout)
-                .is_ok()
+            && ack_rx.recv_timeout(self.inner.config.shutdown_timeout).is_ok()
         {
             if let Some(t) = self.thread.take() {
                 let _ = t.join();

@@ -48,12 +48,7 @@ pub(crate) struct Trigger {
 }
 
 impl Trigger {
-    pub(crate) fn new(
-        before: Duration,
-        after: Duration,
-        max_window: Duration,
-        max_per_sec: u32,
-    ) -> Trigger {
+    pub(crate) fn new(before: Duration, after: Duration, max_window: Duration, max_per_sec: u32) -> Trigger {
         Trigger {
             before_ns: before.as_nanos() as u64,
             after_ns: after.as_nanos() as u64,
@@ -181,28 +176,14 @@ mod tests {
             .collect();
         assert_eq!(
             decisions,
-            [
-                Decision::Started,
-                Decision::Started,
-                Decision::Skipped,
-                Decision::Skipped,
-                Decision::Skipped
-            ]
+            [Decision::Started, Decision::Started, Decision::Skipped, Decision::Skipped, Decision::Skipped]
         );
-        assert_eq!(
-            t.offer(req(9, 20_000, 20_001), now + 1000 * MS),
-            Decision::Started
-        );
+        assert_eq!(t.offer(req(9, 20_000, 20_001), now + 1000 * MS), Decision::Started);
     }
 
     #[test]
     fn merging_stops_at_the_window_limit() {
-        let mut t = Trigger::new(
-            Duration::ZERO,
-            Duration::ZERO,
-            Duration::from_millis(500),
-            10,
-        );
+        let mut t = Trigger::new(Duration::ZERO, Duration::ZERO, Duration::from_millis(500), 10);
         t.offer(req(1, 0, 400), 400 * MS);
         assert_eq!(t.offer(req(2, 300, 600), 600 * MS), Decision::Started);
     }

@@ -1,8 +1,6 @@
 //! Reading dump and capture files, whole or streamed, without panicking.
 
-use super::{
-    DumpError, DumpErrorKind, DumpFile, FORMAT_VERSION, FileKind, HEADER_LEN, Header, MAGIC, tag,
-};
+use super::{DumpError, DumpErrorKind, DumpFile, FORMAT_VERSION, FileKind, HEADER_LEN, Header, MAGIC, tag};
 use crate::event::Event;
 use crate::window::{Lane, SlowRequest, Window};
 use opentelemetry::trace::{SpanId, TraceId};
@@ -103,37 +101,23 @@ impl<R: Read> DumpReader<R> {
         let got = r.fill(&mut h)?;
         if got < MAGIC.len() || h[..MAGIC.len()] != MAGIC {
             // Name the first differing byte.
-            let at = h[..got]
-                .iter()
-                .zip(MAGIC.iter())
-                .take_while(|(a, b)| a == b)
-                .count();
+            let at = h[..got].iter().zip(MAGIC.iter()).take_while(|(a, b)| a == b).count();
             if at == got && got < MAGIC.len() && got > 0 {
                 return Err(truncated(got as u64, "the rest of the magic bytes"));
             }
-            return Err(DumpError::new(DumpErrorKind::NotADump {
-                offset: at as u64,
-            }));
+            return Err(DumpError::new(DumpErrorKind::NotADump { offset: at as u64 }));
         }
         if got < HEADER_LEN {
             return Err(truncated(got as u64, "the rest of the 32-byte header"));
         }
         let major = u16::from_le_bytes([h[8], h[9]]);
         if major != FORMAT_VERSION {
-            return Err(DumpError::new(DumpErrorKind::UnsupportedVersion {
-                major,
-                offset: 8,
-            }));
+            return Err(DumpError::new(DumpErrorKind::UnsupportedVersion { major, offset: 8 }));
         }
         let kind = match h[12] {
             1 => FileKind::Dump,
             2 => FileKind::Capture,
-            k => {
-                return Err(corrupt(
-                    12,
-                    format!("file kind {k}, expected 1 (dump) or 2 (capture)"),
-                ));
-            }
+            k => return Err(corrupt(12, format!("file kind {k}, expected 1 (dump) or 2 (capture)"))),
         };
         r.header = Header {
             major,
@@ -195,10 +179,7 @@ impl<R: Read> DumpReader<R> {
             let tag = head[0];
             let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
             if len > MAX_RECORD {
-                return Err(corrupt(
-                    start + 1,
-                    format!("record length {len} exceeds the limit of {MAX_RECORD}"),
-                ));
+                return Err(corrupt(start + 1, format!("record length {len} exceeds the limit of {MAX_RECORD}")));
             }
             let body_at = self.offset;
             let mut body = vec![0u8; len as usize];
@@ -206,11 +187,7 @@ impl<R: Read> DumpReader<R> {
             if got < body.len() {
                 return Err(truncated(body_at + got as u64, "the rest of a record"));
             }
-            let mut p = Payload {
-                buf: &body,
-                pos: 0,
-                base: body_at,
-            };
+            let mut p = Payload { buf: &body, pos: 0, base: body_at };
             let record = match tag {
                 tag::END => {
                     self.done = true;
@@ -258,19 +235,12 @@ impl<R: Read> DumpReader<R> {
                     if p.remaining() != n * 16 {
                         return Err(corrupt(
                             body_at + 4,
-                            format!(
-                                "{n} events need {} bytes, the record has {}",
-                                n * 16,
-                                p.remaining()
-                            ),
+                            format!("{n} events need {} bytes, the record has {}", n * 16, p.remaining()),
                         ));
                     }
                     let mut events = Vec::with_capacity(n);
                     for _ in 0..n {
-                        events.push(Event {
-                            ts: p.u64()?,
-                            word: p.u64()?,
-                        });
+                        events.push(Event { ts: p.u64()?, word: p.u64()? });
                     }
                     Record::Events { lane, events }
                 }
@@ -297,16 +267,7 @@ impl<R: Read> DumpReader<R> {
             self.next_record()?.map(|r| (at, r))
         } {
             match record {
-                (
-                    _,
-                    Record::Meta {
-                        sequence,
-                        from_unix_ns,
-                        to_unix_ns,
-                        threshold,
-                        long_poll,
-                    },
-                ) => {
+                (_, Record::Meta { sequence, from_unix_ns, to_unix_ns, threshold, long_poll }) => {
                     window.sequence = sequence;
                     window.from_unix_ns = from_unix_ns;
                     window.to_unix_ns = to_unix_ns;
@@ -315,14 +276,7 @@ impl<R: Read> DumpReader<R> {
                 }
                 (_, Record::Strings(s)) => window.strings.extend(s),
                 (_, Record::Request(r)) => window.requests.push(r),
-                (
-                    _,
-                    Record::Lane {
-                        index,
-                        thread,
-                        events_lost,
-                    },
-                ) => window.lanes.push(Lane {
+                (_, Record::Lane { index, thread, events_lost }) => window.lanes.push(Lane {
                     index,
                     thread,
                     events: Vec::new(),
@@ -331,14 +285,7 @@ impl<R: Read> DumpReader<R> {
                 (at, Record::Events { lane, events }) => {
                     match window.lanes.iter_mut().rev().find(|l| l.index == lane) {
                         Some(l) => l.events.extend(events),
-                        None => {
-                            return Err(corrupt(
-                                at,
-                                format!(
-                                    "events for lane {lane}, which has no LANE record before them"
-                                ),
-                            ));
-                        }
+                        None => return Err(corrupt(at, format!("events for lane {lane}, which has no LANE record before them"))),
                     }
                 }
             }
@@ -395,10 +342,7 @@ impl Payload<'_> {
         if self.remaining() < n {
             return Err(corrupt(
                 self.base + self.pos as u64,
-                format!(
-                    "record too short: {n} more bytes expected, {} left",
-                    self.remaining()
-                ),
+                format!("record too short: {n} more bytes expected, {} left", self.remaining()),
             ));
         }
         let s = &self.buf[self.pos..self.pos + n];
@@ -432,7 +376,6 @@ impl Payload<'_> {
         let at = self.base + self.pos as u64;
         let n = usize::from(self.u16()?);
         let bytes = self.take(n)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| corrupt(at, "a string that is not UTF-8".into()))
+        String::from_utf8(bytes.to_vec()).map_err(|_| corrupt(at, "a string that is not UTF-8".into()))
     }
 }

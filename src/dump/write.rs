@@ -21,11 +21,7 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// Writes `window` as a file at `path`, created with mode 0600 on Unix. The
 /// file is written under a temporary name and renamed, so a reader never
 /// sees half a file.
-pub(crate) fn write_window_file(
-    path: &Path,
-    window: &Window,
-    kind: FileKind,
-) -> Result<(), DumpError> {
+pub(crate) fn write_window_file(path: &Path, window: &Window, kind: FileKind) -> Result<(), DumpError> {
     let tmp = path.with_extension("bbx.tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -56,11 +52,7 @@ pub(crate) fn write_window_file(
 /// assert_eq!(back.window, Window::default());
 /// # Ok::<(), tokio_blackbox::DumpError>(())
 /// ```
-pub fn write_window<W: Write>(
-    out: &mut W,
-    window: &Window,
-    kind: FileKind,
-) -> Result<(), DumpError> {
+pub fn write_window<W: Write>(out: &mut W, window: &Window, kind: FileKind) -> Result<(), DumpError> {
     let mut header = Vec::with_capacity(super::HEADER_LEN);
     header.extend_from_slice(&MAGIC);
     header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());

@@ -79,10 +79,7 @@ mod plain {
             let ring = ring.clone();
             std::thread::spawn(move || {
                 for i in 1..=200_000u64 {
-                    ring.push(Event {
-                        ts: i,
-                        word: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                    });
+                    ring.push(Event { ts: i, word: i.wrapping_mul(0x9E37_79B9_7F4A_7C15) });
                 }
             })
         };
@@ -93,11 +90,7 @@ mod plain {
                 assert_eq!(w[1].ts, w[0].ts + 1, "gap or reorder in a snapshot");
             }
             for e in &s.events {
-                assert_eq!(
-                    e.word,
-                    e.ts.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                    "torn event {e:?}"
-                );
+                assert_eq!(e.word, e.ts.wrapping_mul(0x9E37_79B9_7F4A_7C15), "torn event {e:?}");
             }
             if let Some(first) = s.events.first() {
                 assert_eq!(first.ts, s.overwritten + 1);
