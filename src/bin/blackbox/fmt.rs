@@ -64,7 +64,15 @@ pub(crate) fn count(n: u64) -> String {
 /// Whether to colour stdout: a terminal, and `NO_COLOR` unset or empty
 /// (<https://no-color.org>).
 pub(crate) fn colour_stdout() -> bool {
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR"),
+    )
+}
+
+/// The rule behind [`colour_stdout`].
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// ANSI styles, or nothing when colour is off.
@@ -112,6 +120,17 @@ mod tests {
             "2026-11-25 21:00:00.123 UTC"
         );
         assert_eq!(utc(951_782_400_000_000_000), "2000-02-29 00:00:00.000 UTC");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+        let on = Paint { on: true };
+        assert_eq!(on.paint(Paint::RED, "#"), "\x1b[31m#\x1b[0m");
+        assert_eq!(Paint { on: false }.paint(Paint::RED, "#"), "#");
     }
 
     #[test]

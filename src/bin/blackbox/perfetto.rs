@@ -102,7 +102,7 @@ impl Writer<'_> {
 
     fn flush_pending(&mut self) {
         let mut pending = std::mem::take(&mut self.pending);
-        pending.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        pending.sort_by_key(|a| (a.0, a.1, a.2));
         for (_, _, _, v) in &pending {
             self.write(v);
         }

@@ -124,10 +124,11 @@ struct LaneState {
     entered: Vec<(u64, u64)>,
 }
 
+/// A reader over a file, and its progress bar when one is shown.
+pub(crate) type Opened = (DumpReader<Box<dyn Read>>, Option<ProgressBar>);
+
 /// Opens `path` for reading, with a progress bar on a terminal for large files.
-pub(crate) fn open(
-    path: &Path,
-) -> Result<(DumpReader<Box<dyn Read>>, Option<ProgressBar>), DumpError> {
+pub(crate) fn open(path: &Path) -> Result<Opened, DumpError> {
     let file = File::open(path)?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let (input, bar): (Box<dyn Read>, _) = if size > PROGRESS_MIN_BYTES

@@ -86,3 +86,25 @@ fn fixtures_are_read_without_error() {
         assert!(s.render("x").contains("slow"));
     }
 }
+
+#[test]
+fn timeline_colours_only_when_asked() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/small.bbx");
+    let range = RangeArgs {
+        trace: None,
+        from: None,
+        to: None,
+    };
+    let plain = crate::timeline::run(&path, &range, 60, false)
+        .map_err(|_| ())
+        .unwrap();
+    let coloured = crate::timeline::run(&path, &range, 60, true)
+        .map_err(|_| ())
+        .unwrap();
+    assert!(!plain.contains('\x1b'));
+    assert!(coloured.contains("\x1b[31m#"), "long poll in red");
+    assert!(
+        coloured.contains("\x1b[32m="),
+        "the request's own tasks in green"
+    );
+}
