@@ -178,3 +178,38 @@ fn page_screenshot_for_people() {
     );
     eprintln!("screenshot: {}", png.display());
 }
+
+#[test]
+fn hovering_a_poll_shows_task_location_duration_and_delay() {
+    let (page, html) = write_page("hover");
+    // Move the mouse over the middle of the neighbour's 200 ms poll on lane 1
+    // (+0.35 s to +0.55 s of a 1 s file), as a person would.
+    let probe = r#"<script>
+setTimeout(() => {
+  const c = document.getElementById("canvas"), r = c.getBoundingClientRect();
+  const lane = document.querySelector('.label.lane[data-lane="1"]');
+  const y = r.top + parseFloat(lane.style.top) + 10;
+  const x = r.left + r.width * 0.45;
+  c.dispatchEvent(new MouseEvent("mousemove", {clientX: x, clientY: y, bubbles: true}));
+}, 10);
+</script>
+</body>"#;
+    std::fs::write(&page, html.replace("</body>", probe)).unwrap();
+    let (dom, log) = headless(&page, &["--dump-dom".to_string()]);
+    let at = dom.find(r#"<div id="tip""#).expect("the tooltip element");
+    let tip: String = dom[at..].chars().take(1500).collect();
+    assert!(
+        !tip.starts_with(r#"<div id="tip" hidden"#),
+        "no tooltip shown:\n{tip}\n{log}"
+    );
+    for want in [
+        "task 5",
+        "src/cache.rs:77:13",
+        "200.0 ms",
+        "long poll",
+        "scheduling delay",
+        "15.0 µs",
+    ] {
+        assert!(tip.contains(want), "{want:?} not in the tooltip:\n{tip}");
+    }
+}

@@ -66,10 +66,12 @@
   const slowIds = new Set(M.requests.map((r) => r.id));
   const longNs = M.long_poll_ns;
   const isOwn = (t) => { for (const r of t.reqs) if (slowIds.has(r)) return true; return false; };
+  // `dir/file.rs:41:5` -> `file.rs:41`; the full location is in the tooltip.
   const taskName = (t) => {
     if (!t.loc) return "task " + t.id;
     const parts = t.loc.split(":");
-    return parts.length >= 3 ? parts.slice(0, -1).join(":") : t.loc;
+    const fileLine = parts.length >= 3 ? parts.slice(0, -1).join(":") : t.loc;
+    return fileLine.split("/").pop();
   };
 
   // --- Rows ---
