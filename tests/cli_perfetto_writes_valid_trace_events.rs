@@ -13,7 +13,12 @@ use serde_json::Value;
 use support::fixtures;
 
 fn trace_of(fixture: &str) -> Value {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{fixture}.trace.json"));
+    trace_with(fixture, &[])
+}
+
+fn trace_with(fixture: &str, args: &[&str]) -> Value {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{fixture}{}.trace.json", args.join("")));
     let input = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(fixture);
@@ -22,6 +27,7 @@ fn trace_of(fixture: &str) -> Value {
         .arg(&input)
         .arg("-o")
         .arg(&out)
+        .args(args)
         .status()
         .unwrap();
     assert!(status.success());
@@ -186,4 +192,29 @@ fn small_fixture_is_a_valid_trace() {
 #[test]
 fn golden_dump_is_a_valid_trace() {
     check_format(&trace_of("golden.bbx"));
+}
+
+#[test]
+fn a_range_is_a_valid_trace_of_its_part() {
+    let events = check_format(&trace_with(
+        "small.bbx",
+        &["--from", "340ms", "--to", "560ms"],
+    ));
+    let polls: Vec<&Value> = events.iter().filter(|e| e["cat"] == "poll").collect();
+    // The long poll (+0.35 s to +0.55 s), the query's and the handler's, cut at +0.56 s,
+    // and worker 2's polls at +0.355, +0.400, +0.445, +0.490 and +0.535 s.
+    assert_eq!(polls.len(), 8, "{polls:#?}");
+    assert!(polls.iter().all(|p| p["ts"].as_f64().unwrap() >= 0.0));
+    let end = 220_000.0;
+    assert!(
+        polls
+            .iter()
+            .all(|p| p["ts"].as_f64().unwrap() + p["dur"].as_f64().unwrap() <= end + 1e-6)
+    );
+    let traced = check_format(&trace_with("small.bbx", &["--trace", fixtures::TRACE_ID]));
+    assert!(
+        traced
+            .iter()
+            .any(|e| e["name"] == "GET /orders" && e["pid"] == 2)
+    );
 }

@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio_blackbox::event::NO_STRING;
 
 use crate::scan::{self, LaneInfo, Meta, PollItem, Visitor};
+use crate::select::{Clip, Range};
 use crate::{Failure, InputContext};
 
 const STYLE: &str = include_str!("assets/timeline.css");
@@ -48,8 +49,10 @@ impl Page<'_> {
         }
     }
 
-    fn rel(&self, ns: u64) -> u64 {
-        ns.saturating_sub(self.from_ns)
+    /// Nanoseconds since the start of the range; negative for polls that
+    /// began before it (the page draws them cut at its edge).
+    fn rel(&self, ns: u64) -> i64 {
+        (i128::from(ns) - i128::from(self.from_ns)) as i64
     }
 
     /// Adds a row (a JSON array's contents) to array `name`.
@@ -113,6 +116,7 @@ impl Visitor for Page<'_> {
         let head = json!({
             "from_unix_ns": meta.from_ns,
             "span_ns": meta.to_ns.saturating_sub(meta.from_ns),
+            "offset_ns": meta.from_ns.saturating_sub(meta.file_from_ns),
             "kind": format!("{:?}", meta.header.kind).to_lowercase(),
             "sequence": meta.sequence,
             "pid": meta.header.pid,
@@ -176,7 +180,9 @@ impl Visitor for Page<'_> {
         } else {
             let since = self.parked_at.take().unwrap_or(self.from_ns);
             let (a, b) = (self.rel(since), self.rel(ts));
-            self.row("k", format_args!("{lane},{a},{b}"));
+            if b > a {
+                self.row("k", format_args!("{lane},{a},{b}"));
+            }
         }
     }
 
@@ -222,14 +228,12 @@ fn escape(s: &str) -> String {
 }
 
 /// Reads `path` and writes the page to `out`.
-pub(crate) fn run(path: &Path, out: &mut dyn Write) -> Result<(), Failure> {
+pub(crate) fn run(path: &Path, range: Range, out: &mut dyn Write) -> Result<(), Failure> {
     let io = |e: io::Error| Failure::Other(anyhow::Error::new(e).context("writing the page"));
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    // Check the input before writing anything, so bad input leaves no half page.
-    scan::read_meta(path).input(path)?;
     write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -250,7 +254,12 @@ pub(crate) fn run(path: &Path, out: &mut dyn Write) -> Result<(), Failure> {
         rows: Vec::new(),
         parked_at: None,
     };
-    scan::scan(path, &mut page).input(path)?;
+    let mut clip = Clip {
+        range,
+        cut: false,
+        inner: &mut page,
+    };
+    scan::scan(path, &mut clip).input(path)?;
     page.flush_all();
     if let Some(e) = page.error.take() {
         return Err(io(e));

@@ -62,6 +62,8 @@ enum Command {
     Html {
         /// A dump or capture file.
         file: PathBuf,
+        #[command(flatten)]
+        range: select::RangeArgs,
         /// Where to write the page.
         #[arg(long, short)]
         output: PathBuf,
@@ -72,6 +74,8 @@ enum Command {
     Perfetto {
         /// A dump or capture file.
         file: PathBuf,
+        #[command(flatten)]
+        range: select::RangeArgs,
         /// Where to write the JSON.
         #[arg(long, short)]
         output: PathBuf,
@@ -136,17 +140,34 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let text = timeline::run(&file, &range, usize::from(width), fmt::colour_stdout())?;
             print(&text)
         }
-        Command::Html { file, output } => {
+        Command::Html {
+            file,
+            range,
+            output,
+        } => {
+            let range = resolve(&file, &range)?;
             let mut out = create(&output)?;
-            html::run(&file, &mut out)?;
+            html::run(&file, range, &mut out)?;
             finish(out, &output)
         }
-        Command::Perfetto { file, output } => {
+        Command::Perfetto {
+            file,
+            range,
+            output,
+        } => {
+            let range = resolve(&file, &range)?;
             let mut out = create(&output)?;
-            perfetto::run(&file, &mut out)?;
+            perfetto::run(&file, range, &mut out)?;
             finish(out, &output)
         }
     }
+}
+
+/// Reads the head of `file` and resolves the range arguments against it,
+/// before any output file is created.
+fn resolve(file: &Path, args: &select::RangeArgs) -> Result<select::Range, Failure> {
+    let meta = scan::read_meta(file).input(file)?;
+    args.resolve(&meta)
 }
 
 fn print(text: &str) -> Result<(), Failure> {

@@ -22,6 +22,7 @@ use tokio_blackbox::EventKind;
 use tokio_blackbox::event::NO_STRING;
 
 use crate::scan::{self, IdMap, LaneInfo, Meta, PollItem, Visitor};
+use crate::select::{Clip, Range};
 use crate::{Failure, InputContext};
 
 /// Process ids of the two groups of tracks.
@@ -136,15 +137,22 @@ impl Visitor for Writer<'_> {
         }
         for (i, r) in meta.requests.iter().enumerate() {
             let tid = i as u32 + 1;
-            let start = self.us(r.start_unix_ns);
-            let dur = r.end_unix_ns.saturating_sub(r.start_unix_ns) as f64 / 1e3;
+            // Cut to the range (a --from/--to range may start inside the
+            // request); the arguments keep the whole duration.
+            let (s, e) = (
+                r.start_unix_ns.max(meta.from_ns),
+                r.end_unix_ns.min(meta.to_ns),
+            );
+            let start = self.us(s);
+            let dur = e.saturating_sub(s) as f64 / 1e3;
             let events = [
                 json!({"ph": "M", "name": "thread_name", "pid": PID_REQUESTS, "tid": tid,
                        "args": {"name": format!("{} {}", r.name, r.trace_id)}}),
                 json!({"ph": "X", "name": r.name, "cat": "request", "pid": PID_REQUESTS, "tid": tid,
                        "ts": start, "dur": dur,
                        "args": {"trace_id": r.trace_id.to_string(), "span_id": r.span_id.to_string(),
-                                "request_id": r.request_id, "error": r.error}}),
+                                "request_id": r.request_id, "error": r.error,
+                                "duration_us": r.end_unix_ns.saturating_sub(r.start_unix_ns) as f64 / 1e3}}),
             ];
             for v in &events {
                 self.write(v);
@@ -249,9 +257,14 @@ impl Visitor for Writer<'_> {
 }
 
 /// Reads `path` and writes its trace-event JSON to `out`.
-pub(crate) fn run(path: &Path, out: &mut dyn Write) -> Result<(), Failure> {
+pub(crate) fn run(path: &Path, range: Range, out: &mut dyn Write) -> Result<(), Failure> {
     let mut first = Flows::default();
-    scan::scan(path, &mut first).input(path)?;
+    let mut clip = Clip {
+        range,
+        cut: true,
+        inner: &mut first,
+    };
+    scan::scan(path, &mut clip).input(path)?;
     let flows: IdMap<u64> = first
         .spawned
         .iter()
@@ -263,12 +276,11 @@ pub(crate) fn run(path: &Path, out: &mut dyn Write) -> Result<(), Failure> {
                 .map(|&p| (*task, p))
         })
         .collect();
-    let meta = scan::read_meta(path).input(path)?;
     let head = json!({
         "tool": "blackbox",
-        "file_from_unix_ns": meta.from_ns,
-        "file_to_unix_ns": meta.to_ns,
-        "timestamps": "microseconds since file_from_unix_ns",
+        "from_unix_ns": range.from_ns,
+        "to_unix_ns": range.to_ns,
+        "timestamps": "microseconds since from_unix_ns",
     });
     let io = |e: io::Error| Failure::Other(anyhow::Error::new(e).context("writing the trace"));
     write!(
@@ -288,7 +300,12 @@ pub(crate) fn run(path: &Path, out: &mut dyn Write) -> Result<(), Failure> {
         pending: Vec::new(),
         parked_at: None,
     };
-    scan::scan(path, &mut w).input(path)?;
+    let mut clip = Clip {
+        range,
+        cut: true,
+        inner: &mut w,
+    };
+    scan::scan(path, &mut clip).input(path)?;
     w.flush_pending();
     if let Some(e) = w.error.take() {
         return Err(io(e));

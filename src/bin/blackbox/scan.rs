@@ -27,6 +27,8 @@ pub(crate) struct Meta {
     pub(crate) header: Header,
     pub(crate) sequence: u64,
     pub(crate) from_ns: u64,
+    /// The start of the whole file, when `from_ns` is that of a range.
+    pub(crate) file_from_ns: u64,
     pub(crate) to_ns: u64,
     pub(crate) threshold: Duration,
     pub(crate) long_poll: Duration,
@@ -181,6 +183,7 @@ fn empty_meta(header: Header) -> Meta {
         header,
         sequence: 0,
         from_ns: 0,
+        file_from_ns: 0,
         to_ns: 0,
         threshold: Duration::ZERO,
         long_poll: Duration::ZERO,
@@ -201,6 +204,7 @@ fn apply_meta(meta: &mut Meta, record: &Record) -> bool {
         } => {
             meta.sequence = *sequence;
             meta.from_ns = *from_unix_ns;
+            meta.file_from_ns = *from_unix_ns;
             meta.to_ns = *to_unix_ns;
             meta.threshold = *threshold;
             meta.long_poll = *long_poll;

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use tokio_blackbox::EventKind;
+
 use crate::Failure;
-use crate::scan::Meta;
+use crate::scan::{LaneInfo, Meta, PollItem, Visitor};
 
 /// The part of a file to show.
 #[derive(Debug, Clone, clap::Args)]
@@ -121,5 +123,113 @@ impl RangeArgs {
             to_ns,
             request,
         })
+    }
+}
+
+/// A visitor that sees only `range`: the file's bounds become the range's,
+/// items outside it are dropped and, with `cut`, polls and request
+/// intervals across its edges are cut there (a cut poll is marked
+/// incomplete, as at a window's edge). Park moments are always clamped.
+#[derive(Debug)]
+pub(crate) struct Clip<'a, V: ?Sized> {
+    pub(crate) range: Range,
+    pub(crate) cut: bool,
+    pub(crate) inner: &'a mut V,
+}
+
+impl<V: Visitor + ?Sized> Clip<'_, V> {
+    fn inside(&self, ts: u64) -> bool {
+        ts >= self.range.from_ns && ts <= self.range.to_ns
+    }
+
+    /// `[start, end]` cut to the range (with `cut`), or `None` when it lies outside.
+    fn cut(&self, start: u64, end: u64) -> Option<(u64, u64)> {
+        if end < self.range.from_ns || start > self.range.to_ns {
+            return None;
+        }
+        if !self.cut {
+            return Some((start, end));
+        }
+        Some((start.max(self.range.from_ns), end.min(self.range.to_ns)))
+    }
+}
+
+impl<V: Visitor + ?Sized> Visitor for Clip<'_, V> {
+    fn begin(&mut self, meta: &Meta) {
+        let mut meta = meta.clone();
+        meta.from_ns = self.range.from_ns;
+        meta.to_ns = self.range.to_ns;
+        meta.requests
+            .retain(|r| r.end_unix_ns >= self.range.from_ns && r.start_unix_ns <= self.range.to_ns);
+        self.inner.begin(&meta);
+    }
+
+    fn lane(&mut self, lane: &LaneInfo) {
+        self.inner.lane(lane);
+    }
+
+    fn event(&mut self, lane: u32, kind: EventKind, ts: u64) {
+        if self.inside(ts) {
+            self.inner.event(lane, kind, ts);
+        }
+    }
+
+    fn poll(&mut self, poll: &PollItem) {
+        if let Some((s, e)) = self.cut(poll.start_ns, poll.end_ns) {
+            let whole = (s, e) == (poll.start_ns, poll.end_ns);
+            self.inner.poll(&PollItem {
+                start_ns: s,
+                end_ns: e,
+                complete: poll.complete && whole,
+                ..*poll
+            });
+        }
+    }
+
+    fn spawn(&mut self, lane: u32, task: u64, location: u16, ts: u64) {
+        if self.inside(ts) {
+            self.inner.spawn(lane, task, location, ts);
+        }
+    }
+
+    fn terminate(&mut self, lane: u32, task: u64, ts: u64) {
+        if self.inside(ts) {
+            self.inner.terminate(lane, task, ts);
+        }
+    }
+
+    fn park(&mut self, lane: u32, ts: u64, parked: bool) {
+        // Parks are intervals to their visitors: clamp the moments instead
+        // of dropping them, so a park before the range still covers its start.
+        let ts = ts.clamp(self.range.from_ns, self.range.to_ns);
+        self.inner.park(lane, ts, parked);
+    }
+
+    fn request_open(&mut self, request: u64, name: u16, ts: u64) {
+        // Names are needed for spans opened before the range and entered in it.
+        if ts <= self.range.to_ns {
+            self.inner
+                .request_open(request, name, ts.max(self.range.from_ns));
+        }
+    }
+
+    fn request_close(&mut self, request: u64, ts: u64) {
+        if self.inside(ts) {
+            self.inner.request_close(request, ts);
+        }
+    }
+
+    fn entered(&mut self, lane: u32, request: u64, start_ns: u64, end_ns: u64) {
+        if let Some((s, e)) = self.cut(start_ns, end_ns) {
+            self.inner.entered(lane, request, s, e);
+        }
+    }
+
+    fn task_request(&mut self, task: u64, request: u64) {
+        self.inner.task_request(task, request);
+    }
+
+    fn lane_end(&mut self, lane: u32) {
+        self.inner.lane_end(lane);
     }
 }

@@ -38,8 +38,19 @@ fn every_subcommand(bytes: &[u8]) {
         to: None,
     };
     check(crate::timeline::run(path, &range, 40, true).map(|_| ()));
-    check(crate::html::run(path, &mut Vec::new()));
-    check(crate::perfetto::run(path, &mut Vec::new()));
+    check(crate::resolve(path, &range).and_then(|r| crate::html::run(path, r, &mut Vec::new())));
+    check(
+        crate::resolve(path, &range).and_then(|r| crate::perfetto::run(path, r, &mut Vec::new())),
+    );
+    let around = RangeArgs {
+        trace: None,
+        from: Some(std::time::Duration::from_millis(1)),
+        to: Some(std::time::Duration::from_millis(300)),
+    };
+    check(crate::resolve(path, &around).and_then(|r| crate::html::run(path, r, &mut Vec::new())));
+    check(
+        crate::resolve(path, &around).and_then(|r| crate::perfetto::run(path, r, &mut Vec::new())),
+    );
 }
 
 proptest! {

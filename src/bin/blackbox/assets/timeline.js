@@ -17,7 +17,12 @@
     if (ns < 1e9) return (ns / 1e6).toFixed(1) + " ms";
     return (ns / 1e9).toFixed(3) + " s";
   }
-  const at = (ns) => "+" + (ns / 1e9).toFixed(ns < 1e7 ? 6 : 3) + " s";
+  // Offsets from the start of the file (the page may show a range of it).
+  const OFFSET = M.offset_ns || 0;
+  const at = (ns) => {
+    const v = ns + OFFSET;
+    return (v < 0 ? "\u2212" : "+") + (Math.abs(v) / 1e9).toFixed(Math.abs(v) < 1e7 ? 6 : 3) + " s";
+  };
   function el(tag, attrs, ...kids) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
