@@ -133,22 +133,23 @@ pub(crate) type Opened = (DumpReader<Box<dyn Read>>, Option<ProgressBar>);
 pub(crate) fn open(path: &Path) -> Result<Opened, DumpError> {
     let file = File::open(path)?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (input, bar): (Box<dyn Read>, _) = if size > PROGRESS_MIN_BYTES
-        && std::io::stderr().is_terminal()
-    {
-        let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-        bar.set_style(style);
-        bar.set_message(path.display().to_string());
-        (
-            Box::new(bar.wrap_read(BufReader::with_capacity(1 << 20, file))),
-            Some(bar),
-        )
-    } else {
-        (Box::new(BufReader::with_capacity(1 << 20, file)), None)
-    };
+    let (input, bar): (Box<dyn Read>, _) =
+        if size > PROGRESS_MIN_BYTES && std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
+            let style =
+                ProgressStyle::with_template("{wide_msg} [{bar:30}] {bytes}/{total_bytes} {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
+            bar.set_style(style);
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            bar.set_message(name.unwrap_or_else(|| path.display().to_string()));
+            (
+                Box::new(bar.wrap_read(BufReader::with_capacity(1 << 20, file))),
+                Some(bar),
+            )
+        } else {
+            (Box::new(BufReader::with_capacity(1 << 20, file)), None)
+        };
     Ok((DumpReader::new(input)?, bar))
 }
 
