@@ -26,6 +26,10 @@ const SCRIPT: &str = include_str!("assets/timeline.js");
 pub(crate) const CSP: &str =
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:";
 
+/// Above this many polls the page passes about 90 MB (a poll row is about 45
+/// bytes, measured on the 64 MiB bench dump) and is slow to open: say so.
+const LARGE_PAGE_POLLS: u64 = 2_000_000;
+
 /// Rows buffered before a `push` statement is written. Keeps each call's
 /// argument list far below the engines' limits (about 65 000 in some).
 const ROWS_PER_PUSH: usize = 2000;
@@ -38,6 +42,7 @@ struct Page<'a> {
     /// Pending rows per array name.
     rows: Vec<(&'static str, String, usize)>,
     parked_at: Option<u64>,
+    polls: u64,
 }
 
 impl Page<'_> {
@@ -146,6 +151,7 @@ impl Visitor for Page<'_> {
     }
 
     fn poll(&mut self, p: &PollItem) {
+        self.polls += 1;
         let delay = p.delay_ns.map_or(-1, |d| d as i64);
         let loc = if p.location == NO_STRING {
             -1
@@ -253,6 +259,7 @@ pub(crate) fn run(path: &Path, range: Range, out: &mut dyn Write) -> Result<(), 
         from_ns: 0,
         rows: Vec::new(),
         parked_at: None,
+        polls: 0,
     };
     let mut clip = Clip {
         range,
@@ -263,6 +270,13 @@ pub(crate) fn run(path: &Path, range: Range, out: &mut dyn Write) -> Result<(), 
     page.flush_all();
     if let Some(e) = page.error.take() {
         return Err(io(e));
+    }
+    if page.polls > LARGE_PAGE_POLLS {
+        eprintln!(
+            "blackbox: note: the page holds {} polls and may be slow to open; \
+             --trace ID or --from/--to show a part of the file",
+            crate::fmt::count(page.polls)
+        );
     }
     write!(
         out,
