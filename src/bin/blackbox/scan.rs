@@ -98,7 +98,7 @@ pub(crate) trait Visitor {
     fn event(&mut self, _lane: u32, _kind: EventKind, _ts: u64) {}
     /// A poll ended (or was cut).
     fn poll(&mut self, _poll: &PollItem) {}
-    /// A task was spawned on `lane`; `poll` is the task polling when it happened.
+    /// A task was spawned on `lane` (`location` is a string index, or `NO_STRING`).
     fn spawn(&mut self, _lane: u32, _task: u64, _location: u16, _ts: u64) {}
     /// A task terminated.
     fn terminate(&mut self, _lane: u32, _task: u64, _ts: u64) {}
