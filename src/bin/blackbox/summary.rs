@@ -117,11 +117,11 @@ impl Visitor for Summary {
         }
         if let Some(l) = self.lanes.last_mut() {
             l.polls += 1;
-            l.busy_ns += d;
+            l.busy_ns = l.busy_ns.saturating_add(d);
         }
         let t = self.tasks.entry(p.task).or_default();
         t.polls += 1;
-        t.busy_ns += d;
+        t.busy_ns = t.busy_ns.saturating_add(d);
         t.longest_ns = t.longest_ns.max(d);
         if p.location != NO_STRING {
             t.location = p.location;
@@ -146,7 +146,8 @@ impl Visitor for Summary {
             }
             let overlap = e.min(p.end_ns).saturating_sub(s.max(p.start_ns));
             if overlap > 0 {
-                *self.held[i].entry(p.task).or_default() += overlap;
+                let held = self.held[i].entry(p.task).or_default();
+                *held = held.saturating_add(overlap);
             }
         }
     }

@@ -81,8 +81,8 @@ impl Drawing {
         let first = ((s - from) / self.col_ns) as usize;
         let last = (((e - from) / self.col_ns) as usize).min(self.width - 1);
         for c in first..=last.max(first).min(self.width - 1) {
-            let cs = from + c as u64 * self.col_ns;
-            let ce = cs + self.col_ns;
+            let cs = from.saturating_add(c as u64 * self.col_ns);
+            let ce = cs.saturating_add(self.col_ns);
             let overlap = e.min(ce).saturating_sub(s.max(cs));
             f(&mut row.cells[c], overlap);
         }
@@ -110,9 +110,9 @@ impl Visitor for Drawing {
         let own = self.own.contains(&p.task);
         let long = p.duration_ns() >= self.long_ns;
         self.spread(p.start_ns, p.end_ns, |c, ns| {
-            c.busy += ns;
+            c.busy = c.busy.saturating_add(ns);
             if own {
-                c.own += ns;
+                c.own = c.own.saturating_add(ns);
             }
             c.long |= long;
         });
@@ -138,13 +138,15 @@ impl Visitor for Drawing {
             row.parked_at = Some(ts);
         } else {
             let since = row.parked_at.take().unwrap_or(self.range.from_ns);
-            self.spread(since, ts, |c, ns| c.parked += ns);
+            self.spread(since, ts, |c, ns| c.parked = c.parked.saturating_add(ns));
         }
     }
 
     fn lane_end(&mut self, _lane: u32) {
         if let Some(since) = self.rows.last_mut().and_then(|r| r.parked_at.take()) {
-            self.spread(since, self.range.to_ns, |c, ns| c.parked += ns);
+            self.spread(since, self.range.to_ns, |c, ns| {
+                c.parked = c.parked.saturating_add(ns)
+            });
         }
     }
 }
@@ -220,7 +222,7 @@ fn render(d: &Drawing, meta: &Meta, name: &str, paint: Paint) -> String {
             while labels.chars().count() < c {
                 labels.push(' ');
             }
-            let at = r.from_ns + c as u64 * d.col_ns;
+            let at = r.from_ns.saturating_add(c as u64 * d.col_ns);
             labels.push_str(&offset(at, meta.from_ns));
         }
     }
@@ -230,8 +232,8 @@ fn render(d: &Drawing, meta: &Meta, name: &str, paint: Paint) -> String {
     if let Some(req) = request {
         let mut line = String::new();
         for c in 0..d.width {
-            let cs = r.from_ns + c as u64 * d.col_ns;
-            let ce = cs + d.col_ns;
+            let cs = r.from_ns.saturating_add(c as u64 * d.col_ns);
+            let ce = cs.saturating_add(d.col_ns);
             line.push(if req.start_unix_ns < ce && req.end_unix_ns >= cs {
                 '━'
             } else {
