@@ -261,11 +261,7 @@ pub(crate) fn run(path: &Path, range: Range, out: &mut dyn Write) -> Result<(), 
         parked_at: None,
         polls: 0,
     };
-    let mut clip = Clip {
-        range,
-        cut: false,
-        inner: &mut page,
-    };
+    let mut clip = Clip::new(range, false, &mut page);
     scan::scan(path, &mut clip).input(path)?;
     page.flush_all();
     if let Some(e) = page.error.take() {

@@ -223,7 +223,7 @@ impl Visitor for Writer<'_> {
     fn park(&mut self, lane: u32, ts: u64, parked: bool) {
         if parked {
             self.parked_at = Some(ts);
-        } else if let Some(since) = self.parked_at.take() {
+        } else if let Some(since) = self.parked_at.take().filter(|&since| since < ts) {
             let slice = json!({"ph": "X", "name": "parked", "cat": "park", "pid": PID_RUNTIME, "tid": lane,
                                "ts": self.us(since), "dur": ts.saturating_sub(since) as f64 / 1e3,
                                "cname": "grey"});
@@ -259,11 +259,7 @@ impl Visitor for Writer<'_> {
 /// Reads `path` and writes its trace-event JSON to `out`.
 pub(crate) fn run(path: &Path, range: Range, out: &mut dyn Write) -> Result<(), Failure> {
     let mut first = Flows::default();
-    let mut clip = Clip {
-        range,
-        cut: true,
-        inner: &mut first,
-    };
+    let mut clip = Clip::new(range, true, &mut first);
     scan::scan(path, &mut clip).input(path)?;
     let flows: IdMap<u64> = first
         .spawned
@@ -300,11 +296,7 @@ pub(crate) fn run(path: &Path, range: Range, out: &mut dyn Write) -> Result<(), 
         pending: Vec::new(),
         parked_at: None,
     };
-    let mut clip = Clip {
-        range,
-        cut: true,
-        inner: &mut w,
-    };
+    let mut clip = Clip::new(range, true, &mut w);
     scan::scan(path, &mut clip).input(path)?;
     w.flush_pending();
     if let Some(e) = w.error.take() {

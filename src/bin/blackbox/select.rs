@@ -129,12 +129,30 @@ impl RangeArgs {
 /// A visitor that sees only `range`: the file's bounds become the range's,
 /// items outside it are dropped and, with `cut`, polls and request
 /// intervals across its edges are cut there (a cut poll is marked
-/// incomplete, as at a window's edge). Park moments are always clamped.
+/// incomplete, as at a window's edge). Parked intervals are always cut.
+/// Request names and task-to-request links pass for slow requests only.
 #[derive(Debug)]
 pub(crate) struct Clip<'a, V: ?Sized> {
     pub(crate) range: Range,
     pub(crate) cut: bool,
     pub(crate) inner: &'a mut V,
+    /// When the current lane's thread parked, if it is parked.
+    parked_at: Option<u64>,
+    /// Ids of the slow requests in the range.
+    slow: Vec<u64>,
+}
+
+impl<'a, V: ?Sized> Clip<'a, V> {
+    /// A clip of `inner` to `range`.
+    pub(crate) fn new(range: Range, cut: bool, inner: &'a mut V) -> Self {
+        Clip {
+            range,
+            cut,
+            inner,
+            parked_at: None,
+            slow: Vec::new(),
+        }
+    }
 }
 
 impl<V: Visitor + ?Sized> Clip<'_, V> {
@@ -161,10 +179,12 @@ impl<V: Visitor + ?Sized> Visitor for Clip<'_, V> {
         meta.to_ns = self.range.to_ns;
         meta.requests
             .retain(|r| r.end_unix_ns >= self.range.from_ns && r.start_unix_ns <= self.range.to_ns);
+        self.slow = meta.requests.iter().map(|r| r.request_id).collect();
         self.inner.begin(&meta);
     }
 
     fn lane(&mut self, lane: &LaneInfo) {
+        self.parked_at = None;
         self.inner.lane(lane);
     }
 
@@ -199,15 +219,24 @@ impl<V: Visitor + ?Sized> Visitor for Clip<'_, V> {
     }
 
     fn park(&mut self, lane: u32, ts: u64, parked: bool) {
-        // Parks are intervals to their visitors: clamp the moments instead
-        // of dropping them, so a park before the range still covers its start.
-        let ts = ts.clamp(self.range.from_ns, self.range.to_ns);
-        self.inner.park(lane, ts, parked);
+        // Parks are intervals to their visitors: pass on the part of each
+        // parked interval inside the range, as a park and an unpark.
+        if parked {
+            self.parked_at = Some(ts);
+            return;
+        }
+        let since = self.parked_at.take().unwrap_or(self.range.from_ns);
+        let (s, e) = (since.max(self.range.from_ns), ts.min(self.range.to_ns));
+        if s < e {
+            self.inner.park(lane, s, true);
+            self.inner.park(lane, e, false);
+        }
     }
 
     fn request_open(&mut self, request: u64, name: u16, ts: u64) {
-        // Names are needed for spans opened before the range and entered in it.
-        if ts <= self.range.to_ns {
+        // Only the slow requests are drawn by name; their names are needed
+        // even when they opened before the range.
+        if ts <= self.range.to_ns && self.slow.contains(&request) {
             self.inner
                 .request_open(request, name, ts.max(self.range.from_ns));
         }
@@ -226,10 +255,20 @@ impl<V: Visitor + ?Sized> Visitor for Clip<'_, V> {
     }
 
     fn task_request(&mut self, task: u64, request: u64) {
-        self.inner.task_request(task, request);
+        // Which tasks worked for a slow request, wherever in the file: that
+        // marks them in the range too. Others would only grow the output.
+        if self.slow.contains(&request) {
+            self.inner.task_request(task, request);
+        }
     }
 
     fn lane_end(&mut self, lane: u32) {
+        // Still parked at the end of the lane: the visitor closes the interval.
+        if let Some(since) = self.parked_at.take()
+            && since <= self.range.to_ns
+        {
+            self.inner.park(lane, since.max(self.range.from_ns), true);
+        }
         self.inner.lane_end(lane);
     }
 }

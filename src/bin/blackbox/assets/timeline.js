@@ -62,7 +62,7 @@
   }
   for (const [l, a, b] of D.k) lane(l).parks.push({ start: a, end: b < 0 ? SPAN : b });
   for (const [l, r, a, b] of D.e) lane(l).entered.push({ req: r, start: a, end: b });
-  for (const [t, r] of D.t) task(t).reqs.add(r);
+  for (const [t, r] of D.t) if (tasks.has(t)) tasks.get(t).reqs.add(r);
   const names = new Map();
   for (const [r, n] of D.o) if (n >= 0) names.set(r, str(n));
   const byStart = (a, b) => a.start - b.start;
