@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: `mod support;` in a test file.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod peers;
 pub mod service;
