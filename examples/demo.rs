@@ -15,12 +15,20 @@
 //! ```
 //!
 //! The threshold is 200 ms unless `BLACKBOX_LATENCY_THRESHOLD` says otherwise.
+//!
+//! The service traces itself with `tracing-opentelemetry`; the recorder's tail
+//! sampler keeps the traces of slow or failed requests (with their windows)
+//! and drops the rest. `BLACKBOX_BASELINE_RATIO=1` keeps every trace, for a
+//! Collector that samples on its own. Without an endpoint, everything goes to
+//! `./blackbox/traces.otlp.jsonl` (OTLP JSON, one export request per line).
 
 use axum::{Router, extract::Request, middleware::Next, response::Response, routing::get};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,6 +117,10 @@ async fn crunch() -> String {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = args()?;
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        // SAFETY: still single-threaded: no other thread reads the environment.
+        unsafe { std::env::set_var("OTEL_SERVICE_NAME", "blackbox-demo") };
+    }
     let mut builder = tokio_blackbox::Blackbox::builder()
         .window(Duration::from_secs(1), Duration::from_millis(100));
     if std::env::var_os("BLACKBOX_LATENCY_THRESHOLD").is_none() {
@@ -119,7 +131,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     blackbox.install_hooks(rt.worker_threads(2).enable_all());
     let rt = rt.build()?;
-    tracing_subscriber::registry().with(blackbox.layer()).init();
+    // The service's own spans: the recorder's tail sampler keeps slow or
+    // failed traces and sends them with their windows; the rest are dropped.
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(blackbox.tail_sampler())
+        .build();
+    tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("blackbox-demo")))
+        .with(blackbox.layer()) // after the OpenTelemetry layer: same trace ids
+        .init();
 
     let served = Arc::new(AtomicU64::new(0));
     rt.block_on(async {
@@ -173,8 +193,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<_, std::io::Error>(())
     })?;
 
+    let _ = provider.force_flush();
     blackbox.flush(Duration::from_secs(10));
     let stats = blackbox.stats();
+    let _ = provider.shutdown();
     drop(guard);
     println!(
         "demo: {} requests served, {} slow (threshold {}), {} captures ({} merged, {} skipped by the cap)",
@@ -191,11 +213,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.ring_bytes / 1024,
         stats.events_overwritten
     );
-    let dir = std::env::var("BLACKBOX_DIR")
-        .unwrap_or_else(|_| tokio_blackbox::Blackbox::DEFAULT_DIR.into());
     println!(
-        "demo: {} windows written to {dir}/ (read them with `cargo run -- summary FILE`)",
-        stats.windows_written
+        "demo: tail sampling kept {} traces and dropped {}; {} windows and {} spans exported, {} spans dropped",
+        stats.traces_kept,
+        stats.traces_sampled_out,
+        stats.windows_exported,
+        stats.spans_exported,
+        stats.spans_dropped
     );
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        .ok();
+    match endpoint {
+        Some(endpoint) => {
+            println!("demo: sent to {endpoint}; open the slow traces in Jaeger or Tempo")
+        }
+        None => {
+            let dir = std::env::var("BLACKBOX_DIR")
+                .unwrap_or_else(|_| tokio_blackbox::Blackbox::DEFAULT_DIR.into());
+            println!(
+                "demo: no OTEL_EXPORTER_OTLP_ENDPOINT, so the windows were written to {dir}/traces.otlp.jsonl (OTLP JSON); \
+                 `cargo run -- summary {dir}/traces.otlp.jsonl` shows them"
+            );
+        }
+    }
     Ok(())
 }
