@@ -618,8 +618,19 @@ impl Jaeger {
     /// "logs", "references", ...}], "processes"}]}`). An empty `min_duration`
     /// or `lookback` leaves that parameter out. Durations like `250ms`, `1h`.
     pub fn search(&self, service: &str, min_duration: &str, lookback: &str) -> Value {
+        self.search_limit(service, min_duration, lookback, 100)
+    }
+
+    /// [`Jaeger::search`] returning at most `limit` traces.
+    pub fn search_limit(
+        &self,
+        service: &str,
+        min_duration: &str,
+        lookback: &str,
+        limit: usize,
+    ) -> Value {
         let mut url = format!(
-            "{}/api/traces?service={}&limit=100",
+            "{}/api/traces?service={}&limit={limit}",
             self.query_url(),
             url_encode(service)
         );
