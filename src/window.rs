@@ -138,7 +138,10 @@ pub struct TaskActivity {
 impl TaskActivity {
     /// Time spent being polled.
     pub fn busy_ns(&self) -> u64 {
-        self.polls.iter().map(Poll::duration_ns).sum()
+        self.polls
+            .iter()
+            .map(Poll::duration_ns)
+            .fold(0, u64::saturating_add)
     }
 
     /// The longest poll.
@@ -148,7 +151,10 @@ impl TaskActivity {
 
     /// Total recorded scheduling delay.
     pub fn sched_delay_ns(&self) -> u64 {
-        self.polls.iter().filter_map(|p| p.sched_delay_ns).sum()
+        self.polls
+            .iter()
+            .filter_map(|p| p.sched_delay_ns)
+            .fold(0, u64::saturating_add)
     }
 
     /// The spawn location split into file and line, when known.
@@ -226,7 +232,7 @@ impl Window {
                     .filter(|e| e.ts >= from_unix_ns && e.ts <= to_unix_ns)
                     .collect();
                 let lost = estimate_lost(&l, from_unix_ns, anchor);
-                total_lost += lost;
+                total_lost = u64::saturating_add(total_lost, lost);
                 (!events.is_empty() || lost > 0).then_some(Lane {
                     index: l.lane,
                     thread: l.thread,
@@ -245,7 +251,10 @@ impl Window {
 
     /// Events of the window lost to overwrite, over all lanes.
     pub fn events_lost(&self) -> u64 {
-        self.lanes.iter().map(|l| l.events_lost).sum()
+        self.lanes
+            .iter()
+            .map(|l| l.events_lost)
+            .fold(0, u64::saturating_add)
     }
 
     fn string(&self, i: u16) -> Option<String> {
@@ -366,7 +375,7 @@ impl Window {
                         Some(EventKind::PollStart) => poll_start = Some(e.ts),
                         Some(EventKind::PollEnd) => {
                             let start = poll_start.take().unwrap_or(self.from_unix_ns.min(e.ts));
-                            w.busy_ns += e.ts.saturating_sub(start);
+                            w.busy_ns = w.busy_ns.saturating_add(e.ts.saturating_sub(start));
                             w.polls += 1;
                         }
                         _ => {}
