@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod fmt;
 mod html;
+mod otlp_json;
 mod perfetto;
 mod scan;
 mod select;

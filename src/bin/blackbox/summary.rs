@@ -182,14 +182,24 @@ impl Summary {
         };
         let yes = |b: bool| if b { "yes" } else { "no" };
         let _ = writeln!(o, "file      {name}");
-        let _ = writeln!(
-            o,
-            "kind      {kind}, format {}.{}, written {} by pid {}",
-            h.major,
-            h.minor,
-            utc(h.created_unix_ns),
-            h.pid
-        );
+        if let Some(n) = meta.json_windows {
+            let _ = writeln!(
+                o,
+                "kind      OTLP JSON, {n} window{}, the first cut {} by pid {}",
+                if n == 1 { "" } else { "s" },
+                utc(h.created_unix_ns),
+                h.pid
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "kind      {kind}, format {}.{}, written {} by pid {}",
+                h.major,
+                h.minor,
+                utc(h.created_unix_ns),
+                h.pid
+            );
+        }
         let _ = writeln!(
             o,
             "recorded  task hooks: {}, scheduling delays: {}; threshold {}, long poll {}",
