@@ -16,6 +16,7 @@ mod fmt;
 mod html;
 mod otlp_json;
 mod perfetto;
+mod replay;
 mod scan;
 mod select;
 mod summary;
@@ -24,7 +25,8 @@ mod timeline;
 use scan::ReadError;
 
 /// Look at the dump and capture files tokio-blackbox writes: after a crash, on
-/// a signal, or when no OTLP endpoint was configured.
+/// a signal, or when no OTLP endpoint was configured (binary `.bbx` files and
+/// OTLP JSON `traces.otlp.jsonl`), or replay them to an OTLP endpoint.
 #[derive(Debug, Parser)]
 #[command(name = "blackbox", version, max_term_width = 100)]
 #[deny(missing_docs)]
@@ -81,6 +83,14 @@ enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Send a file's windows to an OTLP endpoint (Jaeger, Tempo, a
+    /// Collector), in the traces of the slow requests they recorded.
+    ///
+    /// A capture file is one window. A dump becomes one window per slow
+    /// request, cut to [start - before, end + after] (or, with --all, one
+    /// window under a new trace). An OTLP JSON file is resent as it is, one
+    /// export request per line. Exits with 1 when the endpoint cannot be reached.
+    Replay(replay::ReplayArgs),
 }
 
 /// A failure and the exit status it earns.
@@ -161,6 +171,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             perfetto::run(&file, range, &mut out)?;
             finish(out, &output)
         }
+        Command::Replay(args) => replay::run(&args),
     }
 }
 

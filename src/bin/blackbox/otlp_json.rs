@@ -108,11 +108,6 @@ impl<R: BufRead> Lines<R> {
             };
         }
     }
-
-    /// The raw bytes of the line last returned (for `replay`).
-    pub(crate) fn raw(&self) -> &[u8] {
-        &self.buf
-    }
 }
 
 /// Why reading a JSON file failed.
