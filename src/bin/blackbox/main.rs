@@ -42,7 +42,8 @@ enum Command {
     /// slow, events lost to overwrite, and per slow request the tasks that held
     /// workers longest.
     Summary {
-        /// A dump (`blackbox.dump()`) or capture file (`DirSink`).
+        /// A dump (`blackbox.dump()`), a capture file (`DirSink`) or an OTLP
+        /// JSON capture file (`traces.otlp.jsonl`, `JsonFileSink`).
         file: PathBuf,
     },
     /// A timeline in the terminal: one lane per worker, polls drawn to scale,
@@ -50,7 +51,7 @@ enum Command {
     ///
     /// Colour is used when stdout is a terminal and `NO_COLOR` is not set.
     Timeline {
-        /// A dump or capture file.
+        /// A dump, a capture file or an OTLP JSON capture file.
         file: PathBuf,
         #[command(flatten)]
         range: select::RangeArgs,
@@ -63,7 +64,7 @@ enum Command {
     ///
     /// The page fetches nothing from the network and works from `file://`.
     Html {
-        /// A dump or capture file.
+        /// A dump, a capture file or an OTLP JSON capture file.
         file: PathBuf,
         #[command(flatten)]
         range: select::RangeArgs,
@@ -75,7 +76,7 @@ enum Command {
     /// track per worker, a slice per poll, flow arrows from spawn to first
     /// poll, and the slow requests on their own track.
     Perfetto {
-        /// A dump or capture file.
+        /// A dump, a capture file or an OTLP JSON capture file.
         file: PathBuf,
         #[command(flatten)]
         range: select::RangeArgs,
