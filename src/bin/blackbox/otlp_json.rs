@@ -132,7 +132,7 @@ pub(crate) fn pid(req: &ExportTraceServiceRequest) -> Option<u32> {
         .filter_map(|r| r.resource.as_ref())
         .flat_map(|r| r.attributes.iter())
         .find(|kv| kv.key == "process.pid")
-        .and_then(|kv| int_value(kv))
+        .and_then(int_value)
         .and_then(|v| u32::try_from(v).ok())
 }
 
