@@ -187,6 +187,25 @@ fn replayed_windows_open_in_jaeger_under_their_recorded_traces() {
     });
     assert_window_with_long_poll(&trace, fixtures::SPAN_ID, fixtures::TASK_CACHE as i64);
     assert!(jaeger.services().contains(&"orders".to_string()));
+
+    // 4. The same file over gRPC (tonic's TraceServiceClient), renamed.
+    let out = blackbox(&[
+        "replay",
+        json_path.to_str().unwrap(),
+        "--endpoint",
+        &grpc,
+        "--service-name",
+        "orders-replayed",
+    ]);
+    ok(&out);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !jaeger.services().contains(&"orders-replayed".to_string()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "service renamed on replay"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
 }
 
 #[test]

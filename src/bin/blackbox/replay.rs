@@ -25,11 +25,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanExporter};
-use tokio_blackbox::dump::FileKind;
+use tokio_blackbox::dump::{FileKind, Record};
 use tokio_blackbox::export::otlp::{Budget, request_span, window_spans};
 use tokio_blackbox::{Lane, SlowRequest, Window};
 
 use crate::otlp_json::Lines;
+use crate::scan::ReadError;
 use crate::{Failure, InputContext};
 
 /// The OTLP transport.
@@ -132,98 +133,119 @@ struct Report {
 }
 
 /// The windows of a binary file to send.
+///
+/// A dump is streamed: only the events inside some slow request's window are
+/// kept, so memory follows the windows, not the dump. A capture file, and a
+/// dump with `--all`, is sent whole, so it is read whole.
 fn binary_windows(args: &ReplayArgs) -> Result<Vec<Window>, Failure> {
     let path = &args.file;
-    let file = tokio_blackbox::dump::read_file(path).input(path)?;
-    let whole = file.window;
-    if args.all {
+    let meta = crate::scan::read_meta(path).input(path)?;
+    if args.all || meta.header.kind == FileKind::Capture {
+        let mut whole = tokio_blackbox::dump::read_file(path).input(path)?.window;
+        if !args.all {
+            return Ok(if whole.requests.is_empty() {
+                Vec::new()
+            } else {
+                vec![whole]
+            });
+        }
         let ids = RandomIdGenerator::default();
-        let mut w = whole;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let mut root = SlowRequest::new(
-            u64::MAX >> 24,
-            format!(
-                "blackbox replay {}",
-                path.file_name().map_or_else(
-                    || path.display().to_string(),
-                    |n| n.to_string_lossy().into_owned()
-                )
-            ),
+            // Not a request id of the file: request ids count up from 1.
+            tokio_blackbox::event::MAX_SUBJECT,
+            format!("blackbox replay {name}"),
             ids.new_trace_id(),
             ids.new_span_id(),
-            w.from_unix_ns,
-            w.to_unix_ns.max(w.from_unix_ns),
+            whole.from_unix_ns,
+            whole.to_unix_ns.max(whole.from_unix_ns),
         );
         root.own_span = true;
-        w.requests = vec![root];
-        return Ok(vec![w]);
-    }
-    if file.kind == FileKind::Capture {
-        return Ok(if whole.requests.is_empty() {
-            Vec::new()
-        } else {
-            vec![whole]
-        });
+        whole.requests = vec![root];
+        return Ok(vec![whole]);
     }
     let before = args.before.as_nanos() as u64;
     let after = args.after.as_nanos() as u64;
-    Ok(whole
+    let mut windows: Vec<Window> = meta
         .requests
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let from = r
-                .start_unix_ns
-                .saturating_sub(before)
-                .max(whole.from_unix_ns);
-            let to = r
+            let mut w = Window::default();
+            w.sequence = i as u64 + 1;
+            w.from_unix_ns = r.start_unix_ns.saturating_sub(before).max(meta.from_ns);
+            w.to_unix_ns = r
                 .end_unix_ns
                 .saturating_add(after)
-                .min(whole.to_unix_ns.max(r.end_unix_ns));
-            cut(&whole, r.clone(), i as u64 + 1, from, to)
-        })
-        .collect())
-}
-
-/// The part of `whole` in `[from, to]`, as a window around `request`.
-fn cut(whole: &Window, request: SlowRequest, sequence: u64, from: u64, to: u64) -> Window {
-    let mut w = Window::default();
-    w.sequence = sequence;
-    w.from_unix_ns = from;
-    w.to_unix_ns = to.max(from);
-    w.requests = vec![request];
-    w.strings = whole.strings.clone();
-    w.threshold = whole.threshold;
-    w.long_poll = whole.long_poll;
-    w.schedule_delay = whole.schedule_delay;
-    w.task_hooks = whole.task_hooks;
-    w.lanes = whole
-        .lanes
-        .iter()
-        .filter_map(|l| {
-            let events: Vec<_> = l
-                .events
-                .iter()
-                .filter(|e| e.ts >= from && e.ts <= to)
-                .copied()
-                .collect();
-            // Events lost to overwrite were the lane's oldest: they count for
-            // the window that reaches back to the start of the file.
-            let lost = if from <= whole.from_unix_ns {
-                l.events_lost
-            } else {
-                0
-            };
-            (!events.is_empty() || lost > 0).then(|| {
-                let mut lane = Lane::default();
-                lane.index = l.index;
-                lane.thread = l.thread.clone();
-                lane.events = events;
-                lane.events_lost = lost;
-                lane
-            })
+                .min(meta.to_ns.max(r.end_unix_ns))
+                .max(w.from_unix_ns);
+            w.requests = vec![r.clone()];
+            w.strings = meta.strings.clone();
+            w.threshold = meta.threshold;
+            w.long_poll = meta.long_poll;
+            w.schedule_delay = meta.header.schedule_delay;
+            w.task_hooks = meta.header.task_hooks;
+            w
         })
         .collect();
-    w
+    if windows.is_empty() {
+        return Ok(windows);
+    }
+    let (mut reader, bar) = crate::scan::open(path).input(path)?;
+    let result = (|| {
+        let mut lane_index = None;
+        loop {
+            let at = reader.offset();
+            let Some(record) = reader.next_record()? else {
+                return Ok(());
+            };
+            match record {
+                Record::Lane {
+                    index,
+                    thread,
+                    events_lost,
+                } => {
+                    lane_index = Some(index);
+                    for w in &mut windows {
+                        let mut lane = Lane::default();
+                        lane.index = index;
+                        lane.thread = thread.clone();
+                        // Events lost to overwrite were the lane's oldest:
+                        // they count for a window reaching back to the file's start.
+                        if w.from_unix_ns <= meta.from_ns {
+                            lane.events_lost = events_lost;
+                        }
+                        w.lanes.push(lane);
+                    }
+                }
+                Record::Events { lane, events } => {
+                    if lane_index != Some(lane) {
+                        return Err(ReadError::UndeclaredLane { offset: at, lane });
+                    }
+                    for w in &mut windows {
+                        let (from, to) = (w.from_unix_ns, w.to_unix_ns);
+                        if let Some(l) = w.lanes.last_mut() {
+                            l.events
+                                .extend(events.iter().filter(|e| e.ts >= from && e.ts <= to));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    })();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result.input(path)?;
+    for w in &mut windows {
+        w.lanes
+            .retain(|l| !l.events.is_empty() || l.events_lost > 0);
+    }
+    Ok(windows)
 }
 
 /// The resource of replayed binary windows: the library's (with `host.name`,
@@ -544,20 +566,45 @@ mod tests {
         let from = whole.from_unix_ns;
         whole.requests[1].start_unix_ns = from + 1_500_000_000;
         whole.requests[1].end_unix_ns = from + 1_600_000_000;
-        let r = whole.requests[1].clone();
-        let w = cut(
-            &whole,
-            r.clone(),
-            2,
-            r.start_unix_ns - 100,
-            r.end_unix_ns + 100,
-        );
-        assert_eq!(w.requests, vec![r]);
-        assert!(w.lanes.iter().all(|l| {
-            l.events
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut bytes = Vec::new();
+        tokio_blackbox::dump::write_window(&mut bytes, &whole, FileKind::Dump).unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        let path = file.path().to_str().unwrap();
+        let c = Cmd::parse_from([
+            "replay",
+            path,
+            "--endpoint",
+            "http://x:4317",
+            "--before",
+            "100ms",
+            "--after",
+            "10ms",
+        ]);
+        let windows = binary_windows(&c.args).map_err(|_| ()).unwrap();
+        assert_eq!(windows.len(), 2);
+        for (w, r) in windows.iter().zip(&whole.requests) {
+            assert_eq!(w.requests, vec![r.clone()]);
+            assert_eq!(w.from_unix_ns, r.start_unix_ns - 100_000_000);
+            assert_eq!(
+                w.to_unix_ns,
+                (r.end_unix_ns + 10_000_000).min(whole.to_unix_ns)
+            );
+            let expected: usize = whole
+                .lanes
                 .iter()
-                .all(|e| e.ts >= w.from_unix_ns && e.ts <= w.to_unix_ns)
-        }));
-        assert!(w.events() < whole.events());
+                .flat_map(|l| &l.events)
+                .filter(|e| e.ts >= w.from_unix_ns && e.ts <= w.to_unix_ns)
+                .count();
+            assert_eq!(w.events(), expected);
+            assert!(w.events() < whole.events());
+        }
+        // --all: everything, under a new root span.
+        let c = Cmd::parse_from(["replay", path, "--endpoint", "http://x:4317", "--all"]);
+        let windows = binary_windows(&c.args).map_err(|_| ()).unwrap();
+        assert_eq!(windows.len(), 1);
+        assert_eq!(windows[0].events(), whole.events());
+        assert!(windows[0].requests[0].own_span);
+        assert_ne!(windows[0].requests[0].trace_id, whole.requests[0].trace_id);
     }
 }
