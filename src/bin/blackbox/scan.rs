@@ -40,6 +40,8 @@ pub(crate) struct Meta {
     /// binary file). Its header is made up: a capture, format 1.0, with
     /// the flags of its windows.
     pub(crate) json_windows: Option<u64>,
+    /// For an OTLP JSON file, the largest lane index of its windows.
+    json_max_lane: u32,
 }
 
 impl Meta {
@@ -230,6 +232,7 @@ fn empty_meta(header: Header) -> Meta {
         strings: Vec::new(),
         requests: Vec::new(),
         json_windows: None,
+        json_max_lane: 0,
     }
 }
 
@@ -438,6 +441,9 @@ fn json_meta(path: &Path) -> Result<Meta, ReadError> {
         }
         meta.requests.extend(w.requests);
         strings = w.strings;
+        if let Some(max) = w.lanes.iter().map(|l| l.index).max() {
+            meta.json_max_lane = meta.json_max_lane.max(max);
+        }
         Ok(())
     })?;
     meta.file_from_ns = meta.from_ns;
@@ -447,26 +453,27 @@ fn json_meta(path: &Path) -> Result<Meta, ReadError> {
 }
 
 /// [`scan`] for an OTLP JSON file: a first pass for the metadata, then
-/// each window's lanes. A lane index seen in an earlier window gets a fresh
-/// one, so every lane a visitor sees is new.
+/// each window's lanes. Visitors see each lane once, so a thread seen in an
+/// earlier window gets a fresh lane index past the file's largest and its
+/// name says which window it is (`tokio-runtime-worker (window 2)`).
 fn scan_json(path: &Path, v: &mut dyn Visitor) -> Result<Meta, ReadError> {
     let meta = json_meta(path)?;
     v.begin(&meta);
     let mut used = std::collections::HashSet::new();
-    let mut next_free = 0u32;
+    let mut next_free = meta.json_max_lane.saturating_add(1);
+    let mut window = 0u64;
     json_windows(path, |w, _| {
+        window += 1;
         for lane in w.lanes {
-            let mut index = lane.index;
+            let (mut index, mut thread) = (lane.index, lane.thread);
             if !used.insert(index) {
-                while used.contains(&next_free) {
-                    next_free += 1;
-                }
                 index = next_free;
-                used.insert(index);
+                next_free = next_free.saturating_add(1);
+                thread = format!("{thread} (window {window})");
             }
             v.lane(&LaneInfo {
                 index,
-                thread: lane.thread,
+                thread,
                 events_lost: lane.events_lost,
             });
             let mut state = LaneState {
