@@ -466,8 +466,23 @@ fn set_service_name(request: &mut ExportTraceServiceRequest, name: &str) {
 
 async fn replay_json(args: &ReplayArgs) -> Result<Report, Failure> {
     let path: &Path = &args.file;
+    // A first pass checks every line, so a bad line sends nothing.
     let (input, bar) = crate::scan::open_input(path).input(path)?;
     let mut lines = Lines::new(input);
+    let mut count = 0u64;
+    let checked = (|| {
+        while lines.next_request()?.is_some() {
+            count += 1;
+        }
+        Ok::<(), crate::otlp_json::ReadFailure>(())
+    })();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    checked.map_err(|e| Failure::Input(path.to_path_buf(), e.into()))?;
+    let (input, _) = crate::scan::open_input(path).input(path)?;
+    let mut lines = Lines::new(input);
+    let bar = progress(Some(count), format!("replaying {}", path.display()));
     let mut sender = Sender::connect(args).await?;
     let mut report = Report::default();
     let mut rejected = 0i64;
@@ -482,6 +497,9 @@ async fn replay_json(args: &ReplayArgs) -> Result<Report, Failure> {
                 .flat_map(|r| &r.scope_spans)
                 .flat_map(|s| &s.spans)
                 .collect();
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
             if spans.is_empty() {
                 continue;
             }
