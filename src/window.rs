@@ -38,6 +38,40 @@ pub struct SlowRequest {
 }
 
 impl SlowRequest {
+    /// A slow request whose ids came from OpenTelemetry (`own_span` and
+    /// `error` are `false`; both fields are public to change). For readers
+    /// that rebuild a [`Window`] from somewhere else than the recorder, such
+    /// as the `blackbox` command reading OTLP JSON capture files.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use opentelemetry::trace::{SpanId, TraceId};
+    /// use tokio_blackbox::SlowRequest;
+    /// let r = SlowRequest::new(1, "GET /", TraceId::from(7u128), SpanId::from(8u64), 1_000, 3_000);
+    /// assert_eq!(r.duration().as_nanos(), 2_000);
+    /// assert!(!r.own_span);
+    /// ```
+    pub fn new(
+        request_id: u64,
+        name: impl Into<String>,
+        trace_id: TraceId,
+        span_id: SpanId,
+        start_unix_ns: u64,
+        end_unix_ns: u64,
+    ) -> SlowRequest {
+        SlowRequest {
+            request_id,
+            name: name.into(),
+            trace_id,
+            span_id,
+            own_span: false,
+            error: false,
+            start_unix_ns,
+            end_unix_ns,
+        }
+    }
+
     /// How long the request took.
     pub fn duration(&self) -> Duration {
         Duration::from_nanos(self.end_unix_ns.saturating_sub(self.start_unix_ns))
