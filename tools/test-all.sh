@@ -53,9 +53,12 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 
 step "the README's demo"
 demo_dir="$(mktemp -d)"
-(cd "$demo_dir" && env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_EXPORTER_OTLP_TRACES_ENDPOINT \
-  cargo run --manifest-path "$REPO/Cargo.toml" --release --example demo -- --duration 4s)
-windows=$(grep -c '"blackbox.window"' "$demo_dir/blackbox/traces.otlp.jsonl" || true)
+# From the repository root, as the README says: .cargo/config.toml (with
+# --cfg tokio_unstable) is found from the working directory.
+env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_EXPORTER_OTLP_TRACES_ENDPOINT BLACKBOX_DIR="$demo_dir" \
+  cargo run --release --example demo -- --duration 4s | tee "$demo_dir/demo.out"
+grep -q "task hooks: on" "$demo_dir/demo.out" || { echo "the demo ran without task hooks" >&2; exit 1; }
+windows=$(grep -c '"blackbox.window"' "$demo_dir/traces.otlp.jsonl" || true)
 rm -rf "$demo_dir"
 if [ "${windows:-0}" -lt 1 ]; then
   echo "the demo captured no window" >&2
