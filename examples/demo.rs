@@ -208,10 +208,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.requests_skipped,
     );
     println!(
-        "demo: {} events recorded in {} KiB of rings, {} overwritten",
+        "demo: {} events recorded in {} KiB of rings, {} overwritten; task hooks: {}",
         stats.events_recorded,
         stats.ring_bytes / 1024,
-        stats.events_overwritten
+        stats.events_overwritten,
+        if stats.task_hooks {
+            "on"
+        } else {
+            "off (built without --cfg tokio_unstable: only request spans and worker park/unpark were recorded)"
+        }
     );
     println!(
         "demo: tail sampling kept {} traces and dropped {}; {} windows and {} spans exported, {} spans dropped",

@@ -5,8 +5,8 @@
 //! request id). Strings (spawn locations, span names) never live in events:
 //! they are interned once and referred to by a 16-bit index.
 //!
-//! Inside the process the timestamp is a raw clock reading (see
-//! [`crate::clock`]); in captures and dump files it is UNIX nanoseconds.
+//! Inside the process the timestamp is a raw reading of the recorder's
+//! monotonic clock; in captures and dump files it is UNIX nanoseconds.
 
 use std::fmt;
 

@@ -38,6 +38,40 @@ pub struct SlowRequest {
 }
 
 impl SlowRequest {
+    /// A slow request whose ids came from OpenTelemetry (`own_span` and
+    /// `error` are `false`; both fields are public to change). For readers
+    /// that rebuild a [`Window`] from somewhere else than the recorder, such
+    /// as the `blackbox` command reading OTLP JSON capture files.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use opentelemetry::trace::{SpanId, TraceId};
+    /// use tokio_blackbox::SlowRequest;
+    /// let r = SlowRequest::new(1, "GET /", TraceId::from(7u128), SpanId::from(8u64), 1_000, 3_000);
+    /// assert_eq!(r.duration().as_nanos(), 2_000);
+    /// assert!(!r.own_span);
+    /// ```
+    pub fn new(
+        request_id: u64,
+        name: impl Into<String>,
+        trace_id: TraceId,
+        span_id: SpanId,
+        start_unix_ns: u64,
+        end_unix_ns: u64,
+    ) -> SlowRequest {
+        SlowRequest {
+            request_id,
+            name: name.into(),
+            trace_id,
+            span_id,
+            own_span: false,
+            error: false,
+            start_unix_ns,
+            end_unix_ns,
+        }
+    }
+
     /// How long the request took.
     pub fn duration(&self) -> Duration {
         Duration::from_nanos(self.end_unix_ns.saturating_sub(self.start_unix_ns))
@@ -138,7 +172,10 @@ pub struct TaskActivity {
 impl TaskActivity {
     /// Time spent being polled.
     pub fn busy_ns(&self) -> u64 {
-        self.polls.iter().map(Poll::duration_ns).sum()
+        self.polls
+            .iter()
+            .map(Poll::duration_ns)
+            .fold(0, u64::saturating_add)
     }
 
     /// The longest poll.
@@ -148,7 +185,10 @@ impl TaskActivity {
 
     /// Total recorded scheduling delay.
     pub fn sched_delay_ns(&self) -> u64 {
-        self.polls.iter().filter_map(|p| p.sched_delay_ns).sum()
+        self.polls
+            .iter()
+            .filter_map(|p| p.sched_delay_ns)
+            .fold(0, u64::saturating_add)
     }
 
     /// The spawn location split into file and line, when known.
@@ -226,7 +266,7 @@ impl Window {
                     .filter(|e| e.ts >= from_unix_ns && e.ts <= to_unix_ns)
                     .collect();
                 let lost = estimate_lost(&l, from_unix_ns, anchor);
-                total_lost += lost;
+                total_lost = u64::saturating_add(total_lost, lost);
                 (!events.is_empty() || lost > 0).then_some(Lane {
                     index: l.lane,
                     thread: l.thread,
@@ -245,7 +285,10 @@ impl Window {
 
     /// Events of the window lost to overwrite, over all lanes.
     pub fn events_lost(&self) -> u64 {
-        self.lanes.iter().map(|l| l.events_lost).sum()
+        self.lanes
+            .iter()
+            .map(|l| l.events_lost)
+            .fold(0, u64::saturating_add)
     }
 
     fn string(&self, i: u16) -> Option<String> {
@@ -366,7 +409,7 @@ impl Window {
                         Some(EventKind::PollStart) => poll_start = Some(e.ts),
                         Some(EventKind::PollEnd) => {
                             let start = poll_start.take().unwrap_or(self.from_unix_ns.min(e.ts));
-                            w.busy_ns += e.ts.saturating_sub(start);
+                            w.busy_ns = w.busy_ns.saturating_add(e.ts.saturating_sub(start));
                             w.polls += 1;
                         }
                         _ => {}

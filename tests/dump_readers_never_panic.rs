@@ -53,9 +53,8 @@ proptest! {
 
     // `Window::workers` sums busy time with `+=`, which overflows (a panic in
     // debug builds) on damaged timestamps: src/window.rs, `w.busy_ns += ..`.
-    // Found by this test; the fix belongs to the library's owner.
+    // Found an overflow in `Window::workers` on damaged timestamps (fixed).
     #[test]
-    #[ignore = "Window::workers overflows on damaged timestamps (library bug, reported)"]
     fn analysis_of_damaged_files(
         golden in any::<bool>(),
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),

@@ -290,6 +290,16 @@ pub fn all() -> Vec<(&'static str, Vec<u8>)> {
     corrupt[strings_at + 5 + 4] = 0xff;
     vec![
         ("small.bbx", small.clone()),
+        ("small.otlp.jsonl", small_otlp_json()),
+        ("bad-line.otlp.jsonl", {
+            // A good line, then one cut short.
+            let json = small_otlp_json();
+            let first = json.iter().position(|&b| b == b'\n').unwrap() + 1;
+            let mut bad = json[..first].to_vec();
+            bad.extend_from_slice(&json[first..first + 200]);
+            bad.push(b'\n');
+            bad
+        }),
         ("empty.bbx", Vec::new()),
         ("truncated.bbx", small[..small.len() / 2].to_vec()),
         ("future.bbx", future),
@@ -299,4 +309,94 @@ pub fn all() -> Vec<(&'static str, Vec<u8>)> {
             b"this is a text file, not a blackbox dump\n".to_vec(),
         ),
     ]
+}
+
+/// `small.bbx`'s window as the recorder's JSON file sink writes it
+/// (`traces.otlp.jsonl`): one `ExportTraceServiceRequest` per line, through
+/// the library's OTLP mapping. The first line is the app's own request span,
+/// as the tail sampler writes it before the capture; the second the window.
+/// The mapping's random span ids are renumbered in order (1, 2, ...), and the
+/// resource is fixed, so the bytes depend only on the window and the mapping.
+pub fn small_otlp_json() -> Vec<u8> {
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceState};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+    use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+    use opentelemetry_sdk::Resource;
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+    use std::collections::HashMap;
+    use std::time::UNIX_EPOCH;
+    use tokio_blackbox::export::otlp::{Budget, window_spans};
+
+    let window = small_window();
+    let (mut spans, _) = window_spans(&window, Budget::default());
+    let mut ids: HashMap<SpanId, SpanId> = HashMap::new();
+    for (i, s) in spans.iter().enumerate() {
+        ids.insert(s.span_context.span_id(), SpanId::from(i as u64 + 1));
+    }
+    let renumber = |c: &SpanContext| {
+        SpanContext::new(
+            c.trace_id(),
+            ids.get(&c.span_id()).copied().unwrap_or(c.span_id()),
+            c.trace_flags(),
+            c.is_remote(),
+            c.trace_state().clone(),
+        )
+    };
+    for s in &mut spans {
+        s.span_context = renumber(&s.span_context);
+        s.parent_span_id = ids
+            .get(&s.parent_span_id)
+            .copied()
+            .unwrap_or(s.parent_span_id);
+        for l in &mut s.links.links {
+            l.span_context = renumber(&l.span_context);
+        }
+    }
+    let resource = Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", "orders"),
+            KeyValue::new("host.name", "fixture-host"),
+            KeyValue::new("process.pid", 4242_i64),
+        ])
+        .build();
+    let resource = ResourceAttributesWithSchema::from(&resource);
+    let req = &window.requests[0];
+    let app_span = SpanData {
+        span_context: SpanContext::new(
+            req.trace_id,
+            req.span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::NONE,
+        ),
+        parent_span_id: SpanId::INVALID,
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Server,
+        name: req.name.clone().into(),
+        start_time: UNIX_EPOCH + Duration::from_nanos(req.start_unix_ns),
+        end_time: UNIX_EPOCH + Duration::from_nanos(req.end_unix_ns),
+        attributes: vec![KeyValue::new("http.request.method", "GET")],
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: Status::Unset,
+        instrumentation_scope: opentelemetry::InstrumentationScope::builder("orders").build(),
+    };
+    let mut out = Vec::new();
+    for batch in [vec![app_span], spans] {
+        let mut request = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(batch, &resource),
+        };
+        // The resource's attributes come out of a hash map: fix their order.
+        for r in &mut request.resource_spans {
+            if let Some(res) = &mut r.resource {
+                res.attributes.sort_by(|a, b| a.key.cmp(&b.key));
+            }
+        }
+        out.extend(serde_json::to_vec(&request).unwrap());
+        out.push(b'\n');
+    }
+    out
 }

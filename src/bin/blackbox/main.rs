@@ -14,7 +14,9 @@ use clap::{Parser, Subcommand};
 
 mod fmt;
 mod html;
+mod otlp_json;
 mod perfetto;
+mod replay;
 mod scan;
 mod select;
 mod summary;
@@ -23,7 +25,8 @@ mod timeline;
 use scan::ReadError;
 
 /// Look at the dump and capture files tokio-blackbox writes: after a crash, on
-/// a signal, or when no OTLP endpoint was configured.
+/// a signal, or when no OTLP endpoint was configured (binary `.bbx` files and
+/// OTLP JSON `traces.otlp.jsonl`), or replay them to an OTLP endpoint.
 #[derive(Debug, Parser)]
 #[command(name = "blackbox", version, max_term_width = 100)]
 #[deny(missing_docs)]
@@ -39,7 +42,8 @@ enum Command {
     /// slow, events lost to overwrite, and per slow request the tasks that held
     /// workers longest.
     Summary {
-        /// A dump (`blackbox.dump()`) or capture file (`DirSink`).
+        /// A dump (`blackbox.dump()`), a capture file (`DirSink`) or an OTLP
+        /// JSON capture file (`traces.otlp.jsonl`, `JsonFileSink`).
         file: PathBuf,
     },
     /// A timeline in the terminal: one lane per worker, polls drawn to scale,
@@ -47,7 +51,7 @@ enum Command {
     ///
     /// Colour is used when stdout is a terminal and `NO_COLOR` is not set.
     Timeline {
-        /// A dump or capture file.
+        /// A dump, a capture file or an OTLP JSON capture file.
         file: PathBuf,
         #[command(flatten)]
         range: select::RangeArgs,
@@ -60,7 +64,7 @@ enum Command {
     ///
     /// The page fetches nothing from the network and works from `file://`.
     Html {
-        /// A dump or capture file.
+        /// A dump, a capture file or an OTLP JSON capture file.
         file: PathBuf,
         #[command(flatten)]
         range: select::RangeArgs,
@@ -72,7 +76,7 @@ enum Command {
     /// track per worker, a slice per poll, flow arrows from spawn to first
     /// poll, and the slow requests on their own track.
     Perfetto {
-        /// A dump or capture file.
+        /// A dump, a capture file or an OTLP JSON capture file.
         file: PathBuf,
         #[command(flatten)]
         range: select::RangeArgs,
@@ -80,6 +84,14 @@ enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Send a file's windows to an OTLP endpoint (Jaeger, Tempo, a
+    /// Collector), in the traces of the slow requests they recorded.
+    ///
+    /// A capture file is one window. A dump becomes one window per slow
+    /// request, cut to [start - before, end + after] (or, with --all, one
+    /// window under a new trace). An OTLP JSON file is resent as it is, one
+    /// export request per line. Exits with 1 when the endpoint cannot be reached.
+    Replay(replay::ReplayArgs),
 }
 
 /// A failure and the exit status it earns.
@@ -160,6 +172,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             perfetto::run(&file, range, &mut out)?;
             finish(out, &output)
         }
+        Command::Replay(args) => replay::run(&args),
     }
 }
 

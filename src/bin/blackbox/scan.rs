@@ -9,14 +9,16 @@
 //! at the window's end, a poll end with no start begins at the window's start.
 
 use std::fs::File;
-use std::io::{BufReader, IsTerminal, Read};
+use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio_blackbox::dump::{DumpReader, Header, Record};
+use tokio_blackbox::dump::{DumpReader, FileKind, Header, Record};
 use tokio_blackbox::event::{NO_STRING, decode_delay};
-use tokio_blackbox::{DumpError, EventKind, SlowRequest};
+use tokio_blackbox::{DumpError, EventKind, SlowRequest, Window};
+
+use crate::otlp_json::{self, Lines, ReadFailure};
 
 /// Inputs larger than this get a progress bar when stderr is a terminal.
 const PROGRESS_MIN_BYTES: u64 = 4 << 20;
@@ -34,6 +36,12 @@ pub(crate) struct Meta {
     pub(crate) long_poll: Duration,
     pub(crate) strings: Vec<String>,
     pub(crate) requests: Vec<SlowRequest>,
+    /// For an OTLP JSON file, the number of windows in it (`None` for a
+    /// binary file). Its header is made up: a capture, format 1.0, with
+    /// the flags of its windows.
+    pub(crate) json_windows: Option<u64>,
+    /// For an OTLP JSON file, the largest lane index of its windows.
+    json_max_lane: u32,
 }
 
 impl Meta {
@@ -131,9 +139,33 @@ pub(crate) type Opened = (DumpReader<Box<dyn Read>>, Option<ProgressBar>);
 
 /// Opens `path` for reading, with a progress bar on a terminal for large files.
 pub(crate) fn open(path: &Path) -> Result<Opened, DumpError> {
+    let (input, bar) = open_input(path)?;
+    let input: Box<dyn Read> = Box::new(input);
+    Ok((DumpReader::new(input)?, bar))
+}
+
+/// Whether `path` holds OTLP JSON (its first non-blank byte is `{`) rather
+/// than a binary dump or capture (`BBXDUMP\0`).
+pub(crate) fn is_json(path: &Path) -> Result<bool, DumpError> {
+    let mut head = [0u8; 64];
+    let mut file = File::open(path)?;
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(otlp_json::looks_like_json(&head[..n]))
+}
+
+/// A buffered input over `path`, with a progress bar on a terminal for large files.
+pub(crate) fn open_input(
+    path: &Path,
+) -> Result<(Box<dyn BufRead>, Option<ProgressBar>), DumpError> {
     let file = File::open(path)?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (input, bar): (Box<dyn Read>, _) =
+    let (input, bar): (Box<dyn BufRead>, _) =
         if size > PROGRESS_MIN_BYTES && std::io::stderr().is_terminal() {
             let bar = ProgressBar::with_draw_target(Some(size), ProgressDrawTarget::stderr());
             let style =
@@ -144,13 +176,16 @@ pub(crate) fn open(path: &Path) -> Result<Opened, DumpError> {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
             bar.set_message(name.unwrap_or_else(|| path.display().to_string()));
             (
-                Box::new(bar.wrap_read(BufReader::with_capacity(1 << 20, file))),
+                Box::new(BufReader::with_capacity(
+                    1 << 20,
+                    bar.wrap_read(BufReader::with_capacity(1 << 20, file)),
+                )),
                 Some(bar),
             )
         } else {
             (Box::new(BufReader::with_capacity(1 << 20, file)), None)
         };
-    Ok((DumpReader::new(input)?, bar))
+    Ok((input, bar))
 }
 
 /// Reads `path` through `visitor`; returns what the file said before its lanes.
@@ -159,6 +194,9 @@ pub(crate) fn open(path: &Path) -> Result<Opened, DumpError> {
 ///
 /// A [`ReadError`], with the byte offset, for bad input.
 pub(crate) fn scan(path: &Path, visitor: &mut dyn Visitor) -> Result<Meta, ReadError> {
+    if is_json(path)? {
+        return scan_json(path, visitor);
+    }
     let (mut reader, bar) = open(path)?;
     let result = scan_reader(&mut reader, visitor);
     if let Some(bar) = bar {
@@ -168,7 +206,10 @@ pub(crate) fn scan(path: &Path, visitor: &mut dyn Visitor) -> Result<Meta, ReadE
 }
 
 /// Reads only the part of `path` before its first lane.
-pub(crate) fn read_meta(path: &Path) -> Result<Meta, DumpError> {
+pub(crate) fn read_meta(path: &Path) -> Result<Meta, ReadError> {
+    if is_json(path)? {
+        return json_meta(path);
+    }
     let (mut reader, _) = open(path)?;
     let mut meta = empty_meta(*reader.header());
     while let Some(record) = reader.next_record()? {
@@ -190,6 +231,8 @@ fn empty_meta(header: Header) -> Meta {
         long_poll: Duration::ZERO,
         strings: Vec::new(),
         requests: Vec::new(),
+        json_windows: None,
+        json_max_lane: 0,
     }
 }
 
@@ -290,7 +333,12 @@ pub(crate) fn scan_reader<R: Read>(
 #[derive(Debug)]
 pub(crate) enum ReadError {
     Dump(DumpError),
-    UndeclaredLane { offset: u64, lane: u32 },
+    UndeclaredLane {
+        offset: u64,
+        lane: u32,
+    },
+    /// A line of an OTLP JSON file that does not parse.
+    Json(otlp_json::LineError),
 }
 
 impl std::fmt::Display for ReadError {
@@ -300,6 +348,11 @@ impl std::fmt::Display for ReadError {
             ReadError::UndeclaredLane { offset, lane } => write!(
                 f,
                 "corrupt file at byte {offset}: events for lane {lane}, which has no LANE record before them"
+            ),
+            ReadError::Json(e) => write!(
+                f,
+                "line {} (byte {}): not an OTLP JSON ExportTraceServiceRequest: {}",
+                e.line, e.offset, e.message
             ),
         }
     }
@@ -311,6 +364,133 @@ impl From<DumpError> for ReadError {
     fn from(e: DumpError) -> ReadError {
         ReadError::Dump(e)
     }
+}
+
+impl From<ReadFailure> for ReadError {
+    fn from(e: ReadFailure) -> ReadError {
+        match e {
+            ReadFailure::Io(e) => ReadError::Dump(e.into()),
+            ReadFailure::Line(e) => ReadError::Json(e),
+        }
+    }
+}
+
+/// A header for an OTLP JSON file: a capture of format 1.0. `Header` has no
+/// public constructor, so it is read from an empty capture made in memory.
+fn json_header() -> Header {
+    let mut bytes = Vec::new();
+    let header =
+        tokio_blackbox::dump::write_window(&mut bytes, &Window::default(), FileKind::Capture)
+            .ok()
+            .and_then(|()| DumpReader::new(&bytes[..]).ok())
+            .map(|r| *r.header());
+    let mut h = header.expect("an empty capture reads back");
+    h.task_hooks = false;
+    h.schedule_delay = false;
+    h.created_unix_ns = 0;
+    h.pid = 0;
+    h
+}
+
+/// Every window of an OTLP JSON file, one at a time (see [`otlp_json`]).
+fn json_windows(
+    path: &Path,
+    mut each: impl FnMut(Window, Option<u32>) -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    let (input, bar) = open_input(path)?;
+    let mut lines = Lines::new(input);
+    let mut tables = otlp_json::Tables::default();
+    let mut known = otlp_json::KnownSpans::new();
+    let result = (|| {
+        while let Some((req, _, _)) = lines.next_request()? {
+            otlp_json::remember_roots(&req, &mut known);
+            let pid = otlp_json::pid(&req);
+            for w in otlp_json::windows_of_line(&req, &mut tables, &known) {
+                each(w, pid)?;
+            }
+        }
+        Ok(())
+    })();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result
+}
+
+/// The first pass over an OTLP JSON file: bounds, requests and strings.
+fn json_meta(path: &Path) -> Result<Meta, ReadError> {
+    let mut meta = empty_meta(json_header());
+    let mut n = 0u64;
+    let mut strings = Vec::new();
+    json_windows(path, |w, pid| {
+        if n == 0 {
+            meta.sequence = w.sequence;
+            meta.from_ns = w.from_unix_ns;
+            meta.to_ns = w.to_unix_ns;
+            meta.threshold = w.threshold;
+            meta.long_poll = w.long_poll;
+            meta.header.created_unix_ns = w.to_unix_ns;
+        }
+        n += 1;
+        meta.from_ns = meta.from_ns.min(w.from_unix_ns);
+        meta.to_ns = meta.to_ns.max(w.to_unix_ns);
+        meta.header.task_hooks |= w.task_hooks;
+        meta.header.schedule_delay |= w.schedule_delay;
+        if let Some(pid) = pid {
+            meta.header.pid = pid;
+        }
+        meta.requests.extend(w.requests);
+        strings = w.strings;
+        if let Some(max) = w.lanes.iter().map(|l| l.index).max() {
+            meta.json_max_lane = meta.json_max_lane.max(max);
+        }
+        Ok(())
+    })?;
+    meta.file_from_ns = meta.from_ns;
+    meta.strings = strings;
+    meta.json_windows = Some(n);
+    Ok(meta)
+}
+
+/// [`scan`] for an OTLP JSON file: a first pass for the metadata, then
+/// each window's lanes. Visitors see each lane once, so a thread seen in an
+/// earlier window gets a fresh lane index past the file's largest and its
+/// name says which window it is (`tokio-runtime-worker (window 2)`).
+fn scan_json(path: &Path, v: &mut dyn Visitor) -> Result<Meta, ReadError> {
+    let meta = json_meta(path)?;
+    v.begin(&meta);
+    let mut used = std::collections::HashSet::new();
+    let mut next_free = meta.json_max_lane.saturating_add(1);
+    let mut window = 0u64;
+    json_windows(path, |w, _| {
+        window += 1;
+        for lane in w.lanes {
+            let (mut index, mut thread) = (lane.index, lane.thread);
+            if !used.insert(index) {
+                index = next_free;
+                next_free = next_free.saturating_add(1);
+                thread = format!("{thread} (window {window})");
+            }
+            v.lane(&LaneInfo {
+                index,
+                thread,
+                events_lost: lane.events_lost,
+            });
+            let mut state = LaneState {
+                index,
+                ..LaneState::default()
+            };
+            for e in &lane.events {
+                if let Some(kind) = e.kind() {
+                    v.event(index, kind, e.ts);
+                    step(&mut state, &meta, v, kind, e.subject(), e.arg(), e.ts);
+                }
+            }
+            finish_lane(state, &meta, v);
+        }
+        Ok(())
+    })?;
+    Ok(meta)
 }
 
 fn step(
