@@ -290,6 +290,12 @@ pub fn run_demo(otlp_endpoint: &str, duration: &str) -> DemoRun {
         tail(&stderr, 4000)
     );
     let stats = parse_stats(&stdout);
+    assert!(
+        stdout.contains("task hooks: on"),
+        "the demo ran without task hooks (built without --cfg tokio_unstable? \
+         .cargo/config.toml sets it unless RUSTFLAGS overrides it): its windows have no task \
+         spans. Its output:\n{stdout}"
+    );
     let took = exited - started;
     eprintln!("demo exited after {took:.1?}:\n{}", stdout.trim_end());
     DemoRun {
