@@ -51,9 +51,8 @@ proptest! {
         read(&bytes);
     }
 
-    // `Window::workers` sums busy time with `+=`, which overflows (a panic in
-    // debug builds) on damaged timestamps: src/window.rs, `w.busy_ns += ..`.
-    // Found an overflow in `Window::workers` on damaged timestamps (fixed).
+    // This found an overflow in `Window::workers` on damaged timestamps (fixed
+    // with saturating sums).
     #[test]
     fn analysis_of_damaged_files(
         golden in any::<bool>(),
