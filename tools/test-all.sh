@@ -23,6 +23,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE=1
 step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+# Every cargo test's output also goes to this log, to total the results at the end.
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
+ctest() { cargo test "$@" 2>&1 | tee -a "$results"; }
 
 step "test peers: jaeger and otelcol"
 tools/build-peers.sh
@@ -35,15 +39,15 @@ step "clippy"
 cargo clippy --all-targets --all-features -- -D warnings
 
 step "tests (tokio_unstable)"
-cargo test --all-features --no-fail-fast
+ctest --all-features --no-fail-fast
 
 step "tests without tokio_unstable"
 RUSTFLAGS="" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/no-unstable" \
-  cargo test --lib --test without_tokio_unstable
+  ctest --lib --test without_tokio_unstable
 
 step "loom models of the ring"
 RUSTFLAGS="--cfg tokio_unstable --cfg blackbox_loom" LOOM_MAX_PREEMPTIONS=3 \
-  CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" cargo test --release --lib ring::
+  CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" ctest --release --lib ring::
 
 step "benches build"
 cargo bench --no-run
@@ -67,3 +71,4 @@ fi
 echo "the demo wrote $windows export request(s) with a blackbox.window span"
 
 step "all tests passed"
+awk '/^test result:/ {p += $4; f += $6} END {printf "tests: %d passed, %d failed\n", p, f}' "$results"
