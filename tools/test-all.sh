@@ -3,6 +3,7 @@
 #
 #   tools/test-all.sh
 #
+# 0. installs chromium and valgrind from Debian's packages if missing;
 # 1. builds the test peers (Jaeger v2, an OpenTelemetry Collector) from the Go
 #    module proxy (tools/build-peers.sh; cached after the first run);
 # 2. formatting and clippy (warnings are errors);
@@ -27,6 +28,23 @@ step() { printf '\n=== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 ctest() { cargo test "$@" 2>&1 | tee -a "$results"; }
+
+step "system packages"
+# Chromium renders the HTML timeline in its test; valgrind counts instructions
+# (tools/poll-cost.sh). Installed from Debian's packages when missing.
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+  else
+    echo "missing: ${need[*]} (install them, e.g. apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+echo "chromium: $(command -v chromium), valgrind: $(command -v valgrind)"
 
 step "test peers: jaeger and otelcol"
 tools/build-peers.sh
