@@ -31,10 +31,11 @@ ctest() { cargo test "$@" 2>&1 | tee -a "$results"; }
 
 step "system packages"
 # Chromium renders the HTML timeline in its test; valgrind counts instructions
-# (tools/poll-cost.sh). Installed from Debian's packages when missing.
+# (tools/poll-cost.sh); openssl makes the TLS test's certificates. Installed from Debian's packages when missing.
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get update -q
@@ -44,7 +45,7 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-echo "chromium: $(command -v chromium), valgrind: $(command -v valgrind)"
+echo "chromium: $(command -v chromium), valgrind: $(command -v valgrind), openssl: $(command -v openssl)"
 
 step "test peers: jaeger and otelcol"
 tools/build-peers.sh

@@ -208,6 +208,18 @@ pub(crate) struct OtlpEnv {
     /// came from `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub(crate) endpoint: String,
     pub(crate) protocol: Protocol,
+    /// TLS files for an `https` endpoint: `(variable, path)` of the CA
+    /// certificate, the client certificate and the client key (PEM).
+    pub(crate) tls: TlsFiles,
+}
+
+/// The PEM files named by `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`,
+/// `..._CLIENT_CERTIFICATE` and `..._CLIENT_KEY`, with the variable each came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct TlsFiles {
+    pub(crate) ca: Option<(&'static str, String)>,
+    pub(crate) client_cert: Option<(&'static str, String)>,
+    pub(crate) client_key: Option<(&'static str, String)>,
 }
 
 impl OtlpEnv {
@@ -246,7 +258,37 @@ impl OtlpEnv {
                 None => return Ok(None),
             },
         };
-        Ok(Some(OtlpEnv { endpoint, protocol }))
+        let pick = |traces: &'static str, general: &'static str| {
+            nonempty(env(traces))
+                .map(|v| (traces, v))
+                .or_else(|| nonempty(env(general)).map(|v| (general, v)))
+        };
+        let tls = TlsFiles {
+            ca: pick(
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ),
+            client_cert: pick(
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            ),
+            client_key: pick(
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            ),
+        };
+        if protocol == Protocol::HttpProtobuf && endpoint.starts_with("https:") {
+            return Err(BuildError::InvalidEnv {
+                var: "OTEL_EXPORTER_OTLP_ENDPOINT",
+                value: endpoint,
+                expected: "an http:// endpoint for http/protobuf (TLS is supported over grpc: OTEL_EXPORTER_OTLP_PROTOCOL=grpc)",
+            });
+        }
+        Ok(Some(OtlpEnv {
+            endpoint,
+            protocol,
+            tls,
+        }))
     }
 
     /// Builds the exporter. Must run inside a Tokio runtime (tonic's lazy
@@ -257,14 +299,16 @@ impl OtlpEnv {
         use opentelemetry_otlp::{RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
         let err = |e: opentelemetry_otlp::ExporterBuildError| BuildError::Exporter(Box::new(e));
         Ok(match self.protocol {
-            Protocol::Grpc => Box::new(
-                opentelemetry_otlp::SpanExporter::builder()
+            Protocol::Grpc => {
+                let mut builder = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
                     .with_endpoint(self.endpoint.clone())
-                    .with_retry_policy(RetryPolicy::disabled())
-                    .build()
-                    .map_err(err)?,
-            ),
+                    .with_retry_policy(RetryPolicy::disabled());
+                if self.endpoint.starts_with("https:") {
+                    builder = builder.with_tls_config(self.tls.client_config()?);
+                }
+                Box::new(builder.build().map_err(err)?)
+            }
             Protocol::HttpProtobuf => Box::new(
                 opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
@@ -275,6 +319,41 @@ impl OtlpEnv {
                     .map_err(err)?,
             ),
         })
+    }
+}
+
+impl TlsFiles {
+    /// The TLS settings for an `https` endpoint: the system's roots, plus the
+    /// CA certificate and client identity from the files, when named.
+    fn client_config(
+        &self,
+    ) -> Result<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig, BuildError> {
+        use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |(var, path): &(&'static str, String)| {
+            std::fs::read(path).map_err(|_| BuildError::InvalidEnv {
+                var,
+                value: path.clone(),
+                expected: "the path of a readable PEM file",
+            })
+        };
+        let mut config = ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = &self.ca {
+            config = config.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            (None, None) => {}
+            (Some((var, path)), None) | (None, Some((var, path))) => {
+                return Err(BuildError::InvalidEnv {
+                    var,
+                    value: path.clone(),
+                    expected: "both a client certificate and a client key (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+                });
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -719,9 +798,33 @@ mod tests {
             grpc,
             OtlpEnv {
                 endpoint: "http://c:4317".into(),
-                protocol: Protocol::Grpc
+                protocol: Protocol::Grpc,
+                tls: TlsFiles::default(),
             }
         );
+        let tls = OtlpEnv::read(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "/etc/traces-ca.pem",
+            ),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            tls.tls.ca,
+            Some((
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "/etc/traces-ca.pem".into()
+            ))
+        );
+        let https_http = OtlpEnv::read(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ]))
+        .unwrap_err();
+        assert!(https_http.to_string().contains("grpc"), "{https_http}");
         let http = OtlpEnv::read(env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
@@ -875,6 +978,7 @@ mod tests {
             let env = OtlpEnv {
                 endpoint: "not a url".into(),
                 protocol,
+                tls: TlsFiles::default(),
             };
             let err =
                 OtlpSink::start(Target::Otlp(env), Budget::default(), Arc::default()).unwrap_err();

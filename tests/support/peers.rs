@@ -504,9 +504,29 @@ impl Jaeger {
     /// Starts Jaeger on fresh ports and waits (up to [`START_TIMEOUT`]) until
     /// its query API and OTLP receivers answer.
     pub fn start() -> Jaeger {
+        Self::start_with_config(JAEGER_CONFIG.to_owned())
+    }
+
+    /// Like [`Jaeger::start`], with TLS on the OTLP/gRPC receiver: the
+    /// server certificate and key are PEM files.
+    pub fn start_with_grpc_tls(cert: &Path, key: &Path) -> Jaeger {
+        let plain = "        endpoint: 127.0.0.1:${env:JAEGER_OTLP_GRPC_PORT}\n";
+        assert!(
+            JAEGER_CONFIG.contains(plain),
+            "the grpc receiver line moved"
+        );
+        let with_tls = format!(
+            "{plain}        tls:\n          cert_file: {}\n          key_file: {}\n",
+            cert.display(),
+            key.display()
+        );
+        Self::start_with_config(JAEGER_CONFIG.replacen(plain, &with_tls, 1))
+    }
+
+    fn start_with_config(config: String) -> Jaeger {
         let dir = TempDir::new("jaeger");
         let config_path = dir.path().join("jaeger.yaml");
-        fs::write(&config_path, JAEGER_CONFIG).expect("write jaeger config");
+        fs::write(&config_path, config).expect("write jaeger config");
         let mut j = Jaeger {
             otlp_grpc_port: free_port(),
             otlp_http_port: free_port(),
