@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::peers::{Jaeger, find_span, otlp_spans, span_attr};
 use tokio_blackbox::Blackbox;
 use tracing::Instrument;
@@ -56,18 +56,7 @@ fn recorder_made_ids_reach_jaeger_over_http_protobuf() {
     assert!(blackbox.flush(Duration::from_secs(10)));
 
     // The trace id was made inside the recorder: find it by search.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        let found = jaeger.search(SERVICE, "100ms", "1h");
-        if let Some(id) = found["data"][0]["traceID"].as_str() {
-            break id.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no trace for {SERVICE} in jaeger: {found}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let id = jaeger.wait_for_search(SERVICE, "100ms", Duration::from_secs(20));
     let trace = jaeger.wait_for_trace_where(&id, Duration::from_secs(20), |t| {
         find_span(t, "checkout").is_some() && find_span(t, "blackbox.window").is_some()
     });

@@ -10,7 +10,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::peers::{Jaeger, find_span};
 use tokio_blackbox::{Blackbox, BlackboxStats};
 use tracing::Instrument;
@@ -148,18 +148,7 @@ fn https_endpoint_is_verified_and_reached() {
     let ca = dir.path().join("ca.pem").display().to_string();
     let sent = one_slow_request(endpoint, Some(ca));
     assert!(sent.spans_exported > 0, "{sent:?}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let id = loop {
-        let found = jaeger.search(SERVICE, "50ms", "1h");
-        if let Some(id) = found["data"][0]["traceID"].as_str() {
-            break id.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no trace for {SERVICE} in jaeger: {found}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let id = jaeger.wait_for_search(SERVICE, "50ms", Duration::from_secs(20));
     let trace = jaeger.wait_for_trace_where(&id, Duration::from_secs(20), |t| {
         find_span(t, "blackbox.window").is_some()
     });

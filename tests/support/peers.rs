@@ -687,6 +687,23 @@ impl Jaeger {
     }
 
     /// Polls [`Jaeger::trace`] until the trace is there; panics after `timeout`.
+    /// Searches until a trace of `service` at least `min_duration` long shows
+    /// up, and returns its id (for traces whose ids were made elsewhere).
+    pub fn wait_for_search(&self, service: &str, min_duration: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self.search(service, min_duration, "1h");
+            if let Some(id) = found["data"][0]["traceID"].as_str() {
+                return id.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no trace of {service} (min duration {min_duration}) in jaeger within {timeout:?}: {found}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn wait_for_trace(&self, trace_id_hex: &str, timeout: Duration) -> Value {
         self.wait_for_trace_where(trace_id_hex, timeout, |_| true)
     }
