@@ -26,6 +26,9 @@ use std::sync::{Arc, Mutex, Weak};
 /// Number of entries in each thread's spawn-location cache (a power of two).
 const LOCATION_CACHE: usize = 64;
 
+/// Number of entries in each thread's cache of named tasks (a power of two).
+const NAMED_CACHE: usize = 64;
+
 /// The most strings the table holds: indices are 16 bits and `u16::MAX` means none.
 const MAX_STRINGS: usize = NO_STRING as usize;
 
@@ -228,6 +231,10 @@ struct Local {
     owner: Cell<u64>,
     ring: Cell<Option<&'static Ring>>,
     locations: [Cell<(usize, u16)>; LOCATION_CACHE],
+    /// The task being polled on this thread (0: none), set by the poll hooks.
+    task: Cell<u64>,
+    /// Tasks already named on this thread, direct-mapped by task id.
+    named: [Cell<u64>; NAMED_CACHE],
 }
 
 /// Returns a lane to its recorder when the thread exits or moves to another recorder.
@@ -250,6 +257,8 @@ thread_local! {
             owner: Cell::new(0),
             ring: Cell::new(None),
             locations: [const { Cell::new((0, 0)) }; LOCATION_CACHE],
+            task: Cell::new(0),
+            named: [const { Cell::new(0) }; NAMED_CACHE],
         }
     };
     static LEASE: RefCell<Option<Lease>> = const { RefCell::new(None) };
@@ -298,6 +307,56 @@ impl Capture {
         }
     }
 
+    /// Records a poll start and remembers the task as this thread's current one.
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn poll_start(&self, task: u64, delay: u16) {
+        if !self.enabled {
+            return;
+        }
+        let event = Event::new(self.clock.raw(), EventKind::PollStart, task, delay);
+        let done = LOCAL.try_with(|local| match local.ring.get() {
+            Some(ring) if local.owner.get() == self.id => {
+                local.task.set(task);
+                ring.push(event);
+                true
+            }
+            _ => false,
+        });
+        if done != Ok(true) {
+            self.record_slow(event);
+            let _ = LOCAL.try_with(|local| {
+                if local.owner.get() == self.id {
+                    local.task.set(task);
+                }
+            });
+        }
+    }
+
+    /// The task this thread is polling, when it has not been named on this
+    /// thread yet: the layer then names it after the span being entered.
+    #[inline]
+    pub(crate) fn unnamed_task(&self) -> Option<u64> {
+        LOCAL
+            .try_with(|local| {
+                let task = local.task.get();
+                (task != 0
+                    && local.owner.get() == self.id
+                    && local.named[(task as usize) & (NAMED_CACHE - 1)].get() != task)
+                    .then_some(task)
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Records the span name a task runs in, once per task and thread.
+    pub(crate) fn name_task(&self, task: u64, name: u16) {
+        let _ = LOCAL.try_with(|local| {
+            local.named[(task as usize) & (NAMED_CACHE - 1)].set(task);
+        });
+        self.record(EventKind::TaskName, task, name);
+    }
+
     #[cold]
     #[inline(never)]
     fn record_slow(&self, event: Event) {
@@ -309,6 +368,9 @@ impl Capture {
                 local.ring.set(None);
                 for slot in &local.locations {
                     slot.set((0, 0));
+                }
+                for slot in &local.named {
+                    slot.set(0);
                 }
                 local.owner.set(self.id);
             }
@@ -358,6 +420,9 @@ impl Capture {
                 if k != key {
                     return false;
                 }
+                if kind == EventKind::PollEnd {
+                    local.task.set(0);
+                }
                 ring.push(Event::new(ts, kind, subject, i));
                 true
             }
@@ -369,6 +434,9 @@ impl Capture {
             let _ = LOCAL.try_with(|local| {
                 if local.owner.get() == self.id {
                     local.locations[slot].set((key, i));
+                    if kind == EventKind::PollEnd {
+                        local.task.set(0);
+                    }
                 }
             });
         }

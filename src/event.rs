@@ -40,11 +40,15 @@ pub enum EventKind {
     RequestExit = 11,
     /// A request span closed. Subject: request id.
     RequestClose = 12,
+    /// The span a task runs in (its `.instrument(..)` span, or the first span
+    /// entered in its polls), seen once per task and thread. Subject: task id.
+    /// Argument: span name (string index).
+    TaskName = 13,
 }
 
 impl EventKind {
     /// Every kind, in numeric order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::TaskSpawn,
         EventKind::PollStart,
         EventKind::PollEnd,
@@ -57,6 +61,7 @@ impl EventKind {
         EventKind::RequestEnter,
         EventKind::RequestExit,
         EventKind::RequestClose,
+        EventKind::TaskName,
     ];
 
     /// The kind with this numeric value, if any.
@@ -90,6 +95,7 @@ impl EventKind {
             EventKind::RequestEnter => "request_enter",
             EventKind::RequestExit => "request_exit",
             EventKind::RequestClose => "request_close",
+            EventKind::TaskName => "task_name",
         }
     }
 }

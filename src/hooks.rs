@@ -95,8 +95,7 @@ impl BlackboxHooks {
         } else {
             0
         };
-        self.capture
-            .record(EventKind::PollStart, task_id_u64(&meta.id()), delay);
+        self.capture.poll_start(task_id_u64(&meta.id()), delay);
     }
 
     /// Records the end of a poll. For `on_after_task_poll`.

@@ -111,6 +111,16 @@ const SLOTS: usize = 4096;
 /// Set in a slot's request word once the request's trace ids were looked up.
 const IDS_LOOKED_UP: u64 = 1 << 63;
 
+/// A slot's request word: `IDS_LOOKED_UP | name << 40 | request id` (40 bits).
+fn slot_word(request: u64, name: u16) -> u64 {
+    (u64::from(name) << 40) | (request & crate::event::MAX_SUBJECT)
+}
+
+/// The request id and span name index of a slot's request word.
+fn unpack_slot_word(word: u64) -> (u64, u16) {
+    (word & crate::event::MAX_SUBJECT, (word >> 40) as u16)
+}
+
 /// A small lock-free table from live request span ids to request ids, so that
 /// enter and exit, which run on every poll of a request's tasks, cost a hash
 /// and two loads instead of a registry lookup and an extensions lock.
@@ -299,7 +309,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let req = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
         let start = self.inner.capture.clock.raw();
-        let slotted = self.slots.claim(id, req);
+        let slotted = self.slots.claim(id, slot_word(req, info.name));
         span.extensions_mut().insert(RequestState {
             id: req,
             slotted,
@@ -314,25 +324,43 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let capture = &self.inner.capture;
         let need_ids = match self.slots.get(id) {
             Some(word) => {
-                self.inner
-                    .capture
-                    .record(EventKind::RequestEnter, word & !IDS_LOOKED_UP, 0);
+                let (request, name) = unpack_slot_word(word);
+                capture.record(EventKind::RequestEnter, request, 0);
+                // A task polled inside a request span is named after it.
+                if let Some(task) = capture.unnamed_task() {
+                    capture.name_task(task, name);
+                }
                 word & IDS_LOOKED_UP == 0 && self.slots.mark_ids(id)
             }
-            None if self.slots.any_fallbacks() => {
+            None => {
+                let fallback = self.slots.any_fallbacks();
+                let unnamed = capture.unnamed_task();
+                if !fallback && unnamed.is_none() {
+                    return;
+                }
                 let Some(span) = ctx.span(id) else { return };
                 let ext = span.extensions();
-                let Some(state) = ext.get::<RequestState>() else {
-                    return;
-                };
-                self.inner
-                    .capture
-                    .record(EventKind::RequestEnter, state.id, 0);
-                state.ids.get().is_none()
+                match ext.get::<RequestState>() {
+                    Some(state) => {
+                        capture.record(EventKind::RequestEnter, state.id, 0);
+                        if let Some(task) = unnamed {
+                            capture.name_task(task, state.name);
+                        }
+                        state.ids.get().is_none()
+                    }
+                    None => {
+                        // Not a request: the first span a task enters names it
+                        // (its `.instrument(..)` span is entered first in every poll).
+                        if let Some(task) = unnamed {
+                            capture.name_task(task, self.info(span.metadata()).name);
+                        }
+                        return;
+                    }
+                }
             }
-            None => return,
         };
         if need_ids {
             // Not while holding our extensions: the OpenTelemetry layer takes
@@ -350,7 +378,7 @@ where
         if let Some(word) = self.slots.get(id) {
             self.inner
                 .capture
-                .record(EventKind::RequestExit, word & !IDS_LOOKED_UP, 0);
+                .record(EventKind::RequestExit, unpack_slot_word(word).0, 0);
         } else if self.slots.any_fallbacks() {
             let Some(span) = ctx.span(id) else { return };
             if let Some(state) = span.extensions().get::<RequestState>() {

@@ -159,6 +159,9 @@ pub struct TaskActivity {
     pub id: u64,
     /// The spawn location, `file:line:column`, when known.
     pub location: Option<String>,
+    /// The span the task runs in (its `.instrument(..)` span or request
+    /// span), when one was entered in its polls.
+    pub span_name: Option<String>,
     /// When it was spawned, if inside the window.
     pub spawned_ns: Option<u64>,
     /// When it terminated, if inside the window.
@@ -200,8 +203,12 @@ impl TaskActivity {
         Some((parts.next()?, line))
     }
 
-    /// A display name: `task <file>:<line>`, or `task <id>`.
+    /// A display name: the span the task runs in, else `task <file>:<line>`,
+    /// else `task <id>`.
     pub fn name(&self) -> String {
+        if let Some(span) = &self.span_name {
+            return span.clone();
+        }
         match self.file_line() {
             Some((file, line)) => format!("task {file}:{line}"),
             None => format!("task {}", self.id),
@@ -359,6 +366,13 @@ impl Window {
                     }
                     EventKind::TaskTerminate => {
                         task(&mut tasks, e.subject()).terminated_ns = Some(e.ts);
+                    }
+                    EventKind::TaskName => {
+                        let name = self.string(e.arg());
+                        let t = task(&mut tasks, e.subject());
+                        if t.span_name.is_none() {
+                            t.span_name = name;
+                        }
                     }
                     EventKind::RequestEnter => {
                         entered.push(e.subject());

@@ -29,7 +29,7 @@ pub const MAGIC: [u8; 8] = *b"BBXDUMP\0";
 pub const FORMAT_VERSION: u16 = 1;
 
 /// The format's minor version: new optional records that old readers skip.
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;
 
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 32;
