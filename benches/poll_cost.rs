@@ -9,7 +9,7 @@
 //! the number of polls. With `perf stat -e task-clock` at two workload sizes it
 //! also gives the CPU time per poll without valgrind.
 //!
-//! Result (2026-11-25): 125 instructions per poll in the two poll hooks under
+//! Result (2026-11-25): 127 instructions per poll in the two poll hooks under
 //! callgrind (where the clock falls back to clock_gettime, ~20 instructions a
 //! read), 146 with the schedule delay.
 
