@@ -476,7 +476,7 @@ impl Inner {
     fn snapshot_all(&self) -> Window {
         let now = unix_now_ns();
         let lanes = self.capture.lanes.snapshot(None);
-        let (lanes, _) = Window::cut(lanes, 0, u64::MAX, &self.capture.clock.anchor());
+        let lanes = Window::cut(lanes, 0, u64::MAX, &self.capture.clock.anchor());
         let from = lanes
             .iter()
             .filter_map(|l| l.events.first().map(|e| e.ts))
@@ -493,7 +493,7 @@ impl Inner {
 
     fn cut(&self, p: Pending, sequence: u64) -> Window {
         let lanes = self.capture.lanes.snapshot(None);
-        let (lanes, _) = Window::cut(lanes, p.from_ns, p.to_ns, &self.capture.clock.anchor());
+        let lanes = Window::cut(lanes, p.from_ns, p.to_ns, &self.capture.clock.anchor());
         Window {
             sequence,
             from_unix_ns: p.from_ns,

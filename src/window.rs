@@ -257,9 +257,8 @@ impl Window {
         from_unix_ns: u64,
         to_unix_ns: u64,
         anchor: &TimeAnchor,
-    ) -> (Vec<Lane>, u64) {
-        let mut total_lost = 0;
-        let out = lanes
+    ) -> Vec<Lane> {
+        lanes
             .into_iter()
             .filter_map(|l| {
                 let events: Vec<Event> = l
@@ -273,7 +272,6 @@ impl Window {
                     .filter(|e| e.ts >= from_unix_ns && e.ts <= to_unix_ns)
                     .collect();
                 let lost = estimate_lost(&l, from_unix_ns, anchor);
-                total_lost = u64::saturating_add(total_lost, lost);
                 (!events.is_empty() || lost > 0).then_some(Lane {
                     index: l.lane,
                     thread: l.thread,
@@ -281,8 +279,7 @@ impl Window {
                     events_lost: lost,
                 })
             })
-            .collect();
-        (out, total_lost)
+            .collect()
     }
 
     /// Number of events in the window.
