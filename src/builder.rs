@@ -21,8 +21,8 @@ pub(crate) struct Config {
     pub(crate) window_before: Duration,
     pub(crate) window_after: Duration,
     pub(crate) max_window: Duration,
-    pub(crate) events_per_thread: usize,
-    pub(crate) max_threads: usize,
+    pub(crate) buffer_memory: usize,
+    pub(crate) stuck_after: Duration,
     pub(crate) max_captures_per_sec: u32,
     pub(crate) dir: PathBuf,
     pub(crate) request_spans: RequestSpans,
@@ -55,7 +55,7 @@ type EnvLookup = Box<dyn Fn(&str) -> Option<String> + Send>;
 /// let (blackbox, _guard) = tokio_blackbox::Blackbox::builder()
 ///     .latency_threshold(Duration::from_millis(250))
 ///     .window(Duration::from_secs(1), Duration::from_millis(100))
-///     .events_per_thread(16 * 1024)
+///     .buffer_memory(8 << 20)
 ///     .with_default_env()
 ///     .build()?;
 /// # drop(blackbox);
@@ -68,8 +68,8 @@ pub struct Builder {
     window_before: Option<Duration>,
     window_after: Option<Duration>,
     max_window: Option<Duration>,
-    events_per_thread: Option<usize>,
-    max_threads: Option<usize>,
+    buffer_memory: Option<usize>,
+    stuck_after: Option<Duration>,
     max_captures_per_sec: Option<u32>,
     dir: Option<PathBuf>,
     request_spans: Option<RequestSpans>,
@@ -92,7 +92,7 @@ impl fmt::Debug for Builder {
             .field("latency_threshold", &self.latency_threshold)
             .field("window_before", &self.window_before)
             .field("window_after", &self.window_after)
-            .field("events_per_thread", &self.events_per_thread)
+            .field("buffer_memory", &self.buffer_memory)
             .field("use_env", &self.use_env)
             .finish_non_exhaustive()
     }
@@ -107,12 +107,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BLACKBOX_WINDOW_BEFORE", "a duration such as 2s"),
     ("BLACKBOX_WINDOW_AFTER", "a duration such as 200ms"),
     (
-        "BLACKBOX_EVENTS_PER_THREAD",
-        "a whole number of events, at least 2",
+        "BLACKBOX_BUFFER_MEMORY",
+        "a size such as 16MiB, 64M or 1GiB, from 256KiB to 16GiB",
     ),
     (
-        "BLACKBOX_MAX_THREADS",
-        "a whole number of threads, at least 1",
+        "BLACKBOX_STUCK_AFTER",
+        "a duration such as 5s, at least the latency threshold",
     ),
     (
         "BLACKBOX_MAX_CAPTURES_PER_SEC",
@@ -171,21 +171,35 @@ impl Builder {
         self
     }
 
-    /// Ring capacity per thread, in events of 16 bytes (rounded up to a power of two).
+    /// The memory every thread records into, in bytes: one bound for all
+    /// events, whatever the number of threads. It is cut into 4 KiB segments;
+    /// each recording thread holds one and the rest is the shared history,
+    /// overwritten oldest first. A poll takes 12 bytes, so 16 MiB holds about
+    /// 5 s of a process recording 300,000 events a second.
     ///
-    /// By default, this is [`Blackbox::DEFAULT_EVENTS_PER_THREAD`].
-    pub fn events_per_thread(mut self, events: usize) -> Self {
-        self.events_per_thread = Some(events);
+    /// By default, this is [`Blackbox::DEFAULT_BUFFER_MEMORY`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (blackbox, _guard) = tokio_blackbox::Blackbox::builder()
+    ///     .buffer_memory(64 << 20)
+    ///     .build()?;
+    /// assert_eq!(blackbox.stats().buffer_bytes_limit, 64 << 20);
+    /// # Ok::<(), tokio_blackbox::BuildError>(())
+    /// ```
+    pub fn buffer_memory(mut self, bytes: usize) -> Self {
+        self.buffer_memory = Some(bytes);
         self
     }
 
-    /// The most threads that record at once; ring memory is at most
-    /// `max_threads × events_per_thread × 16` bytes. A thread beyond the limit
-    /// records nothing and its events are counted as dropped.
+    /// A request open this long is captured while still open, its window
+    /// exported with `blackbox.request.open = true`: a hung request gets a
+    /// window too. At least the latency threshold.
     ///
-    /// By default, this is [`Blackbox::DEFAULT_MAX_THREADS`].
-    pub fn max_threads(mut self, threads: usize) -> Self {
-        self.max_threads = Some(threads);
+    /// By default, ten times the latency threshold (at least 1 s).
+    pub fn stuck_after(mut self, after: Duration) -> Self {
+        self.stuck_after = Some(after);
         self
     }
 
@@ -329,8 +343,8 @@ impl Builder {
     /// |---|---|---|
     /// | `BLACKBOX_LATENCY_THRESHOLD` | [`latency_threshold`](Builder::latency_threshold) | `250ms`, `2s`, `1.5s`, `500us` |
     /// | `BLACKBOX_WINDOW_BEFORE` / `_AFTER` | [`window`](Builder::window) | a duration |
-    /// | `BLACKBOX_EVENTS_PER_THREAD` | [`events_per_thread`](Builder::events_per_thread) | a number ≥ 2 |
-    /// | `BLACKBOX_MAX_THREADS` | [`max_threads`](Builder::max_threads) | a number ≥ 1 |
+    /// | `BLACKBOX_BUFFER_MEMORY` | [`buffer_memory`](Builder::buffer_memory) | `16MiB`, `64M`, `1GiB` (256 KiB to 16 GiB) |
+    /// | `BLACKBOX_STUCK_AFTER` | [`stuck_after`](Builder::stuck_after) | a duration ≥ the threshold |
     /// | `BLACKBOX_MAX_CAPTURES_PER_SEC` | [`max_captures_per_sec`](Builder::max_captures_per_sec) | a number ≥ 1 |
     /// | `BLACKBOX_DIR` | [`dir`](Builder::dir) | a path |
     /// | `BLACKBOX_REQUEST_SPANS` | [`request_spans`](Builder::request_spans) | `root` or `name,target:prefix` |
@@ -369,9 +383,9 @@ impl Builder {
     /// # Examples
     ///
     /// ```
-    /// let env = |name: &str| (name == "BLACKBOX_EVENTS_PER_THREAD").then(|| "lots".to_string());
+    /// let env = |name: &str| (name == "BLACKBOX_BUFFER_MEMORY").then(|| "lots".to_string());
     /// let err = tokio_blackbox::Blackbox::builder().with_env(env).build().unwrap_err();
-    /// assert!(err.to_string().contains("BLACKBOX_EVENTS_PER_THREAD=\"lots\""));
+    /// assert!(err.to_string().contains("BLACKBOX_BUFFER_MEMORY=\"lots\""));
     /// ```
     pub fn with_env(mut self, lookup: impl Fn(&str) -> Option<String> + Send + 'static) -> Self {
         self.use_env = true;
@@ -461,21 +475,13 @@ impl Builder {
                 Blackbox::DEFAULT_WINDOW_AFTER
             ),
             max_window: self.max_window.unwrap_or(Blackbox::DEFAULT_MAX_WINDOW),
-            events_per_thread: setting!(
-                events_per_thread,
-                "BLACKBOX_EVENTS_PER_THREAD",
-                |s: &str| s
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (2..=1 << 30).contains(n)),
-                Blackbox::DEFAULT_EVENTS_PER_THREAD
+            buffer_memory: setting!(
+                buffer_memory,
+                "BLACKBOX_BUFFER_MEMORY",
+                |s: &str| parse_size(s).filter(|n| BUFFER_MEMORY_RANGE.contains(n)),
+                Blackbox::DEFAULT_BUFFER_MEMORY
             ),
-            max_threads: setting!(
-                max_threads,
-                "BLACKBOX_MAX_THREADS",
-                |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 1),
-                Blackbox::DEFAULT_MAX_THREADS
-            ),
+            stuck_after: Duration::ZERO, // set below, from the threshold
             max_captures_per_sec: setting!(
                 max_captures_per_sec,
                 "BLACKBOX_MAX_CAPTURES_PER_SEC",
@@ -543,15 +549,36 @@ impl Builder {
                 expected,
             })
         };
-        if config.events_per_thread < 2 || config.events_per_thread > 1 << 30 {
+        // The per-thread rings are gone: say what replaced them.
+        for old in ["BLACKBOX_EVENTS_PER_THREAD", "BLACKBOX_MAX_THREADS"] {
+            if let Some(value) = env(old) {
+                return Err(BuildError::RemovedEnv {
+                    var: old,
+                    value,
+                    instead: "BLACKBOX_BUFFER_MEMORY (one memory bound for all threads, such as 16MiB)",
+                });
+            }
+        }
+        let mut config = config;
+        config.stuck_after = setting!(
+            stuck_after,
+            "BLACKBOX_STUCK_AFTER",
+            parse_duration,
+            (config.latency_threshold * 10).max(Duration::from_secs(1))
+        );
+        if config.stuck_after < config.latency_threshold {
             return bad(
-                "events_per_thread",
-                config.events_per_thread.to_string(),
-                "between 2 and 2^30",
+                "stuck_after",
+                format!("{:?}", config.stuck_after),
+                "at least the latency threshold",
             );
         }
-        if config.max_threads == 0 {
-            return bad("max_threads", "0".into(), "at least 1");
+        if !BUFFER_MEMORY_RANGE.contains(&config.buffer_memory) {
+            return bad(
+                "buffer_memory",
+                config.buffer_memory.to_string(),
+                "from 256 KiB to 16 GiB",
+            );
         }
         if config.max_captures_per_sec == 0 {
             return bad("max_captures_per_sec", "0".into(), "at least 1");
@@ -578,6 +605,37 @@ impl Builder {
         }
         Ok(config)
     }
+}
+
+/// The accepted buffer memory: 256 KiB to 16 GiB.
+const BUFFER_MEMORY_RANGE: std::ops::RangeInclusive<usize> = (256 << 10)..=(16 << 30);
+
+/// Parses a size in bytes: a whole number with an optional unit, `K`/`KiB`,
+/// `M`/`MiB`, `G`/`GiB` (powers of 1024; `KB`, `MB`, `GB` too), or `B`.
+///
+/// # Examples
+///
+/// ```
+/// use tokio_blackbox::parse_size;
+/// assert_eq!(parse_size("16MiB"), Some(16 << 20));
+/// assert_eq!(parse_size("64M"), Some(64 << 20));
+/// assert_eq!(parse_size("4096"), Some(4096));
+/// assert_eq!(parse_size("lots"), None);
+/// assert_eq!(parse_size("99999999999G"), None); // overflows
+/// ```
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1usize << shift)
 }
 
 /// Parses a duration such as `250ms`, `2s`, `1.5s`, `500us`, `1m` or `0`.

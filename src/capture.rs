@@ -1,176 +1,58 @@
 //! Capture: the hot path. Tokio's runtime hooks and the request layer append
-//! [`Event`]s to the calling thread's own ring.
+//! events to the calling thread's current [segment](crate::segments).
 //!
-//! Every thread that records gets a *lane*: a ring plus the thread's name. A
-//! thread finds its lane through a thread-local, so a recording touches only
-//! memory of its own thread: no shared atomic, no lock, no allocation. The
-//! first event of a thread takes the slow path once: it leases a lane from the
-//! recorder (a free one left by a thread that exited, or a new one while fewer
-//! than the configured maximum exist). A thread that finds no lane free drops
-//! its events and counts them.
+//! A thread finds its segment through a thread-local of plain `Cell`s, so a
+//! recording touches only memory of its own: no shared atomic, no lock, no
+//! allocation. The clock is read at most once per poll:
 //!
-//! Spawn locations are interned into the string table once; each thread keeps
-//! a small direct-mapped cache from the `&'static Location` to its index.
+//! | event | time it keeps |
+//! |---|---|
+//! | poll start, park, unpark, thread start/stop, request open/close | its own clock reading |
+//! | poll end | no reading: the time of the thread's next timed event (the next poll start, a park, a request event outside a poll), within a few µs on workers, which park or poll next right away; on a current-thread runtime, work the `block_on` future does between tasks counts in the previous poll |
+//! | request enter, task name, task spawn inside a poll | the poll's start |
+//! | request exit, task terminate inside a poll | the poll's end (as a poll end) |
+//! | any of these outside a poll | its own clock reading |
+//!
+//! Slow paths, taken about once per 4 KiB of events: sealing a full segment
+//! and claiming the next (lock-free, see [`segments`](crate::segments)), a
+//! clock delta too large for 27 bits (a `TimeBase` event). Once per thread
+//! and recorder: registering the thread (one lock, one allocation for its
+//! name). Once per spawn location and recorder: interning it (one lock).
+//! A thread-local cache and a shared lock-free table find known locations.
 
 use crate::clock::Clock;
 use crate::event::{Event, EventKind, NO_STRING};
-use crate::ring::{Ring, Snapshot};
+use crate::segments::codec::{self, DELTA_NEXT, head};
+use crate::segments::{Claim, SEGMENT_WORDS, Segments};
 use crate::sync::lock;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::panic::Location;
-use std::sync::atomic::{AtomicU64, Ordering as StdOrdering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as StdOrdering};
 use std::sync::{Arc, Mutex, Weak};
 
-/// Number of entries in each thread's spawn-location cache (a power of two).
-const LOCATION_CACHE: usize = 64;
+/// Entries in each thread's spawn-location cache (a power of two).
+const LOCATION_CACHE: usize = 256;
 
-/// Number of entries in each thread's cache of named tasks (a power of two).
+/// Slots of the shared spawn-location table (a power of two).
+const LOCATION_TABLE: usize = 4096;
+
+/// Entries in each thread's cache of named tasks (a power of two).
 const NAMED_CACHE: usize = 64;
 
 /// The most strings the table holds: indices are 16 bits and `u16::MAX` means none.
 const MAX_STRINGS: usize = NO_STRING as usize;
 
-/// A source of unique recorder ids, so a thread can tell whose lane it holds.
+/// A source of unique recorder ids, so a thread can tell whose segment it holds.
 static NEXT_RECORDER: AtomicU64 = AtomicU64::new(1);
 
-// === Lanes ===
-
-/// The rings of one recorder and who is writing them.
-#[derive(Debug)]
-pub(crate) struct Lanes {
-    id: u64,
-    capacity: usize,
-    max_lanes: usize,
-    inner: Mutex<LanesInner>,
-    /// Events dropped because the thread had no lane (all in use) or its
-    /// thread-local storage was already torn down.
-    pub(crate) dropped: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct LanesInner {
-    lanes: Vec<LaneEntry>,
-    free: Vec<usize>,
-}
-
-#[derive(Debug)]
-struct LaneEntry {
-    ring: &'static Ring,
-    thread: String,
-}
-
-/// Rings of recorders that were dropped, kept for the next recorder.
-///
-/// Rings are `&'static` so the hot path can hold them in a plain `Cell`. A
-/// ring is only ever allocated while fewer than `max_threads` of its recorder
-/// exist, and goes back to this pool when its recorder is dropped, so the
-/// memory stays bounded by the largest set of live recorders. A thread may
-/// still point at a pooled ring, but only under the old recorder's id, which
-/// no hook can present any more: its hooks held the last references.
-static POOL: Mutex<Vec<&'static Ring>> = Mutex::new(Vec::new());
-
-/// What one lane held at a snapshot.
-#[derive(Debug, Clone)]
-pub(crate) struct LaneSnapshot {
-    pub(crate) lane: u32,
-    pub(crate) thread: String,
-    pub(crate) snapshot: Snapshot,
-}
-
-impl Lanes {
-    pub(crate) fn new(capacity: usize, max_lanes: usize) -> Lanes {
-        Lanes {
-            id: NEXT_RECORDER.fetch_add(1, StdOrdering::Relaxed),
-            capacity,
-            max_lanes,
-            inner: Mutex::new(LanesInner::default()),
-            dropped: AtomicU64::new(0),
-        }
-    }
-
-    /// Leases a lane to the calling thread, or `None` when all are in use.
-    fn lease(&self) -> Option<(usize, &'static Ring)> {
-        let mut inner = lock(&self.inner);
-        let name = std::thread::current()
-            .name()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("{:?}", std::thread::current().id()));
-        if let Some(i) = inner.free.pop() {
-            inner.lanes[i].thread = name;
-            return Some((i, inner.lanes[i].ring));
-        }
-        if inner.lanes.len() >= self.max_lanes {
-            return None;
-        }
-        let ring = {
-            let mut pool = lock(&POOL);
-            let capacity = self.capacity.max(2).next_power_of_two();
-            match pool.iter().position(|r| r.capacity() == capacity) {
-                Some(i) => {
-                    let ring = pool.swap_remove(i);
-                    ring.clear();
-                    ring
-                }
-                None => &*Box::leak(Box::new(Ring::new(self.capacity))),
-            }
-        };
-        inner.lanes.push(LaneEntry { ring, thread: name });
-        Some((inner.lanes.len() - 1, ring))
-    }
-
-    fn release(&self, lane: usize) {
-        let mut inner = lock(&self.inner);
-        if !inner.free.contains(&lane) {
-            inner.free.push(lane);
-        }
-    }
-
-    /// Copies every lane (all events, or those in a raw-clock range).
-    pub(crate) fn snapshot(&self, range: Option<(u64, u64)>) -> Vec<LaneSnapshot> {
-        let lanes: Vec<(u32, String, &'static Ring)> = lock(&self.inner)
-            .lanes
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i as u32, l.thread.clone(), l.ring))
-            .collect();
-        lanes
-            .into_iter()
-            .map(|(lane, thread, ring)| LaneSnapshot {
-                lane,
-                thread,
-                snapshot: ring.snapshot(range),
-            })
-            .collect()
-    }
-
-    /// (events ever pushed, events overwritten) over all lanes.
-    pub(crate) fn totals(&self) -> (u64, u64) {
-        let inner = lock(&self.inner);
-        inner.lanes.iter().fold((0, 0), |(p, o), l| {
-            let pushed = l.ring.pushed();
-            (
-                p + pushed,
-                o + pushed.saturating_sub(l.ring.capacity() as u64),
-            )
-        })
-    }
-
-    /// Bytes of event storage currently allocated, and the most it can reach.
-    pub(crate) fn memory(&self) -> (usize, usize) {
-        let n = lock(&self.inner).lanes.len();
-        let per = self.capacity.max(2).next_power_of_two() * std::mem::size_of::<Event>();
-        (n * per, self.max_lanes * per)
-    }
-}
-
-impl Drop for Lanes {
-    fn drop(&mut self) {
-        let inner = std::mem::take(&mut *lock(&self.inner));
-        lock(&POOL).extend(inner.lanes.into_iter().map(|l| l.ring));
-    }
-}
+/// Segment memory of recorders that were dropped, kept for the next recorder
+/// of the same size. Segments are `&'static` so the hot path can hold them in
+/// plain `Cell`s; memory stays bounded by the largest set of live recorders.
+/// A thread may still point at a pooled segment, but only under the old
+/// recorder's id, which no hook can present any more.
+static POOL: Mutex<Vec<&'static Segments>> = Mutex::new(Vec::new());
 
 // === Strings ===
 
@@ -221,15 +103,132 @@ pub(crate) fn location_string(loc: &Location<'_>) -> String {
     format!("{}:{}:{}", loc.file(), loc.line(), loc.column())
 }
 
+/// A lock-free map from a `&'static Location` to its string index, shared by
+/// all threads: written once per location, read-only after, so its cache
+/// lines are shared, never bounced. Open addressing, 16 probes.
+#[derive(Debug)]
+struct LocationTable {
+    keys: Box<[AtomicU64]>,
+    /// String index + 1 (0: being inserted).
+    values: Box<[AtomicU32]>,
+}
+
+impl LocationTable {
+    fn new() -> LocationTable {
+        LocationTable {
+            keys: (0..LOCATION_TABLE).map(|_| AtomicU64::new(0)).collect(),
+            values: (0..LOCATION_TABLE).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn slot(key: u64, probe: usize) -> usize {
+        (mix(key) as usize).wrapping_add(probe) & (LOCATION_TABLE - 1)
+    }
+
+    fn get(&self, key: u64) -> Option<u16> {
+        for probe in 0..16 {
+            let s = Self::slot(key, probe);
+            match self.keys[s].load(StdOrdering::Acquire) {
+                0 => return None,
+                k if k == key => {
+                    let v = self.values[s].load(StdOrdering::Acquire);
+                    return (v != 0).then(|| (v - 1) as u16);
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn insert(&self, key: u64, index: u16) {
+        for probe in 0..16 {
+            let s = Self::slot(key, probe);
+            match self.keys[s].compare_exchange(
+                0,
+                key,
+                StdOrdering::AcqRel,
+                StdOrdering::Acquire,
+            ) {
+                Ok(_) => {}
+                Err(k) if k == key => {}
+                Err(_) => continue,
+            }
+            self.values[s].store(u32::from(index) + 1, StdOrdering::Release);
+            return;
+        }
+    }
+}
+
+/// A 64-bit mixer (splitmix64's finalizer): spreads ids whose low bits repeat.
+#[inline]
+pub(crate) fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+// === Threads ===
+
+/// The threads that recorded: their number (the lane) and name.
+#[derive(Debug, Default)]
+struct Threads {
+    next: AtomicU32,
+    names: Mutex<HashMap<u32, ThreadEntry>>,
+}
+
+#[derive(Debug)]
+struct ThreadEntry {
+    name: String,
+    exited: bool,
+}
+
+impl Threads {
+    fn register(&self) -> u32 {
+        let n = self.next.fetch_add(1, StdOrdering::Relaxed);
+        let current = std::thread::current();
+        let name = current
+            .name()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{:?}", current.id()));
+        lock(&self.names).insert(
+            n,
+            ThreadEntry {
+                name,
+                exited: false,
+            },
+        );
+        n
+    }
+}
+
 // === Thread-local state ===
 
-/// The hot path's view of this thread: which recorder's lane it holds and a
-/// spawn-location cache. Plain `Cell`s and no destructor, so reaching it is a
-/// few instructions; the lease that returns the lane lives in [`LEASE`].
+/// The hot path's view of this thread. Plain `Cell`s and no destructor, so
+/// reaching it is a few instructions; the lease that seals the segment when
+/// the thread exits lives in [`LEASE`].
 struct Local {
-    /// Which recorder's lane this thread holds (0: none).
+    /// Which recorder's segment this thread holds (0: none).
     owner: Cell<u64>,
-    ring: Cell<Option<&'static Ring>>,
+    /// The current segment's words (empty: none).
+    words: Cell<&'static [crate::sync::AtomicU32]>,
+    /// Where the fill is published.
+    fill_at: Cell<&'static crate::sync::AtomicU32>,
+    /// `words used | events << 16` of the current segment.
+    fill: Cell<u32>,
+    /// The current segment's index.
+    segment: Cell<u32>,
+    /// Raw time of the last timed event.
+    last: Cell<u64>,
+    /// High 32 bits of the task ids written last.
+    task_high: Cell<u32>,
+    /// The thread's number in its recorder.
+    thread: Cell<u32>,
+    /// Segments this thread claimed, and events it wrote before the current one.
+    seq: Cell<u64>,
+    events_before: Cell<u64>,
+    /// `(location pointer, string index)`, direct-mapped.
     locations: [Cell<(usize, u16)>; LOCATION_CACHE],
     /// The task being polled on this thread (0: none), set by the poll hooks.
     task: Cell<u64>,
@@ -237,25 +236,47 @@ struct Local {
     named: [Cell<u64>; NAMED_CACHE],
 }
 
-/// Returns a lane to its recorder when the thread exits or moves to another recorder.
+/// Seals the thread's segment and marks it exited when the thread exits or
+/// moves to another recorder.
 struct Lease {
-    lanes: Weak<Lanes>,
-    lane: usize,
+    shared: Weak<Shared>,
+    thread: u32,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(lanes) = self.lanes.upgrade() {
-            lanes.release(self.lane);
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let _ = LOCAL.try_with(|l| {
+            if l.owner.get() == shared.id && !l.words.get().is_empty() {
+                shared.segments.seal(l.segment.get(), l.last.get());
+                l.words.set(&[]);
+                l.fill_at.set(&NO_FILL_SYNC);
+            }
+        });
+        if let Some(t) = lock(&shared.threads.names).get_mut(&self.thread) {
+            t.exited = true;
         }
     }
 }
+
+/// Stands for "no segment": the fill of an empty word slice.
+static NO_FILL_SYNC: crate::sync::AtomicU32 = crate::sync::AtomicU32::new(0);
 
 thread_local! {
     static LOCAL: Local = const {
         Local {
             owner: Cell::new(0),
-            ring: Cell::new(None),
+            words: Cell::new(&[]),
+            fill_at: Cell::new(&NO_FILL_SYNC),
+            fill: Cell::new(0),
+            segment: Cell::new(0),
+            last: Cell::new(0),
+            task_high: Cell::new(0),
+            thread: Cell::new(0),
+            seq: Cell::new(0),
+            events_before: Cell::new(0),
             locations: [const { Cell::new((0, 0)) }; LOCATION_CACHE],
             task: Cell::new(0),
             named: [const { Cell::new(0) }; NAMED_CACHE],
@@ -264,46 +285,197 @@ thread_local! {
     static LEASE: RefCell<Option<Lease>> = const { RefCell::new(None) };
 }
 
+/// Writes `w` at the thread's fill point, if it fits. Returns `false` when
+/// the segment is full (or there is none).
+#[inline(always)]
+fn put<const N: usize>(l: &Local, w: [u32; N]) -> bool {
+    let fill = l.fill.get();
+    let pos = (fill & 0xffff) as usize;
+    let Some(dst) = l.words.get().get(pos..pos + N) else {
+        return false;
+    };
+    for (d, v) in dst.iter().zip(w) {
+        d.store(v, crate::sync::Ordering::Relaxed);
+    }
+    let fill = fill + N as u32 + (1 << 16);
+    l.fill.set(fill);
+    l.fill_at.get().store(fill, crate::sync::Ordering::Release);
+    true
+}
+
+/// When an event happened, as the writer knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stamp {
+    /// A clock reading.
+    At(u64),
+    /// At the previous timed event (inside a poll: its start).
+    Prev,
+    /// At the next timed event (inside a poll: its end).
+    Next,
+}
+
 // === Recording ===
+
+/// What outlives a thread's lease check: the segments and the thread table.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    id: u64,
+    pub(crate) segments: &'static Segments,
+    threads: Threads,
+    /// Events not recorded: no segment free, or thread-local storage gone.
+    pub(crate) dropped: AtomicU64,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        lock(&POOL).push(self.segments);
+    }
+}
 
 /// Everything the hot path needs: shared, read-only after build.
 #[derive(Debug)]
 pub(crate) struct Capture {
-    /// The recorder's id (a copy of `lanes.id`, one pointer hop closer).
+    /// The recorder's id (a copy of `shared.id`, one pointer hop closer).
     pub(crate) id: u64,
     pub(crate) clock: Clock,
-    pub(crate) lanes: Arc<Lanes>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) strings: Strings,
+    locations: LocationTable,
     pub(crate) enabled: bool,
 }
 
+/// One thread's events in a snapshot, decoded, raw clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RawLane {
+    pub(crate) lane: u32,
+    pub(crate) thread: String,
+    pub(crate) events: Vec<Event>,
+    /// Events of the requested range that were overwritten before the copy.
+    pub(crate) events_lost: u64,
+}
+
 impl Capture {
-    pub(crate) fn new(clock: Clock, lanes: Lanes, enabled: bool) -> Capture {
+    /// A capture into `segments` segments of the standard size.
+    pub(crate) fn new(clock: Clock, segments: usize, enabled: bool) -> Capture {
+        Self::with_segment_words(clock, segments, SEGMENT_WORDS, enabled)
+    }
+
+    pub(crate) fn with_segment_words(
+        clock: Clock,
+        segments: usize,
+        seg_words: usize,
+        enabled: bool,
+    ) -> Capture {
+        // A disabled recorder holds no memory.
+        let count = if enabled { segments.max(1) } else { 1 };
+        let pooled = {
+            let mut pool = lock(&POOL);
+            pool.iter()
+                .position(|s| s.count() == count && s.seg_words() == seg_words)
+                .map(|i| pool.swap_remove(i))
+        };
+        let segments = match pooled {
+            Some(s) => {
+                s.reset();
+                s
+            }
+            None => &*Box::leak(Box::new(Segments::new(count, seg_words))),
+        };
+        let id = NEXT_RECORDER.fetch_add(1, StdOrdering::Relaxed);
         Capture {
-            id: lanes.id,
+            id,
             clock,
-            lanes: Arc::new(lanes),
+            shared: Arc::new(Shared {
+                id,
+                segments,
+                threads: Threads::default(),
+                dropped: AtomicU64::new(0),
+            }),
             strings: Strings::default(),
+            locations: LocationTable::new(),
             enabled,
         }
     }
 
-    /// Records one event on the calling thread's lane.
+    pub(crate) fn segments(&self) -> &'static Segments {
+        self.shared.segments
+    }
+
+    /// Events dropped: no segment was free, or the thread was exiting.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.shared.dropped.load(StdOrdering::Relaxed)
+    }
+
+    /// Records a timed event of the calling thread (a clock reading of its own).
     #[inline(always)]
     pub(crate) fn record(&self, kind: EventKind, subject: u64, arg: u16) {
         if !self.enabled {
             return;
         }
-        let event = Event::new(self.clock.raw(), kind, subject, arg);
-        let done = LOCAL.try_with(|local| match local.ring.get() {
-            Some(ring) if local.owner.get() == self.id => {
-                ring.push(event);
-                true
+        let now = self.clock.raw();
+        self.write(kind, Stamp::At(now), subject, arg);
+    }
+
+    /// Records a timed event with a clock reading the caller already took.
+    #[inline(always)]
+    pub(crate) fn record_at_time(&self, kind: EventKind, subject: u64, arg: u16, now: u64) {
+        if !self.enabled {
+            return;
+        }
+        self.write(kind, Stamp::At(now), subject, arg);
+    }
+
+    /// Records an event that, inside a poll, reuses the poll's time: its
+    /// start (`at_end == false`) or its end. Outside a poll it reads the clock.
+    #[inline(always)]
+    pub(crate) fn record_in_poll(&self, kind: EventKind, subject: u64, arg: u16, at_end: bool) {
+        if !self.enabled {
+            return;
+        }
+        let in_poll = LOCAL
+            .try_with(|l| l.owner.get() == self.id && l.task.get() != 0)
+            .unwrap_or(false);
+        let stamp = match (in_poll, at_end) {
+            (true, false) => Stamp::Prev,
+            (true, true) => Stamp::Next,
+            (false, _) => Stamp::At(self.clock.raw()),
+        };
+        self.write(kind, stamp, subject, arg);
+    }
+
+    #[inline(always)]
+    fn write(&self, kind: EventKind, stamp: Stamp, subject: u64, arg: u16) {
+        let (code, a, b, words) = encode(kind, subject, arg);
+        let task_high = is_task_kind(kind).then_some((subject >> 32) as u32);
+        let done = LOCAL.try_with(|l| {
+            if l.owner.get() != self.id || task_high.is_some_and(|h| h != l.task_high.get()) {
+                return false;
             }
-            _ => false,
+            let field = match stamp {
+                Stamp::At(now) => {
+                    let d = now.wrapping_sub(l.last.get());
+                    if d >= DELTA_NEXT {
+                        return false;
+                    }
+                    d
+                }
+                Stamp::Prev => 0,
+                Stamp::Next => DELTA_NEXT,
+            };
+            let h = head(code, field);
+            let ok = match words {
+                1 => put(l, [h]),
+                2 => put(l, [h, a]),
+                _ => put(l, [h, a, b]),
+            };
+            if ok && let Stamp::At(now) = stamp {
+                l.last.set(now);
+            }
+            ok
         });
         if done != Ok(true) {
-            self.record_slow(event);
+            let (w, n) = event_words(code, a, b, words);
+            self.write_slow(stamp, &w[..n], task_high);
         }
     }
 
@@ -314,23 +486,120 @@ impl Capture {
         if !self.enabled {
             return;
         }
-        let event = Event::new(self.clock.raw(), EventKind::PollStart, task, delay);
-        let done = LOCAL.try_with(|local| match local.ring.get() {
-            Some(ring) if local.owner.get() == self.id => {
-                local.task.set(task);
-                ring.push(event);
-                true
+        let now = self.clock.raw();
+        let done = LOCAL.try_with(|l| {
+            if l.owner.get() != self.id || (task >> 32) as u32 != l.task_high.get() {
+                return false;
             }
-            _ => false,
+            let d = now.wrapping_sub(l.last.get());
+            if d >= DELTA_NEXT {
+                return false;
+            }
+            let ok = if delay == 0 {
+                put(l, [head(codec::K_POLL_START, d), task as u32])
+            } else {
+                put(
+                    l,
+                    [
+                        head(codec::K_POLL_START_DELAY, d),
+                        task as u32,
+                        u32::from(delay),
+                    ],
+                )
+            };
+            if ok {
+                l.last.set(now);
+                l.task.set(task);
+            }
+            ok
         });
         if done != Ok(true) {
-            self.record_slow(event);
-            let _ = LOCAL.try_with(|local| {
-                if local.owner.get() == self.id {
-                    local.task.set(task);
+            let (code, words) = if delay == 0 {
+                (codec::K_POLL_START, 2)
+            } else {
+                (codec::K_POLL_START_DELAY, 3)
+            };
+            let (w, n) = event_words(code, task as u32, u32::from(delay), words);
+            self.write_slow(Stamp::At(now), &w[..n], Some((task >> 32) as u32));
+            let _ = LOCAL.try_with(|l| {
+                if l.owner.get() == self.id {
+                    l.task.set(task);
                 }
             });
         }
+    }
+
+    /// Records the end of the current poll: one word, no clock reading.
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn poll_end(&self, loc: &'static Location<'static>) {
+        if !self.enabled {
+            return;
+        }
+        let key = loc as *const Location<'static> as usize;
+        let slot = (key >> 3) & (LOCATION_CACHE - 1);
+        let done = LOCAL.try_with(|l| {
+            let (k, i) = l.locations[slot].get();
+            if l.owner.get() != self.id || k != key {
+                return false;
+            }
+            l.task.set(0);
+            put(l, [head(codec::K_POLL_END, u64::from(i))])
+        });
+        if done != Ok(true) {
+            let i = self.location_index(loc, slot);
+            self.write_slow(
+                Stamp::Next,
+                &[head(codec::K_POLL_END, u64::from(i))],
+                None,
+            );
+            let _ = LOCAL.try_with(|l| l.task.set(0));
+        }
+    }
+
+    /// Records a task spawn with its location (the poll's start time inside a poll).
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    #[inline]
+    pub(crate) fn spawn(&self, task: u64, loc: &'static Location<'static>) {
+        if !self.enabled {
+            return;
+        }
+        let key = loc as *const Location<'static> as usize;
+        let slot = (key >> 3) & (LOCATION_CACHE - 1);
+        let cached = LOCAL
+            .try_with(|l| {
+                let (k, i) = l.locations[slot].get();
+                (l.owner.get() == self.id && k == key).then_some(i)
+            })
+            .ok()
+            .flatten();
+        let i = match cached {
+            Some(i) => i,
+            None => self.location_index(loc, slot),
+        };
+        self.record_in_poll(EventKind::TaskSpawn, task, i, false);
+    }
+
+    /// The string index of a spawn location: the thread's cache, the shared
+    /// table, or (once per location) the string table.
+    #[cold]
+    #[inline(never)]
+    fn location_index(&self, loc: &'static Location<'static>, slot: usize) -> u16 {
+        let key = loc as *const Location<'static> as usize;
+        let i = match self.locations.get(key as u64) {
+            Some(i) => i,
+            None => {
+                let i = self.strings.intern(&location_string(loc));
+                self.locations.insert(key as u64, i);
+                i
+            }
+        };
+        let _ = LOCAL.try_with(|l| {
+            if l.owner.get() == self.id {
+                l.locations[slot].set((key, i));
+            }
+        });
+        i
     }
 
     /// The task this thread is polling, when it has not been named on this
@@ -338,11 +607,11 @@ impl Capture {
     #[inline]
     pub(crate) fn unnamed_task(&self) -> Option<u64> {
         LOCAL
-            .try_with(|local| {
-                let task = local.task.get();
+            .try_with(|l| {
+                let task = l.task.get();
                 (task != 0
-                    && local.owner.get() == self.id
-                    && local.named[(task as usize) & (NAMED_CACHE - 1)].get() != task)
+                    && l.owner.get() == self.id
+                    && l.named[(task as usize) & (NAMED_CACHE - 1)].get() != task)
                     .then_some(task)
             })
             .ok()
@@ -351,96 +620,282 @@ impl Capture {
 
     /// Records the span name a task runs in, once per task and thread.
     pub(crate) fn name_task(&self, task: u64, name: u16) {
-        let _ = LOCAL.try_with(|local| {
-            local.named[(task as usize) & (NAMED_CACHE - 1)].set(task);
+        let _ = LOCAL.try_with(|l| {
+            l.named[(task as usize) & (NAMED_CACHE - 1)].set(task);
         });
-        self.record(EventKind::TaskName, task, name);
+        self.record_in_poll(EventKind::TaskName, task, name, false);
     }
 
+    /// Everything that does not fit the fast path: a thread new to this
+    /// recorder, a full segment, a clock delta past 27 bits, new task-id high
+    /// bits. `event` is the event's words with its head's time field empty.
+    /// Takes no lock and allocates nothing except when the thread is new.
     #[cold]
     #[inline(never)]
-    fn record_slow(&self, event: Event) {
-        let pushed = LOCAL.try_with(|local| {
-            if local.owner.get() != self.id {
-                // This thread held a lane of another recorder (tests and
-                // programs that build several): give it back first.
-                let _ = LEASE.try_with(|l| l.borrow_mut().take());
-                local.ring.set(None);
-                for slot in &local.locations {
-                    slot.set((0, 0));
-                }
-                for slot in &local.named {
-                    slot.set(0);
-                }
-                local.owner.set(self.id);
+    fn write_slow(&self, stamp: Stamp, event: &[u32], task_high: Option<u32>) {
+        let written = LOCAL.try_with(|l| {
+            if l.owner.get() != self.id && !self.adopt(l) {
+                return false;
             }
-            if local.ring.get().is_none() {
-                let Some((lane, ring)) = self.lanes.lease() else {
+            // A thread that never had a segment starts its first at this event.
+            let fresh = l.words.get().is_empty() && l.seq.get() == 0;
+            let at = match stamp {
+                Stamp::At(t) => Some(t),
+                _ if fresh => Some(self.clock.raw()),
+                _ => None,
+            };
+            let mut buf = [0u32; 8];
+            let mut n = 0;
+            let mut push = |w: u32| {
+                buf[n] = w;
+                n += 1;
+            };
+            let field = match stamp {
+                Stamp::Prev => 0,
+                Stamp::Next => DELTA_NEXT,
+                Stamp::At(_) if fresh => 0,
+                Stamp::At(t) => {
+                    let d = t.wrapping_sub(l.last.get());
+                    if d >= DELTA_NEXT {
+                        push(head(codec::K_TIME_BASE, 0));
+                        push(t as u32);
+                        push((t >> 32) as u32);
+                        0
+                    } else {
+                        d
+                    }
+                }
+            };
+            if let Some(h) = task_high
+                && h != l.task_high.get()
+            {
+                push(head(codec::K_TASK_HIGH, 0));
+                push(h);
+            }
+            // A poll end's head holds its location, not a time.
+            push(if event[0] & 0x1f == codec::K_POLL_END {
+                event[0]
+            } else {
+                event[0] | (field as u32) << 5
+            });
+            for &w in &event[1..] {
+                push(w);
+            }
+            let pos = (l.fill.get() & 0xffff) as usize;
+            if pos + n > l.words.get().len() {
+                let base = if fresh { at.unwrap_or(0) } else { l.last.get() };
+                if !self.next_segment(l, base) {
                     return false;
-                };
-                let leased = LEASE.try_with(|l| {
-                    *l.borrow_mut() = Some(Lease {
-                        lanes: Arc::downgrade(&self.lanes),
-                        lane,
-                    })
-                });
-                if leased.is_err() {
-                    // The thread is exiting: nobody would return the lane.
-                    self.lanes.release(lane);
-                    return false;
                 }
-                local.ring.set(Some(ring));
             }
-            match local.ring.get() {
-                Some(ring) => {
-                    ring.push(event);
-                    true
-                }
-                None => false,
+            let fill = l.fill.get();
+            let pos = (fill & 0xffff) as usize;
+            let Some(dst) = l.words.get().get(pos..pos + n) else {
+                return false;
+            };
+            for (d, w) in dst.iter().zip(&buf[..n]) {
+                d.store(*w, crate::sync::Ordering::Relaxed);
             }
+            // The time base and task high bits are not events: one event counted.
+            let fill = fill + n as u32 + (1 << 16);
+            l.fill.set(fill);
+            l.fill_at.get().store(fill, crate::sync::Ordering::Release);
+            if let Some(t) = at {
+                l.last.set(t);
+            }
+            if let Some(h) = task_high {
+                l.task_high.set(h);
+            }
+            true
         });
-        if pushed != Ok(true) {
-            self.lanes.dropped.fetch_add(1, StdOrdering::Relaxed);
+        if written != Ok(true) {
+            self.shared.dropped.fetch_add(1, StdOrdering::Relaxed);
         }
     }
 
-    /// Records an event whose argument is a spawn location, interned through
-    /// the thread's cache: one thread-local access in the common case.
-    #[inline(always)]
-    pub(crate) fn record_at(&self, kind: EventKind, subject: u64, loc: &'static Location<'static>) {
-        if !self.enabled {
-            return;
-        }
-        let key = loc as *const Location<'static> as usize;
-        let slot = (key >> 3) & (LOCATION_CACHE - 1);
-        let ts = self.clock.raw();
-        let done = LOCAL.try_with(|local| match local.ring.get() {
-            Some(ring) if local.owner.get() == self.id => {
-                let (k, i) = local.locations[slot].get();
-                if k != key {
-                    return false;
-                }
-                if kind == EventKind::PollEnd {
-                    local.task.set(0);
-                }
-                ring.push(Event::new(ts, kind, subject, i));
-                true
-            }
-            _ => false,
+    /// Makes the calling thread write for this recorder: gives back what it
+    /// held for another one and registers it.
+    fn adopt(&self, l: &Local) -> bool {
+        // Seals the segment of the recorder the thread wrote for before (if alive).
+        let _ = LEASE.try_with(|lease| lease.borrow_mut().take());
+        let thread = self.shared.threads.register();
+        let leased = LEASE.try_with(|lease| {
+            *lease.borrow_mut() = Some(Lease {
+                shared: Arc::downgrade(&self.shared),
+                thread,
+            })
         });
-        if done != Ok(true) {
-            let i = self.strings.intern(&location_string(loc));
-            self.record_slow(Event::new(ts, kind, subject, i));
-            let _ = LOCAL.try_with(|local| {
-                if local.owner.get() == self.id {
-                    local.locations[slot].set((key, i));
-                    if kind == EventKind::PollEnd {
-                        local.task.set(0);
-                    }
-                }
-            });
+        if leased.is_err() {
+            // The thread is exiting: nobody would seal its segment.
+            return false;
         }
+        l.owner.set(self.id);
+        l.words.set(&[]);
+        l.fill_at.set(&NO_FILL_SYNC);
+        l.fill.set(0);
+        l.last.set(0);
+        l.task_high.set(0);
+        l.thread.set(thread);
+        l.seq.set(0);
+        l.events_before.set(0);
+        l.task.set(0);
+        for slot in &l.locations {
+            slot.set((0, 0));
+        }
+        for slot in &l.named {
+            slot.set(0);
+        }
+        true
     }
+
+    /// Seals the current segment (if any) and claims the next.
+    fn next_segment(&self, l: &Local, base: u64) -> bool {
+        let segments = self.shared.segments;
+        if !l.words.get().is_empty() {
+            segments.seal(l.segment.get(), l.last.get());
+            l.events_before
+                .set(l.events_before.get() + u64::from(l.fill.get() >> 16));
+            l.seq.set(l.seq.get() + 1);
+            l.words.set(&[]);
+            l.fill_at.set(&NO_FILL_SYNC);
+            l.fill.set(0);
+        }
+        let Some(i) = segments.claim(Claim {
+            thread: l.thread.get(),
+            seq: l.seq.get(),
+            base,
+            events_before: l.events_before.get(),
+            task_high: l.task_high.get(),
+        }) else {
+            return false;
+        };
+        let (words, fill) = segments.segment(i);
+        l.segment.set(i);
+        l.words.set(words);
+        l.fill_at.set(fill);
+        l.fill.set(0);
+        l.last.set(base);
+        true
+    }
+
+    /// Copies and decodes the segments with events in `[from, to]` (raw
+    /// clock), or all of them, into one lane per thread, oldest event first.
+    pub(crate) fn lanes(&self, range: Option<(u64, u64)>) -> Vec<RawLane> {
+        let now = self.clock.raw();
+        let snapshot = self.shared.segments.snapshot(range, now);
+        let mut by_thread: BTreeMap<u32, Vec<crate::segments::SegmentCopy>> = BTreeMap::new();
+        for s in snapshot.segments {
+            by_thread.entry(s.claim.thread).or_default().push(s);
+        }
+        let names = {
+            let mut names = lock(&self.shared.threads.names);
+            if range.is_none() {
+                // Forget exited threads that hold no segment any more.
+                let present = self.shared.segments.threads_present();
+                names.retain(|n, t| !t.exited || present.contains(n));
+            }
+            by_thread
+                .keys()
+                .map(|n| (*n, names.get(n).map(|t| t.name.clone()).unwrap_or_default()))
+                .collect::<HashMap<u32, String>>()
+        };
+        by_thread
+            .into_iter()
+            .map(|(thread, mut segs)| {
+                segs.sort_by_key(|s| s.claim.seq);
+                decode_lane(thread, names.get(&thread).cloned().unwrap_or_default(), &segs, range, now)
+            })
+            .collect()
+    }
+}
+
+/// Decodes one thread's segment copies (sorted by sequence) into a lane, and
+/// counts the events of `range` that are missing: exactly for a gap between
+/// two copies, estimated from the lane's rate when the range starts before
+/// the oldest copy and the thread's earlier segments reached into it.
+fn decode_lane(
+    lane: u32,
+    thread: String,
+    segs: &[crate::segments::SegmentCopy],
+    range: Option<(u64, u64)>,
+    now: u64,
+) -> RawLane {
+    let mut events = Vec::new();
+    let mut lost = 0u64;
+    let mut head_lost = false;
+    let mut state = codec::LaneState::default();
+    let mut prev: Option<&crate::segments::SegmentCopy> = None;
+    for s in segs {
+        let follows = prev.is_some_and(|p| p.claim.seq + 1 == s.claim.seq);
+        if !follows {
+            // The segment before this one ended at `base` (the thread's last
+            // timed event then): a gap matters when that is inside the range.
+            let in_range = range.is_some_and(|(from, _)| s.claim.base >= from);
+            if in_range && s.claim.seq > 0 {
+                match prev {
+                    Some(p) => {
+                        lost += s
+                            .claim
+                            .events_before
+                            .saturating_sub(p.claim.events_before + u64::from(p.events))
+                            .max(1)
+                    }
+                    None => head_lost = true,
+                }
+            }
+            state.settle(&mut events, s.claim.base);
+            state = codec::LaneState::fresh(s.claim.base, u64::from(s.claim.task_high));
+        }
+        codec::decode(&s.words, &mut state, &mut events);
+        prev = Some(s);
+    }
+    state.settle(&mut events, now);
+    if head_lost && let (Some((from, _)), Some(first)) = (range, segs.first()) {
+        let oldest = first.claim.base;
+        let newest = events.last().map_or(oldest, |e| e.ts);
+        let rate = events.len() as f64 / newest.saturating_sub(oldest).max(1) as f64;
+        lost += ((rate * oldest.saturating_sub(from) as f64) as u64).max(1);
+    }
+    RawLane {
+        lane,
+        thread,
+        events,
+        events_lost: lost,
+    }
+}
+
+/// The code, payload words and word count of an event kind.
+#[inline(always)]
+fn encode(kind: EventKind, subject: u64, arg: u16) -> (u32, u32, u32, usize) {
+    let s = subject as u32;
+    let a = u32::from(arg);
+    match kind {
+        EventKind::TaskSpawn => (codec::K_SPAWN, s, a, 3),
+        EventKind::PollStart if arg != 0 => (codec::K_POLL_START_DELAY, s, a, 3),
+        EventKind::PollStart => (codec::K_POLL_START, s, 0, 2),
+        EventKind::PollEnd => (codec::K_POLL_END, 0, 0, 1),
+        EventKind::TaskTerminate => (codec::K_TERMINATE, s, 0, 2),
+        EventKind::Park => (codec::K_PARK, 0, 0, 1),
+        EventKind::Unpark => (codec::K_UNPARK, 0, 0, 1),
+        EventKind::ThreadStart => (codec::K_THREAD_START, 0, 0, 1),
+        EventKind::ThreadStop => (codec::K_THREAD_STOP, 0, 0, 1),
+        EventKind::RequestOpen => (codec::K_REQ_OPEN, s, a, 3),
+        EventKind::RequestEnter => (codec::K_REQ_ENTER, s, 0, 2),
+        EventKind::RequestExit => (codec::K_REQ_EXIT, s, 0, 2),
+        EventKind::RequestClose => (codec::K_REQ_CLOSE, s, 0, 2),
+        EventKind::TaskName => (codec::K_TASK_NAME, s, a, 3),
+    }
+}
+
+fn is_task_kind(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::TaskSpawn | EventKind::PollStart | EventKind::TaskTerminate | EventKind::TaskName
+    )
+}
+
+fn event_words(code: u32, a: u32, b: u32, n: usize) -> ([u32; 3], usize) {
+    ([head(code, 0), a, b], n)
 }
 
 /// Turns Tokio's opaque task id into a number, without formatting it.
@@ -469,50 +924,4 @@ pub(crate) fn task_id_u64<T: Hash>(id: &T) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn task_ids_are_recovered() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let h = rt.spawn(async {});
-        let id = h.id();
-        assert_eq!(task_id_u64(&id).to_string(), id.to_string());
-    }
-
-    #[test]
-    fn lanes_are_reused_after_threads_exit_and_capped() {
-        let capture = Arc::new(Capture::new(Clock::new(), Lanes::new(16, 2), true));
-        for _ in 0..5 {
-            let c = capture.clone();
-            std::thread::spawn(move || c.record(EventKind::Park, 0, 0))
-                .join()
-                .unwrap();
-        }
-        assert_eq!(capture.lanes.snapshot(None).len(), 1, "one lane reused");
-        let c1 = capture.clone();
-        let c2 = capture.clone();
-        let barrier = Arc::new(std::sync::Barrier::new(3));
-        let (b1, b2) = (barrier.clone(), barrier.clone());
-        let t1 = std::thread::spawn(move || {
-            c1.record(EventKind::Park, 0, 0);
-            b1.wait();
-        });
-        let t2 = std::thread::spawn(move || {
-            c2.record(EventKind::Park, 0, 0);
-            b2.wait();
-        });
-        // Wait until both threads hold their lanes, then record a third thread.
-        while capture.lanes.totals().0 < 7 {
-            std::thread::yield_now();
-        }
-        capture.record(EventKind::Unpark, 0, 0);
-        barrier.wait();
-        t1.join().unwrap();
-        t2.join().unwrap();
-        assert_eq!(capture.lanes.snapshot(None).len(), 2);
-        assert_eq!(capture.lanes.dropped.load(StdOrdering::Relaxed), 1);
-    }
-}
+mod tests;

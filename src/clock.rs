@@ -13,13 +13,30 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Clone, Debug)]
 pub(crate) struct Clock {
     inner: quanta::Clock,
+    /// Nanoseconds in 2^32 raw ticks, for converting durations to ticks.
+    ns_per_2_32_ticks: u64,
 }
 
 impl Clock {
     pub(crate) fn new() -> Clock {
+        let inner = quanta::Clock::new();
+        let ns_per_2_32_ticks = inner.delta_as_nanos(0, 1 << 32).max(1);
         Clock {
-            inner: quanta::Clock::new(),
+            inner,
+            ns_per_2_32_ticks,
         }
+    }
+
+    /// A duration in raw ticks (saturating). Scheduling inside the recorder
+    /// works in raw ticks: monotonic, unmoved by a wall-clock step.
+    pub(crate) fn ticks(&self, d: Duration) -> u64 {
+        let t = (d.as_nanos() << 32) / u128::from(self.ns_per_2_32_ticks);
+        u64::try_from(t).unwrap_or(u64::MAX)
+    }
+
+    /// Raw ticks as a duration.
+    pub(crate) fn duration(&self, ticks: u64) -> Duration {
+        Duration::from_nanos(self.delta_ns(0, ticks))
     }
 
     /// A raw reading: cheap, monotonic within the process, not nanoseconds.
@@ -82,6 +99,16 @@ pub(crate) fn unix_now_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_and_durations_round_trip() {
+        let clock = Clock::new();
+        let d = Duration::from_millis(1500);
+        let back = clock.duration(clock.ticks(d));
+        assert!(back.abs_diff(d) < Duration::from_micros(10), "{back:?}");
+        assert_eq!(clock.ticks(Duration::ZERO), 0);
+        assert_eq!(clock.ticks(Duration::MAX), u64::MAX);
+    }
 
     #[test]
     fn anchor_converts_to_unix_time() {

@@ -10,9 +10,9 @@ pub use crate::dump::{DumpError, DumpErrorKind};
 ///
 /// ```
 /// use tokio_blackbox::{Blackbox, BuildError};
-/// let err = Blackbox::builder().events_per_thread(0).build().unwrap_err();
+/// let err = Blackbox::builder().buffer_memory(0).build().unwrap_err();
 /// assert!(matches!(err, BuildError::InvalidSetting { .. }));
-/// assert!(err.to_string().contains("events_per_thread"));
+/// assert!(err.to_string().contains("buffer_memory"));
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -26,6 +26,17 @@ pub enum BuildError {
         value: String,
         /// What is accepted.
         expected: &'static str,
+    },
+    /// An environment variable of an older version is set; it no longer has
+    /// an effect, and another one replaces it.
+    #[error("environment variable {var}={value:?} is no longer read: use {instead}")]
+    RemovedEnv {
+        /// The old variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What to set instead.
+        instead: &'static str,
     },
     /// A value set in code is out of range.
     #[error("setting {setting} = {value} is invalid: expected {expected}")]

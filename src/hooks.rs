@@ -76,11 +76,8 @@ impl BlackboxHooks {
     #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
     #[inline]
     pub fn on_task_spawn(&self, meta: &TaskMeta<'_>) {
-        self.capture.record_at(
-            EventKind::TaskSpawn,
-            task_id_u64(&meta.id()),
-            meta.spawned_at(),
-        );
+        self.capture
+            .spawn(task_id_u64(&meta.id()), meta.spawned_at());
     }
 
     /// Records the start of a poll, with the scheduling delay when tracked.
@@ -100,17 +97,15 @@ impl BlackboxHooks {
 
     /// Records the end of a poll. For `on_after_task_poll`.
     ///
-    /// The spawn location rides along (through a per-thread cache), so a task
-    /// whose spawn event was overwritten long ago still has its name.
+    /// One 4-byte event and no clock reading: the task is the one whose poll
+    /// started last on this thread, and the time is that of the thread's next
+    /// event. The spawn location rides along (through a per-thread cache), so
+    /// a task whose spawn event was overwritten long ago still has its name.
     #[cfg(tokio_unstable)]
     #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
     #[inline]
     pub fn on_after_task_poll(&self, meta: &TaskMeta<'_>) {
-        self.capture.record_at(
-            EventKind::PollEnd,
-            task_id_u64(&meta.id()),
-            meta.spawned_at(),
-        );
+        self.capture.poll_end(meta.spawned_at());
     }
 
     /// Records that a task completed or was cancelled. For `on_task_terminate`.
@@ -119,7 +114,7 @@ impl BlackboxHooks {
     #[inline]
     pub fn on_task_terminate(&self, meta: &TaskMeta<'_>) {
         self.capture
-            .record(EventKind::TaskTerminate, task_id_u64(&meta.id()), 0);
+            .record_in_poll(EventKind::TaskTerminate, task_id_u64(&meta.id()), 0, true);
     }
 
     /// Records that this worker parked. For `on_thread_park`.

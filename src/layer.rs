@@ -15,12 +15,13 @@
 
 use crate::event::{EventKind, NO_STRING};
 use crate::recorder::Inner;
+use crate::requests::{IDS_LOOKED_UP, pack, unpack};
 use crate::window::SlowRequest;
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use tracing_core::callsite::Identifier;
 use tracing_core::span::{Attributes, Id};
@@ -29,8 +30,27 @@ use tracing_core::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-/// Span targets that belong to the export path: never requests.
-const TRANSPORT_TARGETS: &[&str] = &["h2", "tonic", "hyper", "tower", "reqwest", "opentelemetry"];
+/// Span targets that are never requests: the export path's (its transport
+/// would otherwise be recorded and exported too) and Tokio's own (with Tokio's
+/// `tracing` feature, as for every tokio-console user, each spawned task has a
+/// root span `runtime.spawn` of target `tokio::task`).
+const NEVER_TARGETS: &[&str] = &[
+    "h2",
+    "tonic",
+    "hyper",
+    "tower",
+    "reqwest",
+    "opentelemetry",
+    "tokio",
+    "runtime",
+];
+
+/// Whether `target` is `prefix` or one of its submodules.
+fn in_module(target: &str, prefix: &str) -> bool {
+    target
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
 
 /// Which spans are requests.
 ///
@@ -89,9 +109,7 @@ impl RequestSpans {
     /// `None` depends on the span (root or not).
     fn classify(&self, meta: &Metadata<'_>) -> Option<bool> {
         let target = meta.target();
-        if TRANSPORT_TARGETS
-            .iter()
-            .any(|t| target == *t || target.starts_with(&format!("{t}::")))
+        if NEVER_TARGETS.iter().any(|t| in_module(target, t)) || meta.name().starts_with("runtime.")
         {
             return Some(false);
         }
@@ -105,91 +123,6 @@ impl RequestSpans {
     }
 }
 
-/// Number of slots in the span-id → request table (a power of two).
-const SLOTS: usize = 4096;
-
-/// Set in a slot's request word once the request's trace ids were looked up.
-const IDS_LOOKED_UP: u64 = 1 << 63;
-
-/// A slot's request word: `IDS_LOOKED_UP | name << 40 | request id` (40 bits).
-fn slot_word(request: u64, name: u16) -> u64 {
-    (u64::from(name) << 40) | (request & crate::event::MAX_SUBJECT)
-}
-
-/// The request id and span name index of a slot's request word.
-fn unpack_slot_word(word: u64) -> (u64, u16) {
-    (word & crate::event::MAX_SUBJECT, (word >> 40) as u16)
-}
-
-/// A small lock-free table from live request span ids to request ids, so that
-/// enter and exit, which run on every poll of a request's tasks, cost a hash
-/// and two loads instead of a registry lookup and an extensions lock.
-///
-/// A request span claims slot `id % SLOTS` when it opens (compare-and-swap
-/// from empty) and frees it when it closes. Span ids are unique among live
-/// spans, so a slot's tag matches only its own span. A request whose slot is
-/// taken falls back to its extensions; `fallbacks` counts those alive so that
-/// other spans skip the extensions lookup while there are none.
-struct RequestSlots {
-    slots: Box<[(AtomicU64, AtomicU64)]>,
-    fallbacks: AtomicUsize,
-}
-
-impl RequestSlots {
-    fn new() -> RequestSlots {
-        RequestSlots {
-            slots: (0..SLOTS)
-                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
-                .collect(),
-            fallbacks: AtomicUsize::new(0),
-        }
-    }
-
-    fn slot(&self, id: &Id) -> &(AtomicU64, AtomicU64) {
-        &self.slots[(id.into_u64() as usize) & (SLOTS - 1)]
-    }
-
-    /// Claims a slot for a new request span; `false` if taken.
-    fn claim(&self, id: &Id, request: u64) -> bool {
-        let (tag, req) = self.slot(id);
-        if tag
-            .compare_exchange(0, id.into_u64(), Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            self.fallbacks.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        req.store(request, Ordering::Release);
-        true
-    }
-
-    /// The request word of a span, if it holds a slot.
-    #[inline]
-    fn get(&self, id: &Id) -> Option<u64> {
-        let (tag, req) = self.slot(id);
-        (tag.load(Ordering::Acquire) == id.into_u64()).then(|| req.load(Ordering::Acquire))
-    }
-
-    /// Marks the ids as looked up; `true` for the caller that marked them.
-    fn mark_ids(&self, id: &Id) -> bool {
-        let (_, req) = self.slot(id);
-        req.fetch_or(IDS_LOOKED_UP, Ordering::AcqRel) & IDS_LOOKED_UP == 0
-    }
-
-    fn release(&self, id: &Id, claimed: bool) {
-        if claimed {
-            let (tag, _) = self.slot(id);
-            let _ = tag.compare_exchange(id.into_u64(), 0, Ordering::Release, Ordering::Relaxed);
-        } else {
-            self.fallbacks.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    fn any_fallbacks(&self) -> bool {
-        self.fallbacks.load(Ordering::Relaxed) != 0
-    }
-}
-
 /// A callsite's decision, made once.
 #[derive(Clone, Copy)]
 struct CallsiteInfo {
@@ -200,7 +133,7 @@ struct CallsiteInfo {
 /// Per-span state of a request, kept in the span's extensions.
 struct RequestState {
     id: u64,
-    /// Whether the request holds a slot in [`RequestSlots`].
+    /// Whether the request holds a slot in the open-request table.
     slotted: bool,
     name: u16,
     start: u64,
@@ -230,7 +163,6 @@ struct RequestState {
 /// [`Blackbox::layer`]: crate::Blackbox::layer
 pub struct BlackboxLayer {
     inner: Arc<Inner>,
-    slots: RequestSlots,
     callsites: RwLock<HashMap<Identifier, CallsiteInfo>>,
 }
 
@@ -246,7 +178,6 @@ impl BlackboxLayer {
     pub(crate) fn new(inner: Arc<Inner>) -> BlackboxLayer {
         BlackboxLayer {
             inner,
-            slots: RequestSlots::new(),
             callsites: RwLock::new(HashMap::new()),
         }
     }
@@ -307,10 +238,19 @@ where
             return;
         }
         let Some(span) = ctx.span(id) else { return };
-        let req = self.inner.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let start = self.inner.capture.clock.raw();
-        let slotted = self.slots.claim(id, slot_word(req, info.name));
-        span.extensions_mut().insert(RequestState {
+        let mut ext = span.extensions_mut();
+        if ext.get_mut::<RequestState>().is_some() {
+            // Another layer of a recorder already watches this span.
+            return;
+        }
+        let req = self.inner.new_request_id();
+        let capture = &self.inner.capture;
+        let start = capture.clock.raw();
+        let slotted = self
+            .inner
+            .requests
+            .open(id.into_u64(), pack(req, info.name), start);
+        ext.insert(RequestState {
             id: req,
             slotted,
             name: info.name,
@@ -318,25 +258,25 @@ where
             ids: OnceLock::new(),
             error: AtomicBool::new(false),
         });
-        self.inner
-            .capture
-            .record(EventKind::RequestOpen, req, info.name);
+        drop(ext);
+        capture.record_at_time(EventKind::RequestOpen, req, info.name, start);
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let capture = &self.inner.capture;
-        let need_ids = match self.slots.get(id) {
+        let requests = &self.inner.requests;
+        let need_ids = match requests.get(id.into_u64()) {
             Some(word) => {
-                let (request, name) = unpack_slot_word(word);
-                capture.record(EventKind::RequestEnter, request, 0);
+                let (request, name) = unpack(word);
+                capture.record_in_poll(EventKind::RequestEnter, request, 0, false);
                 // A task polled inside a request span is named after it.
                 if let Some(task) = capture.unnamed_task() {
                     capture.name_task(task, name);
                 }
-                word & IDS_LOOKED_UP == 0 && self.slots.mark_ids(id)
+                word & IDS_LOOKED_UP == 0 && requests.mark_ids(id.into_u64())
             }
             None => {
-                let fallback = self.slots.any_fallbacks();
+                let fallback = requests.any_fallbacks();
                 let unnamed = capture.unnamed_task();
                 if !fallback && unnamed.is_none() {
                     return;
@@ -345,7 +285,7 @@ where
                 let ext = span.extensions();
                 match ext.get::<RequestState>() {
                     Some(state) => {
-                        capture.record(EventKind::RequestEnter, state.id, 0);
+                        capture.record_in_poll(EventKind::RequestEnter, state.id, 0, false);
                         if let Some(task) = unnamed {
                             capture.name_task(task, state.name);
                         }
@@ -366,6 +306,9 @@ where
             // Not while holding our extensions: the OpenTelemetry layer takes
             // the same span's extensions to build its context.
             let ids = Self::otel_ids(id);
+            if let Some((trace, span_id)) = ids {
+                requests.set_ids(id.into_u64(), trace, span_id);
+            }
             if let Some(span) = ctx.span(id)
                 && let Some(state) = span.extensions().get::<RequestState>()
             {
@@ -375,16 +318,13 @@ where
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        if let Some(word) = self.slots.get(id) {
-            self.inner
-                .capture
-                .record(EventKind::RequestExit, unpack_slot_word(word).0, 0);
-        } else if self.slots.any_fallbacks() {
+        let capture = &self.inner.capture;
+        if let Some(word) = self.inner.requests.get(id.into_u64()) {
+            capture.record_in_poll(EventKind::RequestExit, unpack(word).0, 0, true);
+        } else if self.inner.requests.any_fallbacks() {
             let Some(span) = ctx.span(id) else { return };
             if let Some(state) = span.extensions().get::<RequestState>() {
-                self.inner
-                    .capture
-                    .record(EventKind::RequestExit, state.id, 0);
+                capture.record_in_poll(EventKind::RequestExit, state.id, 0, true);
             }
         }
     }
@@ -410,66 +350,51 @@ where
         let Some(state) = ext.get::<RequestState>() else {
             return;
         };
-        self.slots.release(&id, state.slotted);
+        let requests = &self.inner.requests;
+        // Ids the capture thread made while the request was open (captured stuck).
+        let table_ids = if state.slotted {
+            requests.ids(id.into_u64())
+        } else {
+            None
+        };
+        requests.close(id.into_u64(), state.slotted);
         let capture = &self.inner.capture;
         let end = capture.clock.raw();
-        capture.record(EventKind::RequestClose, state.id, 0);
+        capture.record_at_time(EventKind::RequestClose, state.id, 0, end);
         let duration_ns = capture.clock.delta_ns(state.start, end);
         let error = state.error.load(Ordering::Relaxed);
         let slow = duration_ns >= self.inner.config.latency_threshold.as_nanos() as u64;
         if !slow {
             return;
         }
-        let (trace_id, span_id, own_span) = match state.ids.get().copied().flatten() {
-            Some((t, s)) => (t, s, false),
-            None => {
+        let (trace_id, span_id, own_span) = match (state.ids.get().copied().flatten(), table_ids) {
+            (Some((t, s)), _) => (t, s, false),
+            (None, Some(ids)) => ids,
+            (None, None) => {
                 let g = RandomIdGenerator::default();
                 (g.new_trace_id(), g.new_span_id(), true)
             }
         };
-        let name = self.inner.capture.strings.get(state.name);
+        let name = capture.strings.get(state.name);
         // A fresh anchor: the raw clock and the wall clock drift apart over hours.
-        let anchor = self.inner.capture.clock.anchor();
-        self.inner.on_slow_request(SlowRequest {
-            request_id: state.id,
+        let anchor = capture.clock.anchor();
+        let mut req = SlowRequest::new(
+            state.id,
             name,
             trace_id,
             span_id,
-            own_span,
-            error,
-            start_unix_ns: anchor.to_unix_ns(state.start),
-            end_unix_ns: anchor.to_unix_ns(end),
-        });
+            anchor.to_unix_ns(state.start),
+            anchor.to_unix_ns(end),
+        );
+        req.own_span = own_span;
+        req.error = error;
+        self.inner.on_slow_request(req, state.start, end);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slots_claim_collide_and_release() {
-        let slots = RequestSlots::new();
-        let a = Id::from_u64(5);
-        let b = Id::from_u64(5 + SLOTS as u64); // same slot as `a`
-        assert!(slots.claim(&a, 1));
-        assert!(!slots.claim(&b, 2), "taken slot: fallback");
-        assert!(slots.any_fallbacks());
-        assert_eq!(slots.get(&a), Some(1));
-        assert_eq!(
-            slots.get(&b),
-            None,
-            "a colliding span never reads another's slot"
-        );
-        assert!(slots.mark_ids(&a));
-        assert!(!slots.mark_ids(&a), "ids are looked up once");
-        assert_eq!(slots.get(&a), Some(1 | IDS_LOOKED_UP));
-        slots.release(&b, false);
-        slots.release(&a, true);
-        assert!(!slots.any_fallbacks());
-        assert_eq!(slots.get(&a), None);
-        assert!(slots.claim(&b, 3));
-    }
 
     #[test]
     fn request_span_selectors_parse() {

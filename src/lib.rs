@@ -20,12 +20,13 @@ pub mod export;
 mod hooks;
 mod layer;
 mod recorder;
-mod ring;
+mod requests;
+mod segments;
 mod sync;
 mod trigger;
 pub mod window;
 
-pub use builder::{Builder, ENV_VARS, parse_duration};
+pub use builder::{Builder, ENV_VARS, parse_duration, parse_size};
 pub use error::{BuildError, DumpError, DumpErrorKind, SinkError};
 pub use event::{Event, EventKind};
 pub use export::{DirSink, JsonFileSink, OtlpSink, Sink, TailSampler};

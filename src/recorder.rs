@@ -6,8 +6,10 @@
 //! do, cuts each due window from all rings and hands it to the sink.
 
 use crate::builder::{Builder, Config};
-use crate::capture::{Capture, Lanes};
+use crate::capture::Capture;
 use crate::clock::{Clock, unix_now_ns};
+use crate::requests::OpenRequests;
+use crate::segments::{Pinner, SEGMENT_BYTES};
 use crate::error::{BuildError, DumpError};
 use crate::export::Sink;
 use crate::export::sampling::{SamplerSettings, TailSampler};
@@ -66,12 +68,23 @@ pub struct BlackboxGuard {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BlackboxStats {
-    /// Events written to the rings.
+    /// Events written to the buffer.
     pub events_recorded: u64,
-    /// Events overwritten by newer ones (the rings are full; this is normal).
+    /// Events overwritten by newer ones (the buffer is full; this is normal).
     pub events_overwritten: u64,
-    /// Events not recorded because the thread had no ring (see `max_threads`).
+    /// Events not recorded: every segment was some thread's current one or
+    /// pinned, or the thread was exiting.
     pub events_dropped: u64,
+    /// Segments pinned now for windows not yet cut.
+    pub segments_pinned: u64,
+    /// Times a segment a window needed could not be pinned (at most a
+    /// quarter of the buffer is pinned); that window may be incomplete.
+    pub pins_refused: u64,
+    /// Slow requests captured while still open (stuck past `stuck_after`).
+    pub requests_captured_open: u64,
+    /// Request spans opened outside the open-request table (it was full):
+    /// captured when they close slow, not while open.
+    pub requests_untracked: u64,
     /// Request spans opened.
     pub requests_seen: u64,
     /// Request spans that ran at least the threshold.
@@ -88,10 +101,10 @@ pub struct BlackboxStats {
     pub windows_written: u64,
     /// Windows the sink failed to write.
     pub sink_errors: u64,
-    /// Bytes of ring memory allocated now.
-    pub ring_bytes: usize,
-    /// The most ring memory the settings allow.
-    pub ring_bytes_limit: usize,
+    /// Bytes of event memory held (segments and their headers).
+    pub buffer_bytes: usize,
+    /// The configured event memory ([`Builder::buffer_memory`](crate::Builder::buffer_memory)).
+    pub buffer_bytes_limit: usize,
     /// Whether Tokio's task hooks are compiled in (`--cfg tokio_unstable`). When
     /// `false`, only request spans and worker park/unpark are recorded.
     pub task_hooks: bool,
@@ -126,7 +139,9 @@ pub struct BlackboxStats {
 pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) capture: Arc<Capture>,
-    pub(crate) next_request_id: AtomicU64,
+    /// The open request spans, shared by the layer and the capture thread.
+    pub(crate) requests: OpenRequests,
+    next_request_id: AtomicU64,
     tx: SyncSender<Msg>,
     counters: Counters,
     recent_slow: Mutex<VecDeque<SlowRequest>>,
@@ -144,11 +159,14 @@ struct Counters {
     slow_dropped: AtomicU64,
     windows_written: AtomicU64,
     sink_errors: AtomicU64,
+    pins_refused: AtomicU64,
+    captured_open: AtomicU64,
 }
 
 #[derive(Debug)]
 enum Msg {
-    Slow(SlowRequest),
+    /// A slow request that closed, with its start and end (raw clock).
+    Slow(SlowRequest, u64, u64),
     Flush(SyncSender<()>),
     Shutdown(SyncSender<()>),
 }
@@ -159,15 +177,17 @@ pub(crate) fn start(
     export: Arc<ExportShared>,
 ) -> Result<(Blackbox, BlackboxGuard), BuildError> {
     let clock = Clock::new();
+    let per_segment = SEGMENT_BYTES + crate::segments::HEADER_BYTES;
     let capture = Arc::new(Capture::new(
         clock,
-        Lanes::new(config.events_per_thread, config.max_threads),
+        config.buffer_memory / per_segment,
         !config.disabled,
     ));
     let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
     let inner = Arc::new(Inner {
         config,
         capture,
+        requests: OpenRequests::default(),
         next_request_id: AtomicU64::new(1),
         tx,
         counters: Counters::default(),
@@ -204,10 +224,9 @@ impl Blackbox {
     pub const DEFAULT_WINDOW_AFTER: Duration = Duration::from_millis(200);
     /// The longest a merged window may grow: 30 s.
     pub const DEFAULT_MAX_WINDOW: Duration = Duration::from_secs(30);
-    /// Ring capacity per thread: 65,536 events of 16 bytes, 1 MiB.
-    pub const DEFAULT_EVENTS_PER_THREAD: usize = 64 * 1024;
-    /// Threads that may record at once: 16, so ring memory is at most 16 MiB.
-    pub const DEFAULT_MAX_THREADS: usize = 16;
+    /// Memory for events, all threads together: 16 MiB, about 5 s of a
+    /// process recording 300,000 events a second.
+    pub const DEFAULT_BUFFER_MEMORY: usize = 16 << 20;
     /// Captures per second: 5.
     pub const DEFAULT_MAX_CAPTURES_PER_SEC: u32 = 5;
     /// Directory for capture files and dumps: `./blackbox`.
@@ -282,13 +301,16 @@ impl Blackbox {
         let c = &self.inner.counters;
         let e = &self.inner.export.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let lanes = &self.inner.capture.lanes;
-        let (events_recorded, events_overwritten) = lanes.totals();
-        let (ring_bytes, ring_bytes_limit) = lanes.memory();
+        let capture = &self.inner.capture;
+        let segments = capture.segments();
         BlackboxStats {
-            events_recorded,
-            events_overwritten,
-            events_dropped: lanes.dropped.load(Ordering::Relaxed),
+            events_recorded: segments.recorded(),
+            events_overwritten: segments.overwritten(),
+            events_dropped: capture.dropped(),
+            segments_pinned: segments.pinned(),
+            pins_refused: get(&c.pins_refused),
+            requests_captured_open: get(&c.captured_open),
+            requests_untracked: get(&self.inner.requests.fallbacks_total),
             requests_seen: self.inner.next_request_id.load(Ordering::Relaxed) - 1,
             slow_requests: c.slow_requests.load(Ordering::Relaxed),
             captures: c.captures.load(Ordering::Relaxed),
@@ -297,8 +319,8 @@ impl Blackbox {
             slow_requests_dropped: c.slow_dropped.load(Ordering::Relaxed),
             windows_written: c.windows_written.load(Ordering::Relaxed),
             sink_errors: c.sink_errors.load(Ordering::Relaxed),
-            ring_bytes,
-            ring_bytes_limit,
+            buffer_bytes: if capture.enabled { segments.bytes() } else { 0 },
+            buffer_bytes_limit: self.inner.config.buffer_memory,
             task_hooks: cfg!(tokio_unstable),
             schedule_delay: self.inner.config.schedule_delay && cfg!(tokio_unstable),
             windows_exported: get(&e.windows_exported),
@@ -445,20 +467,33 @@ impl Blackbox {
 // === impl Inner ===
 
 impl Inner {
-    pub(crate) fn on_slow_request(&self, req: SlowRequest) {
-        self.counters.slow_requests.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut recent = lock(&self.recent_slow);
-            if recent.len() == RECENT_SLOW {
-                recent.pop_front();
+    /// A new request id: 32 bits, never 0 (events keep the low 32 bits).
+    pub(crate) fn new_request_id(&self) -> u64 {
+        loop {
+            let id = self.next_request_id.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+            if id != 0 {
+                return id;
             }
-            recent.push_back(req.clone());
         }
+    }
+
+    /// A slow request closed; it ran over `[start, end]` (raw clock).
+    pub(crate) fn on_slow_request(&self, req: SlowRequest, start: u64, end: u64) {
+        self.counters.slow_requests.fetch_add(1, Ordering::Relaxed);
+        self.remember(&req);
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.tx.try_send(Msg::Slow(req))
+            self.tx.try_send(Msg::Slow(req, start, end))
         {
             self.counters.slow_dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    fn remember(&self, req: &SlowRequest) {
+        let mut recent = lock(&self.recent_slow);
+        if recent.len() == RECENT_SLOW {
+            recent.pop_front();
+        }
+        recent.push_back(req.clone());
     }
 
     fn base_window(&self) -> Window {
@@ -472,10 +507,10 @@ impl Inner {
         }
     }
 
-    /// Everything in the rings, for a dump.
+    /// Everything in the buffer, for a dump.
     fn snapshot_all(&self) -> Window {
         let now = unix_now_ns();
-        let lanes = self.capture.lanes.snapshot(None);
+        let lanes = self.capture.lanes(None);
         let lanes = Window::cut(lanes, 0, u64::MAX, &self.capture.clock.anchor());
         let from = lanes
             .iter()
@@ -491,31 +526,53 @@ impl Inner {
         }
     }
 
+    /// Cuts a due capture (its bounds in raw clock ticks) from the buffer.
     fn cut(&self, p: Pending, sequence: u64) -> Window {
-        let lanes = self.capture.lanes.snapshot(None);
-        let lanes = Window::cut(lanes, p.from_ns, p.to_ns, &self.capture.clock.anchor());
+        let anchor = self.capture.clock.anchor();
+        let lanes = self.capture.lanes(Some((p.from_ns, p.to_ns)));
+        let (from, to) = (anchor.to_unix_ns(p.from_ns), anchor.to_unix_ns(p.to_ns));
         Window {
             sequence,
-            from_unix_ns: p.from_ns,
-            to_unix_ns: p.to_ns,
+            from_unix_ns: from,
+            to_unix_ns: to,
             requests: p.requests,
-            lanes,
+            requests_omitted: p.omitted,
+            lanes: Window::cut(lanes, from, to, &anchor),
             ..self.base_window()
         }
     }
 }
 
+/// How often the capture thread looks for requests that are slow while open:
+/// a quarter of the threshold, between 5 ms and 100 ms.
+fn scan_interval(threshold: Duration) -> Duration {
+    (threshold / 4).clamp(Duration::from_millis(5), Duration::from_millis(100))
+}
+
+/// The capture thread. Its clock is the recorder's raw monotonic clock (the
+/// trigger's "nanoseconds" are raw ticks here): a wall-clock step moves nothing.
 fn capture_thread(inner: Arc<Inner>, rx: Receiver<Msg>, mut sink: Box<dyn Sink>) {
     // The recorder's own work must never be recorded or traced.
     let _no_tracing =
         tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
     let c = &inner.config;
-    let mut trigger = Trigger::new(
-        c.window_before,
-        c.window_after,
-        c.max_window,
+    let clock = inner.capture.clock.clone();
+    let ticks = |d: Duration| clock.ticks(d);
+    let mut trigger = Trigger::new_ticks(
+        ticks(c.window_before),
+        ticks(c.window_after),
+        ticks(c.max_window),
+        ticks(Duration::from_secs(1)),
         c.max_captures_per_sec,
     );
+    let (before, threshold, stuck) = (
+        ticks(c.window_before),
+        ticks(c.latency_threshold),
+        ticks(c.stuck_after),
+    );
+    let interval = scan_interval(c.latency_threshold);
+    let segments = inner.capture.segments();
+    let mut pinner = Pinner::new(segments.count() / 4);
     let mut sequence = 0u64;
     let mut write = |pending: Vec<Pending>, sink: &mut Box<dyn Sink>| {
         for p in pending {
@@ -530,25 +587,28 @@ fn capture_thread(inner: Arc<Inner>, rx: Receiver<Msg>, mut sink: Box<dyn Sink>)
             };
         }
     };
+    let offer = |trigger: &mut Trigger, req: SlowRequest, start: u64, end: u64, now: u64| {
+        let counter = match trigger.offer(req, start, end, now) {
+            Decision::Started => &inner.counters.captures,
+            Decision::Merged => &inner.counters.merged,
+            Decision::Skipped => &inner.counters.skipped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    };
     loop {
+        let now = clock.raw();
         let timeout = match trigger.next_due() {
-            Some(due) => Duration::from_nanos(due.saturating_sub(unix_now_ns())),
-            None => Duration::from_secs(3600),
+            Some(due) => clock.duration(due.saturating_sub(now)).min(interval),
+            None => interval,
         };
         let msg = match rx.recv_timeout(timeout) {
             Ok(msg) => Some(msg),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        let now = clock.raw();
         match msg {
-            Some(Msg::Slow(req)) => {
-                let counter = match trigger.offer(req, unix_now_ns()) {
-                    Decision::Started => &inner.counters.captures,
-                    Decision::Merged => &inner.counters.merged,
-                    Decision::Skipped => &inner.counters.skipped,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
+            Some(Msg::Slow(req, start, end)) => offer(&mut trigger, req, start, end, now),
             Some(Msg::Flush(ack)) => {
                 write(trigger.drain(), &mut sink);
                 if sink.flush().is_err() {
@@ -560,11 +620,48 @@ fn capture_thread(inner: Arc<Inner>, rx: Receiver<Msg>, mut sink: Box<dyn Sink>)
                 write(trigger.drain(), &mut sink);
                 let _ = sink.flush();
                 let _ = ack.try_send(());
+                pinner.release(segments);
                 break;
             }
             None => {}
         }
-        write(trigger.due(unix_now_ns()), &mut sink);
+        // Requests slow while still open: keep their history from now on,
+        // and capture those open past `stuck_after` without waiting.
+        let mut open_needed: Option<u64> = None;
+        if inner.capture.enabled {
+            for r in inner.requests.scan(now, threshold, stuck) {
+                let from = r.start_raw.saturating_sub(before);
+                open_needed = Some(open_needed.map_or(from, |n| n.min(from)));
+                if r.stuck {
+                    let (trace_id, span_id, own_span) = inner.requests.ids_or_own(&r);
+                    let anchor = clock.anchor();
+                    let mut req = SlowRequest::new(
+                        r.request_id,
+                        inner.capture.strings.get(r.name),
+                        trace_id,
+                        span_id,
+                        anchor.to_unix_ns(r.start_raw),
+                        anchor.to_unix_ns(now),
+                    );
+                    req.own_span = own_span;
+                    req.open = true;
+                    inner.counters.slow_requests.fetch_add(1, Ordering::Relaxed);
+                    inner.counters.captured_open.fetch_add(1, Ordering::Relaxed);
+                    inner.remember(&req);
+                    offer(&mut trigger, req, r.start_raw, now, now);
+                }
+            }
+        }
+        write(trigger.due(now), &mut sink);
+        let needed = match (trigger.earliest_from(), open_needed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let refused = pinner.update(segments, needed);
+        inner
+            .counters
+            .pins_refused
+            .fetch_add(refused, Ordering::Relaxed);
     }
 }
 

@@ -1,14 +1,15 @@
 //! The std-or-loom facade: the only module that names `std::sync::atomic`.
 //!
-//! Under `--cfg blackbox_loom` the ring is model-checked with loom's atomics,
-//! which explore every interleaving the memory model allows. Tokio compiles its
-//! task hooks out under `cfg(loom)`, which is why the cfg has our own name.
+//! Under `--cfg blackbox_loom` the segments and the request table are
+//! model-checked with loom's atomics, which explore every interleaving the
+//! memory model allows. Tokio compiles its task hooks out under `cfg(loom)`,
+//! which is why the cfg has our own name.
 
 #[cfg(not(blackbox_loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, Ordering, fence};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 #[cfg(blackbox_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -19,4 +20,45 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// consistent at every await-free step, so the poison flag carries no meaning.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A bounded multi-producer multi-consumer FIFO of segment indices: lock-free
+/// and allocation-free ([`crossbeam_queue::ArrayQueue`]); under loom, a mutex
+/// around a `VecDeque` (the queue's own correctness is crossbeam's, the
+/// model checks the segment protocol around it).
+#[derive(Debug)]
+pub(crate) struct Queue {
+    #[cfg(not(blackbox_loom))]
+    inner: crossbeam_queue::ArrayQueue<u32>,
+    #[cfg(blackbox_loom)]
+    inner: loom::sync::Mutex<std::collections::VecDeque<u32>>,
+}
+
+impl Queue {
+    pub(crate) fn new(capacity: usize) -> Queue {
+        Queue {
+            #[cfg(not(blackbox_loom))]
+            inner: crossbeam_queue::ArrayQueue::new(capacity.max(1)),
+            #[cfg(blackbox_loom)]
+            inner: loom::sync::Mutex::new(std::collections::VecDeque::with_capacity(capacity)),
+        }
+    }
+
+    /// Appends; the queue never holds an index twice, so it is never full.
+    pub(crate) fn push(&self, i: u32) {
+        #[cfg(not(blackbox_loom))]
+        {
+            let pushed = self.inner.push(i);
+            debug_assert!(pushed.is_ok(), "segment FIFO overflow");
+        }
+        #[cfg(blackbox_loom)]
+        self.inner.lock().unwrap().push_back(i);
+    }
+
+    pub(crate) fn pop(&self) -> Option<u32> {
+        #[cfg(not(blackbox_loom))]
+        return self.inner.pop();
+        #[cfg(blackbox_loom)]
+        return self.inner.lock().unwrap().pop_front();
+    }
 }

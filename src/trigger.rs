@@ -1,8 +1,9 @@
 //! The trigger: which slow requests become captures, when each capture is cut,
 //! and what is merged or skipped under load.
 //!
-//! Pure logic: no clock, no threads, no I/O. Times are UNIX nanoseconds given
-//! by the caller, so the rules are tested without a runtime.
+//! Pure logic: no clock, no threads, no I/O. Times are nanoseconds of the
+//! recorder's monotonic clock given by the caller (never the wall clock, so
+//! a clock step cannot stall captures), and the rules are tested without a runtime.
 //!
 //! - A slow request asks for the window `[start - before, end + after]`.
 //! - If that window overlaps a capture that is still pending (not yet cut),
@@ -11,9 +12,16 @@
 //! - Otherwise a new capture starts, unless `max_per_sec` captures already
 //!   started in the last second: then the request is skipped and counted.
 //! - A capture is due once the clock passes its window's end.
+//! - A capture links at most [`MAX_LINKED`] slow requests in full; the
+//!   others that merge into it are only counted, so a storm's window stays
+//!   within its span budget.
+
+/// Slow requests one capture carries in full.
+pub(crate) const MAX_LINKED: usize = 64;
 
 use crate::window::SlowRequest;
 use std::collections::VecDeque;
+#[cfg(test)]
 use std::time::Duration;
 
 /// What became of one slow request.
@@ -33,6 +41,8 @@ pub(crate) struct Pending {
     pub(crate) from_ns: u64,
     pub(crate) to_ns: u64,
     pub(crate) requests: Vec<SlowRequest>,
+    /// Slow requests merged beyond [`MAX_LINKED`]: counted, not carried.
+    pub(crate) omitted: u64,
 }
 
 /// The trigger's rules and state.
@@ -42,44 +52,77 @@ pub(crate) struct Trigger {
     after_ns: u64,
     max_window_ns: u64,
     max_per_sec: u32,
+    /// One second in the caller's time unit.
+    second: u64,
     /// Start times of the captures started in the last second.
     recent: VecDeque<u64>,
     pending: Vec<Pending>,
 }
 
 impl Trigger {
+    /// A trigger whose times are nanoseconds.
+    #[cfg(test)]
     pub(crate) fn new(
         before: Duration,
         after: Duration,
         max_window: Duration,
         max_per_sec: u32,
     ) -> Trigger {
-        Trigger {
-            before_ns: before.as_nanos() as u64,
-            after_ns: after.as_nanos() as u64,
-            max_window_ns: max_window.as_nanos() as u64,
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Trigger::new_ticks(
+            ns(before),
+            ns(after),
+            ns(max_window),
+            1_000_000_000,
             max_per_sec,
+        )
+    }
+
+    /// A trigger whose times are in any monotonic unit, of which `second` make a second.
+    pub(crate) fn new_ticks(
+        before: u64,
+        after: u64,
+        max_window: u64,
+        second: u64,
+        max_per_sec: u32,
+    ) -> Trigger {
+        Trigger {
+            before_ns: before,
+            after_ns: after,
+            max_window_ns: max_window,
+            max_per_sec,
+            second,
             recent: VecDeque::new(),
             pending: Vec::new(),
         }
     }
 
-    /// Offers a slow request at time `now_ns`.
-    pub(crate) fn offer(&mut self, req: SlowRequest, now_ns: u64) -> Decision {
-        let from = req.start_unix_ns.saturating_sub(self.before_ns);
-        let to = req.end_unix_ns.saturating_add(self.after_ns);
+    /// Offers a slow request that ran over `[start_ns, end_ns]`, at time `now_ns`.
+    pub(crate) fn offer(
+        &mut self,
+        req: SlowRequest,
+        start_ns: u64,
+        end_ns: u64,
+        now_ns: u64,
+    ) -> Decision {
+        let from = start_ns.saturating_sub(self.before_ns);
+        let to = end_ns.saturating_add(self.after_ns);
         for p in &mut self.pending {
             let overlaps = from <= p.to_ns && to >= p.from_ns;
             let grown = (to.max(p.to_ns)).saturating_sub(from.min(p.from_ns));
             if overlaps && grown <= self.max_window_ns {
                 p.from_ns = p.from_ns.min(from);
                 p.to_ns = p.to_ns.max(to);
-                p.requests.push(req);
+                if p.requests.len() < MAX_LINKED {
+                    p.requests.push(req);
+                } else {
+                    p.omitted += 1;
+                }
                 return Decision::Merged;
             }
         }
         while let Some(&t) = self.recent.front() {
-            if now_ns.saturating_sub(t) >= 1_000_000_000 {
+            if now_ns.saturating_sub(t) >= self.second {
                 self.recent.pop_front();
             } else {
                 break;
@@ -93,6 +136,7 @@ impl Trigger {
             from_ns: from,
             to_ns: to,
             requests: vec![req],
+            omitted: 0,
         });
         Decision::Started
     }
@@ -111,6 +155,11 @@ impl Trigger {
         std::mem::take(&mut self.pending)
     }
 
+    /// The earliest moment a pending capture still needs, if any.
+    pub(crate) fn earliest_from(&self) -> Option<u64> {
+        self.pending.iter().map(|p| p.from_ns).min()
+    }
+
     /// When the next pending capture is due, if any.
     pub(crate) fn next_due(&self) -> Option<u64> {
         self.pending.iter().map(|p| p.to_ns).min()
@@ -124,17 +173,17 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
-    fn req(id: u64, start_ms: u64, end_ms: u64) -> SlowRequest {
-        SlowRequest {
-            request_id: id,
-            name: "request".into(),
-            trace_id: TraceId::from(u128::from(id)),
-            span_id: SpanId::from(id),
-            own_span: true,
-            error: false,
-            start_unix_ns: start_ms * MS,
-            end_unix_ns: end_ms * MS,
-        }
+    /// Offers request `id` that ran from `start_ms` to `end_ms`, at `now`.
+    fn offer(t: &mut Trigger, id: u64, start_ms: u64, end_ms: u64, now: u64) -> Decision {
+        let r = SlowRequest::new(
+            id,
+            "request",
+            TraceId::from(u128::from(id)),
+            SpanId::from(id),
+            start_ms * MS,
+            end_ms * MS,
+        );
+        t.offer(r, start_ms * MS, end_ms * MS, now)
     }
 
     fn trigger(cap: u32) -> Trigger {
@@ -149,7 +198,7 @@ mod tests {
     #[test]
     fn a_slow_request_is_due_after_its_window() {
         let mut t = trigger(10);
-        assert_eq!(t.offer(req(1, 1000, 1300), 1300 * MS), Decision::Started);
+        assert_eq!(offer(&mut t, 1, 1000, 1300, 1300 * MS), Decision::Started);
         assert_eq!(t.next_due(), Some(1350 * MS));
         assert!(t.due(1349 * MS).is_empty());
         let due = t.due(1350 * MS);
@@ -161,11 +210,11 @@ mod tests {
     #[test]
     fn overlapping_windows_merge_and_grow() {
         let mut t = trigger(10);
-        t.offer(req(1, 1000, 1300), 1300 * MS);
-        assert_eq!(t.offer(req(2, 1200, 1400), 1400 * MS), Decision::Merged);
+        offer(&mut t, 1, 1000, 1300, 1300 * MS);
+        assert_eq!(offer(&mut t, 2, 1200, 1400, 1400 * MS), Decision::Merged);
         // Its window [1400, 1650] overlaps the grown pending window [900, 1450].
-        assert_eq!(t.offer(req(3, 1500, 1600), 1600 * MS), Decision::Merged);
-        assert_eq!(t.offer(req(4, 5000, 5100), 5100 * MS), Decision::Started);
+        assert_eq!(offer(&mut t, 3, 1500, 1600, 1600 * MS), Decision::Merged);
+        assert_eq!(offer(&mut t, 4, 5000, 5100, 5100 * MS), Decision::Started);
         let due = t.due(10_000 * MS);
         assert_eq!(due.len(), 2);
         assert_eq!(due[0].requests.len(), 3);
@@ -177,7 +226,7 @@ mod tests {
         let mut t = Trigger::new(Duration::ZERO, Duration::ZERO, Duration::from_secs(1), 2);
         let now = 10_000 * MS;
         let decisions: Vec<_> = (0..5)
-            .map(|i| t.offer(req(i, 1000 * i, 1000 * i + 1), now))
+            .map(|i| offer(&mut t, i, 1000 * i, 1000 * i + 1, now))
             .collect();
         assert_eq!(
             decisions,
@@ -190,9 +239,21 @@ mod tests {
             ]
         );
         assert_eq!(
-            t.offer(req(9, 20_000, 20_001), now + 1000 * MS),
+            offer(&mut t, 9, 20_000, 20_001, now + 1000 * MS),
             Decision::Started
         );
+    }
+
+    #[test]
+    fn a_storm_links_64_requests_and_counts_the_rest() {
+        let mut t = trigger(10);
+        assert_eq!(offer(&mut t, 0, 1000, 1300, 1300 * MS), Decision::Started);
+        for i in 1..1000 {
+            assert_eq!(offer(&mut t, i, 1000, 1300, 1300 * MS), Decision::Merged);
+        }
+        let due = t.drain();
+        assert_eq!(due[0].requests.len(), MAX_LINKED);
+        assert_eq!(due[0].omitted, 1000 - MAX_LINKED as u64);
     }
 
     #[test]
@@ -203,7 +264,7 @@ mod tests {
             Duration::from_millis(500),
             10,
         );
-        t.offer(req(1, 0, 400), 400 * MS);
-        assert_eq!(t.offer(req(2, 300, 600), 600 * MS), Decision::Started);
+        offer(&mut t, 1, 0, 400, 400 * MS);
+        assert_eq!(offer(&mut t, 2, 300, 600, 600 * MS), Decision::Started);
     }
 }

@@ -7,7 +7,7 @@
 //! [`Window::request_spans`] turn the raw events into the activity a person
 //! looks at; the exporter, the dump reader and the command all use them.
 
-use crate::capture::LaneSnapshot;
+use crate::capture::RawLane;
 use crate::clock::TimeAnchor;
 use crate::event::{Event, EventKind, NO_STRING, decode_delay};
 use opentelemetry::trace::{SpanId, TraceId};
@@ -33,8 +33,12 @@ pub struct SlowRequest {
     pub error: bool,
     /// When the span was created, UNIX nanoseconds.
     pub start_unix_ns: u64,
-    /// When the span closed, UNIX nanoseconds.
+    /// When the span closed, UNIX nanoseconds; for a request still open
+    /// (`open`), when it was captured.
     pub end_unix_ns: u64,
+    /// `true` when the request was still open when captured: it had been
+    /// open longer than the stuck limit (`BLACKBOX_STUCK_AFTER`).
+    pub open: bool,
 }
 
 impl SlowRequest {
@@ -69,6 +73,7 @@ impl SlowRequest {
             error: false,
             start_unix_ns,
             end_unix_ns,
+            open: false,
         }
     }
 
@@ -112,8 +117,11 @@ pub struct Window {
     pub from_unix_ns: u64,
     /// Window end, UNIX nanoseconds.
     pub to_unix_ns: u64,
-    /// The slow requests this capture covers; the first triggered it.
+    /// The slow requests this capture covers; the first triggered it. At
+    /// most 64; the others are counted in `requests_omitted`.
     pub requests: Vec<SlowRequest>,
+    /// Slow requests this capture also covered but does not carry (past 64).
+    pub requests_omitted: u64,
     /// Each thread's events.
     pub lanes: Vec<Lane>,
     /// The string table that events' string arguments index into.
@@ -251,9 +259,10 @@ pub struct RequestSpan {
 }
 
 impl Window {
-    /// Cuts a window from lane snapshots taken over the whole rings.
+    /// Cuts a window from decoded lanes (raw clock): converts to UNIX
+    /// nanoseconds and keeps the events in `[from, to]`.
     pub(crate) fn cut(
-        lanes: Vec<LaneSnapshot>,
+        lanes: Vec<RawLane>,
         from_unix_ns: u64,
         to_unix_ns: u64,
         anchor: &TimeAnchor,
@@ -262,7 +271,6 @@ impl Window {
             .into_iter()
             .filter_map(|l| {
                 let events: Vec<Event> = l
-                    .snapshot
                     .events
                     .iter()
                     .map(|e| Event {
@@ -271,12 +279,11 @@ impl Window {
                     })
                     .filter(|e| e.ts >= from_unix_ns && e.ts <= to_unix_ns)
                     .collect();
-                let lost = estimate_lost(&l, from_unix_ns, anchor);
-                (!events.is_empty() || lost > 0).then_some(Lane {
+                (!events.is_empty() || l.events_lost > 0).then_some(Lane {
                     index: l.lane,
                     thread: l.thread,
                     events,
-                    events_lost: lost,
+                    events_lost: l.events_lost,
                 })
             })
             .collect()
@@ -480,24 +487,4 @@ fn push_unique(v: &mut Vec<u64>, x: u64) {
     if !v.contains(&x) {
         v.push(x);
     }
-}
-
-/// Events of `[from, ..]` a lane overwrote before the cut: zero when the lane
-/// still holds events older than `from`, else estimated from its event rate.
-fn estimate_lost(lane: &LaneSnapshot, from_unix_ns: u64, anchor: &TimeAnchor) -> u64 {
-    let s = &lane.snapshot;
-    if s.overwritten == 0 {
-        return 0;
-    }
-    let (Some(first), Some(last)) = (s.events.first(), s.events.last()) else {
-        return 0;
-    };
-    let oldest = anchor.to_unix_ns(first.ts);
-    if oldest <= from_unix_ns {
-        return 0;
-    }
-    let span = anchor.to_unix_ns(last.ts).saturating_sub(oldest).max(1);
-    let rate = s.events.len() as f64 / span as f64;
-    let estimate = (rate * (oldest - from_unix_ns) as f64) as u64;
-    estimate.clamp(1, s.overwritten)
 }

@@ -242,6 +242,7 @@ impl<R: Read> DumpReader<R> {
                         span_id,
                         own_span: flags & 1 != 0,
                         error: flags & 2 != 0,
+                        open: flags & 4 != 0,
                         start_unix_ns: p.u64()?,
                         end_unix_ns: p.u64()?,
                         name: p.string()?,

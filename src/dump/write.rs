@@ -102,7 +102,7 @@ pub fn write_window<W: Write>(
         p.extend_from_slice(&r.request_id.to_le_bytes());
         p.extend_from_slice(&r.trace_id.to_bytes());
         p.extend_from_slice(&r.span_id.to_bytes());
-        p.push(u8::from(r.own_span) | u8::from(r.error) << 1);
+        p.push(u8::from(r.own_span) | u8::from(r.error) << 1 | u8::from(r.open) << 2);
         p.extend_from_slice(&r.start_unix_ns.to_le_bytes());
         p.extend_from_slice(&r.end_unix_ns.to_le_bytes());
         let name = &r.name.as_bytes()[..r.name.len().min(u16::MAX as usize)];

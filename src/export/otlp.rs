@@ -56,8 +56,12 @@ pub mod keys {
     pub const REQUEST_DURATION_MS: &str = "blackbox.request.duration_ms";
     /// The slow request's span name.
     pub const REQUEST_NAME: &str = "blackbox.request.name";
-    /// Number of slow requests the capture covers.
+    /// Number of slow requests the capture links (at most 64).
     pub const WINDOW_REQUESTS: &str = "blackbox.window.requests";
+    /// Slow requests the capture also covered but does not link (past 64).
+    pub const WINDOW_REQUESTS_OMITTED: &str = "blackbox.window.requests_omitted";
+    /// `true` when the slow request was still open when captured (stuck).
+    pub const REQUEST_OPEN: &str = "blackbox.request.open";
     /// Capture sequence number in the process.
     pub const WINDOW_SEQUENCE: &str = "blackbox.window.sequence";
     /// Window start, UNIX ns.
@@ -412,6 +416,7 @@ pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<W
                             ms(req.duration().as_nanos() as u64),
                         ),
                         KeyValue::new(keys::REQUEST_NAME, req.name.clone()),
+                        KeyValue::new(keys::REQUEST_OPEN, req.open),
                     ],
                     events: Vec::new(),
                     links: vec![link],
@@ -504,6 +509,8 @@ pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<W
         ),
         KeyValue::new(keys::REQUEST_NAME, primary.name.clone()),
         int(keys::WINDOW_REQUESTS, window.requests.len() as u64),
+        int(keys::WINDOW_REQUESTS_OMITTED, window.requests_omitted),
+        KeyValue::new(keys::REQUEST_OPEN, primary.open),
         int(keys::WINDOW_SEQUENCE, window.sequence),
         int(keys::WINDOW_START, from),
         int(keys::WINDOW_END, to),
@@ -769,6 +776,7 @@ pub mod testing {
             error: false,
             start_unix_ns: start,
             end_unix_ns: end,
+            open: false,
         }
     }
 

@@ -1,0 +1,512 @@
+//! Segments: the fixed memory every thread records into, shared by all threads.
+//!
+//! The buffer memory is cut into segments of a few KiB. Each recording thread
+//! owns one *current* segment and appends events to it with plain stores (see
+//! [`codec`] for the encoding); nothing is shared per event. A full segment is
+//! *sealed* into one process-wide FIFO, and the thread takes the oldest sealed
+//! segment that is not pinned for its next one: history is overwritten
+//! oldest-first across the whole process, an idle thread holds one segment,
+//! busy threads get the history, and one number bounds the memory whatever
+//! the thread count (the JFR, Go execution tracer and perf design).
+//!
+//! ## Protocol
+//!
+//! Each segment has a control word `ctl = generation << 8 | flags`, where the
+//! flags hold a state (`FREE`, `CLAIMING`, `WRITING`, `SEALED`) and `PINNED`.
+//!
+//! - **Claim** (writer, once per segment): pop an index from the FIFO; if it
+//!   is pinned, push it back and pop the next. CAS `ctl` from the value seen
+//!   (unpinned, `FREE` or `SEALED`) to `generation + 1, CLAIMING`; a failed CAS
+//!   means the capture thread pinned it meanwhile. Then a `Release` fence, the
+//!   header fields and `fill = 0`, and `ctl = generation + 1, WRITING` with
+//!   `Release`.
+//! - **Append** (writer): store the event's words (`Relaxed`), then
+//!   `fill = words | events << 16` (`Release`). It only grows within a generation.
+//! - **Seal** (writer): store `end`, set the state to `SEALED`
+//!   (`Release`, keeping `PINNED`), push the index onto the FIFO.
+//! - **Copy** (reader, any thread): load `ctl` (`Acquire`) as `c1`; skip
+//!   `FREE` and `CLAIMING`; read the header and `fill` (`Acquire`), copy
+//!   `words[..len]`, issue an `Acquire` fence and load `ctl` again. If the
+//!   generation changed, the segment was recycled during the copy and the copy
+//!   is dropped (counted). Otherwise every word read was written in
+//!   generation `c1` before the `fill` that was read: the writer's fence after
+//!   the claim CAS orders the new generation before any word it overwrites,
+//!   so a reader that saw one overwritten word sees the new generation.
+//! - **Pin** (capture thread only): CAS `ctl` adding `PINNED` when its
+//!   generation is still the one a copy saw and it is `WRITING` or `SEALED`.
+//!   A pinned segment is never claimed, so its generation cannot change until
+//!   it is unpinned (a `fetch_and`).
+//!
+//! The words are atomics used with `Relaxed` stores and loads, which compile
+//! to plain moves: no `unsafe`. The protocol is model-checked with loom
+//! (`--cfg blackbox_loom`) and tested against a model (see `tests.rs`).
+
+pub(crate) mod codec;
+#[cfg(test)]
+mod tests;
+
+use crate::sync::{AtomicU32, AtomicU64, Ordering, Queue, fence};
+use crossbeam_utils::CachePadded;
+
+/// Bytes of one segment's event words.
+pub(crate) const SEGMENT_BYTES: usize = 4096;
+
+/// Words of one segment.
+pub(crate) const SEGMENT_WORDS: usize = SEGMENT_BYTES / 4;
+
+/// Bytes of one segment's header (cache-padded).
+pub(crate) const HEADER_BYTES: usize = std::mem::size_of::<CachePadded<Header>>();
+
+const FREE: u64 = 0;
+const CLAIMING: u64 = 1;
+const WRITING: u64 = 2;
+const SEALED: u64 = 3;
+const STATE: u64 = 3;
+const PINNED: u64 = 4;
+const GEN_SHIFT: u32 = 8;
+
+fn generation(ctl: u64) -> u64 {
+    ctl >> GEN_SHIFT
+}
+
+/// A segment's header: who wrote it and when. Cache-padded, so that the
+/// `fill` a writer stores on every event shares no line with another's.
+#[derive(Debug)]
+struct Header {
+    ctl: AtomicU64,
+    /// What is published in this generation: `words | events << 16`.
+    fill: AtomicU32,
+    /// The writing thread's number (its lane).
+    thread: AtomicU32,
+    /// The thread's segment count before this one (0: its first).
+    seq: AtomicU64,
+    /// Raw clock the first delta counts from (the thread's last timed event before).
+    base: AtomicU64,
+    /// Events the thread wrote before this segment.
+    events_before: AtomicU64,
+    /// Raw time of the last timed event, set when sealed.
+    end: AtomicU64,
+    /// High 32 bits of task ids in force at the segment's start.
+    task_high: AtomicU32,
+}
+
+/// Who claims a segment and where its history starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub(crate) thread: u32,
+    pub(crate) seq: u64,
+    pub(crate) base: u64,
+    pub(crate) events_before: u64,
+    pub(crate) task_high: u32,
+}
+
+/// A copy of one segment, as a snapshot found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SegmentCopy {
+    pub(crate) index: u32,
+    pub(crate) generation: u64,
+    pub(crate) claim: Claim,
+    /// Raw time of its last timed event (sealed), or the snapshot's `now`.
+    pub(crate) end: u64,
+    pub(crate) sealed: bool,
+    /// Events in `words`.
+    pub(crate) events: u32,
+    pub(crate) words: Vec<u32>,
+}
+
+/// What a snapshot found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub(crate) segments: Vec<SegmentCopy>,
+    /// Segments recycled while they were being copied.
+    pub(crate) discarded: u64,
+}
+
+/// The segments of one recorder.
+#[derive(Debug)]
+pub(crate) struct Segments {
+    headers: Box<[CachePadded<Header>]>,
+    words: Box<[AtomicU32]>,
+    seg_words: usize,
+    /// Sealed (and never used) segments, oldest first.
+    fifo: Queue,
+    /// Events in segments that were recycled.
+    overwritten: AtomicU64,
+    /// Events in segments that were sealed.
+    sealed_events: AtomicU64,
+    /// Segments pinned now (only the capture thread changes it).
+    pinned: AtomicU64,
+}
+
+impl Segments {
+    /// `count` segments of `seg_words` words each (at least one segment, and
+    /// 8 words: the largest event with its time base and task high bits).
+    pub(crate) fn new(count: usize, seg_words: usize) -> Segments {
+        let count = count.max(1);
+        let seg_words = seg_words.max(8);
+        let s = Segments {
+            headers: (0..count)
+                .map(|_| {
+                    CachePadded::new(Header {
+                        ctl: AtomicU64::new(FREE),
+                        fill: AtomicU32::new(0),
+                        thread: AtomicU32::new(0),
+                        seq: AtomicU64::new(0),
+                        base: AtomicU64::new(0),
+                        events_before: AtomicU64::new(0),
+                        end: AtomicU64::new(0),
+                                                task_high: AtomicU32::new(0),
+                    })
+                })
+                .collect(),
+            words: (0..count * seg_words).map(|_| AtomicU32::new(0)).collect(),
+            seg_words,
+            fifo: Queue::new(count),
+            overwritten: AtomicU64::new(0),
+            sealed_events: AtomicU64::new(0),
+            pinned: AtomicU64::new(0),
+        };
+        for i in 0..count {
+            s.fifo.push(i as u32);
+        }
+        s
+    }
+
+    /// Number of segments.
+    pub(crate) fn count(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// Words per segment.
+    pub(crate) fn seg_words(&self) -> usize {
+        self.seg_words
+    }
+
+    /// Bytes of memory held (words and headers).
+    pub(crate) fn bytes(&self) -> usize {
+        self.words.len() * 4 + self.headers.len() * std::mem::size_of::<CachePadded<Header>>()
+    }
+
+    /// Forgets everything, for a new recorder (no thread may write any more).
+    pub(crate) fn reset(&self) {
+        while self.fifo.pop().is_some() {}
+        for (i, h) in self.headers.iter().enumerate() {
+            let g = generation(h.ctl.load(Ordering::Relaxed));
+            h.ctl.store((g + 1) << GEN_SHIFT | FREE, Ordering::Release);
+            h.fill.store(0, Ordering::Relaxed);
+            self.fifo.push(i as u32);
+        }
+        self.overwritten.store(0, Ordering::Relaxed);
+        self.sealed_events.store(0, Ordering::Relaxed);
+        self.pinned.store(0, Ordering::Relaxed);
+    }
+
+    /// The words and the published fill (`words | events << 16`) of segment `i`.
+    pub(crate) fn segment(&self, i: u32) -> (&[AtomicU32], &AtomicU32) {
+        let i = i as usize;
+        let words = &self.words[i * self.seg_words..(i + 1) * self.seg_words];
+        (words, &self.headers[i].fill)
+    }
+
+    /// Events recorded: in sealed segments, plus those in segments being written.
+    pub(crate) fn recorded(&self) -> u64 {
+        let current: u64 = self
+            .headers
+            .iter()
+            .filter(|h| h.ctl.load(Ordering::Relaxed) & STATE == WRITING)
+            .map(|h| u64::from(h.fill.load(Ordering::Relaxed) >> 16))
+            .sum();
+        self.sealed_events.load(Ordering::Relaxed) + current
+    }
+
+    /// The thread numbers that hold events in some segment now.
+    pub(crate) fn threads_present(&self) -> std::collections::HashSet<u32> {
+        self.headers
+            .iter()
+            .filter(|h| {
+                let s = h.ctl.load(Ordering::Acquire) & STATE;
+                s == WRITING || s == SEALED
+            })
+            .map(|h| h.thread.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Takes the oldest unpinned sealed segment for a writer; `None` when
+    /// every segment is some thread's current one or pinned.
+    pub(crate) fn claim(&self, claim: Claim) -> Option<u32> {
+        // Each pinned segment popped is pushed back once; at most `count` tries.
+        for _ in 0..self.headers.len() {
+            let i = self.fifo.pop()?;
+            let h = &self.headers[i as usize];
+            let mut ctl = h.ctl.load(Ordering::Acquire);
+            loop {
+                let state = ctl & STATE;
+                if ctl & PINNED != 0 || !(state == FREE || state == SEALED) {
+                    break;
+                }
+                let next = (generation(ctl) + 1) << GEN_SHIFT | CLAIMING;
+                match h
+                    .ctl
+                    .compare_exchange(ctl, next, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => {
+                        // Order the new generation before every word this
+                        // writer overwrites (pairs with the reader's fence).
+                        fence(Ordering::Release);
+                        if state == SEALED {
+                            let lost = h.fill.load(Ordering::Relaxed) >> 16;
+                            self.overwritten
+                                .fetch_add(u64::from(lost), Ordering::Relaxed);
+                        }
+                        h.fill.store(0, Ordering::Relaxed);
+                        h.thread.store(claim.thread, Ordering::Relaxed);
+                        h.seq.store(claim.seq, Ordering::Relaxed);
+                        h.base.store(claim.base, Ordering::Relaxed);
+                        h.events_before
+                            .store(claim.events_before, Ordering::Relaxed);
+                        h.task_high.store(claim.task_high, Ordering::Relaxed);
+                        h.end.store(0, Ordering::Relaxed);
+                        h.ctl.store(next & !STATE | WRITING, Ordering::Release);
+                        return Some(i);
+                    }
+                    Err(now) => ctl = now,
+                }
+            }
+            // Pinned (or, by a bug, not sealed): back to the end of the queue.
+            debug_assert!(ctl & STATE == SEALED || ctl & STATE == FREE || ctl & PINNED != 0);
+            self.fifo.push(i);
+        }
+        None
+    }
+
+    /// Seals a writer's segment: it joins the FIFO of segments to reuse.
+    pub(crate) fn seal(&self, i: u32, end: u64) {
+        let h = &self.headers[i as usize];
+        h.end.store(end, Ordering::Relaxed);
+        let events = h.fill.load(Ordering::Relaxed) >> 16;
+        self.sealed_events
+            .fetch_add(u64::from(events), Ordering::Relaxed);
+        let mut ctl = h.ctl.load(Ordering::Relaxed);
+        loop {
+            debug_assert_eq!(ctl & STATE, WRITING, "sealing a segment not being written");
+            let next = ctl & !STATE | SEALED;
+            match h
+                .ctl
+                .compare_exchange_weak(ctl, next, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => ctl = now,
+            }
+        }
+        self.fifo.push(i);
+    }
+
+    /// Events in segments recycled so far.
+    pub(crate) fn overwritten(&self) -> u64 {
+        self.overwritten.load(Ordering::Relaxed)
+    }
+
+    /// Segments pinned now.
+    pub(crate) fn pinned(&self) -> u64 {
+        self.pinned.load(Ordering::Relaxed)
+    }
+
+    /// Copies the segments holding events in `[from, to]` (raw clock), or all
+    /// of them with `None`, without stopping any writer. `now` stands for the
+    /// end of segments still being written.
+    pub(crate) fn snapshot(&self, range: Option<(u64, u64)>, now: u64) -> Snapshot {
+        let mut out = Snapshot::default();
+        for (i, h) in self.headers.iter().enumerate() {
+            let c1 = h.ctl.load(Ordering::Acquire);
+            let state = c1 & STATE;
+            if state != WRITING && state != SEALED {
+                continue;
+            }
+            let sealed = state == SEALED;
+            let claim = Claim {
+                thread: h.thread.load(Ordering::Relaxed),
+                seq: h.seq.load(Ordering::Relaxed),
+                base: h.base.load(Ordering::Relaxed),
+                events_before: h.events_before.load(Ordering::Relaxed),
+                task_high: h.task_high.load(Ordering::Relaxed),
+            };
+            let end = if sealed {
+                h.end.load(Ordering::Relaxed)
+            } else {
+                now
+            };
+            if let Some((from, to)) = range
+                && (claim.base > to || end < from)
+            {
+                // Checked again below: a recycled header may have misled us,
+                // but then the copy would be dropped anyway.
+                fence(Ordering::Acquire);
+                if generation(h.ctl.load(Ordering::Relaxed)) == generation(c1) {
+                    continue;
+                }
+            }
+            let fill = h.fill.load(Ordering::Acquire);
+            let len = ((fill & 0xffff) as usize).min(self.seg_words);
+            let (words, _) = self.segment(i as u32);
+            let copy: Vec<u32> = words[..len]
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed))
+                .collect();
+            fence(Ordering::Acquire);
+            let c2 = h.ctl.load(Ordering::Relaxed);
+            if generation(c2) != generation(c1) {
+                out.discarded += 1;
+                continue;
+            }
+            out.segments.push(SegmentCopy {
+                index: i as u32,
+                generation: generation(c1),
+                claim,
+                end,
+                sealed,
+                events: fill >> 16,
+                words: copy,
+            });
+        }
+        out
+    }
+
+    /// Pins segment `i` if it still holds generation `generation`; `false`
+    /// when it was recycled since. Only the capture thread pins.
+    pub(crate) fn pin(&self, i: u32, gen_seen: u64) -> bool {
+        let h = &self.headers[i as usize];
+        let mut ctl = h.ctl.load(Ordering::Acquire);
+        loop {
+            let state = ctl & STATE;
+            if generation(ctl) != gen_seen || !(state == WRITING || state == SEALED) {
+                return false;
+            }
+            if ctl & PINNED != 0 {
+                return true;
+            }
+            match h.ctl.compare_exchange_weak(
+                ctl,
+                ctl | PINNED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.pinned.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Err(now) => ctl = now,
+            }
+        }
+    }
+
+    /// Unpins segment `i` (a no-op if it is not pinned).
+    pub(crate) fn unpin(&self, i: u32) {
+        let before = self.headers[i as usize]
+            .ctl
+            .fetch_and(!PINNED, Ordering::AcqRel);
+        if before & PINNED != 0 {
+            self.pinned.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+}
+
+impl Segments {
+    /// Whether segment `i`, still in generation `gen_seen`, may hold events
+    /// at or after `from` (being written, or sealed with its end there).
+    fn holds_from(&self, i: u32, gen_seen: u64, from: u64) -> bool {
+        let h = &self.headers[i as usize];
+        let ctl = h.ctl.load(Ordering::Acquire);
+        generation(ctl) == gen_seen
+            && (ctl & STATE == WRITING
+                || ctl & STATE == SEALED && h.end.load(Ordering::Relaxed) >= from)
+    }
+
+    /// The unpinned segments that may hold events at or after `from`, oldest
+    /// end first: `(index, generation)`.
+    fn unpinned_from(&self, from: u64) -> Vec<(u32, u64)> {
+        let mut v: Vec<(u64, u32, u64)> = Vec::new();
+        for (i, h) in self.headers.iter().enumerate() {
+            let ctl = h.ctl.load(Ordering::Acquire);
+            if ctl & PINNED != 0 {
+                continue;
+            }
+            let end = match ctl & STATE {
+                WRITING => u64::MAX,
+                SEALED => h.end.load(Ordering::Relaxed),
+                _ => continue,
+            };
+            if end >= from {
+                v.push((end, i as u32, generation(ctl)));
+            }
+        }
+        v.sort_unstable();
+        v.into_iter().map(|(_, i, g)| (i, g)).collect()
+    }
+}
+
+/// The capture thread's pins: the segments that hold events a window not yet
+/// cut needs, kept out of the rotation, at most `limit` of them.
+#[derive(Debug)]
+pub(crate) struct Pinner {
+    held: Vec<(u32, u64)>,
+    limit: usize,
+    refused: std::collections::HashSet<(u32, u64)>,
+}
+
+impl Pinner {
+    pub(crate) fn new(limit: usize) -> Pinner {
+        Pinner {
+            held: Vec::new(),
+            limit,
+            refused: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Pins every segment that may hold events at or after `from`, oldest
+    /// first, and unpins those that no longer can; `None` unpins all.
+    /// Returns how many segments were refused for the first time (over the limit).
+    pub(crate) fn update(&mut self, segments: &Segments, from: Option<u64>) -> u64 {
+        let Some(from) = from else {
+            self.release(segments);
+            return 0;
+        };
+        self.held.retain(|&(i, g)| {
+            let keep = segments.holds_from(i, g, from);
+            if !keep {
+                segments.unpin(i);
+            }
+            keep
+        });
+        let mut refused = 0;
+        for (i, g) in segments.unpinned_from(from) {
+            if self.held.len() >= self.limit {
+                if self.refused.insert((i, g)) {
+                    refused += 1;
+                }
+                continue;
+            }
+            if segments.pin(i, g) {
+                self.held.push((i, g));
+            }
+        }
+        if self.refused.len() > segments.count() {
+            self.refused.clear();
+        }
+        refused
+    }
+
+    /// Unpins everything.
+    pub(crate) fn release(&mut self, segments: &Segments) {
+        for (i, _) in self.held.drain(..) {
+            segments.unpin(i);
+        }
+        self.refused.clear();
+    }
+
+    /// Segments pinned by this pinner.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.held.len()
+    }
+}
