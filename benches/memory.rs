@@ -82,29 +82,26 @@ fn main() {
     drop(guard);
     let _ = std::fs::remove_dir_all(&dir);
     let growth = after.saturating_sub(before);
-    let bound = s.ring_bytes + 2 * 1024 * 1024;
+    let bound = s.buffer_bytes + 2 * 1024 * 1024;
     println!(
-        "memory: {} requests in {:.2?}; RSS {:.1} MiB -> {:.1} MiB (growth {:.2} MiB); rings {:.2} MiB allocated, limit {:.1} MiB; bound {:.2} MiB; {} events, {} overwritten",
+        "memory: {} requests in {:.2?}; RSS {:.1} MiB -> {:.1} MiB (growth {:.2} MiB); buffer {:.2} MiB held, limit {:.1} MiB; bound {:.2} MiB; {} events, {} overwritten",
         s.requests_seen,
         elapsed,
         before as f64 / 1048576.0,
         after as f64 / 1048576.0,
         growth as f64 / 1048576.0,
-        s.ring_bytes as f64 / 1048576.0,
-        s.ring_bytes_limit as f64 / 1048576.0,
+        s.buffer_bytes as f64 / 1048576.0,
+        s.buffer_bytes_limit as f64 / 1048576.0,
         bound as f64 / 1048576.0,
         s.events_recorded,
         s.events_overwritten
     );
-    let default_limit_8_workers = 16 * Blackbox::DEFAULT_EVENTS_PER_THREAD * 16;
     println!(
-        "memory: default ring memory at most {:.1} MiB ({} threads x {} events x 16 B)",
-        default_limit_8_workers as f64 / 1048576.0,
-        Blackbox::DEFAULT_MAX_THREADS,
-        Blackbox::DEFAULT_EVENTS_PER_THREAD
+        "memory: default buffer memory {:.1} MiB for all threads",
+        Blackbox::DEFAULT_BUFFER_MEMORY as f64 / 1048576.0,
     );
     if growth > bound {
-        eprintln!("memory: FAILED: growth {growth} B exceeds ring memory + 2 MiB = {bound} B");
+        eprintln!("memory: FAILED: growth {growth} B exceeds buffer memory + 2 MiB = {bound} B");
         std::process::exit(1);
     }
 }

@@ -208,10 +208,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.requests_skipped,
     );
     println!(
-        "demo: {} events recorded in {} KiB of rings, {} overwritten; task hooks: {}",
+        "demo: {} events recorded in {} KiB of buffer, {} overwritten, {} dropped; task hooks: {}",
         stats.events_recorded,
-        stats.ring_bytes / 1024,
+        stats.buffer_bytes / 1024,
         stats.events_overwritten,
+        stats.events_dropped,
         if stats.task_hooks {
             "on"
         } else {

@@ -567,6 +567,11 @@ impl Builder {
             (config.latency_threshold * 10).max(Duration::from_secs(1))
         );
         if config.stuck_after < config.latency_threshold {
+            if self.stuck_after.is_none()
+                && let Some(raw) = env("BLACKBOX_STUCK_AFTER")
+            {
+                return Err(invalid("BLACKBOX_STUCK_AFTER", &raw));
+            }
             return bad(
                 "stuck_after",
                 format!("{:?}", config.stuck_after),

@@ -82,10 +82,10 @@ fn environment_variables() {
         ("BLACKBOX_WINDOW_BEFORE", &["2", "two seconds"]),
         ("BLACKBOX_WINDOW_AFTER", &["200", "1.s"]),
         (
-            "BLACKBOX_EVENTS_PER_THREAD",
-            &["0", "1", "-5", "lots", "99999999999999"],
+            "BLACKBOX_BUFFER_MEMORY",
+            &["0", "1KiB", "-5", "lots", "16 parsecs", "99999999999999G", "64GiB"],
         ),
-        ("BLACKBOX_MAX_THREADS", &["0", "many"]),
+        ("BLACKBOX_STUCK_AFTER", &["10", "never", "1ms"]),
         ("BLACKBOX_MAX_CAPTURES_PER_SEC", &["0", "1.5", "x"]),
         ("BLACKBOX_DIR", &[""]),
         ("BLACKBOX_REQUEST_SPANS", &["target:", "a b", ",,"]),
@@ -125,4 +125,20 @@ fn environment_variables() {
         }
     }
     unset("BLACKBOX_DIR");
+
+    // The per-thread ring settings of earlier versions are refused by name,
+    // with what replaces them.
+    for old in ["BLACKBOX_EVENTS_PER_THREAD", "BLACKBOX_MAX_THREADS"] {
+        set(old, "4096");
+        let err = Blackbox::builder()
+            .with_default_env()
+            .build()
+            .expect_err(old);
+        assert!(
+            matches!(&err, BuildError::RemovedEnv { var, .. } if var == &old),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("BLACKBOX_BUFFER_MEMORY"), "{err}");
+        unset(old);
+    }
 }

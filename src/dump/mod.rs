@@ -26,10 +26,54 @@ pub const MAGIC: [u8; 8] = *b"BBXDUMP\0";
 /// The format's major version. Bump it when a reader of the previous version
 /// would misread a file of the new one (a changed record layout or meaning);
 /// adding a record type with a new tag only bumps [`FORMAT_MINOR`].
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// The format's minor version: new optional records that old readers skip.
-pub const FORMAT_MINOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 0;
+
+/// The oldest major version this reader still reads (16-byte events).
+pub const OLDEST_READABLE_VERSION: u16 = 1;
+
+/// The compact event encoding of format version 2, shared by the writer and
+/// the reader: per event `kind:u8` (bit 7: the subject is omitted, being the
+/// task of the lane's last poll start in the record), the time as a zigzag
+/// varint delta in ns from the previous event of the record (from 0 for the
+/// first), the subject as a varint unless omitted, and the argument as a
+/// varint for the kinds that have one.
+pub(crate) mod compact {
+    use crate::event::EventKind;
+
+    /// Bit 7 of the kind byte: the subject is the lane's current poll task.
+    pub(crate) const SAME_TASK: u8 = 0x80;
+
+    /// Whether events of this kind carry an argument.
+    pub(crate) fn has_arg(kind: EventKind) -> bool {
+        matches!(
+            kind,
+            EventKind::TaskSpawn
+                | EventKind::PollStart
+                | EventKind::PollEnd
+                | EventKind::RequestOpen
+                | EventKind::TaskName
+        )
+    }
+
+    pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    pub(crate) fn zigzag(v: i64) -> u64 {
+        ((v << 1) ^ (v >> 63)) as u64
+    }
+
+    pub(crate) fn unzigzag(v: u64) -> i64 {
+        ((v >> 1) as i64) ^ -((v & 1) as i64)
+    }
+}
 
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 32;
@@ -183,7 +227,7 @@ impl fmt::Display for DumpError {
             ),
             DumpErrorKind::UnsupportedVersion { major, offset } => write!(
                 f,
-                "unsupported format version {major} at byte {offset}: expected version {FORMAT_VERSION} (upgrade tokio-blackbox to read it)"
+                "unsupported format version {major} at byte {offset}: expected version {OLDEST_READABLE_VERSION} to {FORMAT_VERSION} (upgrade tokio-blackbox to read it)"
             ),
             DumpErrorKind::Truncated { offset, expected } => {
                 write!(f, "file truncated at byte {offset}: expected {expected}")

@@ -1,7 +1,8 @@
 //! Reading dump and capture files, whole or streamed, without panicking.
 
 use super::{
-    DumpError, DumpErrorKind, DumpFile, FORMAT_VERSION, FileKind, HEADER_LEN, Header, MAGIC, tag,
+    DumpError, DumpErrorKind, DumpFile, FORMAT_VERSION, FileKind, HEADER_LEN, Header, MAGIC,
+    OLDEST_READABLE_VERSION, tag,
 };
 use crate::event::Event;
 use crate::window::{Lane, SlowRequest, Window};
@@ -119,7 +120,7 @@ impl<R: Read> DumpReader<R> {
             return Err(truncated(got as u64, "the rest of the 32-byte header"));
         }
         let major = u16::from_le_bytes([h[8], h[9]]);
-        if major != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&major) {
             return Err(DumpError::new(DumpErrorKind::UnsupportedVersion {
                 major,
                 offset: 8,
@@ -253,6 +254,57 @@ impl<R: Read> DumpReader<R> {
                     events_lost: p.u64()?,
                     thread: p.string()?,
                 },
+                tag::EVENTS if self.header.major >= 2 => {
+                    let lane = p.u32()?;
+                    let n = p.u32()? as usize;
+                    // Each event takes at least 3 bytes: no count can promise more.
+                    if n > p.remaining() / 3 + 1 {
+                        return Err(corrupt(
+                            body_at + 4,
+                            format!(
+                                "{n} events cannot fit in the {} bytes of the record",
+                                p.remaining()
+                            ),
+                        ));
+                    }
+                    let mut events = Vec::with_capacity(n);
+                    let (mut ts, mut task) = (0u64, 0u64);
+                    for _ in 0..n {
+                        let at = p.base + p.pos as u64;
+                        let k = p.u8()?;
+                        let raw_kind = k & !super::compact::SAME_TASK;
+                        let kind = crate::event::EventKind::from_u8(raw_kind);
+                        ts = ts.wrapping_add(super::compact::unzigzag(p.varint()?) as u64);
+                        let subject = if k & super::compact::SAME_TASK != 0 {
+                            task
+                        } else {
+                            p.varint()?
+                        };
+                        let arg = if kind.is_none_or(super::compact::has_arg) {
+                            u16::try_from(p.varint()?).map_err(|_| {
+                                corrupt(at, "an event argument over 16 bits".into())
+                            })?
+                        } else {
+                            0
+                        };
+                        if kind == Some(crate::event::EventKind::PollStart) {
+                            task = subject;
+                        }
+                        events.push(Event {
+                            ts,
+                            word: (u64::from(raw_kind) << 56)
+                                | (u64::from(arg) << 40)
+                                | (subject & crate::event::MAX_SUBJECT),
+                        });
+                    }
+                    if p.remaining() != 0 {
+                        return Err(corrupt(
+                            p.base + p.pos as u64,
+                            format!("{} bytes after the last event of the record", p.remaining()),
+                        ));
+                    }
+                    Record::Events { lane, events }
+                }
                 tag::EVENTS => {
                     let lane = p.u32()?;
                     let n = p.u32()? as usize;
@@ -427,6 +479,22 @@ impl Payload<'_> {
 
     fn u64(&mut self) -> Result<u64, DumpError> {
         Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn varint(&mut self) -> Result<u64, DumpError> {
+        let at = self.base + self.pos as u64;
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                if shift == 63 && b > 1 {
+                    break;
+                }
+                return Ok(v);
+            }
+        }
+        Err(corrupt(at, "a varint longer than 64 bits".into()))
     }
 
     fn string(&mut self) -> Result<String, DumpError> {

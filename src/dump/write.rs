@@ -120,19 +120,41 @@ pub fn write_window<W: Write>(
         p.extend_from_slice(name);
         record(out, tag::LANE, &p)?;
         for chunk in lane.events.chunks(EVENTS_PER_RECORD) {
-            let mut p = Vec::with_capacity(8 + chunk.len() * 16);
-            p.extend_from_slice(&lane.index.to_le_bytes());
-            p.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
-            for e in chunk {
-                p.extend_from_slice(&e.ts.to_le_bytes());
-                p.extend_from_slice(&e.word.to_le_bytes());
-            }
-            record(out, tag::EVENTS, &p)?;
+            record(out, tag::EVENTS, &events_payload(lane.index, chunk))?;
         }
     }
     record(out, tag::END, &[])?;
     out.flush()?;
     Ok(())
+}
+
+/// An `EVENTS` record in the compact encoding (see [`super::compact`]).
+fn events_payload(lane: u32, events: &[crate::event::Event]) -> Vec<u8> {
+    use super::compact::{SAME_TASK, has_arg, put_varint, zigzag};
+    use crate::event::EventKind;
+    let mut p = Vec::with_capacity(8 + events.len() * 6);
+    p.extend_from_slice(&lane.to_le_bytes());
+    p.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    let (mut last_ts, mut task) = (0u64, None);
+    for e in events {
+        let raw_kind = (e.word >> 56) as u8;
+        let kind = e.kind();
+        let same = kind == Some(EventKind::PollEnd) && task == Some(e.subject());
+        p.push(raw_kind | if same { SAME_TASK } else { 0 });
+        put_varint(&mut p, zigzag(e.ts.wrapping_sub(last_ts) as i64));
+        last_ts = e.ts;
+        if !same {
+            put_varint(&mut p, e.subject());
+        }
+        // Unknown kinds keep their argument too, so nothing is lost.
+        if kind.is_none_or(has_arg) {
+            put_varint(&mut p, u64::from(e.arg()));
+        }
+        if kind == Some(EventKind::PollStart) {
+            task = Some(e.subject());
+        }
+    }
+    p
 }
 
 fn record<W: Write>(out: &mut W, tag: u8, payload: &[u8]) -> io::Result<()> {
