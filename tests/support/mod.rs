@@ -5,3 +5,4 @@ pub mod demo;
 pub mod fixtures;
 pub mod peers;
 pub mod service;
+pub mod windows;

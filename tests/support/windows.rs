@@ -1,0 +1,33 @@
+//! A sink that keeps every window in memory, for tests that look at what the
+//! recorder captured without going through an exporter.
+
+use std::sync::{Arc, Mutex};
+use tokio_blackbox::{Sink, SinkError, Window};
+
+#[derive(Clone, Default)]
+pub struct Collect(pub Arc<Mutex<Vec<Window>>>);
+
+impl Collect {
+    pub fn windows(&self) -> Vec<Window> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Sink for Collect {
+    fn write(&mut self, window: &Window) -> Result<(), SinkError> {
+        self.0.lock().unwrap().push(window.clone());
+        Ok(())
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), bytes.
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
