@@ -574,6 +574,8 @@ fn capture_thread(inner: Arc<Inner>, rx: Receiver<Msg>, mut sink: Box<dyn Sink>)
     let segments = inner.capture.segments();
     let mut pinner = Pinner::new(segments.count() / 4);
     let mut sequence = 0u64;
+    let mut last_scan = clock.raw();
+    let interval_ticks = ticks(interval);
     let mut write = |pending: Vec<Pending>, sink: &mut Box<dyn Sink>| {
         for p in pending {
             sequence += 1;
@@ -625,8 +627,14 @@ fn capture_thread(inner: Arc<Inner>, rx: Receiver<Msg>, mut sink: Box<dyn Sink>)
             }
             None => {}
         }
-        // Requests slow while still open: keep their history from now on,
-        // and capture those open past `stuck_after` without waiting.
+        // Once per interval (not per message: a storm sends thousands a
+        // second): requests slow while still open keep their history from
+        // now on, and those open past `stuck_after` are captured without waiting.
+        let due_now = trigger.next_due().is_some_and(|d| d <= now);
+        if now.saturating_sub(last_scan) < interval_ticks && !due_now {
+            continue;
+        }
+        last_scan = now;
         let mut open_needed: Option<u64> = None;
         if inner.capture.enabled {
             for r in inner.requests.scan(now, threshold, stuck) {

@@ -270,15 +270,13 @@ impl Window {
         lanes
             .into_iter()
             .filter_map(|l| {
-                let events: Vec<Event> = l
-                    .events
-                    .iter()
-                    .map(|e| Event {
-                        ts: anchor.to_unix_ns(e.ts),
-                        word: e.word,
-                    })
-                    .filter(|e| e.ts >= from_unix_ns && e.ts <= to_unix_ns)
-                    .collect();
+                // In place: a storm's window is millions of events.
+                let mut events = l.events;
+                events.retain_mut(|e| {
+                    e.ts = anchor.to_unix_ns(e.ts);
+                    e.ts >= from_unix_ns && e.ts <= to_unix_ns
+                });
+                events.shrink_to_fit();
                 (!events.is_empty() || l.events_lost > 0).then_some(Lane {
                     index: l.lane,
                     thread: l.thread,
