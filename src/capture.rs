@@ -143,12 +143,7 @@ impl LocationTable {
     fn insert(&self, key: u64, index: u16) {
         for probe in 0..16 {
             let s = Self::slot(key, probe);
-            match self.keys[s].compare_exchange(
-                0,
-                key,
-                StdOrdering::AcqRel,
-                StdOrdering::Acquire,
-            ) {
+            match self.keys[s].compare_exchange(0, key, StdOrdering::AcqRel, StdOrdering::Acquire) {
                 Ok(_) => {}
                 Err(k) if k == key => {}
                 Err(_) => continue,
@@ -314,6 +309,49 @@ enum Stamp {
     Next,
 }
 
+impl Stamp {
+    fn time(self) -> u64 {
+        match self {
+            Stamp::At(t) => t,
+            _ => 0,
+        }
+    }
+}
+
+/// An event for the slow path, packed in one word with its head:
+/// `head | stamp << 32 | words << 34 | task << 36`.
+struct Slow {
+    head: u32,
+    stamp: Stamp,
+    words: usize,
+    task: bool,
+}
+
+impl Slow {
+    #[inline(always)]
+    fn pack(head: u32, stamp: Stamp, words: usize, task: bool) -> u64 {
+        let s = match stamp {
+            Stamp::At(_) => 0u64,
+            Stamp::Prev => 1,
+            Stamp::Next => 2,
+        };
+        u64::from(head) | s << 32 | (words as u64) << 34 | u64::from(task) << 36
+    }
+
+    fn unpack(packed: u64, ts: u64) -> Slow {
+        Slow {
+            head: packed as u32,
+            stamp: match (packed >> 32) & 3 {
+                0 => Stamp::At(ts),
+                1 => Stamp::Prev,
+                _ => Stamp::Next,
+            },
+            words: (((packed >> 34) & 3) as usize).clamp(1, 3),
+            task: packed >> 36 & 1 != 0,
+        }
+    }
+}
+
 // === Recording ===
 
 /// What outlives a thread's lease check: the segments and the thread table.
@@ -446,9 +484,10 @@ impl Capture {
     #[inline(always)]
     fn write(&self, kind: EventKind, stamp: Stamp, subject: u64, arg: u16) {
         let (code, a, b, words) = encode(kind, subject, arg);
-        let task_high = is_task_kind(kind).then_some((subject >> 32) as u32);
+        let high = (subject >> 32) as u32;
+        let task = is_task_kind(kind);
         let done = LOCAL.try_with(|l| {
-            if l.owner.get() != self.id || task_high.is_some_and(|h| h != l.task_high.get()) {
+            if l.owner.get() != self.id || task && high != l.task_high.get() {
                 return false;
             }
             let field = match stamp {
@@ -474,8 +513,12 @@ impl Capture {
             ok
         });
         if done != Ok(true) {
-            let (w, n) = event_words(code, a, b, words);
-            self.write_slow(stamp, &w[..n], task_high);
+            self.write_slow(
+                stamp.time(),
+                Slow::pack(head(code, 0), stamp, words, task),
+                u64::from(a) | u64::from(b) << 32,
+                high,
+            );
         }
     }
 
@@ -483,10 +526,22 @@ impl Capture {
     #[cfg_attr(not(tokio_unstable), allow(dead_code))]
     #[inline(always)]
     pub(crate) fn poll_start(&self, task: u64, delay: u16) {
-        if !self.enabled {
-            return;
+        match self.clock.tsc_now() {
+            Some(now) => self.poll_start_at(now, task, delay),
+            None => self.poll_start_other_clock(task, delay),
         }
-        let now = self.clock.raw();
+    }
+
+    /// A poll start where the clock is not the TSC: read it out of line.
+    #[cold]
+    #[inline(never)]
+    fn poll_start_other_clock(&self, task: u64, delay: u16) {
+        self.poll_start_at(self.clock.raw(), task, delay)
+    }
+
+    /// The fast path of a poll start; its only call is the slow path's, last.
+    #[inline(always)]
+    fn poll_start_at(&self, now: u64, task: u64, delay: u16) {
         let done = LOCAL.try_with(|l| {
             if l.owner.get() != self.id || (task >> 32) as u32 != l.task_high.get() {
                 return false;
@@ -519,13 +574,12 @@ impl Capture {
             } else {
                 (codec::K_POLL_START_DELAY, 3)
             };
-            let (w, n) = event_words(code, task as u32, u32::from(delay), words);
-            self.write_slow(Stamp::At(now), &w[..n], Some((task >> 32) as u32));
-            let _ = LOCAL.try_with(|l| {
-                if l.owner.get() == self.id {
-                    l.task.set(task);
-                }
-            });
+            self.write_slow(
+                now,
+                Slow::pack(head(code, 0), Stamp::At(now), words, true),
+                task & 0xffff_ffff | u64::from(delay) << 32,
+                (task >> 32) as u32,
+            );
         }
     }
 
@@ -533,9 +587,6 @@ impl Capture {
     #[cfg_attr(not(tokio_unstable), allow(dead_code))]
     #[inline(always)]
     pub(crate) fn poll_end(&self, loc: &'static Location<'static>) {
-        if !self.enabled {
-            return;
-        }
         let key = loc as *const Location<'static> as usize;
         let slot = (key >> 3) & (LOCATION_CACHE - 1);
         let done = LOCAL.try_with(|l| {
@@ -547,14 +598,20 @@ impl Capture {
             put(l, [head(codec::K_POLL_END, u64::from(i))])
         });
         if done != Ok(true) {
-            let i = self.location_index(loc, slot);
-            self.write_slow(
-                Stamp::Next,
-                &[head(codec::K_POLL_END, u64::from(i))],
-                None,
-            );
-            let _ = LOCAL.try_with(|l| l.task.set(0));
+            self.poll_end_slow(loc, slot);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn poll_end_slow(&self, loc: &'static Location<'static>, slot: usize) {
+        let i = self.location_index(loc, slot);
+        self.write_slow(
+            0,
+            Slow::pack(head(codec::K_POLL_END, u64::from(i)), Stamp::Next, 1, false),
+            0,
+            0,
+        );
     }
 
     /// Records a task spawn with its location (the poll's start time inside a poll).
@@ -628,11 +685,21 @@ impl Capture {
 
     /// Everything that does not fit the fast path: a thread new to this
     /// recorder, a full segment, a clock delta past 27 bits, new task-id high
-    /// bits. `event` is the event's words with its head's time field empty.
-    /// Takes no lock and allocates nothing except when the thread is new.
+    /// bits. The event comes packed (see [`Slow`]) so that the fast paths
+    /// reach here with a tail call. Takes no lock and allocates nothing
+    /// except when the thread is new to the recorder.
     #[cold]
     #[inline(never)]
-    fn write_slow(&self, stamp: Stamp, event: &[u32], task_high: Option<u32>) {
+    fn write_slow(&self, ts: u64, packed: u64, ab: u64, high: u32) {
+        if !self.enabled {
+            return;
+        }
+        let slow = Slow::unpack(packed, ts);
+        let event = [slow.head, ab as u32, (ab >> 32) as u32];
+        let event = &event[..slow.words];
+        let stamp = slow.stamp;
+        let task_high = slow.task.then_some(high);
+        let code = slow.head & 0x1f;
         let written = LOCAL.try_with(|l| {
             if l.owner.get() != self.id && !self.adopt(l) {
                 return false;
@@ -673,7 +740,7 @@ impl Capture {
                 push(h);
             }
             // A poll end's head holds its location, not a time.
-            push(if event[0] & 0x1f == codec::K_POLL_END {
+            push(if code == codec::K_POLL_END {
                 event[0]
             } else {
                 event[0] | (field as u32) << 5
@@ -705,6 +772,13 @@ impl Capture {
             }
             if let Some(h) = task_high {
                 l.task_high.set(h);
+            }
+            match code {
+                codec::K_POLL_START | codec::K_POLL_START_DELAY => {
+                    l.task.set(u64::from(high) << 32 | (ab & 0xffff_ffff))
+                }
+                codec::K_POLL_END => l.task.set(0),
+                _ => {}
             }
             true
         });
@@ -803,7 +877,13 @@ impl Capture {
             .into_iter()
             .map(|(thread, mut segs)| {
                 segs.sort_by_key(|s| s.claim.seq);
-                decode_lane(thread, names.get(&thread).cloned().unwrap_or_default(), &segs, range, now)
+                decode_lane(
+                    thread,
+                    names.get(&thread).cloned().unwrap_or_default(),
+                    &segs,
+                    range,
+                    now,
+                )
             })
             .collect()
     }
@@ -890,12 +970,11 @@ fn encode(kind: EventKind, subject: u64, arg: u16) -> (u32, u32, u32, usize) {
 fn is_task_kind(kind: EventKind) -> bool {
     matches!(
         kind,
-        EventKind::TaskSpawn | EventKind::PollStart | EventKind::TaskTerminate | EventKind::TaskName
+        EventKind::TaskSpawn
+            | EventKind::PollStart
+            | EventKind::TaskTerminate
+            | EventKind::TaskName
     )
-}
-
-fn event_words(code: u32, a: u32, b: u32, n: usize) -> ([u32; 3], usize) {
-    ([head(code, 0), a, b], n)
 }
 
 /// Turns Tokio's opaque task id into a number, without formatting it.

@@ -8,14 +8,14 @@
 use crate::builder::{Builder, Config};
 use crate::capture::Capture;
 use crate::clock::{Clock, unix_now_ns};
-use crate::requests::OpenRequests;
-use crate::segments::{Pinner, SEGMENT_BYTES};
 use crate::error::{BuildError, DumpError};
 use crate::export::Sink;
 use crate::export::sampling::{SamplerSettings, TailSampler};
 use crate::export::transport::ExportShared;
 use crate::hooks::BlackboxHooks;
 use crate::layer::BlackboxLayer;
+use crate::requests::OpenRequests;
+use crate::segments::{Pinner, SEGMENT_BYTES};
 use crate::sync::lock;
 use crate::trigger::{Decision, Pending, Trigger};
 use crate::window::{SlowRequest, Window};

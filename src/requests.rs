@@ -251,9 +251,15 @@ mod tests {
         // Ids that share their low 12 bits, like tracing-subscriber's across threads.
         let ids: Vec<u64> = (1..=64).map(|k| (k << 22) | 5).collect();
         for (n, &id) in ids.iter().enumerate() {
-            assert!(t.open(id, pack(n as u64 + 1, 7), 100), "id {id} found no slot");
+            assert!(
+                t.open(id, pack(n as u64 + 1, 7), 100),
+                "id {id} found no slot"
+            );
         }
-        assert!(!t.any_fallbacks(), "ids with equal low bits spread over buckets");
+        assert!(
+            !t.any_fallbacks(),
+            "ids with equal low bits spread over buckets"
+        );
         for (n, &id) in ids.iter().enumerate() {
             assert_eq!(t.get(id).map(unpack), Some((n as u64 + 1, 7)));
         }

@@ -20,9 +20,7 @@ fn busy_service_windows_are_complete() {
         .sink(sink.clone())
         .build()
         .unwrap();
-    tracing_subscriber::registry()
-        .with(blackbox.layer())
-        .init();
+    tracing_subscriber::registry().with(blackbox.layer()).init();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     blackbox.install_hooks(rt.worker_threads(2).enable_all());
     let rt = rt.build().unwrap();

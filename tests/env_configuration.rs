@@ -83,7 +83,15 @@ fn environment_variables() {
         ("BLACKBOX_WINDOW_AFTER", &["200", "1.s"]),
         (
             "BLACKBOX_BUFFER_MEMORY",
-            &["0", "1KiB", "-5", "lots", "16 parsecs", "99999999999999G", "64GiB"],
+            &[
+                "0",
+                "1KiB",
+                "-5",
+                "lots",
+                "16 parsecs",
+                "99999999999999G",
+                "64GiB",
+            ],
         ),
         ("BLACKBOX_STUCK_AFTER", &["10", "never", "1ms"]),
         ("BLACKBOX_MAX_CAPTURES_PER_SEC", &["0", "1.5", "x"]),

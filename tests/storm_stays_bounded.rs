@@ -26,9 +26,7 @@ fn a_storm_stays_bounded_and_adds_up() {
         .sink(sink.clone())
         .build()
         .unwrap();
-    tracing_subscriber::registry()
-        .with(blackbox.layer())
-        .init();
+    tracing_subscriber::registry().with(blackbox.layer()).init();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     blackbox.install_hooks(rt.worker_threads(2).enable_all());
     let rt = rt.build().unwrap();
@@ -78,9 +76,14 @@ fn a_storm_stays_bounded_and_adds_up() {
     );
     let windows = sink.windows();
     assert_eq!(windows.len() as u64, s.captures);
-    let resource: ResourceAttributesWithSchema = (&opentelemetry_sdk::Resource::builder_empty().build()).into();
+    let resource: ResourceAttributesWithSchema =
+        (&opentelemetry_sdk::Resource::builder_empty().build()).into();
     for w in &windows {
-        assert!(w.requests.len() <= 64, "{} requests linked", w.requests.len());
+        assert!(
+            w.requests.len() <= 64,
+            "{} requests linked",
+            w.requests.len()
+        );
         let (spans, _) = window_spans(w, Budget::default());
         assert!(spans.len() <= 1000, "{} spans", spans.len());
         let bytes = ExportTraceServiceRequest {
@@ -92,7 +95,11 @@ fn a_storm_stays_bounded_and_adds_up() {
     // The recorder's own memory: its buffer, one decoded window (16 bytes an
     // event, while the sink writes it), and 16 MiB; plus the windows this test keeps.
     let kept: usize = windows.iter().map(|w| w.events() * 16).sum();
-    eprintln!("storm: windows keep {} MiB of events, lost {}", kept >> 20, windows.iter().map(|w| w.events_lost()).sum::<u64>());
+    eprintln!(
+        "storm: windows keep {} MiB of events, lost {}",
+        kept >> 20,
+        windows.iter().map(|w| w.events_lost()).sum::<u64>()
+    );
     assert!(
         rss_growth <= (buffer + 2 * kept + (16 << 20)) as u64,
         "peak RSS grew {} MiB",

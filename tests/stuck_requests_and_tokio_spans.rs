@@ -19,9 +19,7 @@ fn a_hung_request_is_captured_open_and_tokio_spans_are_not_requests() {
         .sink(sink.clone())
         .build()
         .unwrap();
-    tracing_subscriber::registry()
-        .with(blackbox.layer())
-        .init();
+    tracing_subscriber::registry().with(blackbox.layer()).init();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     blackbox.install_hooks(rt.worker_threads(2).enable_all());
     let rt = rt.build().unwrap();
@@ -48,13 +46,18 @@ fn a_hung_request_is_captured_open_and_tokio_spans_are_not_requests() {
             hung,
         ));
         let start = Instant::now();
-        while blackbox.stats().requests_captured_open == 0 && start.elapsed() < Duration::from_secs(5) {
+        while blackbox.stats().requests_captured_open == 0
+            && start.elapsed() < Duration::from_secs(5)
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
     assert!(blackbox.flush(Duration::from_secs(5)));
     let stats = blackbox.stats();
-    assert_eq!(stats.requests_seen, 1, "only the hung request is a request: {stats:?}");
+    assert_eq!(
+        stats.requests_seen, 1,
+        "only the hung request is a request: {stats:?}"
+    );
     assert_eq!(stats.requests_captured_open, 1, "{stats:?}");
     let windows = sink.windows();
     let w = windows
@@ -63,7 +66,11 @@ fn a_hung_request_is_captured_open_and_tokio_spans_are_not_requests() {
         .expect("a window for the open request");
     let r = w.requests.iter().find(|r| r.open).unwrap();
     assert_eq!(r.name, "GET /hung");
-    assert!(r.duration() >= Duration::from_millis(400), "{:?}", r.duration());
+    assert!(
+        r.duration() >= Duration::from_millis(400),
+        "{:?}",
+        r.duration()
+    );
     // Its task's polls are in the window, and tied to it.
     let tasks = w.tasks();
     assert!(
@@ -75,13 +82,14 @@ fn a_hung_request_is_captured_open_and_tokio_spans_are_not_requests() {
         w,
         tokio_blackbox::export::otlp::Budget::default(),
     );
-    let window_span = spans
-        .iter()
-        .find(|s| s.name == "blackbox.window")
-        .unwrap();
-    assert!(window_span.attributes.iter().any(|kv| kv.key.as_str()
-        == "blackbox.request.open"
-        && kv.value == opentelemetry::Value::Bool(true)));
+    let window_span = spans.iter().find(|s| s.name == "blackbox.window").unwrap();
+    assert!(
+        window_span
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "blackbox.request.open"
+                && kv.value == opentelemetry::Value::Bool(true))
+    );
     drop(rt);
     drop(guard);
 }

@@ -18,15 +18,9 @@ fn sixty_four_workers_and_512_blocking_threads_record() {
         .sink(sink.clone())
         .build()
         .unwrap();
-    tracing_subscriber::registry()
-        .with(blackbox.layer())
-        .init();
+    tracing_subscriber::registry().with(blackbox.layer()).init();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
-    blackbox.install_hooks(
-        rt.worker_threads(64)
-            .max_blocking_threads(512)
-            .enable_all(),
-    );
+    blackbox.install_hooks(rt.worker_threads(64).max_blocking_threads(512).enable_all());
     let rt = rt.build().unwrap();
     rt.block_on(async {
         // 512 blocking threads at once.

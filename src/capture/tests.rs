@@ -35,9 +35,16 @@ fn events_read_back_in_order_across_segments() {
         let task = i as u64 + 1;
         assert_eq!(chunk[0].kind(), Some(EventKind::PollStart));
         assert_eq!(chunk[0].subject(), task);
-        assert_eq!(chunk[1].ts, chunk[0].ts, "enter inside a poll takes its start");
+        assert_eq!(
+            chunk[1].ts, chunk[0].ts,
+            "enter inside a poll takes its start"
+        );
         assert_eq!(chunk[3].kind(), Some(EventKind::PollEnd));
-        assert_eq!(chunk[3].subject(), task, "a poll end belongs to the last start");
+        assert_eq!(
+            chunk[3].subject(),
+            task,
+            "a poll end belongs to the last start"
+        );
         assert_eq!(chunk[2].ts, chunk[3].ts, "exit inside a poll takes its end");
         assert!(chunk[3].ts >= chunk[0].ts);
     }
@@ -106,7 +113,10 @@ fn every_thread_records_and_idle_threads_hold_one_segment() {
     assert_eq!(c.dropped(), 0);
     let l = lanes(&c);
     assert_eq!(l.len(), 600);
-    assert!(l.iter().all(|l| l.events.len() == 2 && l.thread.starts_with('t')));
+    assert!(
+        l.iter()
+            .all(|l| l.events.len() == 2 && l.thread.starts_with('t'))
+    );
     // Exited threads sealed their segments: all can be reused.
     let more = Arc::new(Capture::with_segment_words(Clock::new(), 2, 64, true));
     for _ in 0..50 {
@@ -125,9 +135,6 @@ fn a_thread_writing_for_two_recorders_keeps_both() {
     a.record(EventKind::Park, 1, 0);
     b.record(EventKind::Park, 2, 0);
     a.record(EventKind::Unpark, 3, 0);
-    assert_eq!(
-        lanes(&a).iter().map(|l| l.events.len()).sum::<usize>(),
-        2
-    );
+    assert_eq!(lanes(&a).iter().map(|l| l.events.len()).sum::<usize>(), 2);
     assert_eq!(lanes(&b)[0].events.len(), 1);
 }

@@ -281,9 +281,8 @@ impl<R: Read> DumpReader<R> {
                             p.varint()?
                         };
                         let arg = if kind.is_none_or(super::compact::has_arg) {
-                            u16::try_from(p.varint()?).map_err(|_| {
-                                corrupt(at, "an event argument over 16 bits".into())
-                            })?
+                            u16::try_from(p.varint()?)
+                                .map_err(|_| corrupt(at, "an event argument over 16 bits".into()))?
                         } else {
                             0
                         };

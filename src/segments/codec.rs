@@ -249,7 +249,10 @@ mod tests {
         assert!(decode(&words, &mut st, &mut out));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].ts, big + 1);
-        assert_eq!(out[0].subject(), (1u64 << 32 | 2) & crate::event::MAX_SUBJECT);
+        assert_eq!(
+            out[0].subject(),
+            (1u64 << 32 | 2) & crate::event::MAX_SUBJECT
+        );
         assert_eq!(out[0].arg(), 77);
     }
 

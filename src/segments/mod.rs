@@ -155,7 +155,7 @@ impl Segments {
                         base: AtomicU64::new(0),
                         events_before: AtomicU64::new(0),
                         end: AtomicU64::new(0),
-                                                task_high: AtomicU32::new(0),
+                        task_high: AtomicU32::new(0),
                     })
                 })
                 .collect(),
@@ -408,7 +408,6 @@ impl Segments {
             self.pinned.fetch_sub(1, Ordering::Relaxed);
         }
     }
-
 }
 
 impl Segments {

@@ -31,7 +31,12 @@ mod plain {
         s.seal(a, 20);
         s.seal(c, 30);
         let snap = s.snapshot(None, 0);
-        let gen_b = snap.segments.iter().find(|x| x.index == b).unwrap().generation;
+        let gen_b = snap
+            .segments
+            .iter()
+            .find(|x| x.index == b)
+            .unwrap()
+            .generation;
         assert!(s.pin(b, gen_b));
         assert_eq!(s.pinned(), 1);
         // b is oldest but pinned: a is next.
@@ -39,7 +44,10 @@ mod plain {
         s.unpin(b);
         assert_eq!(s.claim(claim_for(6, 0)), Some(c));
         assert_eq!(s.claim(claim_for(7, 0)), Some(b));
-        assert!(!s.pin(b, gen_b), "a recycled segment cannot be pinned by an old copy");
+        assert!(
+            !s.pin(b, gen_b),
+            "a recycled segment cannot be pinned by an old copy"
+        );
     }
 
     #[test]
