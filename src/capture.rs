@@ -247,7 +247,7 @@ impl Drop for Lease {
             if l.owner.get() == shared.id && !l.words.get().is_empty() {
                 shared.segments.seal(l.segment.get(), l.last.get());
                 l.words.set(&[]);
-                l.fill_at.set(&NO_FILL_SYNC);
+                l.fill_at.set(no_fill());
             }
         });
         if let Some(t) = lock(&shared.threads.names).get_mut(&self.thread) {
@@ -257,14 +257,45 @@ impl Drop for Lease {
 }
 
 /// Stands for "no segment": the fill of an empty word slice.
+#[cfg(not(blackbox_loom))]
 static NO_FILL_SYNC: crate::sync::AtomicU32 = crate::sync::AtomicU32::new(0);
 
-thread_local! {
-    static LOCAL: Local = const {
+#[cfg(not(blackbox_loom))]
+fn no_fill() -> &'static crate::sync::AtomicU32 {
+    &NO_FILL_SYNC
+}
+
+/// Under loom (atomics are not `const`), one leaked per use: only the
+/// segment models run there, never the capture.
+#[cfg(blackbox_loom)]
+fn no_fill() -> &'static crate::sync::AtomicU32 {
+    Box::leak(Box::new(crate::sync::AtomicU32::new(0)))
+}
+
+impl Local {
+    #[cfg(not(blackbox_loom))]
+    const EMPTY: Local = Local {
+        owner: Cell::new(0),
+        words: Cell::new(&[]),
+        fill_at: Cell::new(&NO_FILL_SYNC),
+        fill: Cell::new(0),
+        segment: Cell::new(0),
+        last: Cell::new(0),
+        task_high: Cell::new(0),
+        thread: Cell::new(0),
+        seq: Cell::new(0),
+        events_before: Cell::new(0),
+        locations: [const { Cell::new((0, 0)) }; LOCATION_CACHE],
+        task: Cell::new(0),
+        named: [const { Cell::new(0) }; NAMED_CACHE],
+    };
+
+    #[cfg(blackbox_loom)]
+    fn empty() -> Local {
         Local {
             owner: Cell::new(0),
             words: Cell::new(&[]),
-            fill_at: Cell::new(&NO_FILL_SYNC),
+            fill_at: Cell::new(no_fill()),
             fill: Cell::new(0),
             segment: Cell::new(0),
             last: Cell::new(0),
@@ -276,7 +307,20 @@ thread_local! {
             task: Cell::new(0),
             named: [const { Cell::new(0) }; NAMED_CACHE],
         }
-    };
+    }
+}
+
+#[cfg(not(blackbox_loom))]
+thread_local! {
+    static LOCAL: Local = const { Local::EMPTY };
+}
+
+#[cfg(blackbox_loom)]
+thread_local! {
+    static LOCAL: Local = Local::empty();
+}
+
+thread_local! {
     static LEASE: RefCell<Option<Lease>> = const { RefCell::new(None) };
 }
 
@@ -805,7 +849,7 @@ impl Capture {
         }
         l.owner.set(self.id);
         l.words.set(&[]);
-        l.fill_at.set(&NO_FILL_SYNC);
+        l.fill_at.set(no_fill());
         l.fill.set(0);
         l.last.set(0);
         l.task_high.set(0);
@@ -831,7 +875,7 @@ impl Capture {
                 .set(l.events_before.get() + u64::from(l.fill.get() >> 16));
             l.seq.set(l.seq.get() + 1);
             l.words.set(&[]);
-            l.fill_at.set(&NO_FILL_SYNC);
+            l.fill_at.set(no_fill());
             l.fill.set(0);
         }
         let Some(i) = segments.claim(Claim {

@@ -10,7 +10,7 @@
 # 3. unit, integration and doc tests with --cfg tokio_unstable (the default,
 #    from .cargo/config.toml): real runtimes, real Jaeger and Collector;
 # 4. the tests again without tokio_unstable (what a plain build records);
-# 5. loom models of the ring (--cfg blackbox_loom);
+# 5. loom models of the segments (--cfg blackbox_loom);
 # 6. benches build, docs build without warnings;
 # 7. the README's demo command runs and captures its slow requests.
 #
@@ -64,9 +64,9 @@ step "tests without tokio_unstable"
 RUSTFLAGS="" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/no-unstable" \
   ctest --lib --test without_tokio_unstable
 
-step "loom models of the ring"
+step "loom models of the segments"
 RUSTFLAGS="--cfg tokio_unstable --cfg blackbox_loom" LOOM_MAX_PREEMPTIONS=3 \
-  CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" ctest --release --lib ring::
+  CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" ctest --release --lib segments::
 
 step "benches build"
 cargo bench --no-run
