@@ -207,7 +207,13 @@ pub(crate) struct OtlpEnv {
     /// The traces endpoint, complete (`/v1/traces` added for HTTP when it
     /// came from `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub(crate) endpoint: String,
+    /// The variable the endpoint came from, for error messages.
+    pub(crate) endpoint_var: &'static str,
     pub(crate) protocol: Protocol,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`; `None`: the exporter's default (10 s).
+    pub(crate) timeout: Option<Duration>,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`, decoded, keys lowercase.
+    pub(crate) headers: Vec<(String, String)>,
     /// TLS files for an `https` endpoint: `(variable, path)` of the CA
     /// certificate, the client certificate and the client key (PEM).
     pub(crate) tls: TlsFiles,
@@ -222,47 +228,164 @@ pub(crate) struct TlsFiles {
     pub(crate) client_key: Option<(&'static str, String)>,
 }
 
+/// What `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT` accepts (the spec's form).
+const TIMEOUT_EXPECTED: &str =
+    "a whole number of milliseconds, at least 1, such as 10000 (the OTLP exporter's form: no unit)";
+/// What `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` accepts.
+const HEADERS_EXPECTED: &str = "comma-separated key=value pairs, such as api-key=secret,x-team=obs: keys of letters, digits, '-', '_' or '.' (not ending in -bin), values percent-encoded printable ASCII";
+/// What `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` accepts in this build.
+const COMPRESSION_EXPECTED: &str =
+    "none (this build of tokio-blackbox sends uncompressed OTLP; gzip and zstd are not compiled in)";
+
+/// Decodes `%XX` escapes (the OTLP headers variable is URL-encoded).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Parses an OTLP headers value: `k=v` pairs, comma-separated, values
+/// percent-decoded. `None` when any pair is malformed.
+fn parse_headers(raw: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (k, v) = item.split_once('=')?;
+        let key = k.trim().to_ascii_lowercase();
+        let key_ok = !key.is_empty()
+            && !key.ends_with("-bin")
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        let value = percent_decode(v.trim())?;
+        if !key_ok || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return None;
+        }
+        out.push((key, value));
+    }
+    Some(out)
+}
+
+/// Header names as `&'static str`, which tonic's `MetadataMap::insert`
+/// needs: each distinct name is leaked once per process (a handful of bytes).
+fn static_key(key: &str) -> &'static str {
+    static KEYS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut keys = lock(&KEYS);
+    if let Some(k) = keys.iter().find(|k| **k == key) {
+        return k;
+    }
+    let k: &'static str = Box::leak(key.to_owned().into_boxed_str());
+    keys.push(k);
+    k
+}
+
 impl OtlpEnv {
-    /// Reads `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` and `..._PROTOCOL`
-    /// through `env`. `Ok(None)` when no endpoint is set.
+    /// Reads the `OTEL_EXPORTER_OTLP_[TRACES_]*` variables through `env`:
+    /// endpoint, protocol, timeout, headers, compression and TLS files (the
+    /// signal's variable first, then the general one). `Ok(None)` when no
+    /// endpoint is set. A malformed value of any of them is an
+    /// [`BuildError::InvalidEnv`] naming the variable it came from.
     pub(crate) fn read(
         env: impl Fn(&'static str) -> Option<String>,
     ) -> Result<Option<OtlpEnv>, BuildError> {
-        let (var, protocol) = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
-            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
-            None => (
-                "OTEL_EXPORTER_OTLP_PROTOCOL",
-                env("OTEL_EXPORTER_OTLP_PROTOCOL"),
-            ),
-        };
-        let protocol = match protocol.as_deref().map(str::trim) {
-            None | Some("") | Some("grpc") => Protocol::Grpc,
-            Some("http/protobuf") => Protocol::HttpProtobuf,
-            Some(other) => {
-                return Err(BuildError::InvalidEnv {
-                    var,
-                    value: other.to_owned(),
-                    expected: "grpc or http/protobuf",
-                });
-            }
-        };
         let nonempty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-        let endpoint = match nonempty(env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
-            Some(e) => e,
-            None => match nonempty(env("OTEL_EXPORTER_OTLP_ENDPOINT")) {
-                // The spec: the signal path is appended for HTTP only.
-                Some(e) if protocol == Protocol::HttpProtobuf => {
-                    format!("{}/v1/traces", e.trim_end_matches('/'))
-                }
-                Some(e) => e,
-                None => return Ok(None),
-            },
-        };
+        // The signal's variable wins; an empty value counts as unset.
         let pick = |traces: &'static str, general: &'static str| {
             nonempty(env(traces))
                 .map(|v| (traces, v))
                 .or_else(|| nonempty(env(general)).map(|v| (general, v)))
         };
+        let invalid = |var: &'static str, value: &str, expected: &'static str| BuildError::InvalidEnv {
+            var,
+            value: value.to_owned(),
+            expected,
+        };
+        let protocol_setting = pick(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        );
+        let protocol = match &protocol_setting {
+            None => Protocol::Grpc,
+            Some((_, p)) if p == "grpc" => Protocol::Grpc,
+            Some((_, p)) if p == "http/protobuf" => Protocol::HttpProtobuf,
+            Some((var, other)) => return Err(invalid(var, other, "grpc or http/protobuf")),
+        };
+        let (endpoint_var, endpoint) = match pick(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ) {
+            None => return Ok(None),
+            Some((var, e)) => (var, e),
+        };
+        let has_host = |e: &str| {
+            let rest = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"));
+            rest.is_some_and(|r| {
+                !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace)
+            })
+        };
+        if !has_host(&endpoint) {
+            return Err(invalid(
+                endpoint_var,
+                &endpoint,
+                "an http:// or https:// URL with a host, such as http://localhost:4317",
+            ));
+        }
+        if protocol == Protocol::HttpProtobuf && endpoint.starts_with("https:") {
+            return Err(invalid(
+                endpoint_var,
+                &endpoint,
+                "an http:// endpoint for http/protobuf (TLS is supported over grpc: set the protocol variable to grpc)",
+            ));
+        }
+        // The spec: the signal path is appended for HTTP to the general endpoint only.
+        let endpoint = if protocol == Protocol::HttpProtobuf
+            && endpoint_var == "OTEL_EXPORTER_OTLP_ENDPOINT"
+        {
+            format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+        } else {
+            endpoint
+        };
+        let timeout = match pick(
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ) {
+            None => None,
+            Some((var, raw)) => Some(
+                raw.parse::<u64>()
+                    .ok()
+                    .filter(|&ms| ms >= 1)
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| invalid(var, &raw, TIMEOUT_EXPECTED))?,
+            ),
+        };
+        let headers = match pick(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ) {
+            None => Vec::new(),
+            Some((var, raw)) => {
+                parse_headers(&raw).ok_or_else(|| invalid(var, &raw, HEADERS_EXPECTED))?
+            }
+        };
+        if let Some((var, raw)) = pick(
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        ) && raw != "none"
+        {
+            return Err(invalid(var, &raw, COMPRESSION_EXPECTED));
+        }
         let tls = TlsFiles {
             ca: pick(
                 "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
@@ -277,24 +400,21 @@ impl OtlpEnv {
                 "OTEL_EXPORTER_OTLP_CLIENT_KEY",
             ),
         };
-        if protocol == Protocol::HttpProtobuf && endpoint.starts_with("https:") {
-            return Err(BuildError::InvalidEnv {
-                var: "OTEL_EXPORTER_OTLP_ENDPOINT",
-                value: endpoint,
-                expected: "an http:// endpoint for http/protobuf (TLS is supported over grpc: OTEL_EXPORTER_OTLP_PROTOCOL=grpc)",
-            });
-        }
         Ok(Some(OtlpEnv {
             endpoint,
+            endpoint_var,
             protocol,
+            timeout,
+            headers,
             tls,
         }))
     }
 
     /// Builds the exporter. Must run inside a Tokio runtime (tonic's lazy
-    /// channel spawns its worker on build). Headers, timeout, compression and
-    /// TLS settings come from the standard `OTEL_EXPORTER_OTLP_*` variables,
-    /// read by `opentelemetry-otlp`; retries are ours, so its own are off.
+    /// channel spawns its worker on build). The timeout and headers read by
+    /// [`OtlpEnv::read`] are set in code, so they win over the process
+    /// environment `opentelemetry-otlp` would read; retries are ours, so its
+    /// own are off.
     fn build(&self) -> Result<Box<dyn DynExporter>, BuildError> {
         use opentelemetry_otlp::{RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
         let err = |e: opentelemetry_otlp::ExporterBuildError| BuildError::Exporter(Box::new(e));
@@ -304,20 +424,41 @@ impl OtlpEnv {
                     .with_tonic()
                     .with_endpoint(self.endpoint.clone())
                     .with_retry_policy(RetryPolicy::disabled());
+                if let Some(t) = self.timeout {
+                    builder = builder.with_timeout(t);
+                }
+                if !self.headers.is_empty() {
+                    let mut map = opentelemetry_otlp::tonic_types::metadata::MetadataMap::new();
+                    for (k, v) in &self.headers {
+                        // Checked by `parse_headers`: a valid key, printable ASCII.
+                        let value = v.parse().map_err(|_| BuildError::InvalidEnv {
+                            var: "OTEL_EXPORTER_OTLP_HEADERS",
+                            value: format!("{k}={v}"),
+                            expected: HEADERS_EXPECTED,
+                        })?;
+                        map.insert(static_key(k), value);
+                    }
+                    builder = builder.with_metadata(map);
+                }
                 if self.endpoint.starts_with("https:") {
                     builder = builder.with_tls_config(self.tls.client_config()?);
                 }
                 Box::new(builder.build().map_err(err)?)
             }
-            Protocol::HttpProtobuf => Box::new(
-                opentelemetry_otlp::SpanExporter::builder()
+            Protocol::HttpProtobuf => {
+                let mut builder = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_endpoint(self.endpoint.clone())
-                    .with_retry_policy(RetryPolicy::disabled())
-                    .build()
-                    .map_err(err)?,
-            ),
+                    .with_retry_policy(RetryPolicy::disabled());
+                if let Some(t) = self.timeout {
+                    builder = builder.with_timeout(t);
+                }
+                if !self.headers.is_empty() {
+                    builder = builder.with_headers(self.headers.iter().cloned().collect());
+                }
+                Box::new(builder.build().map_err(err)?)
+            }
         })
     }
 }
@@ -349,7 +490,7 @@ impl TlsFiles {
                 return Err(BuildError::InvalidEnv {
                     var,
                     value: path.clone(),
-                    expected: "both a client certificate and a client key (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+                    expected: "both a client certificate and a client key (OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY)",
                 });
             }
         }
@@ -798,7 +939,10 @@ mod tests {
             grpc,
             OtlpEnv {
                 endpoint: "http://c:4317".into(),
+                endpoint_var: "OTEL_EXPORTER_OTLP_ENDPOINT",
                 protocol: Protocol::Grpc,
+                timeout: None,
+                headers: Vec::new(),
                 tls: TlsFiles::default(),
             }
         );
@@ -977,7 +1121,10 @@ mod tests {
         for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
             let env = OtlpEnv {
                 endpoint: "not a url".into(),
+                endpoint_var: "OTEL_EXPORTER_OTLP_ENDPOINT",
                 protocol,
+                timeout: None,
+                headers: Vec::new(),
                 tls: TlsFiles::default(),
             };
             let err =
