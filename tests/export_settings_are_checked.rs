@@ -20,11 +20,7 @@ fn build_with(vars: &[(&'static str, &str)]) -> Result<(), BuildError> {
         dir.path().to_string_lossy().into_owned(),
     ));
     Blackbox::builder()
-        .with_env(move |name| {
-            vars.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        })
+        .with_env(move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
         .build()
         .map(drop)
 }
@@ -79,7 +75,10 @@ fn malformed_export_variables_are_errors_naming_the_variable() {
     // https with http/protobuf: the error names the variable the endpoint came from.
     rejected(
         &[
-            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://c:4318/v1/traces"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://c:4318/v1/traces",
+            ),
             ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
         ],
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -89,7 +88,13 @@ fn malformed_export_variables_are_errors_naming_the_variable() {
     for good in [
         vec![EP, ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")],
         vec![EP, ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", " 250 ")],
-        vec![EP, ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=abc%20def, x-team=obs")],
+        vec![
+            EP,
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=abc%20def, x-team=obs",
+            ),
+        ],
         vec![EP, ("OTEL_EXPORTER_OTLP_COMPRESSION", "none")],
         vec![
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
@@ -146,7 +151,10 @@ fn the_timeout_read_through_with_env_is_the_one_used() {
     let s = blackbox.stats();
     assert_eq!(s.export_failures, 1, "{s:?}");
     assert!(s.spans_dropped > 0, "{s:?}");
-    assert!(took < Duration::from_secs(6), "took {took:?}: the 300 ms timeout was not used");
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}: the 300 ms timeout was not used"
+    );
     eprintln!("flush with a black-holed endpoint and a 300 ms timeout: {took:?}");
     drop(guard);
     drop(held);

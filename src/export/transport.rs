@@ -234,8 +234,7 @@ const TIMEOUT_EXPECTED: &str =
 /// What `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` accepts.
 const HEADERS_EXPECTED: &str = "comma-separated key=value pairs, such as api-key=secret,x-team=obs: keys of letters, digits, '-', '_' or '.' (not ending in -bin), values percent-encoded printable ASCII";
 /// What `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` accepts in this build.
-const COMPRESSION_EXPECTED: &str =
-    "none (this build of tokio-blackbox sends uncompressed OTLP; gzip and zstd are not compiled in)";
+const COMPRESSION_EXPECTED: &str = "none (this build of tokio-blackbox sends uncompressed OTLP; gzip and zstd are not compiled in)";
 
 /// Decodes `%XX` escapes (the OTLP headers variable is URL-encoded).
 fn percent_decode(s: &str) -> Option<String> {
@@ -305,11 +304,12 @@ impl OtlpEnv {
                 .map(|v| (traces, v))
                 .or_else(|| nonempty(env(general)).map(|v| (general, v)))
         };
-        let invalid = |var: &'static str, value: &str, expected: &'static str| BuildError::InvalidEnv {
-            var,
-            value: value.to_owned(),
-            expected,
-        };
+        let invalid =
+            |var: &'static str, value: &str, expected: &'static str| BuildError::InvalidEnv {
+                var,
+                value: value.to_owned(),
+                expected,
+            };
         let protocol_setting = pick(
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
