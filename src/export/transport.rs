@@ -35,7 +35,6 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -602,7 +601,7 @@ pub(crate) enum Job {
 enum Backend {
     Exporter(Box<dyn DynExporter>),
     Json {
-        path: PathBuf,
+        file: super::json::JsonFile,
         resource: ResourceAttributesWithSchema,
     },
 }
@@ -611,7 +610,7 @@ impl Backend {
     async fn send(&mut self, spans: Vec<SpanData>) -> OTelSdkResult {
         match self {
             Backend::Exporter(e) => e.export_dyn(spans).await,
-            Backend::Json { path, resource } => super::json::write_json_line(path, spans, resource)
+            Backend::Json { file, resource } => super::json::write_json_line(file, spans, resource)
                 .map_err(|e| OTelSdkError::InternalFailure(e.to_string())),
         }
     }
@@ -621,7 +620,7 @@ impl Backend {
 pub(crate) enum Target {
     Otlp(OtlpEnv),
     Exporter(Box<dyn DynExporter>),
-    Json(PathBuf),
+    Json(super::json::JsonFile),
 }
 
 /// A handle on a running export thread: a [`Sink`] for windows.
@@ -732,8 +731,8 @@ fn export_thread(
         match target {
             Target::Otlp(env) => env.build().map(Backend::Exporter),
             Target::Exporter(e) => Ok(Backend::Exporter(e)),
-            Target::Json(path) => Ok(Backend::Json {
-                path,
+            Target::Json(file) => Ok(Backend::Json {
+                file,
                 resource: (&resource()).into(),
             }),
         }
