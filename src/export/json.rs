@@ -212,4 +212,8 @@ impl Sink for JsonFileSink {
     fn flush(&mut self) -> Result<(), SinkError> {
         self.pipeline.flush()
     }
+
+    fn flush_within(&mut self, timeout: std::time::Duration) -> Result<(), SinkError> {
+        self.pipeline.flush_within(timeout)
+    }
 }

@@ -5,7 +5,17 @@
 //! own and the exporter (or the file). It is fed by a bounded queue of jobs:
 //! windows from the capture thread (through [`OtlpSink`] / [`JsonFileSink`](crate::JsonFileSink))
 //! and kept traces from the [`TailSampler`](crate::TailSampler). Whoever
-//! feeds it only ever `try_send`s: a full queue is counted, never waited on.
+//! feeds it never waits: a full queue ([`QUEUE_CAPACITY`] jobs or
+//! [`QUEUE_MAX_BYTES`], the job in flight included) refuses the job, which
+//! is counted. A flush never puts anything into the queue: it waits, at most
+//! its timeout, for the jobs queued before it to be finished. At shutdown the
+//! thread gets what is left of the deadline (none after a flush that timed
+//! out); the jobs still queued then are abandoned and counted
+//! (`export_failures`, and `spans_dropped` for kept traces).
+//!
+//! While a request may be retried its spans are held twice (the exporter
+//! consumes its copy): one request of at most [`MAX_REQUEST_BYTES`], not a
+//! copy per queued job.
 //!
 //! On the thread:
 //! - the window is mapped ([`otlp::window_spans`]);
@@ -37,9 +47,9 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// The largest export request sent: 4 MiB, the default limit of the
 /// Collector's, Jaeger's and Tempo's OTLP gRPC receivers.
@@ -59,9 +69,18 @@ pub const RETRIES: u32 = 2;
 /// First back-off between tries (doubled each retry).
 const BACKOFF: Duration = Duration::from_millis(100);
 
-/// Jobs waiting for the export thread: 64. A job is one window or one kept
-/// trace, so the queue bounds memory to 64 of those.
+/// Jobs waiting for the export thread, the one in flight included: at most 64.
 pub const QUEUE_CAPACITY: usize = 64;
+
+/// Bytes of jobs waiting for the export thread, the one in flight included:
+/// 64 MiB (estimated: a window's events at 16 bytes each plus its strings and
+/// requests; a kept trace's spans with their names, attributes and events).
+/// A job that does not fit is refused and counted (a window in
+/// [`BlackboxStats::sink_errors`](crate::BlackboxStats::sink_errors), a kept
+/// trace in [`BlackboxStats::sampler_spans_dropped`](crate::BlackboxStats::sampler_spans_dropped)),
+/// never waited for. One job larger than the limit is taken when the queue is
+/// empty, so the bound is 64 MiB or one job, whichever is larger.
+pub const QUEUE_MAX_BYTES: usize = 64 << 20;
 
 /// How many recently kept trace ids are remembered, so a window exported
 /// after its trace was kept knows its request span went out (4,096 × 16 bytes).
@@ -82,6 +101,11 @@ pub(crate) struct ExportCounters {
     pub(crate) traces_sampled_out: AtomicU64,
     pub(crate) traces_evicted: AtomicU64,
     pub(crate) sampler_spans_dropped: AtomicU64,
+    /// Windows the pipeline did not send: refused by a full queue, or
+    /// abandoned at shutdown (the latter are also in `export_failures`).
+    pub(crate) windows_dropped: AtomicU64,
+    /// Bytes (estimated) held by the export queue now, the job in flight included.
+    pub(crate) queue_bytes: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -103,7 +127,7 @@ pub(crate) struct ExportShared {
     /// Set once a tail sampler exists: the app's spans go through it, so a
     /// window whose trace it did not keep must carry its request span.
     pub(crate) sampler_active: AtomicBool,
-    queue: Mutex<Option<SyncSender<Job>>>,
+    queue: Mutex<Option<Arc<Queue>>>,
     /// How long a sink's flush waits for the export thread.
     flush_timeout: Duration,
 }
@@ -145,17 +169,21 @@ impl ExportShared {
     /// Hands spans (a kept trace) to the export thread; `false` if there is
     /// none or its queue is full.
     pub(crate) fn send_spans(&self, spans: Vec<SpanData>) -> bool {
-        match &*lock(&self.queue) {
-            Some(tx) => tx.try_send(Job::Spans(spans)).is_ok(),
+        let queue = lock(&self.queue).clone();
+        match queue {
+            Some(q) => {
+                let bytes = spans.iter().map(span_bytes).sum();
+                q.push(Job::Spans(spans), bytes, &self.counters).is_ok()
+            }
             None => false,
         }
     }
 
     /// Connects a pipeline's queue (the first one wins).
-    fn connect(&self, tx: SyncSender<Job>) {
+    fn connect(&self, queue: Arc<Queue>) {
         let mut q = lock(&self.queue);
         if q.is_none() {
-            *q = Some(tx);
+            *q = Some(queue);
         }
     }
 
@@ -530,6 +558,61 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+// === Memory estimates ===
+
+fn kv_bytes(attrs: &[KeyValue]) -> usize {
+    attrs
+        .iter()
+        .map(|kv| std::mem::size_of::<KeyValue>() + kv.key.as_str().len() + value_len(&kv.value))
+        .sum()
+}
+
+/// The memory a span holds, estimated: the struct, its name, attributes,
+/// events and links with their strings (allocator overhead not counted).
+pub(crate) fn span_bytes(s: &SpanData) -> usize {
+    std::mem::size_of::<SpanData>()
+        + s.name.len()
+        + kv_bytes(&s.attributes)
+        + s.events
+            .iter()
+            .map(|e| {
+                std::mem::size_of::<opentelemetry::trace::Event>()
+                    + e.name.len()
+                    + kv_bytes(&e.attributes)
+            })
+            .sum::<usize>()
+        + s.links
+            .iter()
+            .map(|l| std::mem::size_of::<opentelemetry::trace::Link>() + kv_bytes(&l.attributes))
+            .sum::<usize>()
+        + match &s.status {
+            opentelemetry::trace::Status::Error { description } => description.len(),
+            _ => 0,
+        }
+}
+
+/// The memory a window holds, estimated: 16 bytes per event, its strings,
+/// lanes and requests.
+pub(crate) fn window_bytes(w: &Window) -> usize {
+    std::mem::size_of::<Window>()
+        + w.lanes
+            .iter()
+            .map(|l| {
+                std::mem::size_of::<crate::window::Lane>()
+                    + l.thread.len()
+                    + l.events.len() * std::mem::size_of::<crate::event::Event>()
+            })
+            .sum::<usize>()
+        + w.strings
+            .iter()
+            .map(|s| std::mem::size_of::<String>() + s.len())
+            .sum::<usize>()
+        + w.requests
+            .iter()
+            .map(|r| std::mem::size_of::<crate::window::SlowRequest>() + r.name.len())
+            .sum::<usize>()
+}
+
 // === Splitting ===
 
 fn value_len(v: &Value) -> usize {
@@ -594,7 +677,187 @@ pub(crate) fn split(spans: Vec<SpanData>, limit: usize) -> Vec<Vec<SpanData>> {
 pub(crate) enum Job {
     Window(Box<Window>),
     Spans(Vec<SpanData>),
-    Flush(SyncSender<()>),
+}
+
+/// Why a job was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// [`QUEUE_CAPACITY`] jobs or [`QUEUE_MAX_BYTES`] bytes are waiting.
+    Full,
+    /// The pipeline is shutting down.
+    Closed,
+}
+
+/// The export queue: bounded by jobs and by bytes, never waited on by its
+/// producers.
+///
+/// Protocol (one mutex, two condition variables):
+/// - producers (`push`) add a job and its estimated bytes, or are refused;
+/// - the export thread (`pop`) takes the oldest job; its bytes stay counted
+///   until `finish`, so the job in flight is inside the bound;
+/// - `accepted` and `finished` count jobs; a flush waits (with a deadline)
+///   for `finished` to reach the `accepted` it saw, so it never puts
+///   anything into a full queue;
+/// - `close` lets the thread end once the queue is empty; `abandon` takes
+///   every job still queued out, for the caller to count.
+#[derive(Default)]
+pub(crate) struct Queue {
+    state: Mutex<QueueState>,
+    /// The export thread waits here for jobs (or the close).
+    work: Condvar,
+    /// Flushes and the shutdown wait here for progress.
+    progress: Condvar,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = lock(&self.state);
+        f.debug_struct("Queue")
+            .field("jobs", &st.jobs.len())
+            .field("bytes", &st.bytes)
+            .field("closed", &st.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<(Job, usize)>,
+    /// Bytes of `jobs` and of the job in flight.
+    bytes: usize,
+    /// Whether a job is in flight (taken, not finished).
+    in_flight: bool,
+    accepted: u64,
+    finished: u64,
+    closed: bool,
+    /// The export thread has returned.
+    thread_done: bool,
+}
+
+impl Queue {
+    fn push(&self, job: Job, bytes: usize, c: &ExportCounters) -> Result<(), PushError> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(PushError::Closed);
+        }
+        let held = st.jobs.len() + usize::from(st.in_flight);
+        let empty = held == 0;
+        if !empty && (held >= QUEUE_CAPACITY || st.bytes + bytes > QUEUE_MAX_BYTES) {
+            return Err(PushError::Full);
+        }
+        st.jobs.push_back((job, bytes));
+        st.bytes += bytes;
+        st.accepted += 1;
+        c.queue_bytes.store(st.bytes as u64, Ordering::Relaxed);
+        drop(st);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// Whether a job of `bytes` would be accepted now.
+    fn has_room(&self, bytes: usize) -> bool {
+        let st = lock(&self.state);
+        let held = st.jobs.len() + usize::from(st.in_flight);
+        !st.closed && (held == 0 || (held < QUEUE_CAPACITY && st.bytes + bytes <= QUEUE_MAX_BYTES))
+    }
+
+    /// The next job, waiting for one; `None` once closed and empty.
+    fn pop(&self) -> Option<(Job, usize)> {
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(job) = st.jobs.pop_front() {
+                st.in_flight = true;
+                return Some(job);
+            }
+            if st.closed {
+                return None;
+            }
+            st = self
+                .work
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn finish(&self, bytes: usize, c: &ExportCounters) {
+        let mut st = lock(&self.state);
+        st.in_flight = false;
+        st.bytes = st.bytes.saturating_sub(bytes);
+        st.finished += 1;
+        c.queue_bytes.store(st.bytes as u64, Ordering::Relaxed);
+        drop(st);
+        self.progress.notify_all();
+    }
+
+    /// Waits until every job accepted so far is finished, or `deadline`.
+    fn wait_finished(&self, deadline: Instant) -> bool {
+        let mut st = lock(&self.state);
+        let target = st.accepted;
+        while st.finished < target && !st.thread_done {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .progress
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        st.finished >= target
+    }
+
+    /// No more jobs; the thread ends once the queue is empty.
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.work.notify_all();
+    }
+
+    /// Waits until the export thread has returned, or `deadline`.
+    fn wait_thread(&self, deadline: Instant) -> bool {
+        let mut st = lock(&self.state);
+        while !st.thread_done {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .progress
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    fn thread_done(&self) {
+        lock(&self.state).thread_done = true;
+        self.progress.notify_all();
+    }
+
+    /// Takes every queued job out (not the one in flight).
+    fn abandon(&self, c: &ExportCounters) -> Vec<Job> {
+        let mut st = lock(&self.state);
+        st.closed = true;
+        let jobs: Vec<(Job, usize)> = st.jobs.drain(..).collect();
+        let freed: usize = jobs.iter().map(|(_, b)| b).sum();
+        st.bytes = st.bytes.saturating_sub(freed);
+        st.finished += jobs.len() as u64;
+        c.queue_bytes.store(st.bytes as u64, Ordering::Relaxed);
+        drop(st);
+        self.progress.notify_all();
+        jobs.into_iter().map(|(j, _)| j).collect()
+    }
+}
+
+/// Counts a job that will not be sent: a window as a failed export (and in
+/// `windows_dropped`), a kept trace's spans in `spans_dropped`.
+fn count_abandoned(job: Job, c: &ExportCounters) {
+    add(&c.export_failures, 1);
+    match job {
+        Job::Window(_) => add(&c.windows_dropped, 1),
+        Job::Spans(spans) => add(&c.spans_dropped, spans.len() as u64),
+    }
 }
 
 /// Where spans end up.
@@ -625,9 +888,12 @@ pub(crate) enum Target {
 
 /// A handle on a running export thread: a [`Sink`] for windows.
 pub(crate) struct Pipeline {
-    tx: SyncSender<Job>,
+    queue: Arc<Queue>,
     shared: Arc<ExportShared>,
     flush_timeout: Duration,
+    /// The last flush timed out: the export thread is stuck (an exporter
+    /// without a timeout), so the shutdown does not wait for it again.
+    stalled: bool,
 }
 
 impl fmt::Debug for Pipeline {
@@ -645,12 +911,16 @@ impl Pipeline {
         shared: Arc<ExportShared>,
     ) -> Result<Pipeline, BuildError> {
         let flush_timeout = shared.flush_timeout;
-        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let queue = Arc::new(Queue::default());
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let thread_shared = shared.clone();
+        let thread_queue = queue.clone();
         std::thread::Builder::new()
             .name("blackbox-export".into())
-            .spawn(move || export_thread(target, budget, thread_shared, rx, ready_tx))
+            .spawn(move || {
+                export_thread(target, budget, &thread_shared, &thread_queue, ready_tx);
+                thread_queue.thread_done();
+            })
             .map_err(|source| BuildError::Thread {
                 thread: "blackbox-export",
                 source,
@@ -665,48 +935,95 @@ impl Pipeline {
                 });
             }
         }
-        shared.connect(tx.clone());
+        shared.connect(queue.clone());
         Ok(Pipeline {
-            tx,
+            queue,
             shared,
             flush_timeout,
+            stalled: false,
         })
     }
 
     pub(crate) fn write(&mut self, window: &Window) -> Result<(), SinkError> {
-        match self.tx.try_send(Job::Window(Box::new(window.clone()))) {
+        let bytes = window_bytes(window);
+        let c = &self.shared.counters;
+        // Checked before the clone: a full queue costs no copy of the window.
+        if !self.queue.has_room(bytes) {
+            add(&c.windows_dropped, 1);
+            return Err(SinkError::new(
+                "the export queue is full (64 jobs or 64 MiB): the window is dropped and counted",
+            ));
+        }
+        match self
+            .queue
+            .push(Job::Window(Box::new(window.clone())), bytes, c)
+        {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(SinkError::new("the export queue is full")),
-            Err(TrySendError::Disconnected(_)) => {
+            Err(PushError::Full) => {
+                add(&c.windows_dropped, 1);
+                Err(SinkError::new(
+                    "the export queue is full (64 jobs or 64 MiB): the window is dropped and counted",
+                ))
+            }
+            Err(PushError::Closed) => {
+                add(&c.windows_dropped, 1);
                 Err(SinkError::new("the export thread has stopped"))
             }
         }
     }
 
+    /// Waits until everything queued so far is sent (or dropped and
+    /// counted), at most `timeout`. Never puts anything into the queue, so a
+    /// full queue or a stuck exporter cannot make it block longer.
+    pub(crate) fn flush_within(&mut self, timeout: Duration) -> Result<(), SinkError> {
+        if self.queue.wait_finished(Instant::now() + timeout) {
+            self.stalled = false;
+            Ok(())
+        } else {
+            self.stalled = true;
+            Err(SinkError::new(
+                "the export thread did not finish in time (the endpoint is slow or unreachable); what it could not send is dropped and counted",
+            ))
+        }
+    }
+
     pub(crate) fn flush(&mut self) -> Result<(), SinkError> {
-        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        self.tx
-            .send(Job::Flush(ack_tx))
-            .map_err(|_| SinkError::new("the export thread has stopped"))?;
-        ack_rx
-            .recv_timeout(self.flush_timeout)
-            .map_err(|_| SinkError::new("the export thread did not flush in time"))
+        self.flush_within(self.flush_timeout)
     }
 }
 
+/// How long the shutdown waits for the export thread after a flush that
+/// finished: the exporter's own shutdown. After a flush that timed out it
+/// does not wait at all.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        // The sink goes with the capture thread: the export thread ends once
-        // it has sent what is queued (tail samplers then count their drops).
+        // The sink goes with the capture thread: no more windows. The
+        // export thread sends what is queued and ends; past the deadline
+        // what is still queued is abandoned and counted. A job in flight in
+        // an exporter that never returns cannot be taken back: it is
+        // counted when (if) the exporter returns.
         self.shared.disconnect();
+        self.queue.close();
+        let wait = if self.stalled {
+            Duration::ZERO
+        } else {
+            self.flush_timeout.min(SHUTDOWN_GRACE)
+        };
+        if !self.queue.wait_thread(Instant::now() + wait) {
+            for job in self.queue.abandon(&self.shared.counters) {
+                count_abandoned(job, &self.shared.counters);
+            }
+        }
     }
 }
 
 fn export_thread(
     target: Target,
     budget: Budget,
-    shared: Arc<ExportShared>,
-    rx: Receiver<Job>,
+    shared: &ExportShared,
+    queue: &Queue,
     ready: SyncSender<Result<(), BuildError>>,
 ) {
     // No feedback: the exporter's own spans and events go nowhere.
@@ -751,7 +1068,7 @@ fn export_thread(
         }
     };
     let c = &shared.counters;
-    while let Ok(job) = rx.recv() {
+    while let Some((job, bytes)) = queue.pop() {
         let spans = match job {
             Job::Window(w) => {
                 let (mut spans, _) = otlp::window_spans(&w, budget);
@@ -771,10 +1088,6 @@ fn export_thread(
                 spans
             }
             Job::Spans(spans) => spans,
-            Job::Flush(ack) => {
-                let _ = ack.try_send(());
-                continue;
-            }
         };
         let requests = split(spans, SPLIT_AT);
         if requests.len() > 1 {
@@ -789,6 +1102,7 @@ fn export_thread(
                 add(&c.export_failures, 1);
             }
         }
+        queue.finish(bytes, c);
     }
     if let Backend::Exporter(e) = &backend {
         let _ = e.shutdown_dyn();
@@ -909,6 +1223,10 @@ impl Sink for OtlpSink {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         self.pipeline.flush()
+    }
+
+    fn flush_within(&mut self, timeout: std::time::Duration) -> Result<(), SinkError> {
+        self.pipeline.flush_within(timeout)
     }
 }
 
