@@ -189,7 +189,7 @@ impl App {
     /// Exports to `endpoint`, each try bounded by 1 s (`OTEL_EXPORTER_OTLP_TIMEOUT`).
     fn start(endpoint: &str) -> App {
         let dir = tempfile::tempdir().expect("tempdir");
-        let vars = vec![
+        let vars = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_string()),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".to_string()),
             ("BLACKBOX_DIR", dir.path().to_string_lossy().into_owned()),
@@ -274,7 +274,7 @@ async fn request(i: u64) {
     }
     std::hint::black_box(x);
     tokio::task::yield_now().await;
-    if i % 40 == 0 {
+    if i.is_multiple_of(40) {
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
 }

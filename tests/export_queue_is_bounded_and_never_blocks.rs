@@ -55,7 +55,7 @@ fn the_queue_is_bounded_by_bytes_and_full_is_refused() {
     eprintln!(
         "windows of {} KiB: {accepted} accepted ({} MiB), {refused} refused; limit {} MiB",
         size / 1024,
-        accepted * size >> 20,
+        (accepted * size) >> 20,
         QUEUE_MAX_BYTES >> 20
     );
     assert!(refused > 0, "all {accepted} windows were queued");

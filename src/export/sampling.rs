@@ -95,7 +95,7 @@ impl Shard {
         let mut i = 0;
         while i < self.order.len() {
             let (trace, seq) = self.order[i];
-            if !self.held.get(&trace).is_some_and(|h| h.seq == seq) {
+            if self.held.get(&trace).is_none_or(|h| h.seq != seq) {
                 // Stale: its trace was decided or re-inserted.
                 self.order.remove(i);
                 continue;
