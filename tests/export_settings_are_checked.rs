@@ -159,3 +159,97 @@ fn the_timeout_read_through_with_env_is_the_one_used() {
     drop(guard);
     drop(held);
 }
+
+mod receiver {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use std::sync::{Arc, Mutex};
+
+    /// Records the metadata of each export request.
+    #[derive(Clone, Default)]
+    pub struct Recording(pub Arc<Mutex<Vec<tonic::metadata::MetadataMap>>>);
+
+    #[tonic::async_trait]
+    impl TraceService for Recording {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(request.metadata().clone());
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    /// Serves on 127.0.0.1; returns the endpoint and the runtime serving it.
+    pub fn start(rec: Recording) -> (String, tokio::runtime::Runtime) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let addr = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(TraceServiceServer::new(rec))
+                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+            );
+            addr
+        });
+        (format!("http://{addr}"), rt)
+    }
+}
+
+#[test]
+fn headers_read_through_with_env_are_sent_as_grpc_metadata() {
+    let rec = receiver::Recording::default();
+    let (endpoint, rt) = receiver::start(rec.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir_s = dir.path().to_string_lossy().into_owned();
+    let (blackbox, guard) = Blackbox::builder()
+        .latency_threshold(Duration::from_millis(20))
+        .window(Duration::from_millis(50), Duration::from_millis(10))
+        .with_env(move |name| match name {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS" => Some("Api-Key=s%3Dcret, x-team = obs".into()),
+            "OTEL_EXPORTER_OTLP_HEADERS" => Some("ignored=1".into()),
+            "BLACKBOX_DIR" => Some(dir_s.clone()),
+            _ => None,
+        })
+        .build()
+        .expect("build");
+    {
+        use tracing_subscriber::prelude::*;
+        let sub = tracing_subscriber::registry().with(blackbox.layer());
+        tracing::subscriber::with_default(sub, || {
+            let _span = tracing::info_span!("request").entered();
+            std::thread::sleep(Duration::from_millis(30));
+        });
+    }
+    assert!(blackbox.flush(Duration::from_secs(10)));
+    let s = blackbox.stats();
+    assert!(s.spans_exported > 0, "{s:?}");
+    let seen = rec.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let first = seen.first().expect("an export request");
+    assert_eq!(
+        first.get("api-key").and_then(|v| v.to_str().ok()),
+        Some("s=cret")
+    );
+    assert_eq!(
+        first.get("x-team").and_then(|v| v.to_str().ok()),
+        Some("obs")
+    );
+    assert!(first.get("ignored").is_none(), "the _TRACES_ variable wins");
+    drop(guard);
+    rt.shutdown_background();
+}

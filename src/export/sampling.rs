@@ -451,6 +451,33 @@ mod tests {
     }
 
     #[test]
+    fn bytes_are_bounded_per_shard_evicting_the_oldest_other_trace() {
+        let (s, shared) = sampler(4096, 0.0);
+        let s = s.with_memory_limit(SHARDS * 4096); // 4 KiB per shard
+        let big = |trace: u128, id: u64| {
+            let mut sp = span(trace, id, 1, 1, false);
+            sp.attributes
+                .push(opentelemetry::KeyValue::new("payload", "x".repeat(1024)));
+            sp
+        };
+        let one = span_bytes(&big(0, 2));
+        assert!(one > 1024 && one < 2048, "{one}");
+        for t in 0..10u128 {
+            s.on_end(big(t << 8, 2)); // all in shard 0
+            s.on_end(big(t << 8, 3));
+        }
+        let c = &shared.counters;
+        let held = s.held_bytes();
+        assert!(held <= 4096, "{held}");
+        assert_eq!(get(&c.sampler_spans_dropped), 20 - (held / one) as u64);
+        assert!(get(&c.traces_evicted) >= 8, "{}", get(&c.traces_evicted));
+        // The newest trace is the one kept.
+        let shard = lock(s.shard(TraceId::from(9u128 << 8)));
+        assert!(shard.held.contains_key(&TraceId::from(9u128 << 8)));
+        assert_eq!(shard.bytes, held);
+    }
+
+    #[test]
     fn late_spans_follow_the_decision_and_baseline_is_by_trace_id() {
         let (s, shared) = sampler(64, 1.0);
         s.on_end(span(5, 50, 0, 1, false)); // kept by the baseline (ratio 1)

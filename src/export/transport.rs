@@ -1314,6 +1314,22 @@ mod tests {
     }
 
     #[test]
+    fn headers_are_parsed_like_the_spec() {
+        assert_eq!(
+            parse_headers(" Api-Key = a%20b ,x.team=obs,, ").unwrap(),
+            [
+                ("api-key".to_string(), "a b".to_string()),
+                ("x.team".to_string(), "obs".to_string())
+            ]
+        );
+        assert_eq!(parse_headers("").unwrap(), []);
+        for bad in ["k", "=v", "k y=v", "k=%zz", "k=%0a", "k-bin=v", "k=\u{e9}"] {
+            assert!(parse_headers(bad).is_none(), "{bad}");
+        }
+        assert!(std::ptr::eq(static_key("x-a"), static_key("x-a")));
+    }
+
+    #[test]
     fn estimate_bounds_the_encoded_size_and_splits_stay_under_4_mib() {
         // 40 windows of 1,000 spans: about 12 MiB of OTLP.
         let mut spans = Vec::new();
