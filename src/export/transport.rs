@@ -850,6 +850,15 @@ impl Queue {
     }
 }
 
+/// Tells the queue the export thread has returned, when dropped.
+struct ThreadDone(Arc<Queue>);
+
+impl Drop for ThreadDone {
+    fn drop(&mut self) {
+        self.0.thread_done();
+    }
+}
+
 /// Counts a job that will not be sent: a window as a failed export (and in
 /// `windows_dropped`), a kept trace's spans in `spans_dropped`.
 fn count_abandoned(job: Job, c: &ExportCounters) {
@@ -918,8 +927,9 @@ impl Pipeline {
         std::thread::Builder::new()
             .name("blackbox-export".into())
             .spawn(move || {
+                // Set however the thread ends, a panicking exporter included.
+                let _done = ThreadDone(thread_queue.clone());
                 export_thread(target, budget, &thread_shared, &thread_queue, ready_tx);
-                thread_queue.thread_done();
             })
             .map_err(|source| BuildError::Thread {
                 thread: "blackbox-export",
