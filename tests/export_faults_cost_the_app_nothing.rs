@@ -350,7 +350,7 @@ fn holds(m: &Measured) {
         m.rate
     );
     assert!(
-        m.rss_growth_mib < 64,
+        m.rss_growth_mib < 96, // the export queue's 64 MiB plus slack
         "memory grew {} MiB",
         m.rss_growth_mib
     );
@@ -421,7 +421,7 @@ fn endpoint_answering_unavailable_then_coming_back() {
         grown >> 20
     );
     assert!(n as f64 >= 0.5 * base as f64, "{n} vs {base}");
-    assert!(grown >> 20 < 64, "memory grew {} MiB", grown >> 20);
+    assert!(grown >> 20 < 96, "memory grew {} MiB", grown >> 20);
     assert_eq!(down.spans_exported, 0, "{down:?}");
     assert!(
         down.spans_dropped > 0 && down.export_retries > 0,
