@@ -355,11 +355,15 @@ impl Builder {
     /// | `BLACKBOX_BASELINE_RATIO` | [`baseline_ratio`](Builder::baseline_ratio) | `0` to `1` |
     /// | `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | the default sink becomes [`OtlpSink`] | a URL |
     /// | `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` | gRPC or HTTP | `grpc` (default), `http/protobuf` |
+    /// | `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` | time per export try | whole milliseconds ≥ 1 (default `10000`) |
+    /// | `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TRACES_HEADERS` | headers / gRPC metadata | `k=v,k2=v2`, values percent-encoded |
+    /// | `OTEL_EXPORTER_OTLP_COMPRESSION`, `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION` | compression | `none` (gzip and zstd are not compiled in) |
+    /// | `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`, `..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY` | TLS for an `https` gRPC endpoint | PEM file paths |
     ///
-    /// The other `OTEL_EXPORTER_OTLP_*` variables (`_HEADERS`, `_TIMEOUT`,
-    /// `_COMPRESSION`, TLS certificates) and `OTEL_SERVICE_NAME` /
-    /// `OTEL_RESOURCE_ATTRIBUTES` are read by `opentelemetry-otlp` and the
-    /// OpenTelemetry SDK from the process environment, as in any
+    /// These are read through the same lookup (the process environment, or
+    /// [`with_env`](Builder::with_env)'s function), the `_TRACES_` variable
+    /// first. `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` are read by
+    /// the OpenTelemetry SDK from the process environment, as in any
     /// OpenTelemetry program.
     ///
     /// # Examples

@@ -92,3 +92,44 @@ fn every_subcommand_reads_the_recorders_json_file() {
         serde_json::from_slice(&std::fs::read(&out).unwrap()).expect("perfetto JSON");
     assert!(v.to_string().contains("\"ph\":\"X\""), "poll slices");
 }
+
+/// Peak resident memory of the finished children of this process, bytes.
+fn children_max_rss() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_CHILDREN is a valid `who`.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss as u64 * 1024
+}
+
+#[test]
+fn a_crafted_file_with_a_huge_line_is_refused_in_bounded_memory() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("huge-line.otlp.jsonl");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+        f.write_all(b"{\"resourceSpans\":[]}\n{\"resourceSpans\":[")
+            .expect("write");
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..300 {
+            f.write_all(&chunk).expect("write");
+        }
+        f.flush().expect("flush");
+    }
+    let file = path.to_str().expect("utf-8 path");
+    for cmd in ["summary", "timeline"] {
+        let out = blackbox(&[cmd, file]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{file}: line 2 (byte 21)")) && stderr.contains("64 MiB"),
+            "{cmd}: {stderr}"
+        );
+    }
+    let out = blackbox(&["replay", file, "--endpoint", "http://127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let rss = children_max_rss();
+    eprintln!("a 300 MiB line: refused, peak child RSS {} MiB", rss >> 20);
+    assert!(rss < 200 << 20, "a child held {} MiB", rss >> 20);
+}

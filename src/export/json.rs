@@ -25,9 +25,63 @@ use std::sync::Arc;
 /// The name of the OTLP JSON file written into the directory.
 pub const JSON_FILE_NAME: &str = "traces.otlp.jsonl";
 
-/// Appends one `ExportTraceServiceRequest` as one line of OTLP JSON.
+/// The size at which the OTLP JSON file is rotated: 64 MiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// How many OTLP JSON files are kept, the current one included: 4
+/// (`traces.otlp.jsonl` and `.1` to `.3`), so at most 256 MiB by default.
+pub const DEFAULT_MAX_FILES: usize = 4;
+
+/// Where the JSON lines go and how the file is rotated.
+#[derive(Debug, Clone)]
+pub(crate) struct JsonFile {
+    pub(crate) path: PathBuf,
+    /// A file is rotated before a line would take it past this size.
+    pub(crate) max_file_bytes: u64,
+    /// Files kept, the current one included (at least 1).
+    pub(crate) max_files: usize,
+}
+
+impl JsonFile {
+    /// `<path>.<n>`, the `n`-th most recent rotated file.
+    fn rotated(&self, n: usize) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    /// Rotates when appending `incoming` bytes would take the current file
+    /// past the limit: `.N-1` is removed, `.k` becomes `.k+1`, the current
+    /// file becomes `.1`. A line longer than the limit goes alone into a
+    /// fresh file, so each file is at most `max(max_file_bytes, one line)`.
+    fn rotate_for(&self, incoming: u64) -> std::io::Result<()> {
+        let len = match std::fs::metadata(&self.path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if len == 0 || len.saturating_add(incoming) <= self.max_file_bytes {
+            return Ok(());
+        }
+        let ignore_missing = |r: std::io::Result<()>| match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        if self.max_files <= 1 {
+            return ignore_missing(std::fs::remove_file(&self.path));
+        }
+        ignore_missing(std::fs::remove_file(self.rotated(self.max_files - 1)))?;
+        for n in (1..self.max_files - 1).rev() {
+            ignore_missing(std::fs::rename(self.rotated(n), self.rotated(n + 1)))?;
+        }
+        ignore_missing(std::fs::rename(&self.path, self.rotated(1)))
+    }
+}
+
+/// Appends one `ExportTraceServiceRequest` as one line of OTLP JSON,
+/// rotating the file first when the line would take it past its limit.
 pub(crate) fn write_json_line(
-    path: &Path,
+    file: &JsonFile,
     spans: Vec<SpanData>,
     resource: &ResourceAttributesWithSchema,
 ) -> std::io::Result<()> {
@@ -36,9 +90,10 @@ pub(crate) fn write_json_line(
     };
     let mut line = serde_json::to_vec(&request).map_err(std::io::Error::other)?;
     line.push(b'\n');
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = file.path.parent() {
         crate::dump::create_private_dir(dir)?;
     }
+    file.rotate_for(line.len() as u64)?;
     let mut opts = std::fs::OpenOptions::new();
     opts.create(true).append(true);
     #[cfg(unix)]
@@ -47,7 +102,7 @@ pub(crate) fn write_json_line(
         opts.mode(0o600);
     }
     // One write per line, so lines of concurrent writers do not interleave.
-    opts.open(path)?.write_all(&line)
+    opts.open(&file.path)?.write_all(&line)
 }
 
 // === JsonFileSink ===
@@ -59,6 +114,13 @@ pub(crate) fn write_json_line(
 /// This is the default sink when no OTLP endpoint is configured; the
 /// directory is [`Builder::dir`](crate::Builder::dir) (`BLACKBOX_DIR`),
 /// created with mode 0700 and the file with mode 0600 on Unix.
+///
+/// The file is rotated by size: before a line would take it past
+/// [`DEFAULT_MAX_FILE_BYTES`] (64 MiB) it becomes `traces.otlp.jsonl.1`
+/// (`.1` becomes `.2`, and so on), and only [`DEFAULT_MAX_FILES`] files are
+/// kept (4, the current one included), so the directory holds at most
+/// 256 MiB of OTLP JSON. Each kept file holds whole lines; the `blackbox`
+/// command reads any of them. [`JsonFileSink::with_rotation`] sets other limits.
 ///
 /// # Examples
 ///
@@ -96,9 +158,44 @@ impl JsonFileSink {
         budget: Budget,
         shared: Arc<ExportShared>,
     ) -> Result<JsonFileSink, BuildError> {
-        let path = dir.join(JSON_FILE_NAME);
-        let pipeline = Pipeline::start(Target::Json(path.clone()), budget, shared)?;
+        let file = JsonFile {
+            path: dir.join(JSON_FILE_NAME),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            max_files: DEFAULT_MAX_FILES,
+        };
+        JsonFileSink::start_with(file, budget, shared)
+    }
+
+    fn start_with(
+        file: JsonFile,
+        budget: Budget,
+        shared: Arc<ExportShared>,
+    ) -> Result<JsonFileSink, BuildError> {
+        let path = file.path.clone();
+        let pipeline = Pipeline::start(Target::Json(file), budget, shared)?;
         Ok(JsonFileSink { pipeline, path })
+    }
+
+    /// A sink appending to `dir/traces.otlp.jsonl`, rotated once it would
+    /// grow past `max_file_bytes`, keeping `max_files` files.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Thread`] when the export thread cannot start.
+    pub fn with_rotation(
+        dir: impl AsRef<Path>,
+        max_file_bytes: u64,
+        max_files: usize,
+    ) -> Result<JsonFileSink, BuildError> {
+        JsonFileSink::start_with(
+            JsonFile {
+                path: dir.as_ref().join(JSON_FILE_NAME),
+                max_file_bytes: max_file_bytes.max(1),
+                max_files: max_files.max(1),
+            },
+            Budget::default(),
+            Arc::default(),
+        )
     }
 
     /// The file written.
@@ -114,5 +211,9 @@ impl Sink for JsonFileSink {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         self.pipeline.flush()
+    }
+
+    fn flush_within(&mut self, timeout: std::time::Duration) -> Result<(), SinkError> {
+        self.pipeline.flush_within(timeout)
     }
 }

@@ -61,6 +61,15 @@ pub trait Sink: Send + 'static {
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// Like [`flush`](Sink::flush), waiting at most `timeout`: the recorder's
+    /// [`flush(timeout)`](crate::Blackbox::flush) passes its own. The
+    /// recorder's sinks ([`OtlpSink`], [`JsonFileSink`]) honour it; by
+    /// default it calls `flush`.
+    fn flush_within(&mut self, timeout: std::time::Duration) -> Result<(), SinkError> {
+        let _ = timeout;
+        self.flush()
+    }
 }
 
 /// Writes each window as a capture file (the dump format, see

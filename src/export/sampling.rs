@@ -15,13 +15,21 @@
 //! and exporter as the captured windows, so a kept trace and its window
 //! reach the backend together. Spans that end after the decision follow it.
 //!
-//! Memory is bounded: at most `max_traces` traces are held (the oldest is
-//! evicted and counted) and `max_spans_per_trace` spans each (the rest are
-//! counted). Traces are spread over 16 shards by trace id, so application
-//! threads ending spans of different traces rarely meet on one lock; each
-//! `on_end` holds it for a hash-map update, never for I/O.
+//! Memory is bounded by bytes: the spans held take at most
+//! [`DEFAULT_MAX_BYTES`] (64 MiB, see [`TailSampler::with_memory_limit`]),
+//! estimated per span from its struct, name, attributes, events and links.
+//! A span that does not fit evicts the oldest undecided traces of its shard;
+//! one that does not fit even then (its own trace fills the shard) is
+//! dropped. Besides, at most `max_traces` traces are held and
+//! `max_spans_per_trace` spans each. Every evicted trace is counted in
+//! `traces_evicted`, every span lost in `sampler_spans_dropped`.
+//!
+//! Traces are spread over 16 shards by trace id, each with a 16th of the
+//! byte limit, so application threads ending spans of different traces
+//! rarely meet on one lock; each `on_end` holds it for a hash-map update,
+//! never for I/O.
 
-use super::transport::ExportShared;
+use super::transport::{ExportShared, span_bytes};
 use crate::sync::lock;
 use opentelemetry::Context;
 use opentelemetry::trace::{SpanId, Status, TraceId};
@@ -36,6 +44,10 @@ use std::time::Duration;
 /// Shards of the held traces (a power of two).
 const SHARDS: usize = 16;
 
+/// The most memory a [`TailSampler`] holds in spans, by default: 64 MiB
+/// (estimated per span: the struct, its name, attributes, events and links).
+pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
+
 /// The limits and rules of a [`TailSampler`], from the builder.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct SamplerSettings {
@@ -47,6 +59,8 @@ pub(crate) struct SamplerSettings {
 
 struct Held {
     spans: Vec<SpanData>,
+    /// Estimated bytes of `spans`.
+    bytes: usize,
     seq: u64,
 }
 
@@ -60,6 +74,8 @@ struct Shard {
     decided: HashMap<TraceId, bool>,
     decided_order: VecDeque<TraceId>,
     seq: u64,
+    /// Estimated bytes of every held span.
+    bytes: usize,
 }
 
 impl Shard {
@@ -74,14 +90,37 @@ impl Shard {
         }
     }
 
-    /// Evicts the oldest held trace; returns its span count.
-    fn evict_oldest(&mut self) -> Option<usize> {
-        while let Some((trace, seq)) = self.order.pop_front() {
-            if self.held.get(&trace).is_some_and(|h| h.seq == seq) {
-                return self.held.remove(&trace).map(|h| h.spans.len());
+    /// Evicts the oldest held trace other than `keep`; returns its span count.
+    fn evict_oldest(&mut self, keep: Option<TraceId>) -> Option<usize> {
+        let mut i = 0;
+        while i < self.order.len() {
+            let (trace, seq) = self.order[i];
+            if self.held.get(&trace).is_none_or(|h| h.seq != seq) {
+                // Stale: its trace was decided or re-inserted.
+                self.order.remove(i);
+                continue;
             }
+            if Some(trace) == keep {
+                i += 1;
+                continue;
+            }
+            self.order.remove(i);
+            let held = self.held.remove(&trace)?;
+            self.bytes = self.bytes.saturating_sub(held.bytes);
+            return Some(held.spans.len());
         }
         None
+    }
+
+    /// Takes a trace's spans out (its root ended).
+    fn take(&mut self, trace: TraceId) -> Vec<SpanData> {
+        match self.held.remove(&trace) {
+            Some(h) => {
+                self.bytes = self.bytes.saturating_sub(h.bytes);
+                h.spans
+            }
+            None => Vec::new(),
+        }
     }
 }
 
@@ -115,6 +154,8 @@ impl Shard {
 /// ```
 pub struct TailSampler {
     settings: SamplerSettings,
+    /// Bytes of spans each shard may hold.
+    shard_bytes: usize,
     shards: Vec<Mutex<Shard>>,
     shared: Arc<ExportShared>,
 }
@@ -132,9 +173,46 @@ impl TailSampler {
         shared.sampler_active.store(true, Ordering::Relaxed);
         TailSampler {
             settings,
+            shard_bytes: DEFAULT_MAX_BYTES / SHARDS,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             shared,
         }
+    }
+
+    /// Sets the most memory the sampler holds in spans, in bytes (estimated;
+    /// at least 16 KiB). Traces that would take it past the limit evict the
+    /// oldest undecided ones, which are counted in
+    /// [`BlackboxStats::traces_evicted`](crate::BlackboxStats::traces_evicted)
+    /// and their spans in
+    /// [`BlackboxStats::sampler_spans_dropped`](crate::BlackboxStats::sampler_spans_dropped).
+    ///
+    /// By default, this is [`DEFAULT_MAX_BYTES`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (blackbox, _guard) = tokio_blackbox::Blackbox::builder()
+    ///     .exporter(opentelemetry_sdk::trace::InMemorySpanExporter::default())
+    ///     .build()?;
+    /// let sampler = blackbox.tail_sampler().with_memory_limit(16 << 20);
+    /// assert_eq!(sampler.memory_limit(), 16 << 20);
+    /// assert_eq!(sampler.held_bytes(), 0);
+    /// # Ok::<(), tokio_blackbox::BuildError>(())
+    /// ```
+    #[must_use]
+    pub fn with_memory_limit(mut self, bytes: usize) -> TailSampler {
+        self.shard_bytes = (bytes / SHARDS).max(1024);
+        self
+    }
+
+    /// The most memory the sampler holds in spans, in bytes (estimated).
+    pub fn memory_limit(&self) -> usize {
+        self.shard_bytes * SHARDS
+    }
+
+    /// The memory the sampler holds in spans now, in bytes (estimated).
+    pub fn held_bytes(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).bytes).sum()
     }
 
     fn shard(&self, trace: TraceId) -> &Mutex<Shard> {
@@ -192,11 +270,7 @@ impl SpanProcessor for TailSampler {
             return;
         }
         if is_root {
-            let mut spans = shard
-                .held
-                .remove(&trace)
-                .map(|h| h.spans)
-                .unwrap_or_default();
+            let mut spans = shard.take(trace);
             let keep = self.keep(&span);
             shard.decide(trace, keep, cap);
             drop(shard);
@@ -212,7 +286,7 @@ impl SpanProcessor for TailSampler {
         }
         if !shard.held.contains_key(&trace) {
             if shard.held.len() >= cap
-                && let Some(n) = shard.evict_oldest()
+                && let Some(n) = shard.evict_oldest(None)
             {
                 c.traces_evicted.fetch_add(1, Ordering::Relaxed);
                 c.sampler_spans_dropped
@@ -233,16 +307,36 @@ impl SpanProcessor for TailSampler {
                 trace,
                 Held {
                     spans: Vec::new(),
+                    bytes: 0,
                     seq,
                 },
             );
         }
         let max = self.settings.max_spans_per_trace;
-        match shard.held.get_mut(&trace) {
-            Some(h) if h.spans.len() < max => h.spans.push(span),
-            _ => {
-                c.sampler_spans_dropped.fetch_add(1, Ordering::Relaxed);
+        if shard.held.get(&trace).is_none_or(|h| h.spans.len() >= max) {
+            c.sampler_spans_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // Within the shard's bytes: evict the oldest other traces first.
+        let bytes = span_bytes(&span);
+        while shard.bytes + bytes > self.shard_bytes {
+            match shard.evict_oldest(Some(trace)) {
+                Some(n) => {
+                    c.traces_evicted.fetch_add(1, Ordering::Relaxed);
+                    c.sampler_spans_dropped
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+                None => {
+                    // This trace alone fills the shard.
+                    c.sampler_spans_dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
             }
+        }
+        shard.bytes += bytes;
+        if let Some(h) = shard.held.get_mut(&trace) {
+            h.bytes += bytes;
+            h.spans.push(span);
         }
     }
 
@@ -258,6 +352,7 @@ impl SpanProcessor for TailSampler {
             let traces = s.held.len() as u64;
             s.held.clear();
             s.order.clear();
+            s.bytes = 0;
             self.shared
                 .counters
                 .traces_evicted
@@ -353,6 +448,33 @@ mod tests {
         let shard = lock(s.shard(TraceId::from(0)));
         assert_eq!(shard.held.len(), 1);
         assert!(shard.order.len() <= 2);
+    }
+
+    #[test]
+    fn bytes_are_bounded_per_shard_evicting_the_oldest_other_trace() {
+        let (s, shared) = sampler(4096, 0.0);
+        let s = s.with_memory_limit(SHARDS * 4096); // 4 KiB per shard
+        let big = |trace: u128, id: u64| {
+            let mut sp = span(trace, id, 1, 1, false);
+            sp.attributes
+                .push(opentelemetry::KeyValue::new("payload", "x".repeat(1024)));
+            sp
+        };
+        let one = span_bytes(&big(0, 2));
+        assert!(one > 1024 && one < 2048, "{one}");
+        for t in 0..10u128 {
+            s.on_end(big(t << 8, 2)); // all in shard 0
+            s.on_end(big(t << 8, 3));
+        }
+        let c = &shared.counters;
+        let held = s.held_bytes();
+        assert!(held <= 4096, "{held}");
+        assert_eq!(get(&c.sampler_spans_dropped), 20 - (held / one) as u64);
+        assert!(get(&c.traces_evicted) >= 8, "{}", get(&c.traces_evicted));
+        // The newest trace is the one kept.
+        let shard = lock(s.shard(TraceId::from(9u128 << 8)));
+        assert!(shard.held.contains_key(&TraceId::from(9u128 << 8)));
+        assert_eq!(shard.bytes, held);
     }
 
     #[test]

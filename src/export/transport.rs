@@ -5,7 +5,17 @@
 //! own and the exporter (or the file). It is fed by a bounded queue of jobs:
 //! windows from the capture thread (through [`OtlpSink`] / [`JsonFileSink`](crate::JsonFileSink))
 //! and kept traces from the [`TailSampler`](crate::TailSampler). Whoever
-//! feeds it only ever `try_send`s: a full queue is counted, never waited on.
+//! feeds it never waits: a full queue ([`QUEUE_CAPACITY`] jobs or
+//! [`QUEUE_MAX_BYTES`], the job in flight included) refuses the job, which
+//! is counted. A flush never puts anything into the queue: it waits, at most
+//! its timeout, for the jobs queued before it to be finished. At shutdown the
+//! thread gets what is left of the deadline (none after a flush that timed
+//! out); the jobs still queued then are abandoned and counted
+//! (`export_failures`, and `spans_dropped` for kept traces).
+//!
+//! While a request may be retried its spans are held twice (the exporter
+//! consumes its copy): one request of at most [`MAX_REQUEST_BYTES`], not a
+//! copy per queued job.
 //!
 //! On the thread:
 //! - the window is mapped ([`otlp::window_spans`]);
@@ -35,12 +45,11 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// The largest export request sent: 4 MiB, the default limit of the
 /// Collector's, Jaeger's and Tempo's OTLP gRPC receivers.
@@ -60,9 +69,18 @@ pub const RETRIES: u32 = 2;
 /// First back-off between tries (doubled each retry).
 const BACKOFF: Duration = Duration::from_millis(100);
 
-/// Jobs waiting for the export thread: 64. A job is one window or one kept
-/// trace, so the queue bounds memory to 64 of those.
+/// Jobs waiting for the export thread, the one in flight included: at most 64.
 pub const QUEUE_CAPACITY: usize = 64;
+
+/// Bytes of jobs waiting for the export thread, the one in flight included:
+/// 64 MiB (estimated: a window's events at 16 bytes each plus its strings and
+/// requests; a kept trace's spans with their names, attributes and events).
+/// A job that does not fit is refused and counted (a window in
+/// [`BlackboxStats::sink_errors`](crate::BlackboxStats::sink_errors), a kept
+/// trace in [`BlackboxStats::sampler_spans_dropped`](crate::BlackboxStats::sampler_spans_dropped)),
+/// never waited for. One job larger than the limit is taken when the queue is
+/// empty, so the bound is 64 MiB or one job, whichever is larger.
+pub const QUEUE_MAX_BYTES: usize = 64 << 20;
 
 /// How many recently kept trace ids are remembered, so a window exported
 /// after its trace was kept knows its request span went out (4,096 × 16 bytes).
@@ -83,6 +101,11 @@ pub(crate) struct ExportCounters {
     pub(crate) traces_sampled_out: AtomicU64,
     pub(crate) traces_evicted: AtomicU64,
     pub(crate) sampler_spans_dropped: AtomicU64,
+    /// Windows the pipeline did not send: refused by a full queue, or
+    /// abandoned at shutdown (the latter are also in `export_failures`).
+    pub(crate) windows_dropped: AtomicU64,
+    /// Bytes (estimated) held by the export queue now, the job in flight included.
+    pub(crate) queue_bytes: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -104,7 +127,7 @@ pub(crate) struct ExportShared {
     /// Set once a tail sampler exists: the app's spans go through it, so a
     /// window whose trace it did not keep must carry its request span.
     pub(crate) sampler_active: AtomicBool,
-    queue: Mutex<Option<SyncSender<Job>>>,
+    queue: Mutex<Option<Arc<Queue>>>,
     /// How long a sink's flush waits for the export thread.
     flush_timeout: Duration,
 }
@@ -146,17 +169,21 @@ impl ExportShared {
     /// Hands spans (a kept trace) to the export thread; `false` if there is
     /// none or its queue is full.
     pub(crate) fn send_spans(&self, spans: Vec<SpanData>) -> bool {
-        match &*lock(&self.queue) {
-            Some(tx) => tx.try_send(Job::Spans(spans)).is_ok(),
+        let queue = lock(&self.queue).clone();
+        match queue {
+            Some(q) => {
+                let bytes = spans.iter().map(span_bytes).sum();
+                q.push(Job::Spans(spans), bytes, &self.counters).is_ok()
+            }
             None => false,
         }
     }
 
     /// Connects a pipeline's queue (the first one wins).
-    fn connect(&self, tx: SyncSender<Job>) {
+    fn connect(&self, queue: Arc<Queue>) {
         let mut q = lock(&self.queue);
         if q.is_none() {
-            *q = Some(tx);
+            *q = Some(queue);
         }
     }
 
@@ -207,7 +234,13 @@ pub(crate) struct OtlpEnv {
     /// The traces endpoint, complete (`/v1/traces` added for HTTP when it
     /// came from `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub(crate) endpoint: String,
+    /// The variable the endpoint came from, for error messages.
+    pub(crate) endpoint_var: &'static str,
     pub(crate) protocol: Protocol,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`; `None`: the exporter's default (10 s).
+    pub(crate) timeout: Option<Duration>,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`, decoded, keys lowercase.
+    pub(crate) headers: Vec<(String, String)>,
     /// TLS files for an `https` endpoint: `(variable, path)` of the CA
     /// certificate, the client certificate and the client key (PEM).
     pub(crate) tls: TlsFiles,
@@ -222,47 +255,164 @@ pub(crate) struct TlsFiles {
     pub(crate) client_key: Option<(&'static str, String)>,
 }
 
+/// What `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT` accepts (the spec's form).
+const TIMEOUT_EXPECTED: &str =
+    "a whole number of milliseconds, at least 1, such as 10000 (the OTLP exporter's form: no unit)";
+/// What `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` accepts.
+const HEADERS_EXPECTED: &str = "comma-separated key=value pairs, such as api-key=secret,x-team=obs: keys of letters, digits, '-', '_' or '.' (not ending in -bin), values percent-encoded printable ASCII";
+/// What `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` accepts in this build.
+const COMPRESSION_EXPECTED: &str = "none (this build of tokio-blackbox sends uncompressed OTLP; gzip and zstd are not compiled in)";
+
+/// Decodes `%XX` escapes (the OTLP headers variable is URL-encoded).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Parses an OTLP headers value: `k=v` pairs, comma-separated, values
+/// percent-decoded. `None` when any pair is malformed.
+fn parse_headers(raw: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (k, v) = item.split_once('=')?;
+        let key = k.trim().to_ascii_lowercase();
+        let key_ok = !key.is_empty()
+            && !key.ends_with("-bin")
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        let value = percent_decode(v.trim())?;
+        if !key_ok || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return None;
+        }
+        out.push((key, value));
+    }
+    Some(out)
+}
+
+/// Header names as `&'static str`, which tonic's `MetadataMap::insert`
+/// needs: each distinct name is leaked once per process (a handful of bytes).
+fn static_key(key: &str) -> &'static str {
+    static KEYS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut keys = lock(&KEYS);
+    if let Some(k) = keys.iter().find(|k| **k == key) {
+        return k;
+    }
+    let k: &'static str = Box::leak(key.to_owned().into_boxed_str());
+    keys.push(k);
+    k
+}
+
 impl OtlpEnv {
-    /// Reads `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` and `..._PROTOCOL`
-    /// through `env`. `Ok(None)` when no endpoint is set.
+    /// Reads the `OTEL_EXPORTER_OTLP_[TRACES_]*` variables through `env`:
+    /// endpoint, protocol, timeout, headers, compression and TLS files (the
+    /// signal's variable first, then the general one). `Ok(None)` when no
+    /// endpoint is set. A malformed value of any of them is an
+    /// [`BuildError::InvalidEnv`] naming the variable it came from.
     pub(crate) fn read(
         env: impl Fn(&'static str) -> Option<String>,
     ) -> Result<Option<OtlpEnv>, BuildError> {
-        let (var, protocol) = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
-            Some(p) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", Some(p)),
-            None => (
-                "OTEL_EXPORTER_OTLP_PROTOCOL",
-                env("OTEL_EXPORTER_OTLP_PROTOCOL"),
-            ),
-        };
-        let protocol = match protocol.as_deref().map(str::trim) {
-            None | Some("") | Some("grpc") => Protocol::Grpc,
-            Some("http/protobuf") => Protocol::HttpProtobuf,
-            Some(other) => {
-                return Err(BuildError::InvalidEnv {
-                    var,
-                    value: other.to_owned(),
-                    expected: "grpc or http/protobuf",
-                });
-            }
-        };
         let nonempty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-        let endpoint = match nonempty(env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
-            Some(e) => e,
-            None => match nonempty(env("OTEL_EXPORTER_OTLP_ENDPOINT")) {
-                // The spec: the signal path is appended for HTTP only.
-                Some(e) if protocol == Protocol::HttpProtobuf => {
-                    format!("{}/v1/traces", e.trim_end_matches('/'))
-                }
-                Some(e) => e,
-                None => return Ok(None),
-            },
-        };
+        // The signal's variable wins; an empty value counts as unset.
         let pick = |traces: &'static str, general: &'static str| {
             nonempty(env(traces))
                 .map(|v| (traces, v))
                 .or_else(|| nonempty(env(general)).map(|v| (general, v)))
         };
+        let invalid =
+            |var: &'static str, value: &str, expected: &'static str| BuildError::InvalidEnv {
+                var,
+                value: value.to_owned(),
+                expected,
+            };
+        let protocol_setting = pick(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        );
+        let protocol = match &protocol_setting {
+            None => Protocol::Grpc,
+            Some((_, p)) if p == "grpc" => Protocol::Grpc,
+            Some((_, p)) if p == "http/protobuf" => Protocol::HttpProtobuf,
+            Some((var, other)) => return Err(invalid(var, other, "grpc or http/protobuf")),
+        };
+        let (endpoint_var, endpoint) = match pick(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ) {
+            None => return Ok(None),
+            Some((var, e)) => (var, e),
+        };
+        let has_host = |e: &str| {
+            let rest = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"));
+            rest.is_some_and(|r| {
+                !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace)
+            })
+        };
+        if !has_host(&endpoint) {
+            return Err(invalid(
+                endpoint_var,
+                &endpoint,
+                "an http:// or https:// URL with a host, such as http://localhost:4317",
+            ));
+        }
+        if protocol == Protocol::HttpProtobuf && endpoint.starts_with("https:") {
+            return Err(invalid(
+                endpoint_var,
+                &endpoint,
+                "an http:// endpoint for http/protobuf (TLS is supported over grpc: set the protocol variable to grpc)",
+            ));
+        }
+        // The spec: the signal path is appended for HTTP to the general endpoint only.
+        let endpoint = if protocol == Protocol::HttpProtobuf
+            && endpoint_var == "OTEL_EXPORTER_OTLP_ENDPOINT"
+        {
+            format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+        } else {
+            endpoint
+        };
+        let timeout = match pick(
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ) {
+            None => None,
+            Some((var, raw)) => Some(
+                raw.parse::<u64>()
+                    .ok()
+                    .filter(|&ms| ms >= 1)
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| invalid(var, &raw, TIMEOUT_EXPECTED))?,
+            ),
+        };
+        let headers = match pick(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ) {
+            None => Vec::new(),
+            Some((var, raw)) => {
+                parse_headers(&raw).ok_or_else(|| invalid(var, &raw, HEADERS_EXPECTED))?
+            }
+        };
+        if let Some((var, raw)) = pick(
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        ) && raw != "none"
+        {
+            return Err(invalid(var, &raw, COMPRESSION_EXPECTED));
+        }
         let tls = TlsFiles {
             ca: pick(
                 "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
@@ -277,24 +427,21 @@ impl OtlpEnv {
                 "OTEL_EXPORTER_OTLP_CLIENT_KEY",
             ),
         };
-        if protocol == Protocol::HttpProtobuf && endpoint.starts_with("https:") {
-            return Err(BuildError::InvalidEnv {
-                var: "OTEL_EXPORTER_OTLP_ENDPOINT",
-                value: endpoint,
-                expected: "an http:// endpoint for http/protobuf (TLS is supported over grpc: OTEL_EXPORTER_OTLP_PROTOCOL=grpc)",
-            });
-        }
         Ok(Some(OtlpEnv {
             endpoint,
+            endpoint_var,
             protocol,
+            timeout,
+            headers,
             tls,
         }))
     }
 
     /// Builds the exporter. Must run inside a Tokio runtime (tonic's lazy
-    /// channel spawns its worker on build). Headers, timeout, compression and
-    /// TLS settings come from the standard `OTEL_EXPORTER_OTLP_*` variables,
-    /// read by `opentelemetry-otlp`; retries are ours, so its own are off.
+    /// channel spawns its worker on build). The timeout and headers read by
+    /// [`OtlpEnv::read`] are set in code, so they win over the process
+    /// environment `opentelemetry-otlp` would read; retries are ours, so its
+    /// own are off.
     fn build(&self) -> Result<Box<dyn DynExporter>, BuildError> {
         use opentelemetry_otlp::{RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
         let err = |e: opentelemetry_otlp::ExporterBuildError| BuildError::Exporter(Box::new(e));
@@ -304,20 +451,41 @@ impl OtlpEnv {
                     .with_tonic()
                     .with_endpoint(self.endpoint.clone())
                     .with_retry_policy(RetryPolicy::disabled());
+                if let Some(t) = self.timeout {
+                    builder = builder.with_timeout(t);
+                }
+                if !self.headers.is_empty() {
+                    let mut map = opentelemetry_otlp::tonic_types::metadata::MetadataMap::new();
+                    for (k, v) in &self.headers {
+                        // Checked by `parse_headers`: a valid key, printable ASCII.
+                        let value = v.parse().map_err(|_| BuildError::InvalidEnv {
+                            var: "OTEL_EXPORTER_OTLP_HEADERS",
+                            value: format!("{k}={v}"),
+                            expected: HEADERS_EXPECTED,
+                        })?;
+                        map.insert(static_key(k), value);
+                    }
+                    builder = builder.with_metadata(map);
+                }
                 if self.endpoint.starts_with("https:") {
                     builder = builder.with_tls_config(self.tls.client_config()?);
                 }
                 Box::new(builder.build().map_err(err)?)
             }
-            Protocol::HttpProtobuf => Box::new(
-                opentelemetry_otlp::SpanExporter::builder()
+            Protocol::HttpProtobuf => {
+                let mut builder = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_endpoint(self.endpoint.clone())
-                    .with_retry_policy(RetryPolicy::disabled())
-                    .build()
-                    .map_err(err)?,
-            ),
+                    .with_retry_policy(RetryPolicy::disabled());
+                if let Some(t) = self.timeout {
+                    builder = builder.with_timeout(t);
+                }
+                if !self.headers.is_empty() {
+                    builder = builder.with_headers(self.headers.iter().cloned().collect());
+                }
+                Box::new(builder.build().map_err(err)?)
+            }
         })
     }
 }
@@ -349,7 +517,7 @@ impl TlsFiles {
                 return Err(BuildError::InvalidEnv {
                     var,
                     value: path.clone(),
-                    expected: "both a client certificate and a client key (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+                    expected: "both a client certificate and a client key (OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY)",
                 });
             }
         }
@@ -388,6 +556,61 @@ fn host_name() -> String {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+// === Memory estimates ===
+
+fn kv_bytes(attrs: &[KeyValue]) -> usize {
+    attrs
+        .iter()
+        .map(|kv| std::mem::size_of::<KeyValue>() + kv.key.as_str().len() + value_len(&kv.value))
+        .sum()
+}
+
+/// The memory a span holds, estimated: the struct, its name, attributes,
+/// events and links with their strings (allocator overhead not counted).
+pub(crate) fn span_bytes(s: &SpanData) -> usize {
+    std::mem::size_of::<SpanData>()
+        + s.name.len()
+        + kv_bytes(&s.attributes)
+        + s.events
+            .iter()
+            .map(|e| {
+                std::mem::size_of::<opentelemetry::trace::Event>()
+                    + e.name.len()
+                    + kv_bytes(&e.attributes)
+            })
+            .sum::<usize>()
+        + s.links
+            .iter()
+            .map(|l| std::mem::size_of::<opentelemetry::trace::Link>() + kv_bytes(&l.attributes))
+            .sum::<usize>()
+        + match &s.status {
+            opentelemetry::trace::Status::Error { description } => description.len(),
+            _ => 0,
+        }
+}
+
+/// The memory a window holds, estimated: 16 bytes per event, its strings,
+/// lanes and requests.
+pub(crate) fn window_bytes(w: &Window) -> usize {
+    std::mem::size_of::<Window>()
+        + w.lanes
+            .iter()
+            .map(|l| {
+                std::mem::size_of::<crate::window::Lane>()
+                    + l.thread.len()
+                    + l.events.len() * std::mem::size_of::<crate::event::Event>()
+            })
+            .sum::<usize>()
+        + w.strings
+            .iter()
+            .map(|s| std::mem::size_of::<String>() + s.len())
+            .sum::<usize>()
+        + w.requests
+            .iter()
+            .map(|r| std::mem::size_of::<crate::window::SlowRequest>() + r.name.len())
+            .sum::<usize>()
 }
 
 // === Splitting ===
@@ -454,14 +677,203 @@ pub(crate) fn split(spans: Vec<SpanData>, limit: usize) -> Vec<Vec<SpanData>> {
 pub(crate) enum Job {
     Window(Box<Window>),
     Spans(Vec<SpanData>),
-    Flush(SyncSender<()>),
+}
+
+/// Why a job was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// [`QUEUE_CAPACITY`] jobs or [`QUEUE_MAX_BYTES`] bytes are waiting.
+    Full,
+    /// The pipeline is shutting down.
+    Closed,
+}
+
+/// The export queue: bounded by jobs and by bytes, never waited on by its
+/// producers.
+///
+/// Protocol (one mutex, two condition variables):
+/// - producers (`push`) add a job and its estimated bytes, or are refused;
+/// - the export thread (`pop`) takes the oldest job; its bytes stay counted
+///   until `finish`, so the job in flight is inside the bound;
+/// - `accepted` and `finished` count jobs; a flush waits (with a deadline)
+///   for `finished` to reach the `accepted` it saw, so it never puts
+///   anything into a full queue;
+/// - `close` lets the thread end once the queue is empty; `abandon` takes
+///   every job still queued out, for the caller to count.
+#[derive(Default)]
+pub(crate) struct Queue {
+    state: Mutex<QueueState>,
+    /// The export thread waits here for jobs (or the close).
+    work: Condvar,
+    /// Flushes and the shutdown wait here for progress.
+    progress: Condvar,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = lock(&self.state);
+        f.debug_struct("Queue")
+            .field("jobs", &st.jobs.len())
+            .field("bytes", &st.bytes)
+            .field("closed", &st.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<(Job, usize)>,
+    /// Bytes of `jobs` and of the job in flight.
+    bytes: usize,
+    /// Whether a job is in flight (taken, not finished).
+    in_flight: bool,
+    accepted: u64,
+    finished: u64,
+    closed: bool,
+    /// The export thread has returned.
+    thread_done: bool,
+}
+
+impl Queue {
+    fn push(&self, job: Job, bytes: usize, c: &ExportCounters) -> Result<(), PushError> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(PushError::Closed);
+        }
+        let held = st.jobs.len() + usize::from(st.in_flight);
+        let empty = held == 0;
+        if !empty && (held >= QUEUE_CAPACITY || st.bytes + bytes > QUEUE_MAX_BYTES) {
+            return Err(PushError::Full);
+        }
+        st.jobs.push_back((job, bytes));
+        st.bytes += bytes;
+        st.accepted += 1;
+        c.queue_bytes.store(st.bytes as u64, Ordering::Relaxed);
+        drop(st);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// Whether a job of `bytes` would be accepted now.
+    fn has_room(&self, bytes: usize) -> bool {
+        let st = lock(&self.state);
+        let held = st.jobs.len() + usize::from(st.in_flight);
+        !st.closed && (held == 0 || (held < QUEUE_CAPACITY && st.bytes + bytes <= QUEUE_MAX_BYTES))
+    }
+
+    /// The next job, waiting for one; `None` once closed and empty.
+    fn pop(&self) -> Option<(Job, usize)> {
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(job) = st.jobs.pop_front() {
+                st.in_flight = true;
+                return Some(job);
+            }
+            if st.closed {
+                return None;
+            }
+            st = self
+                .work
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn finish(&self, bytes: usize, c: &ExportCounters) {
+        let mut st = lock(&self.state);
+        st.in_flight = false;
+        st.bytes = st.bytes.saturating_sub(bytes);
+        st.finished += 1;
+        c.queue_bytes.store(st.bytes as u64, Ordering::Relaxed);
+        drop(st);
+        self.progress.notify_all();
+    }
+
+    /// Waits until every job accepted so far is finished, or `deadline`.
+    fn wait_finished(&self, deadline: Instant) -> bool {
+        let mut st = lock(&self.state);
+        let target = st.accepted;
+        while st.finished < target && !st.thread_done {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .progress
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        st.finished >= target
+    }
+
+    /// No more jobs; the thread ends once the queue is empty.
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.work.notify_all();
+    }
+
+    /// Waits until the export thread has returned, or `deadline`.
+    fn wait_thread(&self, deadline: Instant) -> bool {
+        let mut st = lock(&self.state);
+        while !st.thread_done {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            st = self
+                .progress
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    fn thread_done(&self) {
+        lock(&self.state).thread_done = true;
+        self.progress.notify_all();
+    }
+
+    /// Takes every queued job out (not the one in flight).
+    fn abandon(&self, c: &ExportCounters) -> Vec<Job> {
+        let mut st = lock(&self.state);
+        st.closed = true;
+        let jobs: Vec<(Job, usize)> = st.jobs.drain(..).collect();
+        let freed: usize = jobs.iter().map(|(_, b)| b).sum();
+        st.bytes = st.bytes.saturating_sub(freed);
+        st.finished += jobs.len() as u64;
+        c.queue_bytes.store(st.bytes as u64, Ordering::Relaxed);
+        drop(st);
+        self.progress.notify_all();
+        jobs.into_iter().map(|(j, _)| j).collect()
+    }
+}
+
+/// Tells the queue the export thread has returned, when dropped.
+struct ThreadDone(Arc<Queue>);
+
+impl Drop for ThreadDone {
+    fn drop(&mut self) {
+        self.0.thread_done();
+    }
+}
+
+/// Counts a job that will not be sent: a window as a failed export (and in
+/// `windows_dropped`), a kept trace's spans in `spans_dropped`.
+fn count_abandoned(job: Job, c: &ExportCounters) {
+    add(&c.export_failures, 1);
+    match job {
+        Job::Window(_) => add(&c.windows_dropped, 1),
+        Job::Spans(spans) => add(&c.spans_dropped, spans.len() as u64),
+    }
 }
 
 /// Where spans end up.
 enum Backend {
     Exporter(Box<dyn DynExporter>),
     Json {
-        path: PathBuf,
+        file: super::json::JsonFile,
         resource: ResourceAttributesWithSchema,
     },
 }
@@ -470,7 +882,7 @@ impl Backend {
     async fn send(&mut self, spans: Vec<SpanData>) -> OTelSdkResult {
         match self {
             Backend::Exporter(e) => e.export_dyn(spans).await,
-            Backend::Json { path, resource } => super::json::write_json_line(path, spans, resource)
+            Backend::Json { file, resource } => super::json::write_json_line(file, spans, resource)
                 .map_err(|e| OTelSdkError::InternalFailure(e.to_string())),
         }
     }
@@ -480,14 +892,17 @@ impl Backend {
 pub(crate) enum Target {
     Otlp(OtlpEnv),
     Exporter(Box<dyn DynExporter>),
-    Json(PathBuf),
+    Json(super::json::JsonFile),
 }
 
 /// A handle on a running export thread: a [`Sink`] for windows.
 pub(crate) struct Pipeline {
-    tx: SyncSender<Job>,
+    queue: Arc<Queue>,
     shared: Arc<ExportShared>,
     flush_timeout: Duration,
+    /// The last flush timed out: the export thread is stuck (an exporter
+    /// without a timeout), so the shutdown does not wait for it again.
+    stalled: bool,
 }
 
 impl fmt::Debug for Pipeline {
@@ -505,12 +920,17 @@ impl Pipeline {
         shared: Arc<ExportShared>,
     ) -> Result<Pipeline, BuildError> {
         let flush_timeout = shared.flush_timeout;
-        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let queue = Arc::new(Queue::default());
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let thread_shared = shared.clone();
+        let thread_queue = queue.clone();
         std::thread::Builder::new()
             .name("blackbox-export".into())
-            .spawn(move || export_thread(target, budget, thread_shared, rx, ready_tx))
+            .spawn(move || {
+                // Set however the thread ends, a panicking exporter included.
+                let _done = ThreadDone(thread_queue.clone());
+                export_thread(target, budget, &thread_shared, &thread_queue, ready_tx);
+            })
             .map_err(|source| BuildError::Thread {
                 thread: "blackbox-export",
                 source,
@@ -525,48 +945,95 @@ impl Pipeline {
                 });
             }
         }
-        shared.connect(tx.clone());
+        shared.connect(queue.clone());
         Ok(Pipeline {
-            tx,
+            queue,
             shared,
             flush_timeout,
+            stalled: false,
         })
     }
 
     pub(crate) fn write(&mut self, window: &Window) -> Result<(), SinkError> {
-        match self.tx.try_send(Job::Window(Box::new(window.clone()))) {
+        let bytes = window_bytes(window);
+        let c = &self.shared.counters;
+        // Checked before the clone: a full queue costs no copy of the window.
+        if !self.queue.has_room(bytes) {
+            add(&c.windows_dropped, 1);
+            return Err(SinkError::new(
+                "the export queue is full (64 jobs or 64 MiB): the window is dropped and counted",
+            ));
+        }
+        match self
+            .queue
+            .push(Job::Window(Box::new(window.clone())), bytes, c)
+        {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(SinkError::new("the export queue is full")),
-            Err(TrySendError::Disconnected(_)) => {
+            Err(PushError::Full) => {
+                add(&c.windows_dropped, 1);
+                Err(SinkError::new(
+                    "the export queue is full (64 jobs or 64 MiB): the window is dropped and counted",
+                ))
+            }
+            Err(PushError::Closed) => {
+                add(&c.windows_dropped, 1);
                 Err(SinkError::new("the export thread has stopped"))
             }
         }
     }
 
+    /// Waits until everything queued so far is sent (or dropped and
+    /// counted), at most `timeout`. Never puts anything into the queue, so a
+    /// full queue or a stuck exporter cannot make it block longer.
+    pub(crate) fn flush_within(&mut self, timeout: Duration) -> Result<(), SinkError> {
+        if self.queue.wait_finished(Instant::now() + timeout) {
+            self.stalled = false;
+            Ok(())
+        } else {
+            self.stalled = true;
+            Err(SinkError::new(
+                "the export thread did not finish in time (the endpoint is slow or unreachable); what it could not send is dropped and counted",
+            ))
+        }
+    }
+
     pub(crate) fn flush(&mut self) -> Result<(), SinkError> {
-        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        self.tx
-            .send(Job::Flush(ack_tx))
-            .map_err(|_| SinkError::new("the export thread has stopped"))?;
-        ack_rx
-            .recv_timeout(self.flush_timeout)
-            .map_err(|_| SinkError::new("the export thread did not flush in time"))
+        self.flush_within(self.flush_timeout)
     }
 }
 
+/// How long the shutdown waits for the export thread after a flush that
+/// finished: the exporter's own shutdown. After a flush that timed out it
+/// does not wait at all.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        // The sink goes with the capture thread: the export thread ends once
-        // it has sent what is queued (tail samplers then count their drops).
+        // The sink goes with the capture thread: no more windows. The
+        // export thread sends what is queued and ends; past the deadline
+        // what is still queued is abandoned and counted. A job in flight in
+        // an exporter that never returns cannot be taken back: it is
+        // counted when (if) the exporter returns.
         self.shared.disconnect();
+        self.queue.close();
+        let wait = if self.stalled {
+            Duration::ZERO
+        } else {
+            self.flush_timeout.min(SHUTDOWN_GRACE)
+        };
+        if !self.queue.wait_thread(Instant::now() + wait) {
+            for job in self.queue.abandon(&self.shared.counters) {
+                count_abandoned(job, &self.shared.counters);
+            }
+        }
     }
 }
 
 fn export_thread(
     target: Target,
     budget: Budget,
-    shared: Arc<ExportShared>,
-    rx: Receiver<Job>,
+    shared: &ExportShared,
+    queue: &Queue,
     ready: SyncSender<Result<(), BuildError>>,
 ) {
     // No feedback: the exporter's own spans and events go nowhere.
@@ -591,8 +1058,8 @@ fn export_thread(
         match target {
             Target::Otlp(env) => env.build().map(Backend::Exporter),
             Target::Exporter(e) => Ok(Backend::Exporter(e)),
-            Target::Json(path) => Ok(Backend::Json {
-                path,
+            Target::Json(file) => Ok(Backend::Json {
+                file,
                 resource: (&resource()).into(),
             }),
         }
@@ -611,7 +1078,7 @@ fn export_thread(
         }
     };
     let c = &shared.counters;
-    while let Ok(job) = rx.recv() {
+    while let Some((job, bytes)) = queue.pop() {
         let spans = match job {
             Job::Window(w) => {
                 let (mut spans, _) = otlp::window_spans(&w, budget);
@@ -631,10 +1098,6 @@ fn export_thread(
                 spans
             }
             Job::Spans(spans) => spans,
-            Job::Flush(ack) => {
-                let _ = ack.try_send(());
-                continue;
-            }
         };
         let requests = split(spans, SPLIT_AT);
         if requests.len() > 1 {
@@ -649,6 +1112,7 @@ fn export_thread(
                 add(&c.export_failures, 1);
             }
         }
+        queue.finish(bytes, c);
     }
     if let Backend::Exporter(e) = &backend {
         let _ = e.shutdown_dyn();
@@ -770,6 +1234,10 @@ impl Sink for OtlpSink {
     fn flush(&mut self) -> Result<(), SinkError> {
         self.pipeline.flush()
     }
+
+    fn flush_within(&mut self, timeout: std::time::Duration) -> Result<(), SinkError> {
+        self.pipeline.flush_within(timeout)
+    }
 }
 
 #[cfg(test)]
@@ -798,7 +1266,10 @@ mod tests {
             grpc,
             OtlpEnv {
                 endpoint: "http://c:4317".into(),
+                endpoint_var: "OTEL_EXPORTER_OTLP_ENDPOINT",
                 protocol: Protocol::Grpc,
+                timeout: None,
+                headers: Vec::new(),
                 tls: TlsFiles::default(),
             }
         );
@@ -850,6 +1321,22 @@ mod tests {
                 .contains("OTEL_EXPORTER_OTLP_PROTOCOL=\"carrier-pigeon\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn headers_are_parsed_like_the_spec() {
+        assert_eq!(
+            parse_headers(" Api-Key = a%20b ,x.team=obs,, ").unwrap(),
+            [
+                ("api-key".to_string(), "a b".to_string()),
+                ("x.team".to_string(), "obs".to_string())
+            ]
+        );
+        assert_eq!(parse_headers("").unwrap(), []);
+        for bad in ["k", "=v", "k y=v", "k=%zz", "k=%0a", "k-bin=v", "k=\u{e9}"] {
+            assert!(parse_headers(bad).is_none(), "{bad}");
+        }
+        assert!(std::ptr::eq(static_key("x-a"), static_key("x-a")));
     }
 
     #[test]
@@ -977,7 +1464,10 @@ mod tests {
         for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
             let env = OtlpEnv {
                 endpoint: "not a url".into(),
+                endpoint_var: "OTEL_EXPORTER_OTLP_ENDPOINT",
                 protocol,
+                timeout: None,
+                headers: Vec::new(),
                 tls: TlsFiles::default(),
             };
             let err =

@@ -22,7 +22,7 @@
 //! duration the window span carries.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::time::Duration;
 
 use opentelemetry::trace::{SpanId, TraceId};
@@ -40,6 +40,12 @@ pub(crate) fn looks_like_json(head: &[u8]) -> bool {
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|&b| b == b'{')
 }
+
+/// The longest line read: 64 MiB. The recorder writes one export request
+/// per line, each under 4 MiB of protobuf (about 12 MiB of JSON at most), so
+/// a longer line is not the recorder's; the reader stops there instead of
+/// holding a line of any length in memory.
+pub(crate) const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// A line that is not an OTLP JSON export request.
 #[derive(Debug)]
@@ -77,8 +83,10 @@ impl<R: BufRead> Lines<R> {
         loop {
             self.buf.clear();
             let start = self.offset;
-            let n = self
-                .input
+            // At most one byte over the limit, so a longer line is seen
+            // without being held.
+            let n = (&mut self.input)
+                .take(MAX_LINE_BYTES as u64 + 1)
                 .read_until(b'\n', &mut self.buf)
                 .map_err(ReadFailure::Io)?;
             if n == 0 {
@@ -86,6 +94,17 @@ impl<R: BufRead> Lines<R> {
             }
             self.line += 1;
             self.offset += n as u64;
+            if n > MAX_LINE_BYTES {
+                self.buf = Vec::new();
+                return Err(ReadFailure::Line(LineError {
+                    line: self.line,
+                    offset: start,
+                    message: format!(
+                        "the line is longer than {} MiB, the reader's limit per line (the recorder's lines are a few MiB at most): the file was not written by the recorder or is corrupt",
+                        MAX_LINE_BYTES >> 20
+                    ),
+                }));
+            }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -471,4 +490,41 @@ fn new_lane(index: u32, thread: &str) -> Lane {
     l.index = index;
     l.thread = thread.to_owned();
     l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_over_the_limit_is_an_error_with_its_line_and_offset() {
+        // A valid first line, then one of 200 MiB with no end: the reader
+        // must stop at its limit, not hold the whole line.
+        let long = std::io::repeat(b'x').take(200 << 20);
+        let input = std::io::Cursor::new(&b"{}\n{\"resourceSpans\":"[..]).chain(long);
+        let mut lines = Lines::new(std::io::BufReader::new(input));
+        assert!(lines.next_request().expect("line 1").is_some());
+        match lines.next_request() {
+            Err(ReadFailure::Line(e)) => {
+                assert_eq!((e.line, e.offset), (2, 3));
+                assert!(e.message.contains("64 MiB"), "{}", e.message);
+            }
+            other => panic!("expected a line error, got {other:?}"),
+        }
+        assert!(
+            lines.buf.capacity() <= MAX_LINE_BYTES + (1 << 20),
+            "the reader held {} bytes",
+            lines.buf.capacity()
+        );
+    }
+
+    #[test]
+    fn a_line_just_under_the_limit_is_read() {
+        let mut text = b"{\"resourceSpans\":[]".to_vec();
+        text.resize(MAX_LINE_BYTES - 2, b' ');
+        text.extend_from_slice(b"}\n");
+        assert_eq!(text.len(), MAX_LINE_BYTES);
+        let mut lines = Lines::new(std::io::BufReader::new(&text[..]));
+        assert!(lines.next_request().expect("at the limit").is_some());
+    }
 }

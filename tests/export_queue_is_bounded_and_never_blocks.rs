@@ -1,0 +1,139 @@
+//! The export pipeline with an exporter that never answers (no timeout of
+//! its own): the queue is bounded by bytes, full is refused and counted,
+//! flush returns within its timeout, and shutting the pipeline down abandons
+//! what is left within its deadline, counting every abandoned window.
+
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio_blackbox::export::otlp::testing::window;
+use tokio_blackbox::export::transport::{QUEUE_CAPACITY, QUEUE_MAX_BYTES};
+use tokio_blackbox::{Blackbox, OtlpSink, Sink, Window};
+
+/// An exporter whose export never completes.
+#[derive(Debug)]
+struct Stuck;
+
+impl SpanExporter for Stuck {
+    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// Events in a window, as bytes of memory (16 bytes each).
+fn event_bytes(w: &Window) -> usize {
+    w.lanes.iter().map(|l| l.events.len() * 16).sum()
+}
+
+/// Runs `f` on a thread; `None` if it did not return within `limit`.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+#[test]
+fn the_queue_is_bounded_by_bytes_and_full_is_refused() {
+    let big = window(1000, 128, 1); // about 4 MiB of events
+    let size = event_bytes(&big);
+    assert!(size > 3 << 20, "{size}");
+    let mut sink = OtlpSink::with_exporter(Stuck).expect("sink");
+    let (mut accepted, mut refused) = (0usize, 0usize);
+    for _ in 0..QUEUE_CAPACITY {
+        match sink.write(&big) {
+            Ok(()) => accepted += 1,
+            Err(e) => {
+                assert!(e.to_string().contains("full"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    eprintln!(
+        "windows of {} KiB: {accepted} accepted ({} MiB), {refused} refused; limit {} MiB",
+        size / 1024,
+        (accepted * size) >> 20,
+        QUEUE_MAX_BYTES >> 20
+    );
+    assert!(refused > 0, "all {accepted} windows were queued");
+    // The one in flight plus what fits.
+    assert!(
+        accepted * size <= QUEUE_MAX_BYTES + size,
+        "{accepted} windows of {size} bytes held"
+    );
+    // Small windows still fit by count, up to the job limit.
+    drop(sink);
+}
+
+#[test]
+fn flush_with_a_stuck_exporter_and_a_full_queue_returns_in_time() {
+    let mut sink = OtlpSink::with_exporter(Stuck).expect("sink");
+    let w = window(2, 2, 1);
+    let mut refused = 0;
+    for _ in 0..QUEUE_CAPACITY + 8 {
+        if sink.write(&w).is_err() {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "the queue filled");
+    let start = Instant::now();
+    // The sink's flush waits at most its timeout (5 s by default).
+    let flushed = within(Duration::from_secs(15), move || {
+        let r = sink.flush();
+        (r.is_ok(), sink)
+    });
+    let took = start.elapsed();
+    let (ok, sink) = flushed.expect("flush blocked past 15 s");
+    assert!(!ok, "a stuck exporter cannot have flushed");
+    eprintln!("flush with a stuck exporter and a full queue returned after {took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    // Dropping the sink does not block either.
+    assert!(within(Duration::from_secs(10), move || drop(sink)).is_some());
+}
+
+#[test]
+fn shutdown_with_a_stuck_exporter_abandons_and_counts_every_window() {
+    use tracing_subscriber::prelude::*;
+    let (blackbox, guard) = Blackbox::builder()
+        .exporter(Stuck)
+        .latency_threshold(Duration::from_millis(5))
+        .window(Duration::from_millis(5), Duration::from_millis(1))
+        .max_captures_per_sec(1000)
+        .shutdown_timeout(Duration::from_millis(500))
+        .build()
+        .expect("build");
+    let sub = tracing_subscriber::registry().with(blackbox.layer());
+    tracing::subscriber::with_default(sub, || {
+        for _ in 0..40 {
+            let _span = tracing::info_span!("request").entered();
+            std::thread::sleep(Duration::from_millis(6));
+            drop(_span);
+            std::thread::sleep(Duration::from_millis(15)); // separate windows
+        }
+    });
+    let start = Instant::now();
+    let _ = blackbox.flush(Duration::from_secs(1));
+    let dropped = within(Duration::from_secs(10), move || drop(guard));
+    assert!(dropped.is_some(), "dropping the guard blocked");
+    // The capture thread hands the sink back within the deadlines.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut s = blackbox.stats();
+    while s.windows_written != s.windows_exported + s.export_failures && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        s = blackbox.stats();
+    }
+    eprintln!("after {:?}: {s:?}", start.elapsed());
+    assert!(s.windows_written >= 2, "{s:?}");
+    assert_eq!(
+        s.windows_exported, 1,
+        "one window in flight, forever: {s:?}"
+    );
+    assert_eq!(
+        s.windows_written,
+        s.windows_exported + s.export_failures,
+        "every queued window is either in flight or counted as abandoned: {s:?}"
+    );
+}
