@@ -22,7 +22,10 @@ pub(crate) struct Clock {
 impl Clock {
     pub(crate) fn new() -> Clock {
         let inner = quanta::Clock::new();
-        let ns_per_2_32_ticks = inner.delta_as_nanos(0, 1 << 32).max(1);
+        // From a real reading: quanta scales readings relative to its own
+        // reference point, so a delta from 0 would be wrong.
+        let now = inner.raw();
+        let ns_per_2_32_ticks = inner.delta_as_nanos(now, now + (1 << 32)).max(1);
         let tsc = quanta_reads_the_tsc(&inner);
         Clock {
             inner,
@@ -51,7 +54,8 @@ impl Clock {
 
     /// Raw ticks as a duration.
     pub(crate) fn duration(&self, ticks: u64) -> Duration {
-        Duration::from_nanos(self.delta_ns(0, ticks))
+        let ns = (u128::from(ticks) * u128::from(self.ns_per_2_32_ticks)) >> 32;
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }
 
     /// A raw reading: cheap, monotonic within the process, not nanoseconds.
@@ -159,6 +163,20 @@ mod tests {
         let r = clock.raw();
         let b = clock.inner.raw();
         assert!(a <= r && r <= b, "{a} {r} {b} (tsc: {})", clock.tsc);
+    }
+
+    #[test]
+    fn ticks_match_the_clock() {
+        let clock = Clock::new();
+        let a = clock.raw();
+        std::thread::sleep(Duration::from_millis(50));
+        let b = clock.raw();
+        let measured = clock.delta_ns(a, b);
+        let converted = clock.duration(b - a).as_nanos() as u64;
+        assert!(
+            measured.abs_diff(converted) < 1_000_000,
+            "{measured} vs {converted}"
+        );
     }
 
     #[test]

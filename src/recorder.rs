@@ -118,9 +118,14 @@ pub struct BlackboxStats {
     pub spans_dropped: u64,
     /// Export requests retried.
     pub export_retries: u64,
-    /// Export requests given up on after their retries (their spans are in
-    /// `spans_dropped`).
+    /// Export requests given up on after their retries, and export jobs
+    /// abandoned at shutdown (their spans are in `spans_dropped`).
     pub export_failures: u64,
+    /// Windows the export pipeline did not send: refused by its full queue
+    /// (bounded in jobs and bytes) or abandoned at shutdown.
+    pub export_windows_dropped: u64,
+    /// Bytes held in the export queue now (estimated).
+    pub export_queue_bytes: u64,
     /// Extra export requests made to stay under 4 MiB each.
     pub export_requests_split: u64,
     /// Traces the [`TailSampler`] kept (slow, failed or baseline).
@@ -167,8 +172,9 @@ struct Counters {
 enum Msg {
     /// A slow request that closed, with its start and end (raw clock).
     Slow(SlowRequest, u64, u64),
-    Flush(SyncSender<()>),
-    Shutdown(SyncSender<()>),
+    /// Cut everything pending and flush the sink, by the deadline.
+    Flush(SyncSender<()>, std::time::Instant),
+    Shutdown(SyncSender<()>, std::time::Instant),
 }
 
 pub(crate) fn start(
@@ -245,9 +251,8 @@ impl Blackbox {
     pub const DEFAULT_BASELINE_RATIO: f64 = 0.0;
     /// Traces the [`TailSampler`] holds at once: 4,096.
     pub const DEFAULT_SAMPLER_MAX_TRACES: usize = 4096;
-    /// Spans the [`TailSampler`] holds per trace: 1,024. With the two limits
-    /// and spans of about 1 KiB, the sampler holds at most a few hundred MiB
-    /// in the worst case and typically a few MiB.
+    /// Spans the [`TailSampler`] holds per trace: 1,024. The sampler is also
+    /// bounded by bytes (64 MiB by default, see [`TailSampler::with_memory_limit`]).
     pub const DEFAULT_SAMPLER_MAX_SPANS_PER_TRACE: usize = 1024;
 
     /// A builder with every setting at its default.
@@ -329,6 +334,8 @@ impl Blackbox {
             export_retries: get(&e.export_retries),
             export_failures: get(&e.export_failures),
             export_requests_split: get(&e.requests_split),
+            export_windows_dropped: get(&e.windows_dropped),
+            export_queue_bytes: get(&e.queue_bytes),
             traces_kept: get(&e.traces_kept),
             traces_sampled_out: get(&e.traces_sampled_out),
             traces_evicted: get(&e.traces_evicted),
@@ -375,11 +382,14 @@ impl Blackbox {
     /// Cuts every pending capture now, hands it to the sink and flushes the
     /// sink, waiting at most `timeout`. Returns `false` on time-out.
     pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        if self.inner.tx.send(Msg::Flush(ack_tx)).is_err() {
+        if !send_until(&self.inner.tx, Msg::Flush(ack_tx, deadline), deadline) {
             return false;
         }
-        ack_rx.recv_timeout(timeout).is_ok()
+        ack_rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .is_ok()
     }
 
     /// Writes every ring, with the string table and the recent slow requests,
@@ -611,16 +621,20 @@ fn capture_thread(inner: Arc<Inner>, rx: Receiver<Msg>, mut sink: Box<dyn Sink>)
         let now = clock.raw();
         match msg {
             Some(Msg::Slow(req, start, end)) => offer(&mut trigger, req, start, end, now),
-            Some(Msg::Flush(ack)) => {
+            Some(Msg::Flush(ack, deadline)) => {
                 write(trigger.drain(), &mut sink);
-                if sink.flush().is_err() {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if sink.flush_within(left).is_err() {
                     inner.counters.sink_errors.fetch_add(1, Ordering::Relaxed);
                 }
                 let _ = ack.try_send(());
             }
-            Some(Msg::Shutdown(ack)) => {
+            Some(Msg::Shutdown(ack, deadline)) => {
                 write(trigger.drain(), &mut sink);
-                let _ = sink.flush();
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if sink.flush_within(left).is_err() {
+                    inner.counters.sink_errors.fetch_add(1, Ordering::Relaxed);
+                }
                 let _ = ack.try_send(());
                 pinner.release(segments);
                 break;
@@ -676,15 +690,40 @@ fn capture_thread(inner: Arc<Inner>, rx: Receiver<Msg>, mut sink: Box<dyn Sink>)
 // === impl BlackboxGuard ===
 
 impl Drop for BlackboxGuard {
+    /// Waits at most the shutdown timeout in all: for the queue, the pending
+    /// captures, the sink's flush and the thread's end.
     fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + self.inner.config.shutdown_timeout;
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        if self.inner.tx.send(Msg::Shutdown(ack_tx)).is_ok()
-            && ack_rx
-                .recv_timeout(self.inner.config.shutdown_timeout)
-                .is_ok()
+        let left = || deadline.saturating_duration_since(std::time::Instant::now());
+        if send_until(&self.inner.tx, Msg::Shutdown(ack_tx, deadline), deadline)
+            && ack_rx.recv_timeout(left()).is_ok()
             && let Some(t) = self.thread.take()
         {
-            let _ = t.join();
+            while !t.is_finished() && !left().is_zero() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Sends on the bounded capture queue, retrying until `deadline` while it
+/// is full: never blocks an application thread past its timeout.
+fn send_until(tx: &SyncSender<Msg>, mut msg: Msg, deadline: std::time::Instant) -> bool {
+    loop {
+        match tx.try_send(msg) {
+            Ok(()) => return true,
+            Err(TrySendError::Disconnected(_)) => return false,
+            Err(TrySendError::Full(m)) => {
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                msg = m;
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 }
