@@ -15,7 +15,7 @@
 
 use crate::event::{EventKind, NO_STRING};
 use crate::recorder::Inner;
-use crate::requests::{IDS_LOOKED_UP, pack, unpack};
+use crate::requests::{IDS_LOOKED_UP, layer_of, pack, unpack};
 use crate::window::SlowRequest;
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
@@ -132,6 +132,8 @@ struct CallsiteInfo {
 
 /// Per-span state of a request, kept in the span's extensions.
 struct RequestState {
+    /// The layer instance that watches this request (others leave it alone).
+    layer: u16,
     id: u64,
     /// Whether the request holds a slot in the open-request table.
     slotted: bool,
@@ -163,6 +165,9 @@ struct RequestState {
 /// [`Blackbox::layer`]: crate::Blackbox::layer
 pub struct BlackboxLayer {
     inner: Arc<Inner>,
+    /// This layer instance's tag: a span seen by two layers of one recorder
+    /// (`layer()` added twice) is recorded once, by the first.
+    tag: u16,
     callsites: RwLock<HashMap<Identifier, CallsiteInfo>>,
 }
 
@@ -176,8 +181,10 @@ impl fmt::Debug for BlackboxLayer {
 
 impl BlackboxLayer {
     pub(crate) fn new(inner: Arc<Inner>) -> BlackboxLayer {
+        static NEXT_TAG: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         BlackboxLayer {
             inner,
+            tag: (NEXT_TAG.fetch_add(1, Ordering::Relaxed) & 0x3ff) as u16,
             callsites: RwLock::new(HashMap::new()),
         }
     }
@@ -246,11 +253,12 @@ where
         let req = self.inner.new_request_id();
         let capture = &self.inner.capture;
         let start = capture.clock.raw();
-        let slotted = self
-            .inner
-            .requests
-            .open(id.into_u64(), pack(req, info.name), start);
+        let slotted =
+            self.inner
+                .requests
+                .open(id.into_u64(), pack(req, info.name, self.tag), start);
         ext.insert(RequestState {
+            layer: self.tag,
             id: req,
             slotted,
             name: info.name,
@@ -266,6 +274,7 @@ where
         let capture = &self.inner.capture;
         let requests = &self.inner.requests;
         let need_ids = match requests.get(id.into_u64()) {
+            Some(word) if layer_of(word) != self.tag => return,
             Some(word) => {
                 let (request, name) = unpack(word);
                 capture.record_in_poll(EventKind::RequestEnter, request, 0, false);
@@ -284,6 +293,7 @@ where
                 let Some(span) = ctx.span(id) else { return };
                 let ext = span.extensions();
                 match ext.get::<RequestState>() {
+                    Some(state) if state.layer != self.tag => return,
                     Some(state) => {
                         capture.record_in_poll(EventKind::RequestEnter, state.id, 0, false);
                         if let Some(task) = unnamed {
@@ -320,10 +330,15 @@ where
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         let capture = &self.inner.capture;
         if let Some(word) = self.inner.requests.get(id.into_u64()) {
+            if layer_of(word) != self.tag {
+                return;
+            }
             capture.record_in_poll(EventKind::RequestExit, unpack(word).0, 0, true);
         } else if self.inner.requests.any_fallbacks() {
             let Some(span) = ctx.span(id) else { return };
-            if let Some(state) = span.extensions().get::<RequestState>() {
+            if let Some(state) = span.extensions().get::<RequestState>()
+                && state.layer == self.tag
+            {
                 capture.record_in_poll(EventKind::RequestExit, state.id, 0, true);
             }
         }
@@ -347,7 +362,7 @@ where
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
         let ext = span.extensions();
-        let Some(state) = ext.get::<RequestState>() else {
+        let Some(state) = ext.get::<RequestState>().filter(|s| s.layer == self.tag) else {
             return;
         };
         let requests = &self.inner.requests;

@@ -82,6 +82,8 @@ pub struct BlackboxStats {
     pub pins_refused: u64,
     /// Slow requests captured while still open (stuck past `stuck_after`).
     pub requests_captured_open: u64,
+    /// Panics that wrote no dump: within a minute of the last dump on panic.
+    pub panic_dumps_skipped: u64,
     /// Request spans opened outside the open-request table (it was full):
     /// captured when they close slow, not while open.
     pub requests_untracked: u64,
@@ -166,6 +168,9 @@ struct Counters {
     sink_errors: AtomicU64,
     pins_refused: AtomicU64,
     captured_open: AtomicU64,
+    /// Raw clock of the last dump on panic (0: none yet).
+    last_panic_dump: AtomicU64,
+    panic_dumps_skipped: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -222,6 +227,8 @@ pub(crate) fn start(
 // === impl Blackbox ===
 
 impl Blackbox {
+    /// Dumps on panic are at most one per minute.
+    pub const PANIC_DUMP_INTERVAL: Duration = Duration::from_secs(60);
     /// Requests at least this long are captured: 500 ms.
     pub const DEFAULT_LATENCY_THRESHOLD: Duration = Duration::from_millis(500);
     /// Activity kept before a slow request: 2 s.
@@ -316,6 +323,7 @@ impl Blackbox {
             pins_refused: get(&c.pins_refused),
             requests_captured_open: get(&c.captured_open),
             requests_untracked: get(&self.inner.requests.fallbacks_total),
+            panic_dumps_skipped: get(&c.panic_dumps_skipped),
             requests_seen: self.inner.next_request_id.load(Ordering::Relaxed) - 1,
             slow_requests: c.slow_requests.load(Ordering::Relaxed),
             captures: c.captures.load(Ordering::Relaxed),
@@ -434,6 +442,11 @@ impl Blackbox {
     /// Writes a dump into the configured directory when the process panics,
     /// then runs the panic hook that was installed before. Opt-in.
     ///
+    /// At most one dump per [`PANIC_DUMP_INTERVAL`](Blackbox::PANIC_DUMP_INTERVAL):
+    /// a service whose tasks panic often (Tokio catches task panics) would
+    /// otherwise stall a worker and write a file for each. The panics not
+    /// dumped are counted in [`BlackboxStats::panic_dumps_skipped`].
+    ///
     /// # Examples
     ///
     /// ```
@@ -445,7 +458,24 @@ impl Blackbox {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if let Some(inner) = weak.upgrade() {
-                let _ = (Blackbox { inner }).dump_to_dir();
+                let now = inner.capture.clock.raw();
+                let interval = inner.capture.clock.ticks(Blackbox::PANIC_DUMP_INTERVAL);
+                let last = inner.counters.last_panic_dump.load(Ordering::Relaxed);
+                let due = last == 0 || now.saturating_sub(last) >= interval;
+                if due
+                    && inner
+                        .counters
+                        .last_panic_dump
+                        .compare_exchange(last, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    let _ = (Blackbox { inner }).dump_to_dir();
+                } else {
+                    inner
+                        .counters
+                        .panic_dumps_skipped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
             }
             previous(info);
         }));

@@ -34,9 +34,15 @@ const SEEN_SLOW: u64 = 1 << 60;
 /// The capture thread captured the request while open (stuck).
 const CAPTURED_OPEN: u64 = 1 << 59;
 
-/// A request's id and span name index, as packed in a slot.
-pub(crate) fn pack(request: u64, name: u16) -> u64 {
-    (u64::from(name) << 32) | (request & 0xffff_ffff)
+/// A request's id, span name index and owning layer's tag, as packed in a slot.
+pub(crate) fn pack(request: u64, name: u16, layer: u16) -> u64 {
+    (u64::from(layer & 0x3ff) << 48) | (u64::from(name) << 32) | (request & 0xffff_ffff)
+}
+
+/// The tag of the layer that opened the request (10 bits).
+#[inline]
+pub(crate) fn layer_of(word: u64) -> u16 {
+    ((word >> 48) & 0x3ff) as u16
 }
 
 /// The request id and span name index of a slot word.
@@ -252,7 +258,7 @@ mod tests {
         let ids: Vec<u64> = (1..=64).map(|k| (k << 22) | 5).collect();
         for (n, &id) in ids.iter().enumerate() {
             assert!(
-                t.open(id, pack(n as u64 + 1, 7), 100),
+                t.open(id, pack(n as u64 + 1, 7, 0), 100),
                 "id {id} found no slot"
             );
         }
@@ -275,9 +281,9 @@ mod tests {
             .collect();
         let t = OpenRequests::default();
         for &id in &same_bucket[..BUCKET] {
-            assert!(t.open(id, pack(1, 0), 0));
+            assert!(t.open(id, pack(1, 0, 0), 0));
         }
-        assert!(!t.open(same_bucket[BUCKET], pack(2, 0), 0));
+        assert!(!t.open(same_bucket[BUCKET], pack(2, 0, 0), 0));
         assert!(t.any_fallbacks());
         t.close(same_bucket[BUCKET], false);
         assert!(!t.any_fallbacks());
@@ -286,8 +292,8 @@ mod tests {
     #[test]
     fn scan_finds_slow_then_stuck_once() {
         let t = OpenRequests::default();
-        assert!(t.open(11, pack(1, 3), 1_000));
-        assert!(t.open(12, pack(2, 3), 9_000));
+        assert!(t.open(11, pack(1, 3, 0), 1_000));
+        assert!(t.open(12, pack(2, 3, 0), 9_000));
         let found = t.scan(10_000, 5_000, 50_000);
         assert_eq!(found.len(), 1);
         assert!(found[0].newly_slow && !found[0].stuck);

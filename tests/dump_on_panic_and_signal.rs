@@ -46,6 +46,21 @@ fn dumps_on_panic_and_on_sigusr1() {
     );
     let after_panic = dumps_in(&dir);
     assert_eq!(after_panic.len(), 1, "one dump written on panic");
+    // A burst of task panics (Tokio catches them): no more dumps, each counted.
+    std::panic::set_hook(Box::new(|_| {}));
+    blackbox.dump_on_panic();
+    rt.block_on(async {
+        for _ in 0..20 {
+            let _ = tokio::spawn(async { panic!("a task's unwrap") }).await;
+        }
+    });
+    let _ = std::panic::take_hook();
+    assert_eq!(
+        dumps_in(&dir).len(),
+        1,
+        "at most one dump on panic per minute"
+    );
+    assert_eq!(blackbox.stats().panic_dumps_skipped, 20);
     let file = dump::read_file(&after_panic[0]).expect("panic dump reads back");
     assert_eq!(file.kind, FileKind::Dump);
     assert!(!file.window.tasks().is_empty());
