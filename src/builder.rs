@@ -582,6 +582,16 @@ impl Builder {
                 "at least the latency threshold",
             );
         }
+        if config.window_before + config.window_after > config.max_window {
+            return bad(
+                "window",
+                format!(
+                    "{:?} before + {:?} after",
+                    config.window_before, config.window_after
+                ),
+                "before + after at most the maximum window (30 s by default)",
+            );
+        }
         if !BUFFER_MEMORY_RANGE.contains(&config.buffer_memory) {
             return bad(
                 "buffer_memory",

@@ -134,6 +134,13 @@ fn environment_variables() {
     }
     unset("BLACKBOX_DIR");
 
+    // A window longer than the longest window is refused, not cut silently.
+    let err = Blackbox::builder()
+        .window(Duration::from_secs(20), Duration::from_secs(20))
+        .build()
+        .expect_err("before + after past the maximum window");
+    assert!(err.to_string().contains("window"), "{err}");
+
     // The per-thread ring settings of earlier versions are refused by name,
     // with what replaces them.
     for old in ["BLACKBOX_EVENTS_PER_THREAD", "BLACKBOX_MAX_THREADS"] {
