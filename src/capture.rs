@@ -273,7 +273,9 @@ fn no_fill() -> &'static crate::sync::AtomicU32 {
 }
 
 impl Local {
+    /// Only the thread-local's initializer: each thread gets its own copy.
     #[cfg(not(blackbox_loom))]
+    #[allow(clippy::declare_interior_mutable_const)]
     const EMPTY: Local = Local {
         owner: Cell::new(0),
         words: Cell::new(&[]),
