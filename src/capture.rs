@@ -272,32 +272,13 @@ fn no_fill() -> &'static crate::sync::AtomicU32 {
     Box::leak(Box::new(crate::sync::AtomicU32::new(0)))
 }
 
-impl Local {
-    /// Only the thread-local's initializer: each thread gets its own copy.
-    #[cfg(not(blackbox_loom))]
-    #[allow(clippy::declare_interior_mutable_const)]
-    const EMPTY: Local = Local {
-        owner: Cell::new(0),
-        words: Cell::new(&[]),
-        fill_at: Cell::new(&NO_FILL_SYNC),
-        fill: Cell::new(0),
-        segment: Cell::new(0),
-        last: Cell::new(0),
-        task_high: Cell::new(0),
-        thread: Cell::new(0),
-        seq: Cell::new(0),
-        events_before: Cell::new(0),
-        locations: [const { Cell::new((0, 0)) }; LOCATION_CACHE],
-        task: Cell::new(0),
-        named: [const { Cell::new(0) }; NAMED_CACHE],
-    };
-
-    #[cfg(blackbox_loom)]
-    fn empty() -> Local {
+/// A thread's state before its first event, with `$fill` standing for "no segment".
+macro_rules! empty_local {
+    ($fill:expr) => {
         Local {
             owner: Cell::new(0),
             words: Cell::new(&[]),
-            fill_at: Cell::new(no_fill()),
+            fill_at: Cell::new($fill),
             fill: Cell::new(0),
             segment: Cell::new(0),
             last: Cell::new(0),
@@ -309,17 +290,17 @@ impl Local {
             task: Cell::new(0),
             named: [const { Cell::new(0) }; NAMED_CACHE],
         }
-    }
+    };
 }
 
 #[cfg(not(blackbox_loom))]
 thread_local! {
-    static LOCAL: Local = const { Local::EMPTY };
+    static LOCAL: Local = const { empty_local!(&NO_FILL_SYNC) };
 }
 
 #[cfg(blackbox_loom)]
 thread_local! {
-    static LOCAL: Local = Local::empty();
+    static LOCAL: Local = empty_local!(no_fill());
 }
 
 thread_local! {

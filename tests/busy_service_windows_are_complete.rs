@@ -6,24 +6,17 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::windows::Collect;
-use tracing_subscriber::prelude::*;
 
 #[test]
 fn busy_service_windows_are_complete() {
-    let sink = Collect::default();
     let before = Duration::from_millis(800);
-    let (blackbox, guard) = tokio_blackbox::Blackbox::builder()
-        .latency_threshold(Duration::from_millis(200))
-        .window(before, Duration::from_millis(100))
-        .buffer_memory(4 << 20)
-        .sink(sink.clone())
-        .build()
-        .unwrap();
-    tracing_subscriber::registry().with(blackbox.layer()).init();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    blackbox.install_hooks(rt.worker_threads(2).enable_all());
-    let rt = rt.build().unwrap();
+    let (blackbox, guard, rt, sink) = support::windows::recorder(
+        tokio_blackbox::Blackbox::builder()
+            .latency_threshold(Duration::from_millis(200))
+            .window(before, Duration::from_millis(100))
+            .buffer_memory(4 << 20),
+        2,
+    );
     let started = Instant::now();
     rt.block_on(async {
         // Background load: short tasks, spawned in waves of 200 every 4 ms

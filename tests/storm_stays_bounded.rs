@@ -10,26 +10,20 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use prost::Message;
 use std::time::{Duration, Instant};
-use support::windows::{Collect, peak_rss};
+use support::windows::peak_rss;
 use tokio_blackbox::export::otlp::{Budget, window_spans};
-use tracing_subscriber::prelude::*;
 
 #[test]
 fn a_storm_stays_bounded_and_adds_up() {
     let rss_before = peak_rss();
-    let sink = Collect::default();
     let buffer = 8 << 20;
-    let (blackbox, guard) = tokio_blackbox::Blackbox::builder()
-        .latency_threshold(Duration::ZERO)
-        .window(Duration::from_millis(500), Duration::from_millis(100))
-        .buffer_memory(buffer)
-        .sink(sink.clone())
-        .build()
-        .unwrap();
-    tracing_subscriber::registry().with(blackbox.layer()).init();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    blackbox.install_hooks(rt.worker_threads(2).enable_all());
-    let rt = rt.build().unwrap();
+    let (blackbox, guard, rt, sink) = support::windows::recorder(
+        tokio_blackbox::Blackbox::builder()
+            .latency_threshold(Duration::ZERO)
+            .window(Duration::from_millis(500), Duration::from_millis(100))
+            .buffer_memory(buffer),
+        2,
+    );
     let started = Instant::now();
     let served = rt.block_on(async {
         let mut served = 0u64;

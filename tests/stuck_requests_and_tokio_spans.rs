@@ -6,23 +6,16 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::windows::Collect;
-use tracing_subscriber::prelude::*;
 
 #[test]
 fn a_hung_request_is_captured_open_and_tokio_spans_are_not_requests() {
-    let sink = Collect::default();
-    let (blackbox, guard) = tokio_blackbox::Blackbox::builder()
-        .latency_threshold(Duration::from_millis(100))
-        .stuck_after(Duration::from_millis(400))
-        .window(Duration::from_millis(200), Duration::from_millis(50))
-        .sink(sink.clone())
-        .build()
-        .unwrap();
-    tracing_subscriber::registry().with(blackbox.layer()).init();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    blackbox.install_hooks(rt.worker_threads(2).enable_all());
-    let rt = rt.build().unwrap();
+    let (blackbox, guard, rt, sink) = support::windows::recorder(
+        tokio_blackbox::Blackbox::builder()
+            .latency_threshold(Duration::from_millis(100))
+            .stuck_after(Duration::from_millis(400))
+            .window(Duration::from_millis(200), Duration::from_millis(50)),
+        2,
+    );
     rt.block_on(async {
         // What Tokio's `tracing` feature does for each spawned task.
         // Each lives past the threshold: as requests, they would be slow.

@@ -31,3 +31,25 @@ pub fn peak_rss() -> u64 {
         })
         .map_or(0, |kb| kb * 1024)
 }
+
+/// A recorder built from `builder` with a [`Collect`] sink, its layer in the
+/// global subscriber (one per test binary, as in a real service), and a
+/// multi-thread runtime of `workers` workers with its hooks.
+pub fn recorder(
+    builder: tokio_blackbox::Builder,
+    workers: usize,
+) -> (
+    tokio_blackbox::Blackbox,
+    tokio_blackbox::BlackboxGuard,
+    tokio::runtime::Runtime,
+    Collect,
+) {
+    use tracing_subscriber::prelude::*;
+    let sink = Collect::default();
+    let (blackbox, guard) = builder.sink(sink.clone()).build().expect("recorder");
+    tracing_subscriber::registry().with(blackbox.layer()).init();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    blackbox.install_hooks(rt.worker_threads(workers).enable_all());
+    let rt = rt.build().expect("runtime");
+    (blackbox, guard, rt, sink)
+}
