@@ -197,9 +197,22 @@ pub fn setup(variant: Variant, workers: usize, threshold: Option<Duration>) -> S
                 .with_batch_exporter(exporter)
                 .build();
             let tracer = provider.tracer("blackbox-bench");
+            // The exporter's own transport spans (h2, tonic, hyper, tower)
+            // filtered out, as every tracing-opentelemetry setup must, or each
+            // export produces more spans to export.
+            use tracing_subscriber::Layer as _;
+            let not_transport = tracing_subscriber::filter::filter_fn(|m| {
+                let t = m.target();
+                !["h2", "tonic", "hyper", "tower"]
+                    .iter()
+                    .any(|p| t.starts_with(p))
+            });
             set_global(
-                tracing_subscriber::registry()
-                    .with(tracing_opentelemetry::layer().with_tracer(tracer)),
+                tracing_subscriber::registry().with(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_filter(not_transport),
+                ),
             );
             s.receiver = Some(r);
             s.otel = Some(provider);
