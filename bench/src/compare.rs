@@ -336,6 +336,7 @@ pub fn compare(args: &[String]) {
         }
         md += "\n";
     }
+    md += "## Against the issue's targets\n\n(Written by hand from the tables above after a run; update it when re-running.)\n";
     std::fs::write(&out, &md).unwrap_or_else(|e| panic!("writing {out}: {e}"));
     println!("{md}");
     eprintln!("wrote {out}");
