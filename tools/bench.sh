@@ -42,7 +42,9 @@ while [ $# -gt 0 ]; do
 done
 
 build() { cargo build --release -q -j"$JOBS" -p blackbox-bench "$@"; }
-build
+# --ci needs plain, registry and blackbox only: built without dial9 (the
+# largest dependency tree) so a CI run from empty caches stays short.
+if [ "$ci" = 1 ]; then build --no-default-features; else build; fi
 bin="$CARGO_TARGET_DIR/release/blackbox-bench"
 
 # Instruction counts: prints a markdown table, sets POLL and REQUEST.

@@ -217,6 +217,12 @@ pub fn setup(variant: Variant, workers: usize, threshold: Option<Duration>) -> S
             s.receiver = Some(r);
             s.otel = Some(provider);
         }
+        #[cfg(not(feature = "dial9"))]
+        Variant::Dial9 => {
+            eprintln!("the dial9 variant needs the `dial9` feature (on by default)");
+            std::process::exit(2);
+        }
+        #[cfg(feature = "dial9")]
         Variant::Dial9 => {
             use dial9::Dial9HandleTokioExt;
             // As dial9's production_use example: a rotated, size-bounded disk
