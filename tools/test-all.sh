@@ -12,7 +12,10 @@
 # 4. the tests again without tokio_unstable (what a plain build records);
 # 5. loom models of the segments (--cfg blackbox_loom);
 # 6. benches build, docs build without warnings;
-# 7. the README's demo command runs and captures its slow requests.
+# 7. the overhead harness's light mode (tools/bench.sh --ci): instructions
+#    added per poll and per request span under callgrind, failing over +10%
+#    of bench/baseline.toml;
+# 8. the README's demo command runs and captures its slow requests.
 #
 # Build outputs go to CARGO_TARGET_DIR (default: target/); the variants of
 # steps 4 and 5 use their own folders beside it so they do not evict each other.
@@ -56,6 +59,8 @@ cargo fmt --all -- --check
 
 step "clippy"
 cargo clippy --all-targets --all-features -- -D warnings
+# The bench workspace member (not a default member: checked by name).
+cargo clippy -p blackbox-bench --all-targets -- -D warnings
 
 step "tests (tokio_unstable)"
 ctest --all-features --no-fail-fast
@@ -70,6 +75,9 @@ RUSTFLAGS="--cfg tokio_unstable --cfg blackbox_loom" LOOM_MAX_PREEMPTIONS=3 \
 
 step "benches build"
 cargo bench --no-run
+
+step "overhead harness, light mode: instruction counts vs bench/baseline.toml"
+BENCH_JOBS="${BENCH_JOBS:-$(nproc)}" tools/bench.sh --ci
 
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features

@@ -1,0 +1,266 @@
+//! tokio-blackbox's overhead side by side with what users would run instead
+//! (issue 9). One binary, a variant argument:
+//!
+//! ```text
+//! blackbox-bench run <variant> <polls|requests|http> [--secs S]   one measurement, one RESULT line
+//! blackbox-bench count <variant> <polls|requests> [--n N]         the fixed workload for callgrind
+//! blackbox-bench bytes <blackbox|otel-all|dial9> [--secs S]       bytes exported at 1,000 req/s, 0.1% slow
+//! blackbox-bench compare [--rounds R] [--secs S] [--console-bin PATH] [--out FILE]
+//! ```
+//!
+//! Variants: plain, registry, blackbox, blackbox-storm, tokio-metrics,
+//! otel-all, dial9, console (only in a `--features console` build).
+//! `tools/bench.sh` builds both binaries and runs `compare`; `tools/bench.sh
+//! --ci` counts instructions under callgrind against `bench/baseline.toml`.
+
+mod compare;
+mod receiver;
+mod variants;
+mod workloads;
+
+use std::time::{Duration, Instant};
+
+use variants::{Setup, Variant, setup};
+
+const WORKERS: usize = 2;
+
+fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: blackbox-bench run <variant> <polls|requests|http> [--secs S]\n       \
+         blackbox-bench count <variant> <polls|requests> [--n N]\n       \
+         blackbox-bench bytes <blackbox|otel-all|dial9> [--secs S]\n       \
+         blackbox-bench compare [--rounds R] [--secs S] [--console-bin PATH] [--out FILE]\n\
+         variants: plain registry blackbox blackbox-storm tokio-metrics otel-all dial9 console"
+    );
+    std::process::exit(2)
+}
+
+fn variant_arg(args: &[String]) -> Variant {
+    args.get(2)
+        .and_then(|v| Variant::parse(v))
+        .unwrap_or_else(|| usage())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("run") => {
+            let v = variant_arg(&args);
+            let w = args.get(3).cloned().unwrap_or_else(|| usage());
+            run(v, &w, flag(&args, "--secs", 3.0));
+        }
+        Some("count") => {
+            let v = variant_arg(&args);
+            let w = args.get(3).cloned().unwrap_or_else(|| usage());
+            count(v, &w, flag(&args, "--n", 20_000));
+        }
+        Some("bytes") => bytes(variant_arg(&args), flag(&args, "--secs", 10.0)),
+        Some("compare") => compare::compare(&args),
+        _ => usage(),
+    }
+}
+
+/// What a variant exported or wrote during the run, and its buffer memory.
+fn exported(s: &Setup) -> (u64, u64, usize) {
+    let (mut bytes, mut spans) = (0, 0);
+    if let Some(r) = &s.receiver {
+        bytes = r.bytes();
+        spans = r.spans();
+    }
+    if let Some(d) = &s.dial9_dir {
+        bytes = variants::dir_bytes(d);
+    }
+    let buffer = s
+        .blackbox
+        .as_ref()
+        .map_or(0, variants::blackbox_buffer_bytes);
+    (bytes, spans, buffer)
+}
+
+/// One measurement: prints `RESULT key=value ...`. `cost_ns` is the cost of
+/// one unit: CPU ns of the whole process per poll / per request, and for
+/// http wall ns per request (1 / throughput).
+fn run(v: Variant, workload: &str, secs: f64) {
+    let s = setup(v, WORKERS, None);
+    let ctx = s.ctx.clone();
+    let mut line = format!("RESULT variant={} workload={workload}", v.name());
+    match workload {
+        "polls" => {
+            let (n, wall, cpu) = workloads::timed(&s.rt, secs, async |stop| {
+                workloads::polls(&ctx, workloads::POLL_TASKS, u64::MAX, Some(stop)).await
+            });
+            line += &format!(
+                " units={n} cost_ns={:.2} wall_ns={:.2}",
+                cpu.as_nanos() as f64 / n as f64,
+                wall.as_nanos() as f64 / n as f64
+            );
+        }
+        "requests" => {
+            let (n, wall, cpu) = workloads::timed(&s.rt, secs, async |stop| {
+                workloads::requests(&ctx, workloads::REQUEST_CLIENTS, u64::MAX, Some(stop)).await
+            });
+            line += &format!(
+                " units={n} cost_ns={:.1} wall_ns={:.1}",
+                cpu.as_nanos() as f64 / n as f64,
+                wall.as_nanos() as f64 / n as f64
+            );
+        }
+        "http" => {
+            let r = workloads::http(&s.rt, &ctx, secs);
+            let l = &r.latencies_us;
+            line += &format!(
+                " units={} cost_ns={:.1} rps={:.0} p50_us={} p99_us={} p999_us={}",
+                r.requests,
+                r.wall.as_nanos() as f64 / r.requests.max(1) as f64,
+                r.requests as f64 / r.wall.as_secs_f64(),
+                workloads::percentile(l, 0.5),
+                workloads::percentile(l, 0.99),
+                workloads::percentile(l, 0.999),
+            );
+        }
+        _ => usage(),
+    }
+    if let Some(bb) = &s.blackbox {
+        // Let the export thread finish what it started (storm) before counting.
+        bb.flush(Duration::from_secs(2));
+    }
+    let (bytes, spans, buffer) = exported(&s);
+    line += &format!(
+        " rss={} bytes={bytes} spans={spans} buffer={buffer}",
+        workloads::peak_rss()
+    );
+    if let Some(bb) = &s.blackbox {
+        let st = bb.stats();
+        line += &format!(
+            " captures={} windows={} skipped={}",
+            st.captures, st.windows_exported, st.requests_skipped
+        );
+    }
+    println!("{line}");
+    // Exit without tearing down subscribers, runtimes and exporters: their
+    // shutdown is not what is measured.
+    std::process::exit(0);
+}
+
+/// The region callgrind collects in (`--toggle-collect=bench_measured_region`):
+/// the workload on a current-thread runtime, so every poll, hook and layer call
+/// runs on this thread, and the variant's own background threads (export,
+/// flush) stay out of the count.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub fn bench_measured_region(s: &Setup, workload: &str, n: u64) -> u64 {
+    let ctx = s.ctx.clone();
+    match workload {
+        "polls" => s.rt.block_on(workloads::polls(&ctx, 4, n, None)),
+        "requests" => s.rt.block_on(async {
+            let server = workloads::spawn_server();
+            for i in 0..n {
+                workloads::request(&ctx, &server, i, None).await;
+            }
+            n
+        }),
+        _ => usage(),
+    }
+}
+
+fn count(v: Variant, workload: &str, n: u64) {
+    let s = setup(v, 0, None);
+    // Warm up outside the region: first-touch allocations, lazy statics, rings.
+    bench_warmup(&s, workload);
+    let units = bench_measured_region(&s, workload, n);
+    println!(
+        "COUNT variant={} workload={workload} units={units}",
+        v.name()
+    );
+    std::process::exit(0);
+}
+
+#[inline(never)]
+fn bench_warmup(s: &Setup, workload: &str) {
+    let ctx = s.ctx.clone();
+    match workload {
+        "polls" => {
+            s.rt.block_on(workloads::polls(&ctx, 4, 1000, None));
+        }
+        _ => s.rt.block_on(async {
+            let server = workloads::spawn_server();
+            for i in 0..1000 {
+                workloads::request(&ctx, &server, i, None).await;
+            }
+        }),
+    }
+}
+
+/// Bytes exported (blackbox, otel-all: received by the local OTLP receiver;
+/// dial9: written to its trace directory) at 1,000 requests/s with 0.1% of
+/// them slow (100 ms against a 50 ms threshold), scaled to an hour.
+fn bytes(v: Variant, secs: f64) {
+    let threshold = Duration::from_millis(50);
+    let mut s = setup(
+        if v == Variant::Blackbox {
+            Variant::BlackboxStorm // the storm setup exports; threshold set below
+        } else {
+            v
+        },
+        WORKERS,
+        Some(threshold),
+    );
+    let ctx = s.ctx.clone();
+    let total = (secs * 1000.0) as u64;
+    let t0 = Instant::now();
+    s.rt.block_on(async {
+        let server = workloads::spawn_server();
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut handles = Vec::with_capacity(total as usize);
+        for i in 0..total {
+            tick.tick().await;
+            let (ctx, server) = (ctx.clone(), server.clone());
+            let slow = (i % 1000 == 500).then_some(Duration::from_millis(100));
+            handles.push(tokio::spawn(async move {
+                workloads::request(&ctx, &server, i, slow).await
+            }));
+        }
+        for h in handles {
+            h.await.expect("request");
+        }
+    });
+    let elapsed = t0.elapsed();
+    if let Some(bb) = &s.blackbox {
+        bb.flush(Duration::from_secs(10));
+    }
+    if let Some(p) = &s.otel {
+        let _ = p.force_flush();
+    }
+    let rt = std::mem::replace(
+        &mut s.rt,
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt"),
+    );
+    rt.shutdown_timeout(Duration::from_secs(5));
+    // dial9 writes its buffers out when the recorder drops.
+    s.keep.clear();
+    std::thread::sleep(Duration::from_millis(500));
+    let (bytes, spans, _) = exported(&s);
+    let per_hour = bytes as f64 * 3600.0 / elapsed.as_secs_f64();
+    let name = if v == Variant::Blackbox {
+        "blackbox"
+    } else {
+        v.name()
+    };
+    println!(
+        "RESULT variant={name} workload=bytes units={total} secs={:.1} bytes={bytes} spans={spans} bytes_per_hour={per_hour:.0} slow={}",
+        elapsed.as_secs_f64(),
+        total / 1000
+    );
+    std::process::exit(0);
+}
