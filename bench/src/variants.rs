@@ -95,7 +95,7 @@ pub fn blackbox(
 
 /// The ring memory the blackbox variants may use, bytes.
 pub fn blackbox_buffer_bytes(bb: &tokio_blackbox::Blackbox) -> usize {
-    bb.stats().ring_bytes_limit
+    bb.stats().buffer_bytes_limit
 }
 
 fn set_global<S>(s: S)
