@@ -195,8 +195,7 @@ pub fn compare(args: &[String]) {
         sh("uname -r"),
         sh("rustc -V"),
     );
-    md += "These numbers measure the recorder on `main` before the capture-core rewrite\n";
-    md += "(per-thread rings, 16 MiB by default); re-run `tools/bench.sh` after it lands.\n";
+    md += "These numbers measure the recorder of the commit the script ran on.\n";
     md += "The machine is a shared 2-vCPU VM: wall-time ratios move by several percent\n";
     md += "between runs (see the min–max); the instruction counts below repeat.\n\n";
     md += "## Variants\n\n";
