@@ -16,7 +16,6 @@
 use crate::event::{EventKind, NO_STRING};
 use crate::recorder::Inner;
 use crate::requests::{IDS_LOOKED_UP, layer_of, pack, unpack};
-use crate::window::SlowRequest;
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use std::collections::HashMap;
@@ -382,7 +381,7 @@ where
         if !slow {
             return;
         }
-        let (trace_id, span_id, own_span) = match (state.ids.get().copied().flatten(), table_ids) {
+        let ids = match (state.ids.get().copied().flatten(), table_ids) {
             (Some((t, s)), _) => (t, s, false),
             (None, Some(ids)) => ids,
             (None, None) => {
@@ -390,18 +389,9 @@ where
                 (g.new_trace_id(), g.new_span_id(), true)
             }
         };
-        let name = capture.strings.get(state.name);
-        // A fresh anchor: the raw clock and the wall clock drift apart over hours.
-        let anchor = capture.clock.anchor();
-        let mut req = SlowRequest::new(
-            state.id,
-            name,
-            trace_id,
-            span_id,
-            anchor.to_unix_ns(state.start),
-            anchor.to_unix_ns(end),
-        );
-        req.own_span = own_span;
+        let mut req = self
+            .inner
+            .slow_request(state.id, state.name, ids, state.start, end);
         req.error = error;
         self.inner.on_slow_request(req, state.start, end);
     }

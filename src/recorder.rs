@@ -19,6 +19,7 @@ use crate::segments::{Pinner, SEGMENT_BYTES};
 use crate::sync::lock;
 use crate::trigger::{Decision, Pending, Trigger};
 use crate::window::{SlowRequest, Window};
+use opentelemetry::trace::{SpanId, TraceId};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -528,6 +529,29 @@ impl Inner {
         }
     }
 
+    /// A slow request that ran over `[start, end]` (raw clock), its times
+    /// in UNIX ns with a fresh anchor (the raw and wall clocks drift apart over hours).
+    pub(crate) fn slow_request(
+        &self,
+        request_id: u64,
+        name: u16,
+        (trace_id, span_id, own_span): (TraceId, SpanId, bool),
+        start: u64,
+        end: u64,
+    ) -> SlowRequest {
+        let anchor = self.capture.clock.anchor();
+        let mut req = SlowRequest::new(
+            request_id,
+            self.capture.strings.get(name),
+            trace_id,
+            span_id,
+            anchor.to_unix_ns(start),
+            anchor.to_unix_ns(end),
+        );
+        req.own_span = own_span;
+        req
+    }
+
     fn remember(&self, req: &SlowRequest) {
         let mut recent = lock(&self.recent_slow);
         if recent.len() == RECENT_SLOW {
@@ -685,17 +709,8 @@ fn capture_thread(inner: Arc<Inner>, rx: Receiver<Msg>, mut sink: Box<dyn Sink>)
                 let from = r.start_raw.saturating_sub(before);
                 open_needed = Some(open_needed.map_or(from, |n| n.min(from)));
                 if r.stuck {
-                    let (trace_id, span_id, own_span) = inner.requests.ids_or_own(&r);
-                    let anchor = clock.anchor();
-                    let mut req = SlowRequest::new(
-                        r.request_id,
-                        inner.capture.strings.get(r.name),
-                        trace_id,
-                        span_id,
-                        anchor.to_unix_ns(r.start_raw),
-                        anchor.to_unix_ns(now),
-                    );
-                    req.own_span = own_span;
+                    let ids = inner.requests.ids_or_own(&r);
+                    let mut req = inner.slow_request(r.request_id, r.name, ids, r.start_raw, now);
                     req.open = true;
                     inner.counters.slow_requests.fetch_add(1, Ordering::Relaxed);
                     inner.counters.captured_open.fetch_add(1, Ordering::Relaxed);

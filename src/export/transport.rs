@@ -791,20 +791,9 @@ impl Queue {
 
     /// Waits until every job accepted so far is finished, or `deadline`.
     fn wait_finished(&self, deadline: Instant) -> bool {
-        let mut st = lock(&self.state);
-        let target = st.accepted;
-        while st.finished < target && !st.thread_done {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            st = self
-                .progress
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-        st.finished >= target
+        let target = lock(&self.state).accepted;
+        self.wait_for(deadline, |st| st.finished >= target || st.thread_done)
+            && lock(&self.state).finished >= target
     }
 
     /// No more jobs; the thread ends once the queue is empty.
@@ -815,8 +804,13 @@ impl Queue {
 
     /// Waits until the export thread has returned, or `deadline`.
     fn wait_thread(&self, deadline: Instant) -> bool {
+        self.wait_for(deadline, |st| st.thread_done)
+    }
+
+    /// Waits on `progress` until `done` holds, or `deadline`; `false` on time-out.
+    fn wait_for(&self, deadline: Instant, done: impl Fn(&QueueState) -> bool) -> bool {
         let mut st = lock(&self.state);
-        while !st.thread_done {
+        while !done(&st) {
             let now = Instant::now();
             if now >= deadline {
                 return false;
