@@ -10,6 +10,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod analysis;
 mod builder;
 mod capture;
 mod clock;
@@ -26,6 +27,7 @@ mod sync;
 mod trigger;
 pub mod window;
 
+pub use analysis::{Poll, RequestSpan, TaskActivity, WorkerActivity};
 pub use builder::{Builder, ENV_VARS, parse_duration, parse_size};
 pub use error::{BuildError, DumpError, DumpErrorKind, SinkError};
 pub use event::{Event, EventKind};
@@ -33,4 +35,4 @@ pub use export::{DirSink, JsonFileSink, OtlpSink, Sink, TailSampler};
 pub use hooks::BlackboxHooks;
 pub use layer::{BlackboxLayer, RequestSpans};
 pub use recorder::{Blackbox, BlackboxGuard, BlackboxStats};
-pub use window::{Lane, Poll, RequestSpan, SlowRequest, TaskActivity, Window, WorkerActivity};
+pub use window::{Lane, SlowRequest, Window};

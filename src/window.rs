@@ -3,15 +3,14 @@
 //!
 //! [`Window`] is the typed value handed to a sink: the slow requests it
 //! covers, each lane's events in UNIX nanoseconds, the string table, and what
-//! was lost. [`Window::tasks`], [`Window::workers`] and
-//! [`Window::request_spans`] turn the raw events into the activity a person
-//! looks at; the exporter, the dump reader and the command all use them.
+//! was lost. The [`analysis`](crate::analysis) module turns the raw events
+//! into the activity a person looks at ([`Window::tasks`],
+//! [`Window::workers`], [`Window::request_spans`]).
 
 use crate::capture::RawLane;
 use crate::clock::TimeAnchor;
-use crate::event::{Event, EventKind, NO_STRING, decode_delay};
+use crate::event::{Event, NO_STRING};
 use opentelemetry::trace::{SpanId, TraceId};
-use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// A request span that ran longer than the threshold.
@@ -136,128 +135,6 @@ pub struct Window {
     pub task_hooks: bool,
 }
 
-/// One poll of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Poll {
-    /// The lane (thread) that polled.
-    pub lane: u32,
-    /// Poll start, UNIX ns (the window start if the poll began before it).
-    pub start_ns: u64,
-    /// Poll end, UNIX ns (the window end if the poll had not ended).
-    pub end_ns: u64,
-    /// How long the task waited for a worker before this poll, when recorded.
-    pub sched_delay_ns: Option<u64>,
-    /// `false` when the poll was cut by the window's edge.
-    pub complete: bool,
-}
-
-impl Poll {
-    /// The poll's duration in nanoseconds.
-    pub fn duration_ns(&self) -> u64 {
-        self.end_ns.saturating_sub(self.start_ns)
-    }
-}
-
-/// What one task did inside a window.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct TaskActivity {
-    /// Tokio's task id.
-    pub id: u64,
-    /// The spawn location, `file:line:column`, when known.
-    pub location: Option<String>,
-    /// The span the task runs in (its `.instrument(..)` span or request
-    /// span), when one was entered in its polls.
-    pub span_name: Option<String>,
-    /// When it was spawned, if inside the window.
-    pub spawned_ns: Option<u64>,
-    /// When it terminated, if inside the window.
-    pub terminated_ns: Option<u64>,
-    /// Its polls, in time order.
-    pub polls: Vec<Poll>,
-    /// Ids of the requests it worked for (entered their span, or was spawned inside it).
-    pub requests: Vec<u64>,
-}
-
-impl TaskActivity {
-    /// Time spent being polled.
-    pub fn busy_ns(&self) -> u64 {
-        self.polls
-            .iter()
-            .map(Poll::duration_ns)
-            .fold(0, u64::saturating_add)
-    }
-
-    /// The longest poll.
-    pub fn longest_poll_ns(&self) -> u64 {
-        self.polls.iter().map(Poll::duration_ns).max().unwrap_or(0)
-    }
-
-    /// Total recorded scheduling delay.
-    pub fn sched_delay_ns(&self) -> u64 {
-        self.polls
-            .iter()
-            .filter_map(|p| p.sched_delay_ns)
-            .fold(0, u64::saturating_add)
-    }
-
-    /// The spawn location split into file and line, when known.
-    pub fn file_line(&self) -> Option<(&str, u32)> {
-        let loc = self.location.as_deref()?;
-        let mut parts = loc.rsplitn(3, ':');
-        let _col = parts.next()?;
-        let line = parts.next()?.parse().ok()?;
-        Some((parts.next()?, line))
-    }
-
-    /// A display name: the span the task runs in, else `task <file>:<line>`,
-    /// else `task <id>`.
-    pub fn name(&self) -> String {
-        if let Some(span) = &self.span_name {
-            return span.clone();
-        }
-        match self.file_line() {
-            Some((file, line)) => format!("task {file}:{line}"),
-            None => format!("task {}", self.id),
-        }
-    }
-}
-
-/// What one thread did inside a window.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct WorkerActivity {
-    /// The lane index.
-    pub lane: u32,
-    /// The thread's name.
-    pub thread: String,
-    /// Moments the thread parked.
-    pub parks: Vec<u64>,
-    /// Moments the thread unparked.
-    pub unparks: Vec<u64>,
-    /// Time spent polling tasks.
-    pub busy_ns: u64,
-    /// Number of polls.
-    pub polls: u64,
-}
-
-/// A request span's time on one thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RequestSpan {
-    /// The request id.
-    pub request_id: u64,
-    /// The span name, if its open event is in the window.
-    pub name: Option<String>,
-    /// Opened (UNIX ns), if inside the window.
-    pub open_ns: Option<u64>,
-    /// Closed (UNIX ns), if inside the window.
-    pub close_ns: Option<u64>,
-    /// `(lane, enter, exit)` intervals.
-    pub entered: Vec<(u32, u64, u64)>,
-}
-
 impl Window {
     /// Cuts a window from decoded lanes (raw clock): converts to UNIX
     /// nanoseconds and keeps the events in `[from, to]`.
@@ -300,189 +177,21 @@ impl Window {
             .fold(0, u64::saturating_add)
     }
 
-    fn string(&self, i: u16) -> Option<String> {
-        (i != NO_STRING)
-            .then(|| self.strings.get(usize::from(i)).cloned())
-            .flatten()
-    }
-
-    /// The tasks seen in the window, ordered by task id.
-    pub fn tasks(&self) -> Vec<TaskActivity> {
-        let mut tasks: BTreeMap<u64, TaskActivity> = BTreeMap::new();
-        fn task(tasks: &mut BTreeMap<u64, TaskActivity>, id: u64) -> &mut TaskActivity {
-            tasks.entry(id).or_insert_with(|| TaskActivity {
-                id,
-                ..TaskActivity::default()
-            })
+    /// The string at index `i` of the window's string table
+    /// ([`NO_STRING`] and indexes past the table are `None`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio_blackbox::Window;
+    /// let w = Window { strings: vec!["src/main.rs:3:5".into()], ..Window::default() };
+    /// assert_eq!(w.string(0), Some("src/main.rs:3:5"));
+    /// assert_eq!(w.string(tokio_blackbox::event::NO_STRING), None);
+    /// ```
+    pub fn string(&self, i: u16) -> Option<&str> {
+        if i == NO_STRING {
+            return None;
         }
-        for lane in &self.lanes {
-            // The poll in progress on this lane, and the requests entered.
-            let mut open: Option<(u64, u64, Option<u64>)> = None;
-            let mut entered: Vec<u64> = Vec::new();
-            for e in &lane.events {
-                let Some(kind) = e.kind() else { continue };
-                match kind {
-                    EventKind::TaskSpawn => {
-                        let loc = self.string(e.arg());
-                        let t = task(&mut tasks, e.subject());
-                        t.spawned_ns = Some(e.ts);
-                        if t.location.is_none() {
-                            t.location = loc;
-                        }
-                        if let Some(&r) = entered.last() {
-                            push_unique(&mut t.requests, r);
-                        }
-                    }
-                    EventKind::PollStart => {
-                        if let Some((id, start, delay)) = open.take() {
-                            // A poll start with no end: the end was lost.
-                            task(&mut tasks, id).polls.push(Poll {
-                                lane: lane.index,
-                                start_ns: start,
-                                end_ns: e.ts,
-                                sched_delay_ns: delay,
-                                complete: false,
-                            });
-                        }
-                        let delay = self.schedule_delay.then(|| decode_delay(e.arg()));
-                        open = Some((e.subject(), e.ts, delay));
-                        task(&mut tasks, e.subject());
-                    }
-                    EventKind::PollEnd => {
-                        let loc = self.string(e.arg());
-                        let (start, delay, complete) = match open.take() {
-                            Some((id, start, delay)) if id == e.subject() => (start, delay, true),
-                            _ => (self.from_unix_ns.min(e.ts), None, false),
-                        };
-                        let t = task(&mut tasks, e.subject());
-                        if t.location.is_none() {
-                            t.location = loc;
-                        }
-                        t.polls.push(Poll {
-                            lane: lane.index,
-                            start_ns: start,
-                            end_ns: e.ts,
-                            sched_delay_ns: delay,
-                            complete,
-                        });
-                    }
-                    EventKind::TaskTerminate => {
-                        task(&mut tasks, e.subject()).terminated_ns = Some(e.ts);
-                    }
-                    EventKind::TaskName => {
-                        let name = self.string(e.arg());
-                        let t = task(&mut tasks, e.subject());
-                        if t.span_name.is_none() {
-                            t.span_name = name;
-                        }
-                    }
-                    EventKind::RequestEnter => {
-                        entered.push(e.subject());
-                        if let Some((id, _, _)) = open {
-                            push_unique(&mut task(&mut tasks, id).requests, e.subject());
-                        }
-                    }
-                    EventKind::RequestExit => {
-                        if let Some(pos) = entered.iter().rposition(|&r| r == e.subject()) {
-                            entered.remove(pos);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if let Some((id, start, delay)) = open {
-                task(&mut tasks, id).polls.push(Poll {
-                    lane: lane.index,
-                    start_ns: start,
-                    end_ns: self.to_unix_ns.max(start),
-                    sched_delay_ns: delay,
-                    complete: false,
-                });
-            }
-        }
-        let mut out: Vec<TaskActivity> = tasks.into_values().collect();
-        for t in &mut out {
-            t.polls.sort_by_key(|p| p.start_ns);
-        }
-        out
-    }
-
-    /// Each thread's park/unpark moments and busy time.
-    pub fn workers(&self) -> Vec<WorkerActivity> {
-        self.lanes
-            .iter()
-            .map(|lane| {
-                let mut w = WorkerActivity {
-                    lane: lane.index,
-                    thread: lane.thread.clone(),
-                    ..WorkerActivity::default()
-                };
-                let mut poll_start: Option<u64> = None;
-                for e in &lane.events {
-                    match e.kind() {
-                        Some(EventKind::Park) => w.parks.push(e.ts),
-                        Some(EventKind::Unpark) => w.unparks.push(e.ts),
-                        Some(EventKind::PollStart) => poll_start = Some(e.ts),
-                        Some(EventKind::PollEnd) => {
-                            let start = poll_start.take().unwrap_or(self.from_unix_ns.min(e.ts));
-                            w.busy_ns = w.busy_ns.saturating_add(e.ts.saturating_sub(start));
-                            w.polls += 1;
-                        }
-                        _ => {}
-                    }
-                }
-                w
-            })
-            .collect()
-    }
-
-    /// The request spans seen in the window: open, close and entered intervals.
-    pub fn request_spans(&self) -> Vec<RequestSpan> {
-        let mut spans: BTreeMap<u64, RequestSpan> = BTreeMap::new();
-        let mut entered_at: HashMap<(u32, u64), u64> = HashMap::new();
-        for lane in &self.lanes {
-            for e in &lane.events {
-                let Some(kind) = e.kind() else { continue };
-                let id = e.subject();
-                let span = || RequestSpan {
-                    request_id: id,
-                    name: None,
-                    open_ns: None,
-                    close_ns: None,
-                    entered: Vec::new(),
-                };
-                match kind {
-                    EventKind::RequestOpen => {
-                        let s = spans.entry(id).or_insert_with(span);
-                        s.open_ns = Some(e.ts);
-                        s.name = self.string(e.arg());
-                    }
-                    EventKind::RequestClose => {
-                        spans.entry(id).or_insert_with(span).close_ns = Some(e.ts);
-                    }
-                    EventKind::RequestEnter => {
-                        entered_at.insert((lane.index, id), e.ts);
-                    }
-                    EventKind::RequestExit => {
-                        let start = entered_at
-                            .remove(&(lane.index, id))
-                            .unwrap_or(self.from_unix_ns.min(e.ts));
-                        spans
-                            .entry(id)
-                            .or_insert_with(span)
-                            .entered
-                            .push((lane.index, start, e.ts));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        spans.into_values().collect()
-    }
-}
-
-fn push_unique(v: &mut Vec<u64>, x: u64) {
-    if !v.contains(&x) {
-        v.push(x);
+        self.strings.get(usize::from(i)).map(String::as_str)
     }
 }

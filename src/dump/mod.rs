@@ -14,7 +14,7 @@
 mod read;
 mod write;
 
-pub use read::{DumpReader, Record, read_file, read_from};
+pub use read::{DumpReader, Part, Record, read_file, read_from};
 pub use write::write_window;
 pub(crate) use write::{create_private_dir, write_window_file};
 

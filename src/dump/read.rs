@@ -332,75 +332,169 @@ impl<R: Read> DumpReader<R> {
         }
     }
 
-    /// Reads every remaining record into one [`DumpFile`].
+    /// Streams every remaining record with bounded memory: `each` gets the
+    /// part of the file before its lanes once (a [`Window`] with bounds,
+    /// settings, strings and requests but no lanes), then each lane's start
+    /// and its events chunk by chunk. Returns that part, with any header
+    /// records found after the first lane folded in. This is the one record
+    /// loop; [`read_all`](DumpReader::read_all) and
+    /// [`analysis::scan_dump`](crate::analysis::scan_dump) are built on it.
     ///
     /// # Errors
     ///
     /// As [`next_record`](DumpReader::next_record), plus
-    /// [`DumpErrorKind::Corrupt`] for events of a lane that was never declared.
-    pub fn read_all(mut self) -> Result<DumpFile, DumpError> {
-        let mut window = Window {
+    /// [`DumpErrorKind::Corrupt`] for events of a lane that was never
+    /// declared; and whatever `each` returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio_blackbox::dump::{self, DumpReader, FileKind, Part};
+    /// use tokio_blackbox::Window;
+    /// let mut bytes = Vec::new();
+    /// dump::write_window(&mut bytes, &Window { to_unix_ns: 9, ..Window::default() }, FileKind::Dump)?;
+    /// let mut lanes = 0;
+    /// let meta = DumpReader::new(&bytes[..])?.stream(|part| {
+    ///     if let Part::Lane { .. } = part { lanes += 1 }
+    ///     Ok::<(), tokio_blackbox::DumpError>(())
+    /// })?;
+    /// assert_eq!((meta.to_unix_ns, lanes), (9, 0));
+    /// # Ok::<(), tokio_blackbox::DumpError>(())
+    /// ```
+    pub fn stream<E: From<DumpError>>(
+        &mut self,
+        mut each: impl FnMut(Part<'_>) -> Result<(), E>,
+    ) -> Result<Window, E> {
+        let mut meta = Window {
             task_hooks: self.header.task_hooks,
             schedule_delay: self.header.schedule_delay,
             ..Window::default()
         };
-        while let Some(record) = {
+        let mut begun = false;
+        let mut lane: Option<u32> = None;
+        loop {
             let at = self.offset;
-            self.next_record()?.map(|r| (at, r))
-        } {
+            let Some(record) = self.next_record()? else {
+                break;
+            };
             match record {
-                (
-                    _,
-                    Record::Meta {
-                        sequence,
-                        from_unix_ns,
-                        to_unix_ns,
-                        threshold,
-                        long_poll,
-                    },
-                ) => {
-                    window.sequence = sequence;
-                    window.from_unix_ns = from_unix_ns;
-                    window.to_unix_ns = to_unix_ns;
-                    window.threshold = threshold;
-                    window.long_poll = long_poll;
+                Record::Meta {
+                    sequence,
+                    from_unix_ns,
+                    to_unix_ns,
+                    threshold,
+                    long_poll,
+                } => {
+                    meta.sequence = sequence;
+                    meta.from_unix_ns = from_unix_ns;
+                    meta.to_unix_ns = to_unix_ns;
+                    meta.threshold = threshold;
+                    meta.long_poll = long_poll;
                 }
-                (_, Record::Strings(s)) => window.strings.extend(s),
-                (_, Record::Request(r)) => window.requests.push(r),
-                (
-                    _,
-                    Record::Lane {
-                        index,
-                        thread,
-                        events_lost,
-                    },
-                ) => window.lanes.push(Lane {
+                Record::Strings(s) => meta.strings.extend(s),
+                Record::Request(r) => meta.requests.push(r),
+                Record::Lane {
                     index,
                     thread,
-                    events: Vec::new(),
                     events_lost,
-                }),
-                (at, Record::Events { lane, events }) => {
-                    match window.lanes.iter_mut().rev().find(|l| l.index == lane) {
-                        Some(l) => l.events.extend(events),
-                        None => {
-                            return Err(corrupt(
-                                at,
-                                format!(
-                                    "events for lane {lane}, which has no LANE record before them"
-                                ),
-                            ));
-                        }
+                } => {
+                    if !begun {
+                        each(Part::Begin(&meta))?;
+                        begun = true;
                     }
+                    lane = Some(index);
+                    each(Part::Lane {
+                        index,
+                        thread: &thread,
+                        events_lost,
+                    })?;
+                }
+                Record::Events {
+                    lane: index,
+                    events,
+                } => {
+                    if lane != Some(index) {
+                        return Err(corrupt(
+                            at,
+                            format!(
+                                "events for lane {index}, which has no LANE record before them"
+                            ),
+                        )
+                        .into());
+                    }
+                    each(Part::Events {
+                        lane: index,
+                        events: &events,
+                    })?;
                 }
             }
         }
+        if !begun {
+            each(Part::Begin(&meta))?;
+        }
+        Ok(meta)
+    }
+
+    /// Reads every remaining record into one [`DumpFile`].
+    ///
+    /// # Errors
+    ///
+    /// As [`stream`](DumpReader::stream).
+    pub fn read_all(mut self) -> Result<DumpFile, DumpError> {
+        let mut lanes: Vec<Lane> = Vec::new();
+        let mut window = self.stream(|part| {
+            match part {
+                Part::Begin(_) => {}
+                Part::Lane {
+                    index,
+                    thread,
+                    events_lost,
+                } => lanes.push(Lane {
+                    index,
+                    thread: thread.to_owned(),
+                    events: Vec::new(),
+                    events_lost,
+                }),
+                Part::Events { events, .. } => {
+                    if let Some(l) = lanes.last_mut() {
+                        l.events.extend_from_slice(events);
+                    }
+                }
+            }
+            Ok::<(), DumpError>(())
+        })?;
+        window.lanes = lanes;
         Ok(DumpFile {
             kind: self.header.kind,
             header: self.header,
             window,
         })
     }
+}
+
+/// One part of a file, as [`DumpReader::stream`] hands it over.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Part<'a> {
+    /// Everything before the first lane: a window with no lanes. Once,
+    /// before the first lane (at the end for a file without lanes).
+    Begin(&'a Window),
+    /// A lane starts; its events follow.
+    Lane {
+        /// The lane index.
+        index: u32,
+        /// The thread's name.
+        thread: &'a str,
+        /// Events of the window lost to overwrite.
+        events_lost: u64,
+    },
+    /// A chunk of the current lane's events, timestamps in UNIX ns.
+    Events {
+        /// The lane index.
+        lane: u32,
+        /// The events.
+        events: &'a [Event],
+    },
 }
 
 /// Reads a whole dump or capture file.

@@ -28,7 +28,8 @@
 //! ones and summarises the others in attributes. What is left out is counted
 //! in attributes, never dropped silently.
 
-use crate::window::{Poll, SlowRequest, TaskActivity, Window, WorkerActivity};
+use crate::analysis::{Poll, TaskActivity, WorkerActivity};
+use crate::window::{SlowRequest, Window};
 use opentelemetry::trace::{
     Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };

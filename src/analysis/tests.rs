@@ -1,0 +1,172 @@
+use super::*;
+use crate::dump::{self, DumpReader, FileKind};
+use proptest::prelude::*;
+
+fn window(events: Vec<Event>) -> Window {
+    Window {
+        from_unix_ns: 100,
+        to_unix_ns: 1_000,
+        lanes: vec![Lane {
+            index: 3,
+            thread: "tokio-runtime-worker".into(),
+            events,
+            events_lost: 0,
+        }],
+        ..Window::default()
+    }
+}
+
+fn ev(ts: u64, kind: EventKind, subject: u64) -> Event {
+    Event::new(ts, kind, subject, NO_STRING)
+}
+
+#[test]
+fn an_end_without_a_start_begins_where_the_lane_was_last_free() {
+    use EventKind::*;
+    let w = window(vec![
+        ev(200, PollEnd, 1),
+        ev(300, PollStart, 2),
+        ev(350, PollEnd, 2),
+        ev(500, PollEnd, 4), // its start was lost: the lane was free from 350
+    ]);
+    let tasks = w.tasks();
+    let poll = |id: u64| tasks.iter().find(|t| t.id == id).map(|t| t.polls[0]);
+    let first = poll(1).unwrap();
+    assert_eq!(
+        (first.start_ns, first.end_ns, first.complete),
+        (100, 200, false)
+    );
+    let lost = poll(4).unwrap();
+    assert_eq!(
+        (lost.start_ns, lost.end_ns, lost.complete),
+        (350, 500, false)
+    );
+    assert!(poll(2).unwrap().complete);
+}
+
+#[test]
+fn a_start_without_an_end_is_cut_at_the_next_start_and_at_the_window_end() {
+    use EventKind::*;
+    let w = window(vec![ev(200, PollStart, 1), ev(300, PollStart, 2)]);
+    let tasks = w.tasks();
+    assert_eq!(
+        (tasks[0].polls[0].end_ns, tasks[0].polls[0].complete),
+        (300, false)
+    );
+    assert_eq!(
+        (tasks[1].polls[0].end_ns, tasks[1].polls[0].complete),
+        (1_000, false)
+    );
+    // The worker's busy time is the same polls: 100 + 700.
+    assert_eq!(w.workers()[0].busy_ns, 800);
+}
+
+#[test]
+fn an_end_of_another_task_closes_the_open_poll() {
+    use EventKind::*;
+    let w = window(vec![ev(200, PollStart, 1), ev(300, PollEnd, 2)]);
+    let tasks = w.tasks();
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks[0].polls[0].duration_ns(), 100);
+    assert_eq!(tasks[1].polls[0].duration_ns(), 0);
+    assert_eq!(w.workers()[0].polls, 2);
+}
+
+#[test]
+fn request_spans_open_at_the_edges_are_cut_there() {
+    use EventKind::*;
+    let w = window(vec![
+        ev(150, RequestExit, 9),
+        ev(400, RequestEnter, 10),
+        ev(410, TaskSpawn, 77),
+    ]);
+    let spans = w.request_spans();
+    assert_eq!(spans[0].entered, vec![(3, 100, 150)]);
+    assert_eq!(spans[1].entered, vec![(3, 400, 1_000)]);
+    assert_eq!(w.tasks()[0].requests, vec![10]);
+}
+
+#[test]
+fn a_task_works_for_the_request_entered_in_its_poll() {
+    use EventKind::*;
+    let w = window(vec![
+        ev(200, PollStart, 5),
+        ev(210, RequestEnter, 42),
+        ev(220, RequestExit, 42),
+        ev(230, PollEnd, 5),
+    ]);
+    assert_eq!(w.tasks()[0].requests, vec![42]);
+}
+
+fn arb_lane() -> impl Strategy<Value = Vec<Event>> {
+    let kinds = prop::sample::select(vec![
+        EventKind::PollStart,
+        EventKind::PollEnd,
+        EventKind::PollEnd,
+        EventKind::TaskSpawn,
+        EventKind::RequestEnter,
+        EventKind::RequestExit,
+        EventKind::Park,
+        EventKind::Unpark,
+    ]);
+    prop::collection::vec((1u64..50, kinds, 1u64..6), 0..60).prop_map(|steps| {
+        let mut ts = 100;
+        steps
+            .into_iter()
+            .map(|(dt, kind, subject)| {
+                ts += dt;
+                ev(ts, kind, subject)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    /// Whatever the lane holds (lost starts and ends, odd orders), polls stay
+    /// inside the window, never overlap on a lane, and a worker's busy time
+    /// is the sum of the tasks' polls: the readers cannot disagree.
+    #[test]
+    fn polls_never_overlap_and_workers_agree_with_tasks(a in arb_lane(), b in arb_lane()) {
+        let mut w = window(a);
+        w.to_unix_ns = 5_000;
+        w.lanes.push(Lane { index: 4, events: b, ..Lane::default() });
+        let tasks = w.tasks();
+        for lane in &w.lanes {
+            let mut polls: Vec<Poll> = tasks
+                .iter()
+                .flat_map(|t| t.polls.iter().copied())
+                .filter(|p| p.lane == lane.index)
+                .collect();
+            polls.sort_by_key(|p| (p.start_ns, p.end_ns));
+            for p in &polls {
+                prop_assert!(p.start_ns >= w.from_unix_ns && p.end_ns <= w.to_unix_ns);
+            }
+            for pair in polls.windows(2) {
+                prop_assert!(pair[0].end_ns <= pair[1].start_ns, "{:?}", pair);
+            }
+            let busy: u64 = polls.iter().map(Poll::duration_ns).sum();
+            let worker = w.workers().into_iter().find(|x| x.lane == lane.index).unwrap();
+            prop_assert_eq!(worker.busy_ns, busy);
+            prop_assert_eq!(worker.polls, polls.len() as u64);
+        }
+    }
+
+    /// Streaming a file gives the same polls as the window in memory.
+    #[test]
+    fn streaming_a_file_pairs_as_the_window_does(a in arb_lane(), b in arb_lane()) {
+        let mut w = window(a);
+        w.to_unix_ns = 5_000;
+        w.lanes.push(Lane { index: 4, events: b, ..Lane::default() });
+        let mut bytes = Vec::new();
+        dump::write_window(&mut bytes, &w, FileKind::Capture).unwrap();
+        #[derive(Default)]
+        struct All(Vec<Poll>);
+        impl Visitor for All {
+            fn poll(&mut self, p: &Poll) { self.0.push(*p) }
+        }
+        let (mut streamed, mut held) = (All::default(), All::default());
+        scan_dump(&mut DumpReader::new(&bytes[..]).unwrap(), &mut streamed).unwrap();
+        scan_window(&w, &mut held);
+        prop_assert_eq!(streamed.0, held.0);
+    }
+}
