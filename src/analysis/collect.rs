@@ -25,6 +25,9 @@ pub struct TaskActivity {
     pub polls: Vec<Poll>,
     /// Ids of the requests it worked for (entered their span, or was spawned inside it).
     pub requests: Vec<u64>,
+    /// The task it was spawned by (during one of that task's polls), if
+    /// the spawn is inside the window.
+    pub parent: Option<u64>,
 }
 
 impl TaskActivity {
@@ -170,6 +173,10 @@ impl Visitor for Tasks<'_> {
         if t.location.is_none() {
             t.location = loc;
         }
+    }
+
+    fn spawned_by(&mut self, task: u64, parent: u64) {
+        self.task(task).parent = Some(parent);
     }
 
     fn terminate(&mut self, _lane: u32, task: u64, ts: u64) {

@@ -5,7 +5,7 @@
 //! Every reader of events goes through here: [`Window::tasks`],
 //! [`Window::workers`] and [`Window::request_spans`] (and so the exporter),
 //! [`scan_dump`] over a dump or capture file of any size, the `blackbox`
-//! command's views and the verdict. There is no other
+//! command's views and the verdict ([`explain`]). There is no other
 //! pairing code, so two readers of one window cannot disagree.
 //!
 //! # Pairing rules
@@ -28,7 +28,8 @@
 //!    window's start (incomplete).
 //! 6. A task works for a request when it is spawned while the request's
 //!    span is entered on the lane (the innermost one), or when the request's
-//!    span is entered during one of its polls.
+//!    span is entered during one of its polls. A task spawned during a poll
+//!    of another task is that task's child.
 //!
 //! Polls never overlap on a lane, so a worker's busy time
 //! ([`WorkerActivity::busy_ns`]) is the sum of its polls' durations, which
@@ -63,9 +64,11 @@
 
 mod collect;
 mod dump;
+mod verdict;
 
 pub use collect::{RequestSpan, TaskActivity, WorkerActivity};
 pub use dump::scan_dump;
+pub use verdict::{ADJACENT_NS, Cause, Confidence, Culprit, Explanation, Share, explain};
 
 use crate::event::{Event, EventKind, NO_STRING, decode_delay};
 use crate::window::{Lane, Window};
@@ -162,6 +165,8 @@ pub trait Visitor {
     fn poll(&mut self, _poll: &Poll) {}
     /// A task was spawned on `lane` (`location` is a string index, or `NO_STRING`).
     fn spawn(&mut self, _lane: u32, _task: u64, _location: u16, _ts: u64) {}
+    /// `task` was spawned during a poll of `parent`.
+    fn spawned_by(&mut self, _task: u64, _parent: u64) {}
     /// A task terminated.
     fn terminate(&mut self, _lane: u32, _task: u64, _ts: u64) {}
     /// The span a task runs in was named (`name` is a string index).
@@ -237,6 +242,9 @@ impl LaneScan {
         match kind {
             EventKind::TaskSpawn => {
                 v.spawn(lane, subject, arg, ts);
+                if let Some((parent, _, _)) = self.open {
+                    v.spawned_by(subject, parent);
+                }
                 if let Some(&(r, _)) = self.entered.last() {
                     v.task_request(subject, r);
                 }

@@ -5,4 +5,5 @@ pub mod demo;
 pub mod fixtures;
 pub mod peers;
 pub mod service;
+pub mod verdicts;
 pub mod windows;
