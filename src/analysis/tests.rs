@@ -170,3 +170,93 @@ proptest! {
         prop_assert_eq!(streamed.0, held.0);
     }
 }
+
+mod verdicts {
+    use super::*;
+    use crate::window::SlowRequest;
+    use opentelemetry::trace::{SpanId, TraceId};
+
+    const MS: u64 = 1_000_000;
+
+    fn request(start: u64, end: u64) -> SlowRequest {
+        SlowRequest::new(1, "r", TraceId::from(1u128), SpanId::from(1u64), start, end)
+    }
+
+    /// Task 7 is the request's (it enters the span); it polls over `own`.
+    fn lane_with(own: (u64, u64), lost: u64) -> Window {
+        Window {
+            from_unix_ns: 0,
+            to_unix_ns: 1_000 * MS,
+            task_hooks: true,
+            long_poll: std::time::Duration::from_millis(10),
+            lanes: vec![Lane {
+                index: 0,
+                thread: "tokio-runtime-worker".into(),
+                events: vec![
+                    ev(own.0, EventKind::PollStart, 7),
+                    ev(own.0, EventKind::RequestEnter, 1),
+                    ev(own.1, EventKind::RequestExit, 1),
+                    ev(own.1, EventKind::PollEnd, 7),
+                ],
+                events_lost: lost,
+            }],
+            ..Window::default()
+        }
+    }
+
+    #[test]
+    fn without_task_hooks_the_verdict_is_unclear() {
+        let mut w = lane_with((100 * MS, 150 * MS), 0);
+        w.task_hooks = false;
+        let e = explain(&w, &request(100 * MS, 400 * MS));
+        assert_eq!(e.cause, Cause::Unclear);
+        assert!(e.sentence.contains("no task hooks"), "{}", e.sentence);
+        // The span's entered time is still known to be its own.
+        assert_eq!(e.own_cpu_ns, 50 * MS);
+        assert_eq!(e.unknown_ns, 250 * MS);
+    }
+
+    #[test]
+    fn an_incomplete_window_is_unclear() {
+        // The lane lost events: nothing is known before its first kept event.
+        let w = lane_with((350 * MS, 380 * MS), 1_000);
+        let e = explain(&w, &request(100 * MS, 400 * MS));
+        assert_eq!(e.cause, Cause::Unclear);
+        assert_eq!(e.unknown_ns, 250 * MS);
+        assert!(e.sentence.starts_with("unclear: incomplete window"), "{}", e.sentence);
+    }
+
+    #[test]
+    fn close_shares_are_unclear() {
+        // 150 ms of own CPU, 150 ms waiting.
+        let w = lane_with((100 * MS, 250 * MS), 0);
+        let e = explain(&w, &request(100 * MS, 400 * MS));
+        assert_eq!(e.cause, Cause::Unclear);
+        assert!(e.sentence.contains("shares too close"), "{}", e.sentence);
+        let total: u64 = e.shares().iter().map(|s| s.ns).sum();
+        assert_eq!(total, 300 * MS);
+    }
+
+    #[test]
+    fn a_poll_right_after_a_neighbours_long_poll_was_waiting_for_it() {
+        // Task 7 (the request's) polls at 100-110 ms, then on the same worker
+        // task 9 polls 110-400 ms and task 7 runs right after it.
+        let mut w = lane_with((100 * MS, 110 * MS), 0);
+        w.lanes[0].events.extend([
+            ev(110 * MS + 1_000, EventKind::PollStart, 9),
+            ev(400 * MS, EventKind::PollEnd, 9),
+            ev(400 * MS + 5_000, EventKind::PollStart, 7),
+            ev(401 * MS, EventKind::PollEnd, 7),
+        ]);
+        w.strings = vec!["src/jobs.rs:88:5".into()];
+        w.lanes[0].events.push(Event::new(402 * MS, EventKind::TaskSpawn, 9, 0));
+        let e = explain(&w, &request(100 * MS, 401 * MS));
+        assert_eq!(e.cause, Cause::BlockedWorker, "{e:?}");
+        assert_eq!(e.confidence, Confidence::Inferred);
+        assert_eq!(e.culprits[0].task, 9);
+        assert_eq!(
+            e.sentence,
+            "blocked worker: task src/jobs.rs:88 held worker 0 for 290 ms of this 301 ms request"
+        );
+    }
+}

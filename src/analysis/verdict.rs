@@ -5,16 +5,18 @@
 //! every instant of the request's interval `[start, end]` goes to exactly
 //! one share, in this order of precedence:
 //!
-//! 1. **unknown**: the window has no evidence for it (before the window,
-//!    or before the first kept event of a lane that lost events; the whole
-//!    request when Tokio's task hooks were not compiled in, except the
-//!    time its span was entered);
-//! 2. **own CPU**: one of the request's own tasks was being polled, or its
+//! 1. **own CPU**: one of the request's own tasks was being polled, or its
 //!    span was entered on some thread. Its own tasks are those that entered
 //!    its span or were spawned inside it, and their children;
+//! 2. **unknown**: the window has no evidence for it (before the window,
+//!    or before the first kept event of a lane that lost events; all of it
+//!    when Tokio's task hooks were not compiled in);
 //! 3. **blocked worker**: one of its own tasks was runnable (waiting for a
 //!    worker) while another task ran a long poll (at least the window's
-//!    `long_poll`) on the worker that then polled it: that task is a culprit;
+//!    `long_poll`) on the worker that then polled it: that task is a culprit.
+//!    Also blocked: time when every active worker ran another task's long
+//!    poll at once, runnable or not, since then nothing polls the timer and
+//!    I/O drivers and the request's wake-up itself waits;
 //! 4. **saturated runtime**: runnable, and the worker was busy with polls
 //!    that are each short (no single culprit);
 //! 5. **waiting**: no own task runnable: a downstream call, a timer, a lock,
@@ -232,8 +234,8 @@ impl Explanation {
 /// What an instant of the request's time is, by precedence (lowest wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Class {
-    Unknown,
     Own,
+    Unknown,
     /// Blocked behind the culprit with this index.
     Blocked(usize),
     Saturated,
