@@ -80,6 +80,26 @@ impl EventKind {
         Self::ALL.get(usize::from(v) - 1).copied()
     }
 
+    /// Whether the argument of events of this kind is an index into the
+    /// string table (a spawn location or a span name).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio_blackbox::EventKind;
+    /// assert!(EventKind::TaskSpawn.has_string_arg());
+    /// assert!(!EventKind::PollStart.has_string_arg()); // a scheduling delay
+    /// ```
+    pub fn has_string_arg(self) -> bool {
+        matches!(
+            self,
+            EventKind::TaskSpawn
+                | EventKind::PollEnd
+                | EventKind::RequestOpen
+                | EventKind::TaskName
+        )
+    }
+
     /// A short lowercase name, as used in exports and the command's output.
     pub fn name(self) -> &'static str {
         match self {

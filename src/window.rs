@@ -164,6 +164,109 @@ impl Window {
             .collect()
     }
 
+    /// Folds `other`, a window of the same process that overlaps this one
+    /// in time, into this one: one lane per thread (by lane index), each
+    /// event once, the union of bounds and requests. Strings are matched by
+    /// content, so the two string tables may differ.
+    ///
+    /// Returns `false`, changing nothing, when the windows neither overlap
+    /// nor touch: a timeline with a gap would pair a poll across it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio_blackbox::{Event, EventKind, Lane, Window};
+    /// let window = |from, to, events: Vec<Event>| {
+    ///     let mut lane = Lane::default();
+    ///     lane.events = events;
+    ///     let mut w = Window::default();
+    ///     (w.from_unix_ns, w.to_unix_ns) = (from, to);
+    ///     w.lanes.push(lane);
+    ///     w
+    /// };
+    /// let a = Event::new(10, EventKind::PollStart, 1, 0);
+    /// let b = Event::new(20, EventKind::PollEnd, 1, tokio_blackbox::event::NO_STRING);
+    /// let mut w1 = window(0, 15, vec![a]);
+    /// let w2 = window(5, 30, vec![a, b]);
+    /// assert!(w1.merge(&w2));
+    /// assert_eq!((w1.from_unix_ns, w1.to_unix_ns), (0, 30));
+    /// assert_eq!(w1.lanes[0].events, vec![a, b]);
+    /// ```
+    pub fn merge(&mut self, other: &Window) -> bool {
+        if other.from_unix_ns > self.to_unix_ns || other.to_unix_ns < self.from_unix_ns {
+            return false;
+        }
+        // Other's string indexes, in this window's table.
+        let mut table: std::collections::HashMap<&str, u16> = std::collections::HashMap::new();
+        for (i, s) in self.strings.iter().enumerate() {
+            if let Ok(i) = u16::try_from(i) {
+                table.entry(s.as_str()).or_insert(i);
+            }
+        }
+        let mut added: Vec<String> = Vec::new();
+        let remap: Vec<u16> = other
+            .strings
+            .iter()
+            .map(|s| match table.get(s.as_str()) {
+                Some(&i) => i,
+                None => {
+                    let i = u16::try_from(self.strings.len() + added.len())
+                        .ok()
+                        .filter(|&i| i != NO_STRING)
+                        .unwrap_or(NO_STRING);
+                    added.push(s.clone());
+                    i
+                }
+            })
+            .collect();
+        self.strings.extend(added);
+        self.strings.truncate(usize::from(NO_STRING));
+        let fix = |e: &Event| -> Event {
+            match e.kind() {
+                Some(kind) if kind.has_string_arg() && e.arg() != NO_STRING => Event::new(
+                    e.ts,
+                    kind,
+                    e.subject(),
+                    remap
+                        .get(usize::from(e.arg()))
+                        .copied()
+                        .unwrap_or(NO_STRING),
+                ),
+                _ => *e,
+            }
+        };
+        for lane in &other.lanes {
+            let events = lane.events.iter().map(fix);
+            match self.lanes.iter_mut().find(|l| l.index == lane.index) {
+                Some(mine) => {
+                    let mut all: Vec<Event> = mine.events.drain(..).chain(events).collect();
+                    // Stable: events of one instant keep their order.
+                    all.sort_by_key(|e| e.ts);
+                    all.dedup();
+                    mine.events = all;
+                    mine.events_lost = mine.events_lost.max(lane.events_lost);
+                }
+                None => self.lanes.push(Lane {
+                    index: lane.index,
+                    thread: lane.thread.clone(),
+                    events: events.collect(),
+                    events_lost: lane.events_lost,
+                }),
+            }
+        }
+        self.lanes.sort_by_key(|l| l.index);
+        for r in &other.requests {
+            if !self.requests.iter().any(|x| x.request_id == r.request_id) {
+                self.requests.push(r.clone());
+            }
+        }
+        self.from_unix_ns = self.from_unix_ns.min(other.from_unix_ns);
+        self.to_unix_ns = self.to_unix_ns.max(other.to_unix_ns);
+        self.task_hooks |= other.task_hooks;
+        self.schedule_delay |= other.schedule_delay;
+        true
+    }
+
     /// Number of events in the window.
     pub fn events(&self) -> usize {
         self.lanes.iter().map(|l| l.events.len()).sum()
@@ -184,7 +287,8 @@ impl Window {
     ///
     /// ```
     /// use tokio_blackbox::Window;
-    /// let w = Window { strings: vec!["src/main.rs:3:5".into()], ..Window::default() };
+    /// let mut w = Window::default();
+    /// w.strings.push("src/main.rs:3:5".into());
     /// assert_eq!(w.string(0), Some("src/main.rs:3:5"));
     /// assert_eq!(w.string(tokio_blackbox::event::NO_STRING), None);
     /// ```

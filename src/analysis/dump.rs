@@ -24,7 +24,9 @@ use std::io::Read;
 ///
 /// let mut lane = Lane::default();
 /// lane.events = vec![Event::new(1, EventKind::PollStart, 3, 0), Event::new(5, EventKind::PollEnd, 3, 0)];
-/// let w = Window { to_unix_ns: 10, lanes: vec![lane], ..Window::default() };
+/// let mut w = Window::default();
+/// w.to_unix_ns = 10;
+/// w.lanes.push(lane);
 /// let mut bytes = Vec::new();
 /// dump::write_window(&mut bytes, &w, FileKind::Capture)?;
 ///

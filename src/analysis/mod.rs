@@ -49,7 +49,8 @@
 //!     }
 //! }
 //!
-//! let mut w = Window { from_unix_ns: 0, to_unix_ns: 100, ..Window::default() };
+//! let mut w = Window::default();
+//! w.to_unix_ns = 100;
 //! let mut lane = tokio_blackbox::Lane::default();
 //! lane.events = vec![
 //!     Event::new(10, EventKind::PollStart, 7, 0),
@@ -79,7 +80,8 @@ use crate::window::{Lane, Window};
 ///
 /// ```
 /// # use tokio_blackbox::{Window, Lane, Event, EventKind};
-/// let mut w = Window { from_unix_ns: 0, to_unix_ns: 100, ..Window::default() };
+/// let mut w = Window::default();
+/// w.to_unix_ns = 100;
 /// let mut lane = Lane::default();
 /// lane.events = vec![Event::new(10, EventKind::PollStart, 7, 0), Event::new(40, EventKind::PollEnd, 7, 0)];
 /// w.lanes.push(lane);

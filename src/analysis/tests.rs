@@ -223,7 +223,11 @@ mod verdicts {
         let e = explain(&w, &request(100 * MS, 400 * MS));
         assert_eq!(e.cause, Cause::Unclear);
         assert_eq!(e.unknown_ns, 250 * MS);
-        assert!(e.sentence.starts_with("unclear: incomplete window"), "{}", e.sentence);
+        assert!(
+            e.sentence.starts_with("unclear: incomplete window"),
+            "{}",
+            e.sentence
+        );
     }
 
     #[test]
@@ -249,7 +253,9 @@ mod verdicts {
             ev(401 * MS, EventKind::PollEnd, 7),
         ]);
         w.strings = vec!["src/jobs.rs:88:5".into()];
-        w.lanes[0].events.push(Event::new(402 * MS, EventKind::TaskSpawn, 9, 0));
+        w.lanes[0]
+            .events
+            .push(Event::new(402 * MS, EventKind::TaskSpawn, 9, 0));
         let e = explain(&w, &request(100 * MS, 401 * MS));
         assert_eq!(e.cause, Cause::BlockedWorker, "{e:?}");
         assert_eq!(e.confidence, Confidence::Inferred);
@@ -259,4 +265,37 @@ mod verdicts {
             "blocked worker: task src/jobs.rs:88 held worker 0 for 290 ms of this 301 ms request"
         );
     }
+}
+
+#[test]
+fn merged_overlapping_windows_hold_each_poll_once_with_their_strings() {
+    use EventKind::*;
+    let mut a = window(vec![
+        Event::new(200, PollStart, 1, 0),
+        Event::new(300, PollEnd, 1, 0),
+    ]);
+    a.strings = vec!["src/a.rs:1:1".into()];
+    a.to_unix_ns = 500;
+    let mut b = window(vec![
+        Event::new(300, PollEnd, 1, 1),
+        Event::new(400, PollStart, 2, 0),
+        Event::new(450, PollEnd, 2, 0),
+    ]);
+    // The same poll end, with its location at another index of b's table.
+    b.lanes[0]
+        .events
+        .insert(0, Event::new(200, PollStart, 1, 0));
+    b.strings = vec!["src/b.rs:2:2".into(), "src/a.rs:1:1".into()];
+    b.from_unix_ns = 150;
+    assert!(a.merge(&b));
+    let tasks = a.tasks();
+    assert_eq!(tasks[0].polls.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0].location.as_deref(), Some("src/a.rs:1:1"));
+    assert_eq!(tasks[1].location.as_deref(), Some("src/b.rs:2:2"));
+    assert_eq!(a.lanes.len(), 1);
+    // A window after a gap is not merged.
+    let mut far = window(Vec::new());
+    far.from_unix_ns = 10_000;
+    far.to_unix_ns = 20_000;
+    assert!(!a.merge(&far));
 }

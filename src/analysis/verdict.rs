@@ -169,7 +169,9 @@ pub struct Share {
 ///     Event::new(90 * ms, EventKind::PollEnd, 7, NO_STRING),
 /// ];
 /// let request = SlowRequest::new(1, "GET /", TraceId::from(1u128), SpanId::from(1u64), 0, 100 * ms);
-/// let w = Window { to_unix_ns: 200 * ms, lanes: vec![lane], task_hooks: true, ..Window::default() };
+/// let mut w = Window::default();
+/// (w.to_unix_ns, w.task_hooks) = (200 * ms, true);
+/// w.lanes.push(lane);
 /// let e = analysis::explain(&w, &request);
 /// assert_eq!(e.cause, Cause::OwnCpu);
 /// assert_eq!(e.shares().iter().map(|s| s.ns).sum::<u64>(), 100 * ms);

@@ -48,14 +48,7 @@ pub(crate) mod compact {
 
     /// Whether events of this kind carry an argument.
     pub(crate) fn has_arg(kind: EventKind) -> bool {
-        matches!(
-            kind,
-            EventKind::TaskSpawn
-                | EventKind::PollStart
-                | EventKind::PollEnd
-                | EventKind::RequestOpen
-                | EventKind::TaskName
-        )
+        kind == EventKind::PollStart || kind.has_string_arg()
     }
 
     pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {

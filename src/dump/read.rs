@@ -352,7 +352,9 @@ impl<R: Read> DumpReader<R> {
     /// use tokio_blackbox::dump::{self, DumpReader, FileKind, Part};
     /// use tokio_blackbox::Window;
     /// let mut bytes = Vec::new();
-    /// dump::write_window(&mut bytes, &Window { to_unix_ns: 9, ..Window::default() }, FileKind::Dump)?;
+    /// let mut w = Window::default();
+    /// w.to_unix_ns = 9;
+    /// dump::write_window(&mut bytes, &w, FileKind::Dump)?;
     /// let mut lanes = 0;
     /// let meta = DumpReader::new(&bytes[..])?.stream(|part| {
     ///     if let Part::Lane { .. } = part { lanes += 1 }
