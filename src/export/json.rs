@@ -6,8 +6,9 @@
 //! (`opentelemetry-proto`'s `with-serde` types: hex ids, 64-bit integers as
 //! strings, camelCase names). The Collector's `otlpjsonfile` receiver reads
 //! such files; so does any OTLP/HTTP receiver, line by line, as
-//! `application/json`. The writing happens on the export thread
-//! ([`super::transport`]), never on an application thread.
+//! `application/json`. [`JsonFileExporter`] writes them, a [`SpanExporter`]
+//! like the network ones, run by the export thread ([`super::transport`]),
+//! never on an application thread.
 
 use super::otlp::Budget;
 use super::transport::{ExportShared, Pipeline, Target};
@@ -17,7 +18,9 @@ use crate::window::Window;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-use opentelemetry_sdk::trace::SpanData;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,12 +37,12 @@ pub const DEFAULT_MAX_FILES: usize = 4;
 
 /// Where the JSON lines go and how the file is rotated.
 #[derive(Debug, Clone)]
-pub(crate) struct JsonFile {
-    pub(crate) path: PathBuf,
+struct JsonFile {
+    path: PathBuf,
     /// A file is rotated before a line would take it past this size.
-    pub(crate) max_file_bytes: u64,
+    max_file_bytes: u64,
     /// Files kept, the current one included (at least 1).
-    pub(crate) max_files: usize,
+    max_files: usize,
 }
 
 impl JsonFile {
@@ -76,33 +79,116 @@ impl JsonFile {
         }
         ignore_missing(std::fs::rename(&self.path, self.rotated(1)))
     }
+
+    /// Appends one `ExportTraceServiceRequest` as one line of OTLP JSON,
+    /// rotating the file first when the line would take it past its limit.
+    fn write_line(
+        &self,
+        spans: Vec<SpanData>,
+        resource: &ResourceAttributesWithSchema,
+    ) -> std::io::Result<()> {
+        let request = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(spans, resource),
+        };
+        let mut line = serde_json::to_vec(&request).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        if let Some(dir) = self.path.parent() {
+            crate::dump::create_private_dir(dir)?;
+        }
+        self.rotate_for(line.len() as u64)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        // One write per line, so lines of concurrent writers do not interleave.
+        opts.open(&self.path)?.write_all(&line)
+    }
 }
 
-/// Appends one `ExportTraceServiceRequest` as one line of OTLP JSON,
-/// rotating the file first when the line would take it past its limit.
-pub(crate) fn write_json_line(
-    file: &JsonFile,
-    spans: Vec<SpanData>,
-    resource: &ResourceAttributesWithSchema,
-) -> std::io::Result<()> {
-    let request = ExportTraceServiceRequest {
-        resource_spans: group_spans_by_resource_and_scope(spans, resource),
-    };
-    let mut line = serde_json::to_vec(&request).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    if let Some(dir) = file.path.parent() {
-        crate::dump::create_private_dir(dir)?;
+/// A [`SpanExporter`] appending each batch to an OTLP JSON file as one
+/// `ExportTraceServiceRequest` line, rotated by size: what [`JsonFileSink`]
+/// runs on the export thread, like the network exporters of
+/// `opentelemetry-otlp`.
+///
+/// The file is created with mode 0600 (its directory 0700) on Unix. Each
+/// batch is one `write` of one whole line; an I/O error fails the export
+/// ([`OTelSdkError::InternalFailure`]). The resource written is the one
+/// given by [`SpanExporter::set_resource`] (the export thread gives
+/// [`resource()`](crate::export::transport::resource)); none before that.
+///
+/// # Examples
+///
+/// ```
+/// use opentelemetry_sdk::trace::SpanExporter;
+/// use tokio_blackbox::export::json::JsonFileExporter;
+///
+/// let dir = std::env::temp_dir().join(format!("blackbox-doc-jsonexp-{}", std::process::id()));
+/// let exporter = JsonFileExporter::new(&dir);
+/// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+/// rt.block_on(exporter.export(Vec::new()))?;
+/// let text = std::fs::read_to_string(exporter.path())?;
+/// assert_eq!(text.lines().count(), 1);
+/// assert!(text.starts_with("{\"resourceSpans\":"));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct JsonFileExporter {
+    file: JsonFile,
+    resource: ResourceAttributesWithSchema,
+}
+
+impl JsonFileExporter {
+    /// An exporter appending to `dir/traces.otlp.jsonl`, rotated at
+    /// [`DEFAULT_MAX_FILE_BYTES`], keeping [`DEFAULT_MAX_FILES`] files.
+    pub fn new(dir: impl AsRef<Path>) -> JsonFileExporter {
+        JsonFileExporter::with_rotation(dir, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES)
     }
-    file.rotate_for(line.len() as u64)?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+
+    /// An exporter appending to `dir/traces.otlp.jsonl`, rotated once it
+    /// would grow past `max_file_bytes`, keeping `max_files` files (at least
+    /// 1 byte and 1 file).
+    pub fn with_rotation(
+        dir: impl AsRef<Path>,
+        max_file_bytes: u64,
+        max_files: usize,
+    ) -> JsonFileExporter {
+        JsonFileExporter {
+            file: JsonFile {
+                path: dir.as_ref().join(JSON_FILE_NAME),
+                max_file_bytes: max_file_bytes.max(1),
+                max_files: max_files.max(1),
+            },
+            resource: ResourceAttributesWithSchema::default(),
+        }
     }
-    // One write per line, so lines of concurrent writers do not interleave.
-    opts.open(&file.path)?.write_all(&line)
+
+    /// The file written (the current one; rotated ones add `.1`, `.2`, ...).
+    pub fn path(&self) -> &Path {
+        &self.file.path
+    }
+}
+
+impl SpanExporter for JsonFileExporter {
+    fn export(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+        // Written here, not in the future: a file append does not wait on
+        // anything the runtime could run meanwhile.
+        let result = self
+            .file
+            .write_line(batch, &self.resource)
+            .map_err(|e| OTelSdkError::InternalFailure(e.to_string()));
+        std::future::ready(result)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.into();
+    }
 }
 
 // === JsonFileSink ===
@@ -158,21 +244,16 @@ impl JsonFileSink {
         budget: Budget,
         shared: Arc<ExportShared>,
     ) -> Result<JsonFileSink, BuildError> {
-        let file = JsonFile {
-            path: dir.join(JSON_FILE_NAME),
-            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
-            max_files: DEFAULT_MAX_FILES,
-        };
-        JsonFileSink::start_with(file, budget, shared)
+        JsonFileSink::start_with(JsonFileExporter::new(dir), budget, shared)
     }
 
     fn start_with(
-        file: JsonFile,
+        exporter: JsonFileExporter,
         budget: Budget,
         shared: Arc<ExportShared>,
     ) -> Result<JsonFileSink, BuildError> {
-        let path = file.path.clone();
-        let pipeline = Pipeline::start(Target::Json(file), budget, shared)?;
+        let path = exporter.path().to_owned();
+        let pipeline = Pipeline::start(Target::Exporter(Box::new(exporter)), budget, shared)?;
         Ok(JsonFileSink { pipeline, path })
     }
 
@@ -188,11 +269,7 @@ impl JsonFileSink {
         max_files: usize,
     ) -> Result<JsonFileSink, BuildError> {
         JsonFileSink::start_with(
-            JsonFile {
-                path: dir.as_ref().join(JSON_FILE_NAME),
-                max_file_bytes: max_file_bytes.max(1),
-                max_files: max_files.max(1),
-            },
+            JsonFileExporter::with_rotation(dir, max_file_bytes, max_files),
             Budget::default(),
             Arc::default(),
         )

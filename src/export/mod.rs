@@ -24,7 +24,7 @@ pub mod otlp;
 pub mod sampling;
 pub mod transport;
 
-pub use json::JsonFileSink;
+pub use json::{JsonFileExporter, JsonFileSink};
 pub use sampling::TailSampler;
 pub use transport::OtlpSink;
 

@@ -1,5 +1,6 @@
-//! The export thread: windows and kept traces to a [`SpanExporter`] or to an
-//! OTLP JSON file ([`super::json`]), off every application thread.
+//! The export thread: windows and kept traces to a [`SpanExporter`] (an
+//! OTLP network exporter, or the OTLP JSON file of [`super::json`]), off
+//! every application thread.
 //!
 //! One thread, `blackbox-export`, owns a current-thread Tokio runtime of its
 //! own and the exporter (or the file). It is fed by a bounded queue of jobs:
@@ -38,7 +39,6 @@ use crate::sync::lock;
 use crate::window::Window;
 use opentelemetry::trace::TraceId;
 use opentelemetry::{Key, KeyValue, Value};
-use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
@@ -863,30 +863,10 @@ fn count_abandoned(job: Job, c: &ExportCounters) {
     }
 }
 
-/// Where spans end up.
-enum Backend {
-    Exporter(Box<dyn DynExporter>),
-    Json {
-        file: super::json::JsonFile,
-        resource: ResourceAttributesWithSchema,
-    },
-}
-
-impl Backend {
-    async fn send(&mut self, spans: Vec<SpanData>) -> OTelSdkResult {
-        match self {
-            Backend::Exporter(e) => e.export_dyn(spans).await,
-            Backend::Json { file, resource } => super::json::write_json_line(file, spans, resource)
-                .map_err(|e| OTelSdkError::InternalFailure(e.to_string())),
-        }
-    }
-}
-
 /// What the export thread is built from.
 pub(crate) enum Target {
     Otlp(OtlpEnv),
     Exporter(Box<dyn DynExporter>),
-    Json(super::json::JsonFile),
 }
 
 /// A handle on a running export thread: a [`Sink`] for windows.
@@ -1050,21 +1030,15 @@ fn export_thread(
     let built = {
         let _enter = rt.enter();
         match target {
-            Target::Otlp(env) => env.build().map(Backend::Exporter),
-            Target::Exporter(e) => Ok(Backend::Exporter(e)),
-            Target::Json(file) => Ok(Backend::Json {
-                file,
-                resource: (&resource()).into(),
-            }),
+            Target::Otlp(env) => env.build(),
+            Target::Exporter(e) => Ok(e),
         }
     };
-    let mut backend = match built {
-        Ok(mut b) => {
-            if let Backend::Exporter(e) = &mut b {
-                e.set_resource_dyn(&resource());
-            }
+    let exporter = match built {
+        Ok(mut e) => {
+            e.set_resource_dyn(&resource());
             let _ = ready.send(Ok(()));
-            b
+            e
         }
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -1099,7 +1073,7 @@ fn export_thread(
         }
         for batch in requests {
             let n = batch.len() as u64;
-            if rt.block_on(send_with_retries(&mut backend, batch, c)) {
+            if rt.block_on(send_with_retries(exporter.as_ref(), batch, c)) {
                 add(&c.spans_exported, n);
             } else {
                 add(&c.spans_dropped, n);
@@ -1108,13 +1082,11 @@ fn export_thread(
         }
         queue.finish(bytes, c);
     }
-    if let Backend::Exporter(e) = &backend {
-        let _ = e.shutdown_dyn();
-    }
+    let _ = exporter.shutdown_dyn();
 }
 
 async fn send_with_retries(
-    backend: &mut Backend,
+    exporter: &dyn DynExporter,
     mut batch: Vec<SpanData>,
     c: &ExportCounters,
 ) -> bool {
@@ -1126,7 +1098,7 @@ async fn send_with_retries(
         } else {
             batch.clone()
         };
-        match backend.send(this).await {
+        match exporter.export_dyn(this).await {
             Ok(()) => return true,
             Err(OTelSdkError::AlreadyShutdown) => return false,
             Err(_) if attempt < RETRIES => {
@@ -1238,6 +1210,7 @@ impl Sink for OtlpSink {
 mod tests {
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
     use opentelemetry_sdk::trace::InMemorySpanExporter;
     use prost::Message;
