@@ -1,4 +1,4 @@
-//! The embedded default sink: captures as OTLP JSON lines in a file.
+//! The OTLP JSON file: captures as OTLP JSON lines, rotated by size.
 //!
 //! With no OTLP endpoint configured, each capture (and each trace kept by the
 //! tail sampler) is appended to `<BLACKBOX_DIR>/traces.otlp.jsonl` as one
@@ -7,14 +7,10 @@
 //! strings, camelCase names). The Collector's `otlpjsonfile` receiver reads
 //! such files; so does any OTLP/HTTP receiver, line by line, as
 //! `application/json`. [`JsonFileExporter`] writes them, a [`SpanExporter`]
-//! like the network ones, run by the export thread ([`super::transport`]),
+//! like the network ones, run by the export thread (`blackbox-export`) for
+//! [`JsonFileSink`](super::JsonFileSink),
 //! never on an application thread.
 
-use super::otlp::Budget;
-use super::transport::{ExportShared, Pipeline, Target};
-use crate::error::{BuildError, SinkError};
-use crate::export::Sink;
-use crate::window::Window;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
@@ -23,7 +19,6 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The name of the OTLP JSON file written into the directory.
 pub const JSON_FILE_NAME: &str = "traces.otlp.jsonl";
@@ -109,7 +104,7 @@ impl JsonFile {
 }
 
 /// A [`SpanExporter`] appending each batch to an OTLP JSON file as one
-/// `ExportTraceServiceRequest` line, rotated by size: what [`JsonFileSink`]
+/// `ExportTraceServiceRequest` line, rotated by size: what [`JsonFileSink`](super::JsonFileSink)
 /// runs on the export thread, like the network exporters of
 /// `opentelemetry-otlp`.
 ///
@@ -117,7 +112,7 @@ impl JsonFile {
 /// batch is one `write` of one whole line; an I/O error fails the export
 /// ([`OTelSdkError::InternalFailure`]). The resource written is the one
 /// given by [`SpanExporter::set_resource`] (the export thread gives
-/// [`resource()`](crate::export::transport::resource)); none before that.
+/// [`resource()`](crate::export::resource)); none before that.
 ///
 /// # Examples
 ///
@@ -188,109 +183,5 @@ impl SpanExporter for JsonFileExporter {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.resource = resource.into();
-    }
-}
-
-// === JsonFileSink ===
-
-/// Appends each captured window to `<dir>/traces.otlp.jsonl` as OTLP JSON: one
-/// `ExportTraceServiceRequest` per line, in the standard protobuf JSON mapping,
-/// so the Collector's `otlpjsonfile` receiver can read it back.
-///
-/// This is the default sink when no OTLP endpoint is configured; the
-/// directory is [`Builder::dir`](crate::Builder::dir) (`BLACKBOX_DIR`),
-/// created with mode 0700 and the file with mode 0600 on Unix.
-///
-/// The file is rotated by size: before a line would take it past
-/// [`DEFAULT_MAX_FILE_BYTES`] (64 MiB) it becomes `traces.otlp.jsonl.1`
-/// (`.1` becomes `.2`, and so on), and only [`DEFAULT_MAX_FILES`] files are
-/// kept (4, the current one included), so the directory holds at most
-/// 256 MiB of OTLP JSON. Each kept file holds whole lines; the `blackbox`
-/// command reads any of them. [`JsonFileSink::with_rotation`] sets other limits.
-///
-/// # Examples
-///
-/// ```
-/// use tokio_blackbox::{JsonFileSink, Sink};
-///
-/// let dir = std::env::temp_dir().join(format!("blackbox-doc-json-{}", std::process::id()));
-/// let mut sink = JsonFileSink::new(&dir)?;
-/// sink.write(&tokio_blackbox::export::otlp::testing::window(1, 1, 1))?;
-/// sink.flush()?;
-/// let text = std::fs::read_to_string(sink.path())?;
-/// assert_eq!(text.lines().count(), 1);
-/// assert!(text.contains("\"resourceSpans\""));
-/// # std::fs::remove_dir_all(&dir)?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug)]
-pub struct JsonFileSink {
-    pipeline: Pipeline,
-    path: PathBuf,
-}
-
-impl JsonFileSink {
-    /// A sink appending to `dir/traces.otlp.jsonl`.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::Thread`] when the export thread cannot start.
-    pub fn new(dir: impl AsRef<Path>) -> Result<JsonFileSink, BuildError> {
-        JsonFileSink::start(dir.as_ref(), Budget::default(), Arc::default())
-    }
-
-    pub(crate) fn start(
-        dir: &Path,
-        budget: Budget,
-        shared: Arc<ExportShared>,
-    ) -> Result<JsonFileSink, BuildError> {
-        JsonFileSink::start_with(JsonFileExporter::new(dir), budget, shared)
-    }
-
-    fn start_with(
-        exporter: JsonFileExporter,
-        budget: Budget,
-        shared: Arc<ExportShared>,
-    ) -> Result<JsonFileSink, BuildError> {
-        let path = exporter.path().to_owned();
-        let pipeline = Pipeline::start(Target::Exporter(Box::new(exporter)), budget, shared)?;
-        Ok(JsonFileSink { pipeline, path })
-    }
-
-    /// A sink appending to `dir/traces.otlp.jsonl`, rotated once it would
-    /// grow past `max_file_bytes`, keeping `max_files` files.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::Thread`] when the export thread cannot start.
-    pub fn with_rotation(
-        dir: impl AsRef<Path>,
-        max_file_bytes: u64,
-        max_files: usize,
-    ) -> Result<JsonFileSink, BuildError> {
-        JsonFileSink::start_with(
-            JsonFileExporter::with_rotation(dir, max_file_bytes, max_files),
-            Budget::default(),
-            Arc::default(),
-        )
-    }
-
-    /// The file written.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Sink for JsonFileSink {
-    fn write(&mut self, window: &Window) -> Result<(), SinkError> {
-        self.pipeline.write(window)
-    }
-
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.pipeline.flush()
-    }
-
-    fn flush_within(&mut self, timeout: std::time::Duration) -> Result<(), SinkError> {
-        self.pipeline.flush_within(timeout)
     }
 }

@@ -6,27 +6,49 @@
 //!
 //! The sinks of this crate:
 //!
-//! - [`OtlpSink`] ([`transport`]): the window as OTLP spans in the slow
-//!   request's trace ([`otlp`]), sent by `opentelemetry-otlp` (gRPC or
-//!   HTTP/protobuf) or any [`SpanExporter`] on the `blackbox-export` thread.
-//!   The default when an `OTEL_EXPORTER_OTLP_*ENDPOINT` is set.
-//! - [`JsonFileSink`] ([`json`]): the same spans appended as OTLP JSON
-//!   lines under the recorder's directory. The default otherwise.
+//! - [`OtlpSink`]: the window as OTLP spans in the slow request's trace
+//!   ([`otlp`]), sent by `opentelemetry-otlp` (gRPC or HTTP/protobuf, built
+//!   from the settings of [`endpoint`]) or any [`SpanExporter`] on the
+//!   `blackbox-export` thread. The default when an
+//!   `OTEL_EXPORTER_OTLP_*ENDPOINT` is set.
+//! - [`JsonFileSink`]: the same spans appended as OTLP JSON lines under the
+//!   recorder's directory by [`JsonFileExporter`] ([`json`]), on the same
+//!   kind of thread. The default otherwise.
 //! - [`DirSink`]: binary capture files in the dump format.
 //!
 //! [`TailSampler`] ([`sampling`]) keeps the application's own slow and
 //! failed traces and sends them through the same export thread.
 //!
+//! Inside, one job per file, each importing only those before it:
+//! `counters` (the stats), `split` (memory and request sizes), `queue` (the
+//! bounded job queue), `shared` (what the recorder, sinks and sampler share),
+//! `exporter` (the one object-safe exporter trait), `resource`, `endpoint`,
+//! `json`, `pipeline` (the export thread: map, split, retry), `sink`.
+//!
 //! [`SpanExporter`]: opentelemetry_sdk::trace::SpanExporter
 
+mod counters;
+pub mod endpoint;
+mod exporter;
 pub mod json;
 pub mod otlp;
+mod pipeline;
+mod queue;
+mod resource;
 pub mod sampling;
+mod shared;
+mod sink;
+mod split;
 pub mod transport;
 
-pub use json::{JsonFileExporter, JsonFileSink};
+pub use endpoint::{OtlpSettings, Protocol};
+pub use json::JsonFileExporter;
+pub use pipeline::RETRIES;
+pub use queue::{QUEUE_CAPACITY, QUEUE_MAX_BYTES};
+pub use resource::resource;
 pub use sampling::TailSampler;
-pub use transport::OtlpSink;
+pub use sink::{JsonFileSink, OtlpSink};
+pub use split::MAX_REQUEST_BYTES;
 
 use crate::error::SinkError;
 use crate::window::Window;
