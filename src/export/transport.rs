@@ -4,10 +4,10 @@
 //! the command until they use the new ones. Nothing is defined here.
 #![doc(hidden)]
 
+pub use super::export_sink::OtlpSink;
 pub use super::pipeline::RETRIES;
 pub use super::queue::{QUEUE_CAPACITY, QUEUE_MAX_BYTES};
 pub use super::resource::resource;
-pub use super::sink::OtlpSink;
 pub use super::split::MAX_REQUEST_BYTES;
 
 pub(crate) use super::endpoint::OtlpSettings as OtlpEnv;
