@@ -25,15 +25,18 @@ use std::sync::Arc;
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "testing")] {
 /// use opentelemetry_sdk::trace::InMemorySpanExporter;
 /// use tokio_blackbox::{OtlpSink, Sink};
 ///
 /// let exporter = InMemorySpanExporter::default();
 /// let mut sink = OtlpSink::with_exporter(exporter.clone())?;
-/// let window = tokio_blackbox::export::otlp::testing::window(2, 2, 1);
+/// // A synthetic window (the `testing` feature).
+/// let window = tokio_blackbox::export::testing::window(2, 2, 1);
 /// sink.write(&window)?;
 /// sink.flush()?;
 /// assert!(exporter.get_finished_spans()?.iter().any(|s| s.name == "blackbox.window"));
+/// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -123,16 +126,19 @@ impl Sink for OtlpSink {
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "testing")] {
 /// use tokio_blackbox::{JsonFileSink, Sink};
 ///
 /// let dir = std::env::temp_dir().join(format!("blackbox-doc-json-{}", std::process::id()));
 /// let mut sink = JsonFileSink::new(&dir)?;
-/// sink.write(&tokio_blackbox::export::otlp::testing::window(1, 1, 1))?;
+/// // A synthetic window (the `testing` feature).
+/// sink.write(&tokio_blackbox::export::testing::window(1, 1, 1))?;
 /// sink.flush()?;
 /// let text = std::fs::read_to_string(sink.path())?;
 /// assert_eq!(text.lines().count(), 1);
 /// assert!(text.contains("\"resourceSpans\""));
 /// # std::fs::remove_dir_all(&dir)?;
+/// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -248,7 +254,7 @@ mod tests {
             shared.clone(),
         )
         .unwrap();
-        let w = otlp::testing::window(2, 2, 1);
+        let w = crate::export::testing::window(2, 2, 1);
         sink.write(&w).unwrap(); // fails 3 times: dropped
         sink.write(&w).unwrap(); // fails once, then goes
         sink.flush().unwrap();
@@ -272,7 +278,7 @@ mod tests {
             shared.clone(),
         )
         .unwrap();
-        let w = otlp::testing::window(1, 1, 1);
+        let w = crate::export::testing::window(1, 1, 1);
         let req = w.requests[0].clone();
         sink.write(&w).unwrap();
         sink.flush().unwrap();

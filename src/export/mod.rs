@@ -33,14 +33,19 @@ pub mod endpoint;
 mod export_sink;
 mod exporter;
 pub mod json;
+pub mod names;
 pub mod otlp;
 mod pipeline;
+pub mod plan;
 mod queue;
 mod resource;
 pub mod sampling;
 mod shared;
 mod sink;
 mod split;
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 pub mod transport;
 
 pub use endpoint::{OtlpSettings, Protocol};

@@ -270,13 +270,12 @@ fn export_thread(
                     // The app's spans go through the tail sampler: a request
                     // whose trace it did not keep would leave the window
                     // under a missing parent, so send the request span too.
-                    for r in w
-                        .requests
-                        .iter()
-                        .filter(|r| !r.own_span && !shared.was_kept(r.trace_id))
-                    {
-                        spans.push(otlp::request_span(r, "tail_sampler_missed"));
-                    }
+                    otlp::attach_request_spans(
+                        &w,
+                        &mut spans,
+                        super::names::SOURCE_TAIL_SAMPLER_MISSED,
+                        |r| !shared.was_kept(r.trace_id),
+                    );
                 }
                 add(&c.windows_exported, 1);
                 spans

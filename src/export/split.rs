@@ -141,8 +141,13 @@ mod tests {
         // 40 windows of 1,000 spans: about 12 MiB of OTLP.
         let mut spans = Vec::new();
         for _ in 0..40 {
-            spans
-                .extend(otlp::window_spans(&otlp::testing::window(100, 9, 2), Budget::default()).0);
+            spans.extend(
+                otlp::window_spans(
+                    &crate::export::testing::window(100, 9, 2),
+                    Budget::default(),
+                )
+                .0,
+            );
         }
         let res: ResourceAttributesWithSchema = (&resource()).into();
         for s in spans.iter().take(200) {
