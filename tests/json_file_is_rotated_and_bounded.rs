@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use tokio_blackbox::export::json::{DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES, JSON_FILE_NAME};
-use tokio_blackbox::export::otlp::testing::window;
+use tokio_blackbox::export::testing::window;
 use tokio_blackbox::{JsonFileSink, Sink};
 
 fn files(dir: &Path) -> Vec<(String, u64)> {

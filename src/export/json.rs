@@ -1,4 +1,4 @@
-//! The embedded default sink: captures as OTLP JSON lines in a file.
+//! The OTLP JSON file: captures as OTLP JSON lines, rotated by size.
 //!
 //! With no OTLP endpoint configured, each capture (and each trace kept by the
 //! tail sampler) is appended to `<BLACKBOX_DIR>/traces.otlp.jsonl` as one
@@ -6,21 +6,19 @@
 //! (`opentelemetry-proto`'s `with-serde` types: hex ids, 64-bit integers as
 //! strings, camelCase names). The Collector's `otlpjsonfile` receiver reads
 //! such files; so does any OTLP/HTTP receiver, line by line, as
-//! `application/json`. The writing happens on the export thread
-//! ([`super::transport`]), never on an application thread.
+//! `application/json`. [`JsonFileExporter`] writes them, a [`SpanExporter`]
+//! like the network ones, run by the export thread (`blackbox-export`) for
+//! [`JsonFileSink`](super::JsonFileSink),
+//! never on an application thread.
 
-use super::otlp::Budget;
-use super::transport::{ExportShared, Pipeline, Target};
-use crate::error::{BuildError, SinkError};
-use crate::export::Sink;
-use crate::window::Window;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
-use opentelemetry_sdk::trace::SpanData;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The name of the OTLP JSON file written into the directory.
 pub const JSON_FILE_NAME: &str = "traces.otlp.jsonl";
@@ -34,12 +32,12 @@ pub const DEFAULT_MAX_FILES: usize = 4;
 
 /// Where the JSON lines go and how the file is rotated.
 #[derive(Debug, Clone)]
-pub(crate) struct JsonFile {
-    pub(crate) path: PathBuf,
+struct JsonFile {
+    path: PathBuf,
     /// A file is rotated before a line would take it past this size.
-    pub(crate) max_file_bytes: u64,
+    max_file_bytes: u64,
     /// Files kept, the current one included (at least 1).
-    pub(crate) max_files: usize,
+    max_files: usize,
 }
 
 impl JsonFile {
@@ -76,144 +74,114 @@ impl JsonFile {
         }
         ignore_missing(std::fs::rename(&self.path, self.rotated(1)))
     }
+
+    /// Appends one `ExportTraceServiceRequest` as one line of OTLP JSON,
+    /// rotating the file first when the line would take it past its limit.
+    fn write_line(
+        &self,
+        spans: Vec<SpanData>,
+        resource: &ResourceAttributesWithSchema,
+    ) -> std::io::Result<()> {
+        let request = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(spans, resource),
+        };
+        let mut line = serde_json::to_vec(&request).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        if let Some(dir) = self.path.parent() {
+            crate::dump::create_private_dir(dir)?;
+        }
+        self.rotate_for(line.len() as u64)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).append(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        // One write per line, so lines of concurrent writers do not interleave.
+        opts.open(&self.path)?.write_all(&line)
+    }
 }
 
-/// Appends one `ExportTraceServiceRequest` as one line of OTLP JSON,
-/// rotating the file first when the line would take it past its limit.
-pub(crate) fn write_json_line(
-    file: &JsonFile,
-    spans: Vec<SpanData>,
-    resource: &ResourceAttributesWithSchema,
-) -> std::io::Result<()> {
-    let request = ExportTraceServiceRequest {
-        resource_spans: group_spans_by_resource_and_scope(spans, resource),
-    };
-    let mut line = serde_json::to_vec(&request).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    if let Some(dir) = file.path.parent() {
-        crate::dump::create_private_dir(dir)?;
-    }
-    file.rotate_for(line.len() as u64)?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    // One write per line, so lines of concurrent writers do not interleave.
-    opts.open(&file.path)?.write_all(&line)
-}
-
-// === JsonFileSink ===
-
-/// Appends each captured window to `<dir>/traces.otlp.jsonl` as OTLP JSON: one
-/// `ExportTraceServiceRequest` per line, in the standard protobuf JSON mapping,
-/// so the Collector's `otlpjsonfile` receiver can read it back.
+/// A [`SpanExporter`] appending each batch to an OTLP JSON file as one
+/// `ExportTraceServiceRequest` line, rotated by size: what [`JsonFileSink`](super::JsonFileSink)
+/// runs on the export thread, like the network exporters of
+/// `opentelemetry-otlp`.
 ///
-/// This is the default sink when no OTLP endpoint is configured; the
-/// directory is [`Builder::dir`](crate::Builder::dir) (`BLACKBOX_DIR`),
-/// created with mode 0700 and the file with mode 0600 on Unix.
-///
-/// The file is rotated by size: before a line would take it past
-/// [`DEFAULT_MAX_FILE_BYTES`] (64 MiB) it becomes `traces.otlp.jsonl.1`
-/// (`.1` becomes `.2`, and so on), and only [`DEFAULT_MAX_FILES`] files are
-/// kept (4, the current one included), so the directory holds at most
-/// 256 MiB of OTLP JSON. Each kept file holds whole lines; the `blackbox`
-/// command reads any of them. [`JsonFileSink::with_rotation`] sets other limits.
+/// The file is created with mode 0600 (its directory 0700) on Unix. Each
+/// batch is one `write` of one whole line; an I/O error fails the export
+/// ([`OTelSdkError::InternalFailure`]). The resource written is the one
+/// given by [`SpanExporter::set_resource`] (the export thread gives
+/// [`resource()`](crate::export::resource)); none before that.
 ///
 /// # Examples
 ///
 /// ```
-/// use tokio_blackbox::{JsonFileSink, Sink};
+/// use opentelemetry_sdk::trace::SpanExporter;
+/// use tokio_blackbox::export::json::JsonFileExporter;
 ///
-/// let dir = std::env::temp_dir().join(format!("blackbox-doc-json-{}", std::process::id()));
-/// let mut sink = JsonFileSink::new(&dir)?;
-/// sink.write(&tokio_blackbox::export::otlp::testing::window(1, 1, 1))?;
-/// sink.flush()?;
-/// let text = std::fs::read_to_string(sink.path())?;
+/// let dir = std::env::temp_dir().join(format!("blackbox-doc-jsonexp-{}", std::process::id()));
+/// let exporter = JsonFileExporter::new(&dir);
+/// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+/// rt.block_on(exporter.export(Vec::new()))?;
+/// let text = std::fs::read_to_string(exporter.path())?;
 /// assert_eq!(text.lines().count(), 1);
-/// assert!(text.contains("\"resourceSpans\""));
+/// assert!(text.starts_with("{\"resourceSpans\":"));
 /// # std::fs::remove_dir_all(&dir)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
-pub struct JsonFileSink {
-    pipeline: Pipeline,
-    path: PathBuf,
+pub struct JsonFileExporter {
+    file: JsonFile,
+    resource: ResourceAttributesWithSchema,
 }
 
-impl JsonFileSink {
-    /// A sink appending to `dir/traces.otlp.jsonl`.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::Thread`] when the export thread cannot start.
-    pub fn new(dir: impl AsRef<Path>) -> Result<JsonFileSink, BuildError> {
-        JsonFileSink::start(dir.as_ref(), Budget::default(), Arc::default())
+impl JsonFileExporter {
+    /// An exporter appending to `dir/traces.otlp.jsonl`, rotated at
+    /// [`DEFAULT_MAX_FILE_BYTES`], keeping [`DEFAULT_MAX_FILES`] files.
+    pub fn new(dir: impl AsRef<Path>) -> JsonFileExporter {
+        JsonFileExporter::with_rotation(dir, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES)
     }
 
-    pub(crate) fn start(
-        dir: &Path,
-        budget: Budget,
-        shared: Arc<ExportShared>,
-    ) -> Result<JsonFileSink, BuildError> {
-        let file = JsonFile {
-            path: dir.join(JSON_FILE_NAME),
-            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
-            max_files: DEFAULT_MAX_FILES,
-        };
-        JsonFileSink::start_with(file, budget, shared)
-    }
-
-    fn start_with(
-        file: JsonFile,
-        budget: Budget,
-        shared: Arc<ExportShared>,
-    ) -> Result<JsonFileSink, BuildError> {
-        let path = file.path.clone();
-        let pipeline = Pipeline::start(Target::Json(file), budget, shared)?;
-        Ok(JsonFileSink { pipeline, path })
-    }
-
-    /// A sink appending to `dir/traces.otlp.jsonl`, rotated once it would
-    /// grow past `max_file_bytes`, keeping `max_files` files.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::Thread`] when the export thread cannot start.
+    /// An exporter appending to `dir/traces.otlp.jsonl`, rotated once it
+    /// would grow past `max_file_bytes`, keeping `max_files` files (at least
+    /// 1 byte and 1 file).
     pub fn with_rotation(
         dir: impl AsRef<Path>,
         max_file_bytes: u64,
         max_files: usize,
-    ) -> Result<JsonFileSink, BuildError> {
-        JsonFileSink::start_with(
-            JsonFile {
+    ) -> JsonFileExporter {
+        JsonFileExporter {
+            file: JsonFile {
                 path: dir.as_ref().join(JSON_FILE_NAME),
                 max_file_bytes: max_file_bytes.max(1),
                 max_files: max_files.max(1),
             },
-            Budget::default(),
-            Arc::default(),
-        )
+            resource: ResourceAttributesWithSchema::default(),
+        }
     }
 
-    /// The file written.
+    /// The file written (the current one; rotated ones add `.1`, `.2`, ...).
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.file.path
     }
 }
 
-impl Sink for JsonFileSink {
-    fn write(&mut self, window: &Window) -> Result<(), SinkError> {
-        self.pipeline.write(window)
+impl SpanExporter for JsonFileExporter {
+    fn export(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+        // Written here, not in the future: a file append does not wait on
+        // anything the runtime could run meanwhile.
+        let result = self
+            .file
+            .write_line(batch, &self.resource)
+            .map_err(|e| OTelSdkError::InternalFailure(e.to_string()));
+        std::future::ready(result)
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.pipeline.flush()
-    }
-
-    fn flush_within(&mut self, timeout: std::time::Duration) -> Result<(), SinkError> {
-        self.pipeline.flush_within(timeout)
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.into();
     }
 }

@@ -1,6 +1,7 @@
-//! The OTLP mapping of a captured [`Window`]: pure, no I/O, no clock.
+//! Span assembly: a captured [`Window`] as OTLP [`SpanData`], pure (no I/O,
+//! no clock).
 //!
-//! [`window_spans`] turns a window into [`SpanData`] in the slow request's own
+//! [`window_spans`] turns a window into spans in the slow request's own
 //! trace, ready for any [`SpanExporter`](opentelemetry_sdk::trace::SpanExporter):
 //!
 //! ```text
@@ -14,21 +15,18 @@
 //! └─ blackbox.window.ref               links back to blackbox.window
 //! ```
 //!
+//! What is shown and what is only counted is the [plan](super::plan) of the
+//! window under its [`Budget`]; every name and key written is in
+//! [`names`] (also reachable as [`keys`]).
+//!
 //! The spans are built as `SpanData` (not through a tracer) because a tracer
 //! can set neither the ids nor the end time since opentelemetry 0.32, and
 //! because the SDK's span limits (128 events by default) would cut a worker's
-//! park events. Every key this module writes is listed in [`keys`].
-//!
-//! The span budget ([`Budget::max_spans`]) is shared out in this order: the
-//! spans that carry the structure (the window, the references and request
-//! spans the recorder made), then one span per thread, then tasks — the
-//! request's own first, then by time spent on a worker — and last their polls,
-//! each task getting an equal share and a task with fewer polls leaving the
-//! rest to the others. A task whose polls exceed its share keeps its longest
-//! ones and summarises the others in attributes. What is left out is counted
-//! in attributes, never dropped silently.
+//! park events.
 
-use crate::analysis::{Poll, TaskActivity, WorkerActivity};
+use super::names;
+use super::plan::{Plan, ShownTask, plan};
+use crate::analysis::WorkerActivity;
 use crate::window::{SlowRequest, Window};
 use opentelemetry::trace::{
     Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -38,160 +36,17 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanEve
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The attribute keys and span names the mapping writes.
-///
-/// Durations are floating-point milliseconds (`*_ms`), so they read well in
-/// Jaeger and compare in TraceQL (`{ span.blackbox.task.longest_poll_ms > 50 }`).
-pub mod keys {
-    /// Name of the span covering the window.
-    pub const WINDOW_SPAN: &str = "blackbox.window";
-    /// Name of the span that links another slow request to the window.
-    pub const WINDOW_REF_SPAN: &str = "blackbox.window.ref";
-    /// Name of a poll span.
-    pub const POLL_SPAN: &str = "poll";
-    /// `true` on every span the recorder exports.
-    pub const CAPTURED: &str = "blackbox.captured";
-    /// The latency threshold, ms.
-    pub const THRESHOLD_MS: &str = "blackbox.threshold_ms";
-    /// The slow request's duration, ms.
-    pub const REQUEST_DURATION_MS: &str = "blackbox.request.duration_ms";
-    /// The slow request's span name.
-    pub const REQUEST_NAME: &str = "blackbox.request.name";
-    /// Number of slow requests the capture links (at most 64).
-    pub const WINDOW_REQUESTS: &str = "blackbox.window.requests";
-    /// Slow requests the capture also covered but does not link (past 64).
-    pub const WINDOW_REQUESTS_OMITTED: &str = "blackbox.window.requests_omitted";
-    /// `true` when the slow request was still open when captured (stuck).
-    pub const REQUEST_OPEN: &str = "blackbox.request.open";
-    /// Capture sequence number in the process.
-    pub const WINDOW_SEQUENCE: &str = "blackbox.window.sequence";
-    /// Window start, UNIX ns.
-    pub const WINDOW_START: &str = "blackbox.window.start_unix_ns";
-    /// Window end, UNIX ns.
-    pub const WINDOW_END: &str = "blackbox.window.end_unix_ns";
-    /// Events recorded in the window.
-    pub const WINDOW_EVENTS: &str = "blackbox.window.events";
-    /// Events of the window lost to ring overwrite (estimated).
-    pub const WINDOW_EVENTS_LOST: &str = "blackbox.window.events_lost";
-    /// Tasks that ran in the window.
-    pub const WINDOW_TASKS: &str = "blackbox.window.tasks";
-    /// Tasks exported as spans.
-    pub const WINDOW_TASKS_SHOWN: &str = "blackbox.window.tasks_shown";
-    /// Tasks left out by the span budget.
-    pub const WINDOW_TASKS_OMITTED: &str = "blackbox.window.tasks_omitted";
-    /// Polls left out by the span budget (over all tasks, shown or not).
-    pub const WINDOW_POLLS_OMITTED: &str = "blackbox.window.polls_omitted";
-    /// Threads left out by the span budget.
-    pub const WINDOW_WORKERS_OMITTED: &str = "blackbox.window.workers_omitted";
-    /// The span budget in force.
-    pub const WINDOW_MAX_SPANS: &str = "blackbox.window.max_spans";
-    /// Whether task hooks were compiled in (`--cfg tokio_unstable`).
-    pub const WINDOW_TASK_HOOKS: &str = "blackbox.window.task_hooks";
-    /// Whether scheduling delays were recorded.
-    pub const WINDOW_SCHEDULE_DELAY: &str = "blackbox.window.schedule_delay";
-    /// Polls longer than this are flagged, ms.
-    pub const LONG_POLL_MS: &str = "blackbox.long_poll_ms";
-    /// On a reference span and on a link: the window span's trace id (hex).
-    pub const WINDOW_TRACE_ID: &str = "blackbox.window.trace_id";
-    /// On a link of the window span: what the linked span is.
-    pub const LINK_KIND: &str = "blackbox.link";
-    /// On a request span the recorder exported itself: why.
-    pub const REQUEST_SOURCE: &str = "blackbox.request.source";
-    /// Tokio's task id.
-    pub const TASK_ID: &str = "tokio.task.id";
-    /// Spawn location: file.
-    pub const CODE_FILE: &str = "code.file.path";
-    /// Spawn location: line.
-    pub const CODE_LINE: &str = "code.line.number";
-    /// Spawn location: column.
-    pub const CODE_COLUMN: &str = "code.column.number";
-    /// `true` when the task worked for one of the captured requests.
-    pub const TASK_IN_REQUEST: &str = "blackbox.task.in_request";
-    /// Polls of the task in the window.
-    pub const TASK_POLLS: &str = "blackbox.task.polls";
-    /// Time being polled, ms.
-    pub const TASK_BUSY_MS: &str = "blackbox.task.busy_ms";
-    /// Longest poll, ms.
-    pub const TASK_LONGEST_POLL_MS: &str = "blackbox.task.longest_poll_ms";
-    /// Polls over the long-poll limit.
-    pub const TASK_LONG_POLLS: &str = "blackbox.task.long_polls";
-    /// Total scheduling delay, ms (only when recorded).
-    pub const TASK_SCHED_DELAY_MS: &str = "blackbox.task.sched_delay_ms";
-    /// Polls exported as spans.
-    pub const TASK_POLLS_SHOWN: &str = "blackbox.task.polls_shown";
-    /// Polls left out by the budget.
-    pub const TASK_POLLS_OMITTED: &str = "blackbox.task.polls_omitted";
-    /// Busy time of the polls left out, ms.
-    pub const TASK_POLLS_OMITTED_BUSY_MS: &str = "blackbox.task.polls_omitted_busy_ms";
-    /// The worker (thread name) of a poll.
-    pub const POLL_WORKER: &str = "blackbox.poll.worker";
-    /// The lane (thread index) of a poll.
-    pub const POLL_LANE: &str = "blackbox.poll.lane";
-    /// Scheduling delay before the poll, ms (only when recorded).
-    pub const POLL_SCHED_DELAY_MS: &str = "blackbox.poll.sched_delay_ms";
-    /// `true` on polls longer than the limit.
-    pub const POLL_LONG: &str = "blackbox.poll.long";
-    /// `false` when the poll was cut by the window's edge.
-    pub const POLL_COMPLETE: &str = "blackbox.poll.complete";
-    /// Thread name of a worker span.
-    pub const THREAD_NAME: &str = "thread.name";
-    /// Lane index of a worker span.
-    pub const WORKER_LANE: &str = "blackbox.worker.lane";
-    /// Fraction of the window the thread spent polling tasks, 0 to 1.
-    pub const WORKER_BUSY_FRACTION: &str = "blackbox.worker.busy_fraction";
-    /// Time the thread spent polling, ms.
-    pub const WORKER_BUSY_MS: &str = "blackbox.worker.busy_ms";
-    /// Polls run by the thread.
-    pub const WORKER_POLLS: &str = "blackbox.worker.polls";
-    /// Park and unpark events.
-    pub const WORKER_PARKS: &str = "blackbox.worker.parks";
-    /// Park/unpark events left out (over the per-span event cap).
-    pub const WORKER_EVENTS_OMITTED: &str = "blackbox.worker.events_omitted";
-    /// Events of the thread's lane lost to ring overwrite (estimated).
-    pub const WORKER_EVENTS_LOST: &str = "blackbox.worker.events_lost";
-}
-
-/// The instrumentation scope of every span the recorder makes.
-pub const SCOPE_NAME: &str = "tokio-blackbox";
+pub use super::names as keys;
+pub use super::names::SCOPE_NAME;
+pub use super::plan::Budget;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub use super::testing;
 
 /// At most this many span events (park/unpark, woken) on one span: enough for
 /// a busy worker over a 2 s window at 250 parks per second, and a cap so one
 /// thread cannot grow an export request without bound. The rest is counted.
 pub const MAX_EVENTS_PER_SPAN: usize = 512;
-
-/// How many spans one window may become, and what counts as a long poll.
-///
-/// # Examples
-///
-/// ```
-/// use tokio_blackbox::export::otlp::Budget;
-/// let b = Budget::default();
-/// assert_eq!(b.max_spans, 1_000);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Budget {
-    /// Most spans per window. By default, this is [`Budget::DEFAULT_MAX_SPANS`].
-    pub max_spans: usize,
-}
-
-impl Budget {
-    /// Spans per window: 1,000 (`BLACKBOX_MAX_SPANS_PER_WINDOW`). A window of
-    /// that size encodes to about 300 KiB of OTLP, well under the 4 MiB
-    /// receivers accept, and Jaeger's UI still renders it quickly.
-    pub const DEFAULT_MAX_SPANS: usize = 1_000;
-
-    /// A budget of `max_spans` spans per window.
-    pub fn new(max_spans: usize) -> Budget {
-        Budget { max_spans }
-    }
-}
-
-impl Default for Budget {
-    fn default() -> Budget {
-        Budget::new(Budget::DEFAULT_MAX_SPANS)
-    }
-}
 
 /// Where the window of a capture was put: its trace and span id.
 ///
@@ -280,7 +135,21 @@ impl SpanParts {
 /// OpenTelemetry context was found) or whose span the app's tail sampling
 /// did not keep: without it, the window would hang under a missing parent.
 ///
-/// `source` says why (`"recorder"` or `"tail_sampler_missed"`).
+/// `source` says why: [`names::SOURCE_RECORDER`],
+/// [`names::SOURCE_TAIL_SAMPLER_MISSED`] or [`names::SOURCE_REPLAY`].
+///
+/// # Examples
+///
+/// ```
+/// use tokio_blackbox::export::{names, otlp::request_span};
+/// use tokio_blackbox::SlowRequest;
+///
+/// let ids = (opentelemetry::trace::TraceId::from(7u128), opentelemetry::trace::SpanId::from(9u64));
+/// let req = SlowRequest::new(1, "GET /slow", ids.0, ids.1, 1_000, 251_000_000);
+/// let span = request_span(&req, names::SOURCE_REPLAY);
+/// assert_eq!(span.span_context.span_id(), ids.1);
+/// assert_eq!(span.name, "GET /slow");
+/// ```
 pub fn request_span(req: &SlowRequest, source: &'static str) -> SpanData {
     SpanParts {
         trace_id: req.trace_id,
@@ -290,10 +159,10 @@ pub fn request_span(req: &SlowRequest, source: &'static str) -> SpanData {
         start_ns: req.start_unix_ns,
         end_ns: req.end_unix_ns,
         attributes: vec![
-            KeyValue::new(keys::CAPTURED, true),
-            KeyValue::new(keys::REQUEST_SOURCE, source),
+            KeyValue::new(names::CAPTURED, true),
+            KeyValue::new(names::REQUEST_SOURCE, source),
             KeyValue::new(
-                keys::REQUEST_DURATION_MS,
+                names::REQUEST_DURATION_MS,
                 ms(req.end_unix_ns - req.start_unix_ns.min(req.end_unix_ns)),
             ),
         ],
@@ -308,40 +177,40 @@ pub fn request_span(req: &SlowRequest, source: &'static str) -> SpanData {
     .build(&scope())
 }
 
-/// A task's place in the export order: the primary request's tasks, then the
-/// other captured requests' tasks, then the rest; ties by busy time, longest first.
-fn task_rank(
-    t: &TaskActivity,
-    primary: u64,
-    captured: &[u64],
-) -> (u8, std::cmp::Reverse<u64>, u64) {
-    let class = if t.requests.contains(&primary) {
-        0
-    } else if t.requests.iter().any(|r| captured.contains(r)) {
-        1
-    } else {
-        2
-    };
-    (class, std::cmp::Reverse(t.busy_ns()), t.id)
-}
-
-/// Shares `budget` poll spans among tasks wanting `wants[i]` polls: equal
-/// shares, and what a task does not need goes to the others (water-filling).
-fn share_polls(wants: &[usize], budget: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..wants.len()).collect();
-    order.sort_by_key(|&i| wants[i]);
-    let mut out = vec![0; wants.len()];
-    let mut left = budget;
-    for (k, &i) in order.iter().enumerate() {
-        let share = left / (wants.len() - k);
-        let give = wants[i].min(share);
-        out[i] = give;
-        left -= give;
+/// Adds the request spans of `window`'s slow requests that are not in
+/// `spans` yet (those the recorder did not make itself, `own_span` false)
+/// for which `missing` holds, each with `source`
+/// ([`names::REQUEST_SOURCE`]): so a window whose request span did not reach
+/// the backend (a tail sampler dropped it, a replay of a file) does not hang
+/// under a missing parent.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "testing")] {
+/// use tokio_blackbox::export::{names, otlp::{Budget, attach_request_spans, window_spans}};
+/// let window = tokio_blackbox::export::testing::window(1, 1, 1);
+/// let (mut spans, _) = window_spans(&window, Budget::default());
+/// let n = spans.len();
+/// attach_request_spans(&window, &mut spans, names::SOURCE_REPLAY, |_| true);
+/// assert_eq!(spans.len(), n + 1);
+/// # }
+/// ```
+pub fn attach_request_spans(
+    window: &Window,
+    spans: &mut Vec<SpanData>,
+    source: &'static str,
+    mut missing: impl FnMut(&SlowRequest) -> bool,
+) {
+    for r in window.requests.iter().filter(|r| !r.own_span) {
+        if missing(r) {
+            spans.push(request_span(r, source));
+        }
     }
-    out
 }
 
-/// Maps a window to spans in the first slow request's trace.
+/// Maps a window to spans in the first slow request's trace, following its
+/// plan ([`super::plan::plan`]) under `budget`.
 ///
 /// Returns the spans and where the `blackbox.window` span is (`None` for a
 /// window with no slow request, which maps to nothing).
@@ -349,10 +218,11 @@ fn share_polls(wants: &[usize], budget: usize) -> Vec<usize> {
 /// # Examples
 ///
 /// ```
-/// use tokio_blackbox::export::otlp::{Budget, testing, window_spans};
+/// # #[cfg(feature = "testing")] {
+/// use tokio_blackbox::export::otlp::{Budget, window_spans};
 ///
-/// // A synthetic window: 3 tasks of 4 polls each, one slow request.
-/// let window = testing::window(3, 4, 1);
+/// // A synthetic window (the `testing` feature): 3 tasks of 4 polls each, one slow request.
+/// let window = tokio_blackbox::export::testing::window(3, 4, 1);
 /// let req = &window.requests[0];
 /// let (spans, at) = window_spans(&window, Budget::default());
 /// let at = at.expect("a window with a request is mapped");
@@ -361,353 +231,302 @@ fn share_polls(wants: &[usize], budget: usize) -> Vec<usize> {
 /// assert_eq!(w.parent_span_id, req.span_id);
 /// assert_eq!(w.span_context.span_id(), at.span_id);
 /// assert_eq!(spans.iter().filter(|s| s.name == "poll").count(), 12);
+/// # }
 /// ```
 pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<WindowSpanRef>) {
-    let Some(primary) = window.requests.first() else {
+    let Some(plan) = plan(window, budget) else {
         return (Vec::new(), None);
     };
-    let ids = RandomIdGenerator::default();
-    let scope = scope();
-    let trace_id = primary.trace_id;
-    let window_id = ids.new_span_id();
-    let at = WindowSpanRef {
-        trace_id,
-        span_id: window_id,
-    };
-    let (from, to) = (
-        window.from_unix_ns,
-        window.to_unix_ns.max(window.from_unix_ns),
-    );
-    let long_poll_ns = window.long_poll.as_nanos() as u64;
-    let captured: Vec<u64> = window.requests.iter().map(|r| r.request_id).collect();
-    let thread_names: HashMap<u32, &str> = window
-        .lanes
-        .iter()
-        .map(|l| (l.index, l.thread.as_str()))
-        .collect();
+    let assembly = Assembly::new(window);
+    let mut out = Vec::with_capacity(plan.spans());
+    assembly.structure(&mut out);
+    for w in &plan.workers {
+        out.push(assembly.worker(w));
+    }
+    for t in &plan.tasks {
+        assembly.task(t, &mut out);
+    }
+    out.push(assembly.window_span(&plan, budget));
+    (out, Some(assembly.at))
+}
 
-    let mut out: Vec<SpanData> = Vec::new();
+/// What every span of one window shares while it is assembled: the window,
+/// its trace and window span, the id generator, the scope.
+struct Assembly<'w> {
+    window: &'w Window,
+    primary: &'w SlowRequest,
+    /// The trace and the `blackbox.window` span everything hangs under.
+    at: WindowSpanRef,
+    from: u64,
+    to: u64,
+    long_poll_ns: u64,
+    thread_names: HashMap<u32, &'w str>,
+    ids: RandomIdGenerator,
+    scope: InstrumentationScope,
+}
 
-    // 1. Structure: the request spans the recorder made, and a reference span
-    //    in each other slow request's trace. Always exported.
-    for (i, req) in window.requests.iter().enumerate() {
-        if req.own_span {
-            out.push(request_span(req, "recorder"));
+impl<'w> Assembly<'w> {
+    /// For a window with at least one slow request.
+    fn new(window: &'w Window) -> Assembly<'w> {
+        let primary = &window.requests[0];
+        let ids = RandomIdGenerator::default();
+        Assembly {
+            window,
+            primary,
+            at: WindowSpanRef {
+                trace_id: primary.trace_id,
+                span_id: ids.new_span_id(),
+            },
+            from: window.from_unix_ns,
+            to: window.to_unix_ns.max(window.from_unix_ns),
+            long_poll_ns: window.long_poll.as_nanos() as u64,
+            thread_names: window
+                .lanes
+                .iter()
+                .map(|l| (l.index, l.thread.as_str()))
+                .collect(),
+            ids,
+            scope: scope(),
         }
-        if i > 0 {
+    }
+
+    fn span(&self, parts: SpanParts) -> SpanData {
+        parts.build(&self.scope)
+    }
+
+    /// The request spans the recorder made, and a reference span in each
+    /// other slow request's trace. Always exported.
+    fn structure(&self, out: &mut Vec<SpanData>) {
+        let window = self.window;
+        for (i, req) in window.requests.iter().enumerate() {
+            if req.own_span {
+                out.push(request_span(req, names::SOURCE_RECORDER));
+            }
+            if i == 0 {
+                continue;
+            }
             let link = Link::new(
-                context(trace_id, window_id),
-                vec![KeyValue::new(keys::LINK_KIND, "window")],
+                context(self.at.trace_id, self.at.span_id),
+                vec![KeyValue::new(names::LINK_KIND, names::LINK_WINDOW)],
                 0,
             );
-            out.push(
-                SpanParts {
-                    trace_id: req.trace_id,
-                    span_id: ids.new_span_id(),
-                    parent: req.span_id,
-                    name: keys::WINDOW_REF_SPAN.into(),
-                    start_ns: req.start_unix_ns,
-                    end_ns: req.end_unix_ns,
-                    attributes: vec![
-                        KeyValue::new(keys::CAPTURED, true),
-                        KeyValue::new(keys::WINDOW_TRACE_ID, trace_id.to_string()),
-                        KeyValue::new(keys::THRESHOLD_MS, ms(window.threshold.as_nanos() as u64)),
-                        KeyValue::new(
-                            keys::REQUEST_DURATION_MS,
-                            ms(req.duration().as_nanos() as u64),
-                        ),
-                        KeyValue::new(keys::REQUEST_NAME, req.name.clone()),
-                        KeyValue::new(keys::REQUEST_OPEN, req.open),
-                    ],
-                    events: Vec::new(),
-                    links: vec![link],
-                    status: Status::Unset,
-                }
-                .build(&scope),
-            );
+            out.push(self.span(SpanParts {
+                trace_id: req.trace_id,
+                span_id: self.ids.new_span_id(),
+                parent: req.span_id,
+                name: names::WINDOW_REF_SPAN.into(),
+                start_ns: req.start_unix_ns,
+                end_ns: req.end_unix_ns,
+                attributes: vec![
+                    KeyValue::new(names::CAPTURED, true),
+                    KeyValue::new(names::WINDOW_TRACE_ID, self.at.trace_id.to_string()),
+                    KeyValue::new(names::THRESHOLD_MS, ms(window.threshold.as_nanos() as u64)),
+                    KeyValue::new(
+                        names::REQUEST_DURATION_MS,
+                        ms(req.duration().as_nanos() as u64),
+                    ),
+                    KeyValue::new(names::REQUEST_NAME, req.name.clone()),
+                    KeyValue::new(names::REQUEST_OPEN, req.open),
+                ],
+                events: Vec::new(),
+                links: vec![link],
+                status: Status::Unset,
+            }));
         }
     }
-    // The window span itself counts too.
-    let mut left = budget.max_spans.saturating_sub(out.len() + 1);
 
-    // 2. One span per thread, as far as the budget allows.
-    let workers = window.workers();
-    let workers_shown = workers.len().min(left);
-    left -= workers_shown;
-    let span_ns = (to - from).max(1);
-    for w in &workers[..workers_shown] {
-        out.push(worker_span(
-            w,
-            window,
-            trace_id,
-            window_id,
-            ids.new_span_id(),
-            span_ns,
-            &scope,
-        ));
-    }
-
-    // 3. Tasks, then 4. their polls.
-    let mut tasks = window.tasks();
-    tasks.sort_by_key(|t| task_rank(t, primary.request_id, &captured));
-    let total_polls: usize = tasks.iter().map(|t| t.polls.len()).sum();
-    let tasks_shown = if tasks.len() + total_polls <= left {
-        tasks.len()
-    } else {
-        // Half the remaining budget at most for task spans, so polls (where
-        // the blocking shows) keep room; at least one task.
-        tasks.len().min((left / 2).max(left.min(1)))
-    };
-    let poll_budget = left - tasks_shown;
-    let wants: Vec<usize> = tasks[..tasks_shown].iter().map(|t| t.polls.len()).collect();
-    let shares = share_polls(&wants, poll_budget);
-    let mut polls_omitted: u64 = tasks[tasks_shown..]
-        .iter()
-        .map(|t| t.polls.len() as u64)
-        .sum();
-    for (t, &share) in tasks[..tasks_shown].iter().zip(&shares) {
-        polls_omitted += (t.polls.len() - share) as u64;
-        let in_request = t.requests.iter().any(|r| captured.contains(r));
-        task_spans(
-            t,
-            share,
-            in_request,
-            window,
-            long_poll_ns,
-            &thread_names,
-            (trace_id, window_id),
-            &ids,
-            &scope,
-            &mut out,
-        );
-    }
-
-    // The window span, last, once the counts are known.
-    let mut links: Vec<Link> = window.requests[1..]
-        .iter()
-        .map(|r| {
-            Link::new(
-                context(r.trace_id, r.span_id),
-                vec![
-                    KeyValue::new(keys::LINK_KIND, "slow_request"),
-                    KeyValue::new(keys::REQUEST_NAME, r.name.clone()),
-                    KeyValue::new(
-                        keys::REQUEST_DURATION_MS,
-                        ms(r.duration().as_nanos() as u64),
-                    ),
-                ],
-                0,
-            )
-        })
-        .collect();
-    links.truncate(MAX_EVENTS_PER_SPAN);
-    let attributes = vec![
-        KeyValue::new(keys::CAPTURED, true),
-        KeyValue::new(keys::THRESHOLD_MS, ms(window.threshold.as_nanos() as u64)),
-        KeyValue::new(
-            keys::REQUEST_DURATION_MS,
-            ms(primary.duration().as_nanos() as u64),
-        ),
-        KeyValue::new(keys::REQUEST_NAME, primary.name.clone()),
-        int(keys::WINDOW_REQUESTS, window.requests.len() as u64),
-        int(keys::WINDOW_REQUESTS_OMITTED, window.requests_omitted),
-        KeyValue::new(keys::REQUEST_OPEN, primary.open),
-        int(keys::WINDOW_SEQUENCE, window.sequence),
-        int(keys::WINDOW_START, from),
-        int(keys::WINDOW_END, to),
-        int(keys::WINDOW_EVENTS, window.events() as u64),
-        int(keys::WINDOW_EVENTS_LOST, window.events_lost()),
-        int(keys::WINDOW_TASKS, tasks.len() as u64),
-        int(keys::WINDOW_TASKS_SHOWN, tasks_shown as u64),
-        int(
-            keys::WINDOW_TASKS_OMITTED,
-            (tasks.len() - tasks_shown) as u64,
-        ),
-        int(keys::WINDOW_POLLS_OMITTED, polls_omitted),
-        int(
-            keys::WINDOW_WORKERS_OMITTED,
-            (workers.len() - workers_shown) as u64,
-        ),
-        int(keys::WINDOW_MAX_SPANS, budget.max_spans as u64),
-        KeyValue::new(keys::LONG_POLL_MS, ms(long_poll_ns)),
-        KeyValue::new(keys::WINDOW_TASK_HOOKS, window.task_hooks),
-        KeyValue::new(keys::WINDOW_SCHEDULE_DELAY, window.schedule_delay),
-    ];
-    out.push(
-        SpanParts {
-            trace_id,
-            span_id: window_id,
+    /// The window span, once the plan's counts are known.
+    fn window_span(&self, plan: &Plan, budget: Budget) -> SpanData {
+        let (window, primary) = (self.window, self.primary);
+        let mut links: Vec<Link> = window.requests[1..]
+            .iter()
+            .map(|r| {
+                Link::new(
+                    context(r.trace_id, r.span_id),
+                    vec![
+                        KeyValue::new(names::LINK_KIND, names::LINK_SLOW_REQUEST),
+                        KeyValue::new(names::REQUEST_NAME, r.name.clone()),
+                        KeyValue::new(
+                            names::REQUEST_DURATION_MS,
+                            ms(r.duration().as_nanos() as u64),
+                        ),
+                    ],
+                    0,
+                )
+            })
+            .collect();
+        links.truncate(MAX_EVENTS_PER_SPAN);
+        let attributes = vec![
+            KeyValue::new(names::CAPTURED, true),
+            KeyValue::new(names::THRESHOLD_MS, ms(window.threshold.as_nanos() as u64)),
+            KeyValue::new(
+                names::REQUEST_DURATION_MS,
+                ms(primary.duration().as_nanos() as u64),
+            ),
+            KeyValue::new(names::REQUEST_NAME, primary.name.clone()),
+            int(names::WINDOW_REQUESTS, window.requests.len() as u64),
+            int(names::WINDOW_REQUESTS_OMITTED, window.requests_omitted),
+            KeyValue::new(names::REQUEST_OPEN, primary.open),
+            int(names::WINDOW_SEQUENCE, window.sequence),
+            int(names::WINDOW_START, self.from),
+            int(names::WINDOW_END, self.to),
+            int(names::WINDOW_EVENTS, window.events() as u64),
+            int(names::WINDOW_EVENTS_LOST, window.events_lost()),
+            int(names::WINDOW_TASKS, plan.tasks_total as u64),
+            int(names::WINDOW_TASKS_SHOWN, plan.tasks.len() as u64),
+            int(names::WINDOW_TASKS_OMITTED, plan.tasks_omitted() as u64),
+            int(names::WINDOW_POLLS_OMITTED, plan.polls_omitted),
+            int(names::WINDOW_WORKERS_OMITTED, plan.workers_omitted as u64),
+            int(names::WINDOW_MAX_SPANS, budget.max_spans as u64),
+            KeyValue::new(names::LONG_POLL_MS, ms(self.long_poll_ns)),
+            KeyValue::new(names::WINDOW_TASK_HOOKS, window.task_hooks),
+            KeyValue::new(names::WINDOW_SCHEDULE_DELAY, window.schedule_delay),
+        ];
+        self.span(SpanParts {
+            trace_id: self.at.trace_id,
+            span_id: self.at.span_id,
             parent: primary.span_id,
-            name: keys::WINDOW_SPAN.into(),
-            start_ns: from,
-            end_ns: to,
+            name: names::WINDOW_SPAN.into(),
+            start_ns: self.from,
+            end_ns: self.to,
             attributes,
             events: Vec::new(),
             links,
             status: Status::Unset,
+        })
+    }
+
+    /// A thread's span: the whole window, park and unpark as events.
+    fn worker(&self, w: &WorkerActivity) -> SpanData {
+        let window = self.window;
+        let mut moments: Vec<(u64, &'static str)> = w
+            .parks
+            .iter()
+            .map(|&t| (t, names::EVENT_PARK))
+            .chain(w.unparks.iter().map(|&t| (t, names::EVENT_UNPARK)))
+            .collect();
+        moments.sort_unstable();
+        let omitted = moments.len().saturating_sub(MAX_EVENTS_PER_SPAN);
+        let events = moments
+            .iter()
+            .take(MAX_EVENTS_PER_SPAN)
+            .map(|&(t, name)| Event::new(name, time(t), Vec::new(), 0))
+            .collect();
+        let lost = window
+            .lanes
+            .iter()
+            .find(|l| l.index == w.lane)
+            .map_or(0, |l| l.events_lost);
+        let window_ns = (self.to - self.from).max(1);
+        self.span(SpanParts {
+            trace_id: self.at.trace_id,
+            span_id: self.ids.new_span_id(),
+            parent: self.at.span_id,
+            name: format!("{}{}", names::WORKER_SPAN_PREFIX, w.thread),
+            start_ns: window.from_unix_ns,
+            end_ns: window.to_unix_ns,
+            attributes: vec![
+                KeyValue::new(names::CAPTURED, true),
+                KeyValue::new(names::THREAD_NAME, w.thread.clone()),
+                int(names::WORKER_LANE, u64::from(w.lane)),
+                KeyValue::new(
+                    names::WORKER_BUSY_FRACTION,
+                    (w.busy_ns as f64 / window_ns as f64).min(1.0),
+                ),
+                KeyValue::new(names::WORKER_BUSY_MS, ms(w.busy_ns)),
+                int(names::WORKER_POLLS, w.polls),
+                int(names::WORKER_PARKS, w.parks.len() as u64),
+                int(names::WORKER_EVENTS_OMITTED, omitted as u64),
+                int(names::WORKER_EVENTS_LOST, lost),
+            ],
+            events,
+            links: Vec::new(),
+            status: Status::Unset,
+        })
+    }
+
+    /// A task's span and the polls the plan shows of it.
+    fn task(&self, shown_task: &ShownTask, out: &mut Vec<SpanData>) {
+        let (window, t) = (self.window, &shown_task.task);
+        let long_poll_ns = self.long_poll_ns;
+        let task_id = self.ids.new_span_id();
+        let shown: Vec<&crate::analysis::Poll> =
+            shown_task.polls.iter().map(|&i| &t.polls[i]).collect();
+        let omitted_busy = shown_task.omitted_busy_ns();
+
+        let mut events = Vec::new();
+        if let Some(ts) = t.spawned_ns {
+            events.push(Event::new(names::EVENT_SPAWNED, time(ts), Vec::new(), 0));
         }
-        .build(&scope),
-    );
-    (out, Some(at))
-}
-
-/// A thread's span: the whole window, park and unpark as events.
-fn worker_span(
-    w: &WorkerActivity,
-    window: &Window,
-    trace_id: TraceId,
-    parent: SpanId,
-    span_id: SpanId,
-    window_ns: u64,
-    scope: &InstrumentationScope,
-) -> SpanData {
-    let mut moments: Vec<(u64, &'static str)> = w
-        .parks
-        .iter()
-        .map(|&t| (t, "park"))
-        .chain(w.unparks.iter().map(|&t| (t, "unpark")))
-        .collect();
-    moments.sort_unstable();
-    let omitted = moments.len().saturating_sub(MAX_EVENTS_PER_SPAN);
-    let events = moments
-        .iter()
-        .take(MAX_EVENTS_PER_SPAN)
-        .map(|&(t, name)| Event::new(name, time(t), Vec::new(), 0))
-        .collect();
-    let lost = window
-        .lanes
-        .iter()
-        .find(|l| l.index == w.lane)
-        .map_or(0, |l| l.events_lost);
-    SpanParts {
-        trace_id,
-        span_id,
-        parent,
-        name: format!("worker {}", w.thread),
-        start_ns: window.from_unix_ns,
-        end_ns: window.to_unix_ns,
-        attributes: vec![
-            KeyValue::new(keys::CAPTURED, true),
-            KeyValue::new(keys::THREAD_NAME, w.thread.clone()),
-            int(keys::WORKER_LANE, u64::from(w.lane)),
-            KeyValue::new(
-                keys::WORKER_BUSY_FRACTION,
-                (w.busy_ns as f64 / window_ns as f64).min(1.0),
-            ),
-            KeyValue::new(keys::WORKER_BUSY_MS, ms(w.busy_ns)),
-            int(keys::WORKER_POLLS, w.polls),
-            int(keys::WORKER_PARKS, w.parks.len() as u64),
-            int(keys::WORKER_EVENTS_OMITTED, omitted as u64),
-            int(keys::WORKER_EVENTS_LOST, lost),
-        ],
-        events,
-        links: Vec::new(),
-        status: Status::Unset,
-    }
-    .build(scope)
-}
-
-/// A task's span and `share` of its polls (its longest ones, in time order).
-#[allow(clippy::too_many_arguments)]
-fn task_spans(
-    t: &TaskActivity,
-    share: usize,
-    in_request: bool,
-    window: &Window,
-    long_poll_ns: u64,
-    thread_names: &HashMap<u32, &str>,
-    (trace_id, window_id): (TraceId, SpanId),
-    ids: &RandomIdGenerator,
-    scope: &InstrumentationScope,
-    out: &mut Vec<SpanData>,
-) {
-    let task_id = ids.new_span_id();
-    // Which polls to show: all, or the longest `share` of them.
-    let shown: Vec<&Poll> = if share >= t.polls.len() {
-        t.polls.iter().collect()
-    } else {
-        let mut by_len: Vec<&Poll> = t.polls.iter().collect();
-        by_len.sort_by_key(|p| std::cmp::Reverse(p.duration_ns()));
-        by_len.truncate(share);
-        by_len.sort_by_key(|p| p.start_ns);
-        by_len
-    };
-    let omitted_busy: u64 = t.busy_ns() - shown.iter().map(|p| p.duration_ns()).sum::<u64>();
-
-    let mut events = Vec::new();
-    if let Some(ts) = t.spawned_ns {
-        events.push(Event::new("spawned", time(ts), Vec::new(), 0));
-    }
-    for p in &shown {
-        if let Some(d) = p.sched_delay_ns.filter(|_| window.schedule_delay) {
-            if events.len() >= MAX_EVENTS_PER_SPAN {
-                break;
+        for p in &shown {
+            if let Some(d) = p.sched_delay_ns.filter(|_| window.schedule_delay) {
+                if events.len() >= MAX_EVENTS_PER_SPAN {
+                    break;
+                }
+                events.push(Event::new(
+                    names::EVENT_WOKEN,
+                    time(p.start_ns.saturating_sub(d)),
+                    vec![KeyValue::new(names::POLL_SCHED_DELAY_MS, ms(d))],
+                    0,
+                ));
             }
-            events.push(Event::new(
-                "woken",
-                time(p.start_ns.saturating_sub(d)),
-                vec![KeyValue::new(keys::POLL_SCHED_DELAY_MS, ms(d))],
-                0,
+        }
+        if let Some(ts) = t.terminated_ns {
+            events.push(Event::new(names::EVENT_TERMINATED, time(ts), Vec::new(), 0));
+        }
+        events.sort_by_key(|e| e.timestamp);
+
+        let long_polls = t
+            .polls
+            .iter()
+            .filter(|p| p.duration_ns() > long_poll_ns)
+            .count();
+        let mut attributes = vec![
+            KeyValue::new(names::CAPTURED, true),
+            int(names::TASK_ID, t.id),
+            KeyValue::new(names::TASK_IN_REQUEST, shown_task.in_request),
+            int(names::TASK_POLLS, t.polls.len() as u64),
+            KeyValue::new(names::TASK_BUSY_MS, ms(t.busy_ns())),
+            KeyValue::new(names::TASK_LONGEST_POLL_MS, ms(t.longest_poll_ns())),
+            int(names::TASK_LONG_POLLS, long_polls as u64),
+            int(names::TASK_POLLS_SHOWN, shown.len() as u64),
+            int(
+                names::TASK_POLLS_OMITTED,
+                (t.polls.len() - shown.len()) as u64,
+            ),
+            KeyValue::new(names::TASK_POLLS_OMITTED_BUSY_MS, ms(omitted_busy)),
+        ];
+        if window.schedule_delay {
+            attributes.push(KeyValue::new(
+                names::TASK_SCHED_DELAY_MS,
+                ms(t.sched_delay_ns()),
             ));
         }
-    }
-    if let Some(ts) = t.terminated_ns {
-        events.push(Event::new("terminated", time(ts), Vec::new(), 0));
-    }
-    events.sort_by_key(|e| e.timestamp);
-
-    let long_polls = t
-        .polls
-        .iter()
-        .filter(|p| p.duration_ns() > long_poll_ns)
-        .count();
-    let mut attributes = vec![
-        KeyValue::new(keys::CAPTURED, true),
-        int(keys::TASK_ID, t.id),
-        KeyValue::new(keys::TASK_IN_REQUEST, in_request),
-        int(keys::TASK_POLLS, t.polls.len() as u64),
-        KeyValue::new(keys::TASK_BUSY_MS, ms(t.busy_ns())),
-        KeyValue::new(keys::TASK_LONGEST_POLL_MS, ms(t.longest_poll_ns())),
-        int(keys::TASK_LONG_POLLS, long_polls as u64),
-        int(keys::TASK_POLLS_SHOWN, shown.len() as u64),
-        int(
-            keys::TASK_POLLS_OMITTED,
-            (t.polls.len() - shown.len()) as u64,
-        ),
-        KeyValue::new(keys::TASK_POLLS_OMITTED_BUSY_MS, ms(omitted_busy)),
-    ];
-    if window.schedule_delay {
-        attributes.push(KeyValue::new(
-            keys::TASK_SCHED_DELAY_MS,
-            ms(t.sched_delay_ns()),
-        ));
-    }
-    if let Some((file, line)) = t.file_line() {
-        attributes.push(KeyValue::new(keys::CODE_FILE, file.to_owned()));
-        attributes.push(int(keys::CODE_LINE, u64::from(line)));
-        if let Some(col) = t
-            .location
-            .as_deref()
-            .and_then(|l| l.rsplit(':').next())
-            .and_then(|c| c.parse::<u64>().ok())
-        {
-            attributes.push(int(keys::CODE_COLUMN, col));
+        if let Some((file, line)) = t.file_line() {
+            attributes.push(KeyValue::new(names::CODE_FILE, file.to_owned()));
+            attributes.push(int(names::CODE_LINE, u64::from(line)));
+            if let Some(col) = t
+                .location
+                .as_deref()
+                .and_then(|l| l.rsplit(':').next())
+                .and_then(|c| c.parse::<u64>().ok())
+            {
+                attributes.push(int(names::CODE_COLUMN, col));
+            }
         }
-    }
-    // The task's bar covers its life inside the window.
-    let start = t
-        .spawned_ns
-        .unwrap_or(window.from_unix_ns)
-        .min(t.polls.first().map_or(u64::MAX, |p| p.start_ns));
-    let end = t
-        .terminated_ns
-        .unwrap_or(window.to_unix_ns)
-        .max(t.polls.last().map_or(0, |p| p.end_ns));
-    out.push(
-        SpanParts {
-            trace_id,
+        // The task's bar covers its life inside the window.
+        let start = t
+            .spawned_ns
+            .unwrap_or(window.from_unix_ns)
+            .min(t.polls.first().map_or(u64::MAX, |p| p.start_ns));
+        let end = t
+            .terminated_ns
+            .unwrap_or(window.to_unix_ns)
+            .max(t.polls.last().map_or(0, |p| p.end_ns));
+        out.push(self.span(SpanParts {
+            trace_id: self.at.trace_id,
             span_id: task_id,
-            parent: window_id,
+            parent: self.at.span_id,
             name: t.name(),
             start_ns: start,
             end_ns: end,
@@ -715,156 +534,40 @@ fn task_spans(
             events,
             links: Vec::new(),
             status: Status::Unset,
-        }
-        .build(scope),
-    );
-    for p in shown {
-        let mut attributes = vec![
-            KeyValue::new(
-                keys::POLL_WORKER,
-                thread_names.get(&p.lane).copied().unwrap_or("").to_owned(),
-            ),
-            int(keys::POLL_LANE, u64::from(p.lane)),
-        ];
-        if let Some(d) = p.sched_delay_ns.filter(|_| window.schedule_delay) {
-            attributes.push(KeyValue::new(keys::POLL_SCHED_DELAY_MS, ms(d)));
-        }
-        if p.duration_ns() > long_poll_ns {
-            attributes.push(KeyValue::new(keys::POLL_LONG, true));
-        }
-        if !p.complete {
-            attributes.push(KeyValue::new(keys::POLL_COMPLETE, false));
-        }
-        out.push(
-            SpanParts {
-                trace_id,
-                span_id: ids.new_span_id(),
+        }));
+        for p in shown {
+            let mut attributes = vec![
+                KeyValue::new(
+                    names::POLL_WORKER,
+                    self.thread_names
+                        .get(&p.lane)
+                        .copied()
+                        .unwrap_or("")
+                        .to_owned(),
+                ),
+                int(names::POLL_LANE, u64::from(p.lane)),
+            ];
+            if let Some(d) = p.sched_delay_ns.filter(|_| window.schedule_delay) {
+                attributes.push(KeyValue::new(names::POLL_SCHED_DELAY_MS, ms(d)));
+            }
+            if p.duration_ns() > long_poll_ns {
+                attributes.push(KeyValue::new(names::POLL_LONG, true));
+            }
+            if !p.complete {
+                attributes.push(KeyValue::new(names::POLL_COMPLETE, false));
+            }
+            out.push(self.span(SpanParts {
+                trace_id: self.at.trace_id,
+                span_id: self.ids.new_span_id(),
                 parent: task_id,
-                name: keys::POLL_SPAN.into(),
+                name: names::POLL_SPAN.into(),
                 start_ns: p.start_ns,
                 end_ns: p.end_ns,
                 attributes,
                 events: Vec::new(),
                 links: Vec::new(),
                 status: Status::Unset,
-            }
-            .build(scope),
-        );
-    }
-}
-
-/// Synthetic windows for tests, benches and doc examples: no runtime needed.
-#[doc(hidden)]
-pub mod testing {
-    use crate::event::{Event, EventKind};
-    use crate::window::{Lane, SlowRequest, Window};
-    use opentelemetry::trace::{SpanId, TraceId};
-    use std::time::Duration;
-
-    /// Window start of [`window`], UNIX ns (2023-11-14).
-    pub const FROM: u64 = 1_700_000_000_000_000_000;
-
-    /// A slow request with fixed ids, from `start` to `end` (UNIX ns).
-    pub fn slow_request(request_id: u64, name: &str, start: u64, end: u64) -> SlowRequest {
-        SlowRequest {
-            request_id,
-            name: name.to_owned(),
-            trace_id: TraceId::from(
-                0x0102_0304_0506_0708_090a_0b0c_0d0e_0f00_u128 + u128::from(request_id),
-            ),
-            span_id: SpanId::from(0x1000_u64 + request_id),
-            own_span: false,
-            error: false,
-            start_unix_ns: start,
-            end_unix_ns: end,
-            open: false,
-        }
-    }
-
-    /// A 2-second window with `tasks` tasks of `polls` 10 µs polls each on
-    /// two workers, park/unpark moments, and `requests` slow requests (the
-    /// first one entered by task 1's first poll). The last task's first poll
-    /// runs 15 ms on a third thread: a long poll.
-    pub fn window(tasks: usize, polls: usize, requests: usize) -> Window {
-        let mut lanes: Vec<Vec<Event>> = vec![Vec::new(); 3];
-        let mut strings = Vec::new();
-        let mut t_next = FROM + 1_000_000;
-        for i in 0..tasks {
-            let id = i as u64 + 1;
-            strings.push(format!("src/service/task_{i}.rs:{}:9", 10 + i));
-            let loc = (strings.len() - 1) as u16;
-            lanes[0].push(Event::new(
-                FROM + 1_000 + i as u64,
-                EventKind::TaskSpawn,
-                id,
-                loc,
-            ));
-            for j in 0..polls {
-                let long = i + 1 == tasks && j == 0;
-                let lane = if long { 2 } else { (i + j) % 2 };
-                let (start, len) = if long {
-                    (FROM + 500_000, 15_000_000)
-                } else {
-                    (t_next, 10_000)
-                };
-                if !long {
-                    t_next += 20_000;
-                }
-                lanes[lane].push(Event::new(start, EventKind::PollStart, id, 0));
-                if i == 0 && j == 0 && requests > 0 {
-                    lanes[lane].push(Event::new(start + 1_000, EventKind::RequestEnter, 1, 0));
-                    lanes[lane].push(Event::new(start + 2_000, EventKind::RequestExit, 1, 0));
-                }
-                lanes[lane].push(Event::new(start + len, EventKind::PollEnd, id, loc));
-            }
-        }
-        for (k, lane) in lanes.iter_mut().enumerate().take(2) {
-            for n in 0..4u64 {
-                lane.push(Event::new(
-                    FROM + 100_000_000 * (n + 1) + k as u64,
-                    EventKind::Park,
-                    0,
-                    0,
-                ));
-                lane.push(Event::new(
-                    FROM + 100_000_000 * (n + 1) + 50_000_000,
-                    EventKind::Unpark,
-                    0,
-                    0,
-                ));
-            }
-        }
-        let names = [
-            "tokio-runtime-worker",
-            "tokio-runtime-worker",
-            "blocking-neighbour",
-        ];
-        let lanes = lanes
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut events)| {
-                events.sort_by_key(|e| e.ts);
-                Lane {
-                    index: i as u32,
-                    thread: names[i].to_owned(),
-                    events,
-                    ..Lane::default()
-                }
-            })
-            .collect();
-        Window {
-            sequence: 1,
-            from_unix_ns: FROM,
-            to_unix_ns: FROM + 2_000_000_000,
-            requests: (1..=requests as u64)
-                .map(|r| slow_request(r, "GET /slow", FROM + 400_000_000, FROM + 1_800_000_000))
-                .collect(),
-            lanes,
-            strings,
-            threshold: Duration::from_millis(250),
-            long_poll: Duration::from_millis(10),
-            task_hooks: true,
-            ..Window::default()
+            }));
         }
     }
 }
@@ -872,6 +575,7 @@ pub mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::testing;
     use opentelemetry::Value;
 
     fn attr<'a>(s: &'a SpanData, key: &str) -> Option<&'a Value> {
@@ -1061,14 +765,6 @@ mod tests {
         let w = testing::window(0, 0, 1);
         let (spans, _) = window_spans(&w, Budget::new(1));
         assert_eq!(spans.len(), 1, "only the window span");
-    }
-
-    #[test]
-    fn poll_shares_fill_like_water() {
-        assert_eq!(share_polls(&[1, 10, 10], 9), vec![1, 4, 4]);
-        assert_eq!(share_polls(&[0, 3], 100), vec![0, 3]);
-        assert_eq!(share_polls(&[5, 5, 5], 2), vec![0, 1, 1]);
-        assert_eq!(share_polls(&[], 5), Vec::<usize>::new());
     }
 
     #[test]

@@ -29,7 +29,8 @@
 //! rarely meet on one lock; each `on_end` holds it for a hash-map update,
 //! never for I/O.
 
-use super::transport::{ExportShared, span_bytes};
+use super::shared::ExportShared;
+use super::split::span_bytes;
 use crate::sync::lock;
 use opentelemetry::Context;
 use opentelemetry::trace::{SpanId, Status, TraceId};

@@ -1,0 +1,27 @@
+//! The export path's counters, read by [`Blackbox::stats`](crate::Blackbox::stats).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of the export path, read by [`Blackbox::stats`](crate::Blackbox::stats).
+#[derive(Debug, Default)]
+pub(crate) struct ExportCounters {
+    pub(crate) windows_exported: AtomicU64,
+    pub(crate) spans_exported: AtomicU64,
+    pub(crate) spans_dropped: AtomicU64,
+    pub(crate) export_retries: AtomicU64,
+    pub(crate) export_failures: AtomicU64,
+    pub(crate) requests_split: AtomicU64,
+    pub(crate) traces_kept: AtomicU64,
+    pub(crate) traces_sampled_out: AtomicU64,
+    pub(crate) traces_evicted: AtomicU64,
+    pub(crate) sampler_spans_dropped: AtomicU64,
+    /// Windows the pipeline did not send: refused by a full queue, or
+    /// abandoned at shutdown (the latter are also in `export_failures`).
+    pub(crate) windows_dropped: AtomicU64,
+    /// Bytes (estimated) held by the export queue now, the job in flight included.
+    pub(crate) queue_bytes: AtomicU64,
+}
+
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}

@@ -1,0 +1,328 @@
+//! The export thread: windows and kept traces to a [`SpanExporter`] (an
+//! OTLP network exporter, or the OTLP JSON file of [`super::json`]), off
+//! every application thread.
+//!
+//! One thread, `blackbox-export`, owns a current-thread Tokio runtime of its
+//! own and the exporter (or the file). It is fed by a bounded queue of jobs:
+//! windows from the capture thread (through [`OtlpSink`] / [`JsonFileSink`](crate::JsonFileSink))
+//! and kept traces from the [`TailSampler`](crate::TailSampler). Whoever
+//! feeds it never waits: a full queue ([`QUEUE_CAPACITY`] jobs or
+//! [`QUEUE_MAX_BYTES`], the job in flight included) refuses the job, which
+//! is counted. A flush never puts anything into the queue: it waits, at most
+//! its timeout, for the jobs queued before it to be finished. At shutdown the
+//! thread gets what is left of the deadline (none after a flush that timed
+//! out); the jobs still queued then are abandoned and counted
+//! (`export_failures`, and `spans_dropped` for kept traces).
+//!
+//! While a request may be retried its spans are held twice (the exporter
+//! consumes its copy): one request of at most [`MAX_REQUEST_BYTES`], not a
+//! copy per queued job.
+//!
+//! On the thread:
+//! - the window is mapped ([`otlp::window_spans`]);
+//! - the spans are split into requests that each encode under
+//!   [`MAX_REQUEST_BYTES`] (every common OTLP receiver refuses more);
+//! - each request gets [`RETRIES`] retries with a doubling back-off, then its
+//!   spans are dropped and counted ([`BlackboxStats::spans_dropped`]).
+//!
+//! The thread runs under `tracing`'s `NoSubscriber` and OpenTelemetry's
+//! suppressed-telemetry scope, so the exporter's own gRPC/HTTP spans and logs
+//! (tonic, h2, hyper, reqwest) never feed back into the recorder or into the
+//! application's traces.
+
+use super::counters::{ExportCounters, add};
+use super::endpoint::OtlpSettings;
+use super::exporter::DynExporter;
+use super::otlp::{self, Budget};
+use super::queue::{Job, PushError, Queue};
+use super::resource::resource;
+use super::shared::ExportShared;
+use super::split::{SPLIT_AT, split, window_bytes};
+use crate::error::{BuildError, SinkError};
+use crate::window::Window;
+use opentelemetry_sdk::error::OTelSdkError;
+use opentelemetry_sdk::trace::SpanData;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, SyncSender};
+use std::time::{Duration, Instant};
+
+/// Retries of a failed export request before its spans are dropped: 2, after
+/// 100 ms and 200 ms. A window's export so fails within about a second when
+/// the endpoint refuses connections; with a black-holed endpoint each try
+/// waits for `OTEL_EXPORTER_OTLP_TIMEOUT` (10 s by default) and the queue
+/// fills and counts instead.
+pub const RETRIES: u32 = 2;
+
+/// First back-off between tries (doubled each retry).
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// Tells the queue the export thread has returned, when dropped.
+struct ThreadDone(Arc<Queue>);
+
+impl Drop for ThreadDone {
+    fn drop(&mut self) {
+        self.0.thread_done();
+    }
+}
+
+/// Counts a job that will not be sent: a window as a failed export (and in
+/// `windows_dropped`), a kept trace's spans in `spans_dropped`.
+fn count_abandoned(job: Job, c: &ExportCounters) {
+    add(&c.export_failures, 1);
+    match job {
+        Job::Window(_) => add(&c.windows_dropped, 1),
+        Job::Spans(spans) => add(&c.spans_dropped, spans.len() as u64),
+    }
+}
+
+/// What the export thread is built from.
+pub(crate) enum Target {
+    Otlp(OtlpSettings),
+    Exporter(Box<dyn DynExporter>),
+}
+
+/// A handle on a running export thread: a [`Sink`] for windows.
+pub(crate) struct Pipeline {
+    queue: Arc<Queue>,
+    shared: Arc<ExportShared>,
+    flush_timeout: Duration,
+    /// The last flush timed out: the export thread is stuck (an exporter
+    /// without a timeout), so the shutdown does not wait for it again.
+    stalled: bool,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline").finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Starts the export thread, builds the exporter on it, and connects the
+    /// queue to `shared` (for the tail sampler).
+    pub(crate) fn start(
+        target: Target,
+        budget: Budget,
+        shared: Arc<ExportShared>,
+    ) -> Result<Pipeline, BuildError> {
+        let flush_timeout = shared.flush_timeout;
+        let queue = Arc::new(Queue::default());
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let thread_shared = shared.clone();
+        let thread_queue = queue.clone();
+        std::thread::Builder::new()
+            .name("blackbox-export".into())
+            .spawn(move || {
+                // Set however the thread ends, a panicking exporter included.
+                let _done = ThreadDone(thread_queue.clone());
+                export_thread(target, budget, &thread_shared, &thread_queue, ready_tx);
+            })
+            .map_err(|source| BuildError::Thread {
+                thread: "blackbox-export",
+                source,
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(BuildError::Thread {
+                    thread: "blackbox-export",
+                    source: std::io::Error::other("the export thread ended during start-up"),
+                });
+            }
+        }
+        shared.connect(queue.clone());
+        Ok(Pipeline {
+            queue,
+            shared,
+            flush_timeout,
+            stalled: false,
+        })
+    }
+
+    pub(crate) fn write(&mut self, window: &Window) -> Result<(), SinkError> {
+        let bytes = window_bytes(window);
+        let c = &self.shared.counters;
+        // Checked before the clone: a full queue costs no copy of the window.
+        if !self.queue.has_room(bytes) {
+            add(&c.windows_dropped, 1);
+            return Err(SinkError::new(
+                "the export queue is full (64 jobs or 64 MiB): the window is dropped and counted",
+            ));
+        }
+        match self
+            .queue
+            .push(Job::Window(Box::new(window.clone())), bytes, c)
+        {
+            Ok(()) => Ok(()),
+            Err(PushError::Full) => {
+                add(&c.windows_dropped, 1);
+                Err(SinkError::new(
+                    "the export queue is full (64 jobs or 64 MiB): the window is dropped and counted",
+                ))
+            }
+            Err(PushError::Closed) => {
+                add(&c.windows_dropped, 1);
+                Err(SinkError::new("the export thread has stopped"))
+            }
+        }
+    }
+
+    /// Waits until everything queued so far is sent (or dropped and
+    /// counted), at most `timeout`. Never puts anything into the queue, so a
+    /// full queue or a stuck exporter cannot make it block longer.
+    pub(crate) fn flush_within(&mut self, timeout: Duration) -> Result<(), SinkError> {
+        if self.queue.wait_finished(Instant::now() + timeout) {
+            self.stalled = false;
+            Ok(())
+        } else {
+            self.stalled = true;
+            Err(SinkError::new(
+                "the export thread did not finish in time (the endpoint is slow or unreachable); what it could not send is dropped and counted",
+            ))
+        }
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<(), SinkError> {
+        self.flush_within(self.flush_timeout)
+    }
+}
+
+/// How long the shutdown waits for the export thread after a flush that
+/// finished: the exporter's own shutdown. After a flush that timed out it
+/// does not wait at all.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // The sink goes with the capture thread: no more windows. The
+        // export thread sends what is queued and ends; past the deadline
+        // what is still queued is abandoned and counted. A job in flight in
+        // an exporter that never returns cannot be taken back: it is
+        // counted when (if) the exporter returns.
+        self.shared.disconnect();
+        self.queue.close();
+        let wait = if self.stalled {
+            Duration::ZERO
+        } else {
+            self.flush_timeout.min(SHUTDOWN_GRACE)
+        };
+        if !self.queue.wait_thread(Instant::now() + wait) {
+            for job in self.queue.abandon(&self.shared.counters) {
+                count_abandoned(job, &self.shared.counters);
+            }
+        }
+    }
+}
+
+fn export_thread(
+    target: Target,
+    budget: Budget,
+    shared: &ExportShared,
+    queue: &Queue,
+    ready: SyncSender<Result<(), BuildError>>,
+) {
+    // No feedback: the exporter's own spans and events go nowhere.
+    let _no_tracing =
+        tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+    let _suppressed = opentelemetry::Context::enter_telemetry_suppressed_scope();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(source) => {
+            let _ = ready.send(Err(BuildError::Thread {
+                thread: "blackbox-export",
+                source,
+            }));
+            return;
+        }
+    };
+    let built = {
+        let _enter = rt.enter();
+        match target {
+            Target::Otlp(env) => env
+                .build_exporter()
+                .map(|e| Box::new(e) as Box<dyn DynExporter>),
+            Target::Exporter(e) => Ok(e),
+        }
+    };
+    let exporter = match built {
+        Ok(mut e) => {
+            e.set_resource_dyn(&resource());
+            let _ = ready.send(Ok(()));
+            e
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let c = &shared.counters;
+    while let Some((job, bytes)) = queue.pop() {
+        let spans = match job {
+            Job::Window(w) => {
+                let (mut spans, _) = otlp::window_spans(&w, budget);
+                if shared.sampler_active.load(Ordering::Relaxed) {
+                    // The app's spans go through the tail sampler: a request
+                    // whose trace it did not keep would leave the window
+                    // under a missing parent, so send the request span too.
+                    otlp::attach_request_spans(
+                        &w,
+                        &mut spans,
+                        super::names::SOURCE_TAIL_SAMPLER_MISSED,
+                        |r| !shared.was_kept(r.trace_id),
+                    );
+                }
+                add(&c.windows_exported, 1);
+                spans
+            }
+            Job::Spans(spans) => spans,
+        };
+        let requests = split(spans, SPLIT_AT);
+        if requests.len() > 1 {
+            add(&c.requests_split, requests.len() as u64 - 1);
+        }
+        for batch in requests {
+            let n = batch.len() as u64;
+            if rt.block_on(send_with_retries(exporter.as_ref(), batch, c)) {
+                add(&c.spans_exported, n);
+            } else {
+                add(&c.spans_dropped, n);
+                add(&c.export_failures, 1);
+            }
+        }
+        queue.finish(bytes, c);
+    }
+    let _ = exporter.shutdown_dyn();
+}
+
+async fn send_with_retries(
+    exporter: &dyn DynExporter,
+    mut batch: Vec<SpanData>,
+    c: &ExportCounters,
+) -> bool {
+    let mut delay = BACKOFF;
+    for attempt in 0..=RETRIES {
+        // The exporter takes the batch by value: keep a copy while a retry may follow.
+        let this = if attempt == RETRIES {
+            std::mem::take(&mut batch)
+        } else {
+            batch.clone()
+        };
+        match exporter.export_dyn(this).await {
+            Ok(()) => return true,
+            Err(OTelSdkError::AlreadyShutdown) => return false,
+            Err(_) if attempt < RETRIES => {
+                add(&c.export_retries, 1);
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}

@@ -1,0 +1,283 @@
+//! The span budget's plan: which threads, tasks and polls of a [`Window`]
+//! become spans, and what is only counted. Pure: no OTLP types, no ids, no
+//! clock; [`super::otlp`] assembles the spans the plan names.
+//!
+//! The budget ([`Budget::max_spans`]) is shared out in this order: the spans
+//! that carry the structure (the window, the references and the request
+//! spans the recorder made), then one span per thread, then tasks — the
+//! request's own first, then by time spent on a worker — and last their
+//! polls, each task getting an equal share and a task with fewer polls
+//! leaving the rest to the others. A task whose polls exceed its share keeps
+//! its longest ones and the others are counted. What is left out is counted,
+//! never dropped silently.
+
+use crate::analysis::{TaskActivity, WorkerActivity};
+use crate::window::Window;
+
+/// How many spans one window may become.
+///
+/// # Examples
+///
+/// ```
+/// use tokio_blackbox::export::plan::Budget;
+/// let b = Budget::default();
+/// assert_eq!(b.max_spans, 1_000);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Budget {
+    /// Most spans per window. By default, this is [`Budget::DEFAULT_MAX_SPANS`].
+    pub max_spans: usize,
+}
+
+impl Budget {
+    /// Spans per window: 1,000 (`BLACKBOX_MAX_SPANS_PER_WINDOW`). A window of
+    /// that size encodes to about 300 KiB of OTLP, well under the 4 MiB
+    /// receivers accept, and Jaeger's UI still renders it quickly.
+    pub const DEFAULT_MAX_SPANS: usize = 1_000;
+
+    /// A budget of `max_spans` spans per window.
+    pub fn new(max_spans: usize) -> Budget {
+        Budget { max_spans }
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget::new(Budget::DEFAULT_MAX_SPANS)
+    }
+}
+
+/// A task the plan shows, with the polls it shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShownTask {
+    /// The task's activity in the window.
+    pub task: TaskActivity,
+    /// `true` when the task worked for one of the window's slow requests.
+    pub in_request: bool,
+    /// Indices into `task.polls` of the polls shown, in time order: all of
+    /// them, or the longest that fit the task's share.
+    pub polls: Vec<usize>,
+}
+
+impl ShownTask {
+    /// Busy time of the polls left out, ns.
+    pub fn omitted_busy_ns(&self) -> u64 {
+        let shown: u64 = self
+            .polls
+            .iter()
+            .map(|&i| self.task.polls[i].duration_ns())
+            .sum();
+        self.task.busy_ns() - shown
+    }
+}
+
+/// What a window becomes under a budget: what is shown and what is counted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Spans that carry the structure: the recorder's own request spans and
+    /// one reference span per slow request after the first (the window span
+    /// not included).
+    pub structure_spans: usize,
+    /// The threads shown, one span each, in lane order.
+    pub workers: Vec<WorkerActivity>,
+    /// Threads left out.
+    pub workers_omitted: usize,
+    /// The tasks shown, in export order (the primary request's first).
+    pub tasks: Vec<ShownTask>,
+    /// Tasks that ran in the window, shown or not.
+    pub tasks_total: usize,
+    /// Polls left out, over all tasks (shown or not).
+    pub polls_omitted: u64,
+}
+
+impl Plan {
+    /// Spans the plan makes, the window span included (none for a window
+    /// without a slow request).
+    pub fn spans(&self) -> usize {
+        1 + self.structure_spans
+            + self.workers.len()
+            + self.tasks.iter().map(|t| 1 + t.polls.len()).sum::<usize>()
+    }
+
+    /// Tasks left out.
+    pub fn tasks_omitted(&self) -> usize {
+        self.tasks_total - self.tasks.len()
+    }
+}
+
+/// Plans `window` under `budget`: `None` for a window with no slow request
+/// (which maps to nothing).
+///
+/// # Examples
+///
+/// ```
+/// use tokio_blackbox::export::plan::{Budget, plan};
+/// assert!(plan(&tokio_blackbox::Window::default(), Budget::default()).is_none());
+/// ```
+pub fn plan(window: &Window, budget: Budget) -> Option<Plan> {
+    let primary = window.requests.first()?;
+    let captured: Vec<u64> = window.requests.iter().map(|r| r.request_id).collect();
+    let structure_spans = window.requests.iter().filter(|r| r.own_span).count()
+        + window.requests.len().saturating_sub(1);
+    // The window span itself counts too.
+    let mut left = budget.max_spans.saturating_sub(structure_spans + 1);
+
+    let mut workers = window.workers();
+    let workers_shown = workers.len().min(left);
+    left -= workers_shown;
+    let workers_omitted = workers.len() - workers_shown;
+    workers.truncate(workers_shown);
+
+    let mut tasks = window.tasks();
+    tasks.sort_by_key(|t| task_rank(t, primary.request_id, &captured));
+    let tasks_total = tasks.len();
+    let total_polls: usize = tasks.iter().map(|t| t.polls.len()).sum();
+    let tasks_shown = if tasks.len() + total_polls <= left {
+        tasks.len()
+    } else {
+        // Half the remaining budget at most for task spans, so polls (where
+        // the blocking shows) keep room; at least one task.
+        tasks.len().min((left / 2).max(left.min(1)))
+    };
+    let poll_budget = left - tasks_shown;
+    let mut polls_omitted: u64 = tasks[tasks_shown..]
+        .iter()
+        .map(|t| t.polls.len() as u64)
+        .sum();
+    tasks.truncate(tasks_shown);
+    let wants: Vec<usize> = tasks.iter().map(|t| t.polls.len()).collect();
+    let shares = share_polls(&wants, poll_budget);
+    let tasks = tasks
+        .into_iter()
+        .zip(shares)
+        .map(|(task, share)| {
+            polls_omitted += (task.polls.len() - share) as u64;
+            ShownTask {
+                in_request: task.requests.iter().any(|r| captured.contains(r)),
+                polls: longest_polls(&task, share),
+                task,
+            }
+        })
+        .collect();
+    Some(Plan {
+        structure_spans,
+        workers,
+        workers_omitted,
+        tasks,
+        tasks_total,
+        polls_omitted,
+    })
+}
+
+/// Indices of the `share` longest polls of `t`, in time order (all when they fit).
+fn longest_polls(t: &TaskActivity, share: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..t.polls.len()).collect();
+    if share < t.polls.len() {
+        idx.sort_by_key(|&i| std::cmp::Reverse(t.polls[i].duration_ns()));
+        idx.truncate(share);
+        idx.sort_by_key(|&i| t.polls[i].start_ns);
+    }
+    idx
+}
+
+/// A task's place in the export order: the primary request's tasks, then the
+/// other captured requests' tasks, then the rest; ties by busy time, longest first.
+fn task_rank(
+    t: &TaskActivity,
+    primary: u64,
+    captured: &[u64],
+) -> (u8, std::cmp::Reverse<u64>, u64) {
+    let class = if t.requests.contains(&primary) {
+        0
+    } else if t.requests.iter().any(|r| captured.contains(r)) {
+        1
+    } else {
+        2
+    };
+    (class, std::cmp::Reverse(t.busy_ns()), t.id)
+}
+
+/// Shares `budget` poll spans among tasks wanting `wants[i]` polls: equal
+/// shares, and what a task does not need goes to the others (water-filling).
+fn share_polls(wants: &[usize], budget: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..wants.len()).collect();
+    order.sort_by_key(|&i| wants[i]);
+    let mut out = vec![0; wants.len()];
+    let mut left = budget;
+    for (k, &i) in order.iter().enumerate() {
+        let share = left / (wants.len() - k);
+        let give = wants[i].min(share);
+        out[i] = give;
+        left -= give;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::testing;
+
+    #[test]
+    fn poll_shares_fill_like_water() {
+        assert_eq!(share_polls(&[1, 10, 10], 9), vec![1, 4, 4]);
+        assert_eq!(share_polls(&[0, 3], 100), vec![0, 3]);
+        assert_eq!(share_polls(&[5, 5, 5], 2), vec![0, 1, 1]);
+        assert_eq!(share_polls(&[], 5), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn everything_fits_a_large_budget() {
+        let w = testing::window(3, 4, 1);
+        let p = plan(&w, Budget::default()).unwrap();
+        assert_eq!(p.structure_spans, 0);
+        assert_eq!((p.workers.len(), p.workers_omitted), (3, 0));
+        assert_eq!((p.tasks.len(), p.tasks_total, p.polls_omitted), (3, 3, 0));
+        assert!(p.tasks.iter().all(|t| t.polls == [0, 1, 2, 3]));
+        // The request's own task first, then by busy time (the long poll's task).
+        assert!(p.tasks[0].in_request && p.tasks[0].task.id == 1);
+        assert_eq!(p.tasks[1].task.id, 3);
+        assert_eq!(p.spans(), 1 + 3 + 3 * 5);
+    }
+
+    #[test]
+    fn a_small_budget_is_kept_and_the_rest_is_counted() {
+        let w = testing::window(300, 10, 1);
+        let p = plan(&w, Budget::new(100)).unwrap();
+        assert!(p.spans() <= 100, "{}", p.spans());
+        assert_eq!(p.spans(), 100, "the budget is used up");
+        assert_eq!(p.tasks_total, 300);
+        assert_eq!(p.tasks.len() + p.tasks_omitted(), 300);
+        let shown: u64 = p.tasks.iter().map(|t| t.polls.len() as u64).sum();
+        assert_eq!(shown + p.polls_omitted, 3000);
+        assert_eq!(p.tasks[0].task.id, 1, "the request's task is kept");
+        // The task with the 15 ms poll keeps that poll, its longest.
+        let long = p.tasks.iter().find(|t| t.task.id == 300).unwrap();
+        assert!(long.polls.contains(&0));
+        assert!(long.omitted_busy_ns() > 0);
+        for t in &p.tasks {
+            assert!(
+                t.polls
+                    .windows(2)
+                    .all(|w| { t.task.polls[w[0]].start_ns <= t.task.polls[w[1]].start_ns })
+            );
+        }
+    }
+
+    #[test]
+    fn the_structure_comes_first() {
+        let mut w = testing::window(2, 2, 3);
+        w.requests[2].own_span = true;
+        let p = plan(&w, Budget::new(4)).unwrap();
+        // 2 references, 1 recorder-made request span, the window: 4.
+        assert_eq!(p.structure_spans, 3);
+        assert!(p.workers.is_empty() && p.tasks.is_empty());
+        assert_eq!(
+            (p.workers_omitted, p.tasks_total, p.polls_omitted),
+            (3, 2, 4)
+        );
+        let p = plan(&testing::window(0, 0, 1), Budget::new(1)).unwrap();
+        assert_eq!(p.spans(), 1, "only the window span");
+    }
+}

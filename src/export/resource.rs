@@ -1,0 +1,37 @@
+//! The resource every exported span carries.
+
+use opentelemetry::{Key, KeyValue};
+use opentelemetry_sdk::Resource;
+
+/// The resource of every exported span: the SDK's detectors
+/// (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, telemetry.sdk.*) plus
+/// `host.name` when they did not set it. Jaeger's clock-skew adjuster shifts
+/// child spans that start before their parent unless `host.name` is present,
+/// which would distort the timeline.
+///
+/// # Examples
+///
+/// ```
+/// let r = tokio_blackbox::export::transport::resource();
+/// assert!(r.get(&opentelemetry::Key::new("host.name")).is_some());
+/// assert!(r.get(&opentelemetry::Key::new("service.name")).is_some());
+/// ```
+pub fn resource() -> Resource {
+    let detected = Resource::builder().build();
+    if detected.get(&Key::new("host.name")).is_some() {
+        return detected;
+    }
+    Resource::builder()
+        .with_attribute(KeyValue::new("host.name", host_name()))
+        .build()
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

@@ -1,0 +1,98 @@
+//! What the recorder, the sinks and the tail sampler share about export:
+//! the counters, the trace ids the sampler kept, and the running queue.
+
+use super::counters::ExportCounters;
+use super::queue::{Job, Queue};
+use super::split::span_bytes;
+use crate::sync::lock;
+use opentelemetry::trace::TraceId;
+use opentelemetry_sdk::trace::SpanData;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How many recently kept trace ids are remembered, so a window exported
+/// after its trace was kept knows its request span went out (4,096 × 16 bytes).
+const KEPT_REMEMBERED: usize = 4096;
+
+/// Trace ids the tail sampler kept, most recent [`KEPT_REMEMBERED`].
+#[derive(Debug, Default)]
+struct Kept {
+    set: HashSet<TraceId>,
+    order: VecDeque<TraceId>,
+}
+
+/// What the recorder, the sinks and the tail sampler share about export.
+#[derive(Debug)]
+pub(crate) struct ExportShared {
+    pub(crate) counters: ExportCounters,
+    kept: Mutex<Kept>,
+    /// Set once a tail sampler exists: the app's spans go through it, so a
+    /// window whose trace it did not keep must carry its request span.
+    pub(crate) sampler_active: AtomicBool,
+    queue: Mutex<Option<Arc<Queue>>>,
+    /// How long a sink's flush waits for the export thread.
+    pub(crate) flush_timeout: Duration,
+}
+
+impl Default for ExportShared {
+    fn default() -> ExportShared {
+        ExportShared::new(crate::Blackbox::DEFAULT_SHUTDOWN_TIMEOUT)
+    }
+}
+
+impl ExportShared {
+    pub(crate) fn new(flush_timeout: Duration) -> ExportShared {
+        ExportShared {
+            counters: ExportCounters::default(),
+            kept: Mutex::default(),
+            sampler_active: AtomicBool::new(false),
+            queue: Mutex::new(None),
+            flush_timeout,
+        }
+    }
+
+    /// Remembers that the tail sampler kept `trace`.
+    pub(crate) fn kept(&self, trace: TraceId) {
+        let mut k = lock(&self.kept);
+        if k.set.insert(trace) {
+            k.order.push_back(trace);
+            if k.order.len() > KEPT_REMEMBERED
+                && let Some(old) = k.order.pop_front()
+            {
+                k.set.remove(&old);
+            }
+        }
+    }
+
+    pub(crate) fn was_kept(&self, trace: TraceId) -> bool {
+        lock(&self.kept).set.contains(&trace)
+    }
+
+    /// Hands spans (a kept trace) to the export thread; `false` if there is
+    /// none or its queue is full.
+    pub(crate) fn send_spans(&self, spans: Vec<SpanData>) -> bool {
+        let queue = lock(&self.queue).clone();
+        match queue {
+            Some(q) => {
+                let bytes = spans.iter().map(span_bytes).sum();
+                q.push(Job::Spans(spans), bytes, &self.counters).is_ok()
+            }
+            None => false,
+        }
+    }
+
+    /// Connects a pipeline's queue (the first one wins).
+    pub(crate) fn connect(&self, queue: Arc<Queue>) {
+        let mut q = lock(&self.queue);
+        if q.is_none() {
+            *q = Some(queue);
+        }
+    }
+
+    /// Lets the export thread end once the sinks are gone (guard dropped).
+    pub(crate) fn disconnect(&self) {
+        lock(&self.queue).take();
+    }
+}

@@ -1,0 +1,86 @@
+//! What receives windows: the [`Sink`] trait, and [`DirSink`] (binary
+//! capture files).
+
+use crate::error::SinkError;
+use crate::window::Window;
+use std::path::PathBuf;
+
+/// Receives each captured [`Window`] on the recorder's capture thread.
+///
+/// # Examples
+///
+/// ```
+/// use tokio_blackbox::{Sink, SinkError, Window};
+/// use std::sync::{Arc, Mutex};
+///
+/// #[derive(Clone, Default)]
+/// struct Collect(Arc<Mutex<Vec<Window>>>);
+/// impl Sink for Collect {
+///     fn write(&mut self, window: &Window) -> Result<(), SinkError> {
+///         self.0.lock().unwrap().push(window.clone());
+///         Ok(())
+///     }
+/// }
+/// let windows = Collect::default();
+/// let (_blackbox, _guard) = tokio_blackbox::Blackbox::builder().sink(windows.clone()).build()?;
+/// # Ok::<(), tokio_blackbox::BuildError>(())
+/// ```
+pub trait Sink: Send + 'static {
+    /// Writes one window. An error is counted in
+    /// [`BlackboxStats::sink_errors`](crate::BlackboxStats::sink_errors).
+    fn write(&mut self, window: &Window) -> Result<(), SinkError>;
+
+    /// Makes everything written so far durable or sent. Called on flush and shutdown.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Like [`flush`](Sink::flush), waiting at most `timeout`: the recorder's
+    /// [`flush(timeout)`](crate::Blackbox::flush) passes its own. The
+    /// recorder's sinks ([`OtlpSink`](super::OtlpSink), [`JsonFileSink`](super::JsonFileSink)) honour it; by
+    /// default it calls `flush`.
+    fn flush_within(&mut self, timeout: std::time::Duration) -> Result<(), SinkError> {
+        let _ = timeout;
+        self.flush()
+    }
+}
+
+/// Writes each window as a capture file (the dump format, see
+/// `docs/dump-format.md`) into a directory: `capture-<unix ms>-<seq>.bbx`.
+///
+/// # Examples
+///
+/// ```
+/// let dir = std::env::temp_dir().join("blackbox-doc-dirsink");
+/// let sink = tokio_blackbox::DirSink::new(&dir);
+/// assert_eq!(sink.dir(), dir.as_path());
+/// ```
+#[derive(Debug, Clone)]
+pub struct DirSink {
+    dir: PathBuf,
+}
+
+impl DirSink {
+    /// A sink writing into `dir`, created on first write (mode 0700 on Unix).
+    pub fn new(dir: impl Into<PathBuf>) -> DirSink {
+        DirSink { dir: dir.into() }
+    }
+
+    /// The directory written to.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+}
+
+impl Sink for DirSink {
+    fn write(&mut self, window: &Window) -> Result<(), SinkError> {
+        crate::dump::create_private_dir(&self.dir)?;
+        let name = format!(
+            "capture-{}-{}.bbx",
+            window.to_unix_ns / 1_000_000,
+            window.sequence
+        );
+        crate::dump::write_window_file(&self.dir.join(name), window, crate::dump::FileKind::Capture)
+            .map_err(SinkError::new)
+    }
+}
