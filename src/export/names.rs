@@ -137,6 +137,22 @@ pub const SOURCE_RECORDER: &str = "recorder";
 pub const SOURCE_TAIL_SAMPLER_MISSED: &str = "tail_sampler_missed";
 /// [`REQUEST_SOURCE`]: sent by `blackbox replay`.
 pub const SOURCE_REPLAY: &str = "replay";
+/// On the window span: the verdict's sentence (see docs/verdicts.md).
+pub const VERDICT: &str = "blackbox.verdict";
+/// On the window span: the dominant cause (`blocked_worker`, `saturated_runtime`, `own_cpu`, `waiting`, `unclear`).
+pub const CAUSE: &str = "blackbox.cause";
+/// On the window span: `exact` or `inferred`, how runnable time was known.
+pub const VERDICT_CONFIDENCE: &str = "blackbox.verdict.confidence";
+/// On the window span: the causes with time, largest first.
+pub const VERDICT_RANKING: &str = "blackbox.verdict.ranking";
+/// On the window span: the first culprit's name, for a blocked worker.
+pub const VERDICT_CULPRIT: &str = "blackbox.verdict.culprit";
+/// Prefix of the share attributes: `blackbox.share.<share>` (a fraction)
+/// and `blackbox.share.<share>_ms`.
+pub const SHARE_PREFIX: &str = "blackbox.share.";
+/// A span event carrying the verdict, on the window span (and on the
+/// request span when the recorder made it): the same name as [`VERDICT`].
+pub const EVENT_VERDICT: &str = VERDICT;
 /// The instrumentation scope of every span the recorder makes.
 pub const SCOPE_NAME: &str = "tokio-blackbox";
 
@@ -208,6 +224,12 @@ pub const ALL: &[&str] = &[
     SOURCE_TAIL_SAMPLER_MISSED,
     SOURCE_REPLAY,
     SCOPE_NAME,
+    VERDICT,
+    CAUSE,
+    VERDICT_CONFIDENCE,
+    VERDICT_RANKING,
+    VERDICT_CULPRIT,
+    SHARE_PREFIX,
 ];
 
 #[cfg(test)]

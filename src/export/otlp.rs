@@ -26,7 +26,7 @@
 
 use super::names;
 use super::plan::{Plan, ShownTask, plan};
-use crate::analysis::WorkerActivity;
+use crate::analysis::{Explanation, WorkerActivity};
 use crate::window::{SlowRequest, Window};
 use opentelemetry::trace::{
     Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -239,7 +239,7 @@ pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<W
     };
     let assembly = Assembly::new(window);
     let mut out = Vec::with_capacity(plan.spans());
-    assembly.structure(&mut out);
+    assembly.structure(&mut out, &plan);
     for w in &plan.workers {
         out.push(assembly.worker(w));
     }
@@ -248,6 +248,41 @@ pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<W
     }
     out.push(assembly.window_span(&plan, budget));
     (out, Some(assembly.at))
+}
+
+/// The verdict's attributes (docs/verdicts.md): sentence, cause,
+/// confidence, ranking, culprit and the five shares in ms and fractions.
+fn verdict_attributes(e: &Explanation) -> Vec<KeyValue> {
+    let ranking: Vec<String> = e
+        .ranking
+        .iter()
+        .map(|(c, ns)| format!("{c} {:.0}ms", *ns as f64 / 1e6))
+        .collect();
+    let mut out = vec![
+        KeyValue::new(names::VERDICT, e.sentence.clone()),
+        KeyValue::new(names::CAUSE, e.cause.as_str()),
+        KeyValue::new(names::VERDICT_CONFIDENCE, e.confidence.as_str()),
+        KeyValue::new(names::VERDICT_RANKING, ranking.join(", ")),
+    ];
+    if let Some(c) = e.culprits.first() {
+        out.push(KeyValue::new(names::VERDICT_CULPRIT, c.name.clone()));
+    }
+    for share in e.shares() {
+        out.push(KeyValue::new(
+            format!("{}{}_ms", names::SHARE_PREFIX, share.name),
+            ms(share.ns),
+        ));
+        out.push(KeyValue::new(
+            format!("{}{}", names::SHARE_PREFIX, share.name),
+            share.fraction,
+        ));
+    }
+    out
+}
+
+/// The verdict as a span event at the request's end.
+fn verdict_event(req: &SlowRequest, attributes: Vec<KeyValue>) -> Event {
+    Event::new(names::EVENT_VERDICT, time(req.end_unix_ns), attributes, 0)
 }
 
 /// What every span of one window shares while it is assembled: the window,
@@ -296,11 +331,18 @@ impl<'w> Assembly<'w> {
 
     /// The request spans the recorder made, and a reference span in each
     /// other slow request's trace. Always exported.
-    fn structure(&self, out: &mut Vec<SpanData>) {
+    fn structure(&self, out: &mut Vec<SpanData>, plan: &Plan) {
         let window = self.window;
         for (i, req) in window.requests.iter().enumerate() {
             if req.own_span {
-                out.push(request_span(req, names::SOURCE_RECORDER));
+                let mut span = request_span(req, names::SOURCE_RECORDER);
+                if i == 0 {
+                    // The recorder made the request span: its verdict goes
+                    // on the request's own row too.
+                    let event = verdict_event(req, verdict_attributes(&plan.verdict));
+                    span.events.events.push(event);
+                }
+                out.push(span);
             }
             if i == 0 {
                 continue;
@@ -356,7 +398,8 @@ impl<'w> Assembly<'w> {
             })
             .collect();
         links.truncate(MAX_EVENTS_PER_SPAN);
-        let attributes = vec![
+        let verdict = verdict_attributes(&plan.verdict);
+        let mut attributes = vec![
             KeyValue::new(names::CAPTURED, true),
             KeyValue::new(names::THRESHOLD_MS, ms(window.threshold.as_nanos() as u64)),
             KeyValue::new(
@@ -382,6 +425,7 @@ impl<'w> Assembly<'w> {
             KeyValue::new(names::WINDOW_TASK_HOOKS, window.task_hooks),
             KeyValue::new(names::WINDOW_SCHEDULE_DELAY, window.schedule_delay),
         ];
+        attributes.extend(verdict.iter().cloned());
         self.span(SpanParts {
             trace_id: self.at.trace_id,
             span_id: self.at.span_id,
@@ -390,7 +434,7 @@ impl<'w> Assembly<'w> {
             start_ns: self.from,
             end_ns: self.to,
             attributes,
-            events: Vec::new(),
+            events: vec![verdict_event(primary, verdict)],
             links,
             status: Status::Unset,
         })

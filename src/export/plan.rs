@@ -4,14 +4,15 @@
 //!
 //! The budget ([`Budget::max_spans`]) is shared out in this order: the spans
 //! that carry the structure (the window, the references and the request
-//! spans the recorder made), then one span per thread, then tasks — the
-//! request's own first, then by time spent on a worker — and last their
-//! polls, each task getting an equal share and a task with fewer polls
-//! leaving the rest to the others. A task whose polls exceed its share keeps
+//! spans the recorder made), then one span per thread, then the first
+//! request's own tasks (its children included) and the culprits its verdict
+//! names, with all their polls, then the other tasks — by time spent on a
+//! worker — and their polls, each task getting an equal share and a task
+//! with fewer polls leaving the rest to the others. A task whose polls exceed its share keeps
 //! its longest ones and the others are counted. What is left out is counted,
 //! never dropped silently.
 
-use crate::analysis::{TaskActivity, WorkerActivity};
+use crate::analysis::{Explanation, TaskActivity, WorkerActivity, explain};
 use crate::window::Window;
 
 /// How many spans one window may become.
@@ -73,7 +74,7 @@ impl ShownTask {
 }
 
 /// What a window becomes under a budget: what is shown and what is counted.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// Spans that carry the structure: the recorder's own request spans and
     /// one reference span per slow request after the first (the window span
@@ -89,6 +90,9 @@ pub struct Plan {
     pub tasks_total: usize,
     /// Polls left out, over all tasks (shown or not).
     pub polls_omitted: u64,
+    /// Why the window's first request was slow; its own tasks and culprits
+    /// are shown first.
+    pub verdict: Explanation,
 }
 
 impl Plan {
@@ -129,37 +133,24 @@ pub fn plan(window: &Window, budget: Budget) -> Option<Plan> {
     let workers_omitted = workers.len() - workers_shown;
     workers.truncate(workers_shown);
 
-    let mut tasks = window.tasks();
-    tasks.sort_by_key(|t| task_rank(t, primary.request_id, &captured));
-    let tasks_total = tasks.len();
-    let total_polls: usize = tasks.iter().map(|t| t.polls.len()).sum();
-    let tasks_shown = if tasks.len() + total_polls <= left {
-        tasks.len()
-    } else {
-        // Half the remaining budget at most for task spans, so polls (where
-        // the blocking shows) keep room; at least one task.
-        tasks.len().min((left / 2).max(left.min(1)))
-    };
-    let poll_budget = left - tasks_shown;
-    let mut polls_omitted: u64 = tasks[tasks_shown..]
+    // The slow request's own story first: every poll of its own tasks and
+    // of the culprits its verdict names, then the rest.
+    let verdict = explain(window, primary);
+    let first: Vec<u64> = verdict
+        .own_tasks
         .iter()
-        .map(|t| t.polls.len() as u64)
-        .sum();
-    tasks.truncate(tasks_shown);
-    let wants: Vec<usize> = tasks.iter().map(|t| t.polls.len()).collect();
-    let shares = share_polls(&wants, poll_budget);
-    let tasks = tasks
-        .into_iter()
-        .zip(shares)
-        .map(|(task, share)| {
-            polls_omitted += (task.polls.len() - share) as u64;
-            ShownTask {
-                in_request: task.requests.iter().any(|r| captured.contains(r)),
-                polls: longest_polls(&task, share),
-                task,
-            }
-        })
+        .map(|&(id, _)| id)
+        .chain(verdict.culprits.iter().map(|c| c.task))
         .collect();
+    let mut tasks = window.tasks();
+    tasks.sort_by_key(|t| task_rank(t, &first, &captured));
+    let tasks_total = tasks.len();
+    let split = tasks.partition_point(|t| first.contains(&t.id));
+    let rest = tasks.split_off(split);
+    let mut polls_omitted = 0u64;
+    let mut shown = show(tasks, &mut left, &captured, &mut polls_omitted);
+    shown.extend(show(rest, &mut left, &captured, &mut polls_omitted));
+    let tasks = shown;
     Some(Plan {
         structure_spans,
         workers,
@@ -167,7 +158,47 @@ pub fn plan(window: &Window, budget: Budget) -> Option<Plan> {
         tasks,
         tasks_total,
         polls_omitted,
+        verdict,
     })
+}
+
+/// Shows as many of `tasks` (in order) and their polls as `left` spans
+/// allow, counting in `polls_omitted` what is left out.
+fn show(
+    mut tasks: Vec<TaskActivity>,
+    left: &mut usize,
+    captured: &[u64],
+    polls_omitted: &mut u64,
+) -> Vec<ShownTask> {
+    let total_polls: usize = tasks.iter().map(|t| t.polls.len()).sum();
+    let tasks_shown = if tasks.len() + total_polls <= *left {
+        tasks.len()
+    } else {
+        // Half the remaining budget at most for task spans, so polls (where
+        // the blocking shows) keep room; at least one task.
+        tasks.len().min((*left / 2).max((*left).min(1)))
+    };
+    let poll_budget = *left - tasks_shown;
+    *polls_omitted += tasks[tasks_shown..]
+        .iter()
+        .map(|t| t.polls.len() as u64)
+        .sum::<u64>();
+    tasks.truncate(tasks_shown);
+    let wants: Vec<usize> = tasks.iter().map(|t| t.polls.len()).collect();
+    let shares = share_polls(&wants, poll_budget);
+    *left -= tasks_shown + shares.iter().sum::<usize>();
+    tasks
+        .into_iter()
+        .zip(shares)
+        .map(|(task, share)| {
+            *polls_omitted += (task.polls.len() - share) as u64;
+            ShownTask {
+                in_request: task.requests.iter().any(|r| captured.contains(r)),
+                polls: longest_polls(&task, share),
+                task,
+            }
+        })
+        .collect()
 }
 
 /// Indices of the `share` longest polls of `t`, in time order (all when they fit).
@@ -181,14 +212,15 @@ fn longest_polls(t: &TaskActivity, share: usize) -> Vec<usize> {
     idx
 }
 
-/// A task's place in the export order: the primary request's tasks, then the
-/// other captured requests' tasks, then the rest; ties by busy time, longest first.
+/// A task's place in the export order: the primary request's own tasks and
+/// its verdict's culprits (`first`), then the other captured requests'
+/// tasks, then the rest; ties by busy time, longest first.
 fn task_rank(
     t: &TaskActivity,
-    primary: u64,
+    first: &[u64],
     captured: &[u64],
 ) -> (u8, std::cmp::Reverse<u64>, u64) {
-    let class = if t.requests.contains(&primary) {
+    let class = if first.contains(&t.id) {
         0
     } else if t.requests.iter().any(|r| captured.contains(r)) {
         1
