@@ -752,8 +752,18 @@ fn task_spans(
     }
 }
 
-/// Synthetic windows for tests, benches and doc examples: no runtime needed.
-#[doc(hidden)]
+/// Synthetic windows for testing a [`Sink`](crate::Sink) of your own (and for
+/// this crate's tests, benches and doc examples): no runtime needed. Only with
+/// the `testing` feature.
+///
+/// # Examples
+///
+/// ```
+/// let window = tokio_blackbox::export::otlp::testing::window(3, 4, 1);
+/// assert_eq!(window.requests.len(), 1);
+/// assert_eq!(window.lanes.len(), 3);
+/// ```
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     use crate::event::{Event, EventKind};
     use crate::window::{Lane, SlowRequest, Window};
