@@ -6,9 +6,11 @@
 # 0. installs chromium and valgrind from Debian's packages if missing;
 # 1. builds the test peers (Jaeger v2, an OpenTelemetry Collector) from the Go
 #    module proxy (tools/build-peers.sh; cached after the first run);
-# 2. formatting and clippy (warnings are errors);
-# 3. unit, integration and doc tests with --cfg tokio_unstable (the default,
-#    from .cargo/config.toml): real runtimes, real Jaeger and Collector;
+# 2. formatting and clippy (warnings are errors); the library's default
+#    dependency tree carries none of the command's crates (clap, indicatif, trycmd);
+# 3. unit, integration and doc tests of the library and the command (cli/,
+#    both default members) with --cfg tokio_unstable (the default, from
+#    .cargo/config.toml): real runtimes, real Jaeger and Collector;
 # 4. the tests again without tokio_unstable (what a plain build records);
 # 5. loom models of the segments (--cfg blackbox_loom);
 # 6. benches build, docs build without warnings;
@@ -58,9 +60,20 @@ step "rustfmt"
 cargo fmt --all -- --check
 
 step "clippy"
+# The default members: the library and the command (cli/).
 cargo clippy --all-targets --all-features -- -D warnings
 # The bench workspace member (not a default member: checked by name).
 cargo clippy -p blackbox-bench --all-targets -- -D warnings
+
+step "the library's default dependencies carry no command crate"
+# What a service that depends on tokio-blackbox builds: no clap, indicatif or
+# trycmd (reqwest and tonic only as the OTLP exporter needs them).
+lib_tree="$(cargo tree -e normal -p tokio-blackbox --prefix none --format '{p}')"
+if grep -E '^(clap|indicatif|trycmd) ' <<<"$lib_tree"; then
+  echo "the library's default dependency tree has a command dependency (above)" >&2
+  exit 1
+fi
+echo "none of clap, indicatif, trycmd in the library's $(sort -u <<<"$lib_tree" | wc -l) dependencies"
 
 step "tests (tokio_unstable)"
 ctest --all-features --no-fail-fast
@@ -74,12 +87,14 @@ RUSTFLAGS="--cfg tokio_unstable --cfg blackbox_loom" LOOM_MAX_PREEMPTIONS=3 \
   CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" ctest --release --lib segments::
 
 step "benches build"
+# The library's and the command's (cli/benches/summary.rs).
 cargo bench --no-run
 
 step "overhead harness, light mode: instruction counts vs bench/baseline.toml"
 BENCH_JOBS="${BENCH_JOBS:-$(nproc)}" tools/bench.sh --ci
 
 step "docs"
+# The default members: the library and the command (cli/).
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 
 step "the README's demo"

@@ -55,9 +55,15 @@ pub fn free_port() -> u16 {
     panic!("free_port: no new free port after 1000 tries");
 }
 
-/// The repository root (where Cargo.toml is).
+/// The repository root (the workspace's, where Cargo.lock is), also when these
+/// helpers are compiled into the command's tests (`cli/tests`).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    crate_dir
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or(&crate_dir)
+        .to_path_buf()
 }
 
 /// Directories searched for the peer binaries, most specific first.
