@@ -13,6 +13,7 @@
 //! the first enter, when the `tracing-opentelemetry` layer is registered
 //! *before* this one), or are made here.
 
+use crate::config::RequestSpans;
 use crate::event::{EventKind, NO_STRING};
 use crate::recorder::Inner;
 use crate::requests::{IDS_LOOKED_UP, layer_of, pack, unpack};
@@ -49,58 +50,6 @@ fn in_module(target: &str, prefix: &str) -> bool {
     target
         .strip_prefix(prefix)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-}
-
-/// Which spans are requests.
-///
-/// # Examples
-///
-/// ```
-/// use tokio_blackbox::RequestSpans;
-/// let r: RequestSpans = "request, target:my_app::handlers".parse()?;
-/// assert_eq!(r, RequestSpans::Matching { names: vec!["request".into()], targets: vec!["my_app::handlers".into()] });
-/// assert_eq!("root".parse::<RequestSpans>()?, RequestSpans::Root);
-/// # Ok::<(), String>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum RequestSpans {
-    /// Every span with no parent (the default).
-    #[default]
-    Root,
-    /// Spans with one of these names, or whose target starts with one of these prefixes.
-    Matching {
-        /// Span names.
-        names: Vec<String>,
-        /// Target prefixes (`my_app::http` matches `my_app::http::server`).
-        targets: Vec<String>,
-    },
-}
-
-impl std::str::FromStr for RequestSpans {
-    type Err = String;
-
-    /// `root`, or a comma-separated list of span names and `target:PREFIX` items.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if s.eq_ignore_ascii_case("root") {
-            return Ok(RequestSpans::Root);
-        }
-        let (mut names, mut targets) = (Vec::new(), Vec::new());
-        for item in s.split(',').map(str::trim) {
-            if let Some(t) = item.strip_prefix("target:") {
-                if t.trim().is_empty() {
-                    return Err("an empty `target:` prefix".into());
-                }
-                targets.push(t.trim().to_owned());
-            } else if item.is_empty() || item.contains(char::is_whitespace) {
-                return Err(format!("`{item}` is not a span name"));
-            } else {
-                names.push(item.to_owned());
-            }
-        }
-        Ok(RequestSpans::Matching { names, targets })
-    }
 }
 
 impl RequestSpans {
@@ -394,23 +343,5 @@ where
             .slow_request(state.id, state.name, ids, state.start, end);
         req.error = error;
         self.inner.on_slow_request(req, state.start, end);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_span_selectors_parse() {
-        assert!("".parse::<RequestSpans>().is_err());
-        assert!("target:".parse::<RequestSpans>().is_err());
-        assert_eq!(
-            "http.request".parse::<RequestSpans>(),
-            Ok(RequestSpans::Matching {
-                names: vec!["http.request".into()],
-                targets: vec![]
-            })
-        );
     }
 }

@@ -13,6 +13,7 @@
 mod builder;
 mod capture;
 mod clock;
+mod config;
 pub mod dump;
 mod error;
 pub mod event;
@@ -26,11 +27,12 @@ mod sync;
 mod trigger;
 pub mod window;
 
-pub use builder::{Builder, ENV_VARS, parse_duration, parse_size};
+pub use builder::Builder;
+pub use config::{ENV_VARS, RequestSpans, parse_duration, parse_size};
 pub use error::{BuildError, DumpError, DumpErrorKind, SinkError};
 pub use event::{Event, EventKind};
 pub use export::{DirSink, JsonFileSink, OtlpSink, Sink, TailSampler};
 pub use hooks::BlackboxHooks;
-pub use layer::{BlackboxLayer, RequestSpans};
+pub use layer::BlackboxLayer;
 pub use recorder::{Blackbox, BlackboxGuard, BlackboxStats};
 pub use window::{Lane, Poll, RequestSpan, SlowRequest, TaskActivity, Window, WorkerActivity};

@@ -5,9 +5,10 @@
 //! layer through a bounded queue, asks the [`trigger`](crate::trigger) what to
 //! do, cuts each due window from all rings and hands it to the sink.
 
-use crate::builder::{Builder, Config};
+use crate::builder::Builder;
 use crate::capture::Capture;
 use crate::clock::{Clock, unix_now_ns};
+use crate::config::{self, Settings as Config};
 use crate::error::{BuildError, DumpError};
 use crate::export::Sink;
 use crate::export::sampling::{SamplerSettings, TailSampler};
@@ -195,7 +196,7 @@ pub(crate) fn start(
         config.buffer_memory / per_segment,
         !config.disabled,
     ));
-    let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
+    let (tx, rx) = mpsc::sync_channel(config::DEFAULT_QUEUE_CAPACITY);
     let inner = Arc::new(Inner {
         config,
         capture,
@@ -231,37 +232,38 @@ impl Blackbox {
     /// Dumps on panic are at most one per minute.
     pub const PANIC_DUMP_INTERVAL: Duration = Duration::from_secs(60);
     /// Requests at least this long are captured: 500 ms.
-    pub const DEFAULT_LATENCY_THRESHOLD: Duration = Duration::from_millis(500);
+    pub const DEFAULT_LATENCY_THRESHOLD: Duration = config::DEFAULT_LATENCY_THRESHOLD;
     /// Activity kept before a slow request: 2 s.
-    pub const DEFAULT_WINDOW_BEFORE: Duration = Duration::from_secs(2);
+    pub const DEFAULT_WINDOW_BEFORE: Duration = config::DEFAULT_WINDOW_BEFORE;
     /// Activity kept after a slow request: 200 ms.
-    pub const DEFAULT_WINDOW_AFTER: Duration = Duration::from_millis(200);
+    pub const DEFAULT_WINDOW_AFTER: Duration = config::DEFAULT_WINDOW_AFTER;
     /// The longest a merged window may grow: 30 s.
-    pub const DEFAULT_MAX_WINDOW: Duration = Duration::from_secs(30);
+    pub const DEFAULT_MAX_WINDOW: Duration = config::DEFAULT_MAX_WINDOW;
     /// Memory for events, all threads together: 16 MiB, about 5 s of a
     /// process recording 300,000 events a second.
-    pub const DEFAULT_BUFFER_MEMORY: usize = 16 << 20;
+    pub const DEFAULT_BUFFER_MEMORY: usize = config::DEFAULT_BUFFER_MEMORY;
     /// Captures per second: 5.
-    pub const DEFAULT_MAX_CAPTURES_PER_SEC: u32 = 5;
+    pub const DEFAULT_MAX_CAPTURES_PER_SEC: u32 = config::DEFAULT_MAX_CAPTURES_PER_SEC;
     /// Directory for capture files and dumps: `./blackbox`.
-    pub const DEFAULT_DIR: &'static str = "blackbox";
+    pub const DEFAULT_DIR: &'static str = config::DEFAULT_DIR;
     /// Scheduling delay tracking: off (it costs Tokio about 50 ns per poll).
-    pub const DEFAULT_SCHEDULE_DELAY: bool = false;
+    pub const DEFAULT_SCHEDULE_DELAY: bool = config::DEFAULT_SCHEDULE_DELAY;
     /// Polls longer than 10 ms are flagged as long.
-    pub const DEFAULT_LONG_POLL: Duration = Duration::from_millis(10);
+    pub const DEFAULT_LONG_POLL: Duration = config::DEFAULT_LONG_POLL;
     /// Slow requests waiting for the capture thread: 1,024.
-    pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+    pub const DEFAULT_QUEUE_CAPACITY: usize = config::DEFAULT_QUEUE_CAPACITY;
     /// How long dropping the guard waits for pending captures: 5 s.
-    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = config::DEFAULT_SHUTDOWN_TIMEOUT;
     /// Spans per exported window: 1,000 (see [`Budget`](crate::export::otlp::Budget)).
-    pub const DEFAULT_MAX_SPANS_PER_WINDOW: usize = crate::export::otlp::Budget::DEFAULT_MAX_SPANS;
+    pub const DEFAULT_MAX_SPANS_PER_WINDOW: usize = config::DEFAULT_MAX_SPANS_PER_WINDOW;
     /// Fraction of fast, fine traces the [`TailSampler`] keeps anyway: none.
-    pub const DEFAULT_BASELINE_RATIO: f64 = 0.0;
+    pub const DEFAULT_BASELINE_RATIO: f64 = config::DEFAULT_BASELINE_RATIO;
     /// Traces the [`TailSampler`] holds at once: 4,096.
-    pub const DEFAULT_SAMPLER_MAX_TRACES: usize = 4096;
+    pub const DEFAULT_SAMPLER_MAX_TRACES: usize = config::DEFAULT_SAMPLER_MAX_TRACES;
     /// Spans the [`TailSampler`] holds per trace: 1,024. The sampler is also
     /// bounded by bytes (64 MiB by default, see [`TailSampler::with_memory_limit`]).
-    pub const DEFAULT_SAMPLER_MAX_SPANS_PER_TRACE: usize = 1024;
+    pub const DEFAULT_SAMPLER_MAX_SPANS_PER_TRACE: usize =
+        config::DEFAULT_SAMPLER_MAX_SPANS_PER_TRACE;
 
     /// A builder with every setting at its default.
     pub fn builder() -> Builder {
