@@ -56,6 +56,13 @@ impl fmt::Debug for Builder {
     }
 }
 
+impl Blackbox {
+    /// A builder with every setting at its default.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
 impl Builder {
     /// Requests that last at least this long are captured.
     ///
