@@ -119,7 +119,7 @@ pub(crate) fn assemble(
         segments_pinned: segments.pinned(),
         pins_refused: get(&c.pins_refused),
         requests_captured_open: get(&c.captured_open),
-        requests_untracked: get(&shared.requests.fallbacks_total),
+        requests_untracked: shared.requests.untracked_total(),
         panic_dumps_skipped: get(&c.panic_dumps_skipped),
         requests_seen: shared.requests_seen(),
         slow_requests: get(&shared.slow_requests),
