@@ -13,9 +13,10 @@
 //! the first enter, when the `tracing-opentelemetry` layer is registered
 //! *before* this one), or are made here.
 
+use crate::config::RequestSpans;
 use crate::event::{EventKind, NO_STRING};
-use crate::recorder::Inner;
 use crate::requests::{IDS_LOOKED_UP, layer_of, pack, unpack};
+use crate::shared::Shared;
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use std::collections::HashMap;
@@ -49,58 +50,6 @@ fn in_module(target: &str, prefix: &str) -> bool {
     target
         .strip_prefix(prefix)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-}
-
-/// Which spans are requests.
-///
-/// # Examples
-///
-/// ```
-/// use tokio_blackbox::RequestSpans;
-/// let r: RequestSpans = "request, target:my_app::handlers".parse()?;
-/// assert_eq!(r, RequestSpans::Matching { names: vec!["request".into()], targets: vec!["my_app::handlers".into()] });
-/// assert_eq!("root".parse::<RequestSpans>()?, RequestSpans::Root);
-/// # Ok::<(), String>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum RequestSpans {
-    /// Every span with no parent (the default).
-    #[default]
-    Root,
-    /// Spans with one of these names, or whose target starts with one of these prefixes.
-    Matching {
-        /// Span names.
-        names: Vec<String>,
-        /// Target prefixes (`my_app::http` matches `my_app::http::server`).
-        targets: Vec<String>,
-    },
-}
-
-impl std::str::FromStr for RequestSpans {
-    type Err = String;
-
-    /// `root`, or a comma-separated list of span names and `target:PREFIX` items.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if s.eq_ignore_ascii_case("root") {
-            return Ok(RequestSpans::Root);
-        }
-        let (mut names, mut targets) = (Vec::new(), Vec::new());
-        for item in s.split(',').map(str::trim) {
-            if let Some(t) = item.strip_prefix("target:") {
-                if t.trim().is_empty() {
-                    return Err("an empty `target:` prefix".into());
-                }
-                targets.push(t.trim().to_owned());
-            } else if item.is_empty() || item.contains(char::is_whitespace) {
-                return Err(format!("`{item}` is not a span name"));
-            } else {
-                names.push(item.to_owned());
-            }
-        }
-        Ok(RequestSpans::Matching { names, targets })
-    }
 }
 
 impl RequestSpans {
@@ -163,7 +112,7 @@ struct RequestState {
 ///
 /// [`Blackbox::layer`]: crate::Blackbox::layer
 pub struct BlackboxLayer {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
     /// This layer instance's tag: a span seen by two layers of one recorder
     /// (`layer()` added twice) is recorded once, by the first.
     tag: u16,
@@ -173,16 +122,16 @@ pub struct BlackboxLayer {
 impl fmt::Debug for BlackboxLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BlackboxLayer")
-            .field("request_spans", &self.inner.config.request_spans)
+            .field("request_spans", &self.shared.settings.request_spans)
             .finish()
     }
 }
 
 impl BlackboxLayer {
-    pub(crate) fn new(inner: Arc<Inner>) -> BlackboxLayer {
+    pub(crate) fn new(shared: Arc<Shared>) -> BlackboxLayer {
         static NEXT_TAG: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         BlackboxLayer {
-            inner,
+            shared,
             tag: (NEXT_TAG.fetch_add(1, Ordering::Relaxed) & 0x3ff) as u16,
             callsites: RwLock::new(HashMap::new()),
         }
@@ -199,9 +148,9 @@ impl BlackboxLayer {
             return info;
         }
         let info = CallsiteInfo {
-            request: self.inner.config.request_spans.classify(meta),
+            request: self.shared.settings.request_spans.classify(meta),
             name: if meta.is_span() {
-                self.inner.capture.strings.intern(meta.name())
+                self.shared.capture.strings.intern(meta.name())
             } else {
                 NO_STRING
             },
@@ -232,7 +181,7 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if !self.inner.capture.enabled {
+        if !self.shared.capture.enabled {
             return;
         }
         let info = self.info(attrs.metadata());
@@ -249,11 +198,11 @@ where
             // Another layer of a recorder already watches this span.
             return;
         }
-        let req = self.inner.new_request_id();
-        let capture = &self.inner.capture;
+        let req = self.shared.new_request_id();
+        let capture = &self.shared.capture;
         let start = capture.clock.raw();
         let slotted =
-            self.inner
+            self.shared
                 .requests
                 .open(id.into_u64(), pack(req, info.name, self.tag), start);
         ext.insert(RequestState {
@@ -270,8 +219,8 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        let capture = &self.inner.capture;
-        let requests = &self.inner.requests;
+        let capture = &self.shared.capture;
+        let requests = &self.shared.requests;
         let need_ids = match requests.get(id.into_u64()) {
             Some(word) if layer_of(word) != self.tag => return,
             Some(word) => {
@@ -327,13 +276,13 @@ where
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        let capture = &self.inner.capture;
-        if let Some(word) = self.inner.requests.get(id.into_u64()) {
+        let capture = &self.shared.capture;
+        if let Some(word) = self.shared.requests.get(id.into_u64()) {
             if layer_of(word) != self.tag {
                 return;
             }
             capture.record_in_poll(EventKind::RequestExit, unpack(word).0, 0, true);
-        } else if self.inner.requests.any_fallbacks() {
+        } else if self.shared.requests.any_fallbacks() {
             let Some(span) = ctx.span(id) else { return };
             if let Some(state) = span.extensions().get::<RequestState>()
                 && state.layer == self.tag
@@ -364,7 +313,7 @@ where
         let Some(state) = ext.get::<RequestState>().filter(|s| s.layer == self.tag) else {
             return;
         };
-        let requests = &self.inner.requests;
+        let requests = &self.shared.requests;
         // Ids the capture thread made while the request was open (captured stuck).
         let table_ids = if state.slotted {
             requests.ids(id.into_u64())
@@ -372,12 +321,12 @@ where
             None
         };
         requests.close(id.into_u64(), state.slotted);
-        let capture = &self.inner.capture;
+        let capture = &self.shared.capture;
         let end = capture.clock.raw();
         capture.record_at_time(EventKind::RequestClose, state.id, 0, end);
         let duration_ns = capture.clock.delta_ns(state.start, end);
         let error = state.error.load(Ordering::Relaxed);
-        let slow = duration_ns >= self.inner.config.latency_threshold.as_nanos() as u64;
+        let slow = duration_ns >= self.shared.settings.latency_threshold.as_nanos() as u64;
         if !slow {
             return;
         }
@@ -390,27 +339,9 @@ where
             }
         };
         let mut req = self
-            .inner
+            .shared
             .slow_request(state.id, state.name, ids, state.start, end);
         req.error = error;
-        self.inner.on_slow_request(req, state.start, end);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_span_selectors_parse() {
-        assert!("".parse::<RequestSpans>().is_err());
-        assert!("target:".parse::<RequestSpans>().is_err());
-        assert_eq!(
-            "http.request".parse::<RequestSpans>(),
-            Ok(RequestSpans::Matching {
-                names: vec!["http.request".into()],
-                targets: vec![]
-            })
-        );
+        self.shared.on_slow_request(req, state.start, end);
     }
 }

@@ -4,24 +4,65 @@
 //!
 //! Lock-free: a span id hashes (the whole id, mixed, so tracing-subscriber's
 //! ids, which share their low bits across threads, spread out) to a bucket of
-//! 8 slots in one cache line of tags. Opening a request claims a free slot
-//! with a CAS, closing frees it; enter and exit look up the bucket, which
-//! costs one cache line and no lock for every span. A request whose bucket is
-//! full falls back to the span's extensions and is counted: it is still
-//! captured when it closes slow, but not seen while open.
+//! 8 slots in one cache line of tags. A request whose bucket is full falls
+//! back to the span's extensions and is counted: it is still captured when
+//! it closes slow, but not seen while open.
 //!
-//! Each slot holds the request's id, span name, start (raw clock) and, once
-//! known, its trace and span ids, published by flag bits with `Release`.
+//! # Protocol
+//!
+//! A slot `i` is six words: `tags[i]` (0: free, else the owning span id),
+//! `words[i]` (0 while unpublished, else [`pack`]ed request id, name and
+//! layer tag in the low 58 bits, flags above), `starts[i]` and three id words.
+//!
+//! - **open** (layer, the span's opener): CAS `tags[i]` 0 → span id
+//!   (`Acquire`: it follows the previous owner's close), a `Release` fence,
+//!   store `starts[i]`, then store `words[i]` (`Release`, never 0: request
+//!   ids are never 0). The tag CAS makes the slot the opener's alone.
+//! - **get / enter / exit** (layer): find the slot whose tag is the span id
+//!   (`Acquire`), read its word (`Acquire`). tracing orders a span's enters
+//!   after its creation, so the word is published by then.
+//! - **ids** (layer on first enter, capture thread for a stuck request):
+//!   whoever sets `IDS_CLAIMED` first (CAS on the word, with the id bits
+//!   unchanged) writes the three id words, then sets `IDS_SET` (`Release`).
+//!   A reader reads the id words only after seeing `IDS_SET` (`Acquire`). The
+//!   loser of the claim uses its own ids for its window (the capture thread:
+//!   fresh ones, so a stuck window may then carry other ids than the close).
+//! - **close** (layer, the owner): store `words[i]` = 0, then `tags[i]` = 0
+//!   (`Release`): the next owner sees the slot cleared.
+//! - **scan** (capture thread): read the tag (`Acquire`) and the word
+//!   (`Acquire`), skip a free or unpublished slot, read the start, an
+//!   `Acquire` fence, and re-read the word: if its id bits changed the slot
+//!   was closed (and maybe reopened) meanwhile and the start may be the new
+//!   owner's, so the slot is skipped this round (seqlock-style, the open's
+//!   fence pairing with this one). Marks (`SEEN_SLOW`, `CAPTURED_OPEN`) are
+//!   set by CAS on the word read, never on a word whose id bits changed, so
+//!   a reused slot never inherits the old request's marks.
+//!
+//! What is not guarded: an id write by the capture thread racing the close
+//! of the same request *and* the slot's immediate reuse can leave stale id
+//! words behind an unset `IDS_SET`; they are never read (the flag is clear)
+//! and the next claim overwrites them.
+//!
+//! The atomics come from [`crate::sync`]: under `--cfg blackbox_loom` the
+//! table is small (2 buckets of 2 slots) and the models in `tests` check
+//! open/close against scan and the two id writers against each other.
 
 use crate::capture::mix;
+use crate::sync::{AtomicU64, Ordering, fence};
 use opentelemetry::trace::{SpanId, TraceId};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Slots per bucket: 8 tags of 8 bytes, one cache line.
+#[cfg(not(blackbox_loom))]
 const BUCKET: usize = 8;
+/// Under loom, small enough to explore.
+#[cfg(blackbox_loom)]
+const BUCKET: usize = 2;
 
 /// Buckets in the table (a power of two): 8,192 open requests at most in slots.
+#[cfg(not(blackbox_loom))]
 const BUCKETS: usize = 1024;
+#[cfg(blackbox_loom)]
+const BUCKETS: usize = 2;
 
 /// The ids of the request were looked up (from OpenTelemetry) by the layer.
 pub(crate) const IDS_LOOKED_UP: u64 = 1 << 63;
@@ -33,9 +74,14 @@ const OWN_IDS: u64 = 1 << 61;
 const SEEN_SLOW: u64 = 1 << 60;
 /// The capture thread captured the request while open (stuck).
 const CAPTURED_OPEN: u64 = 1 << 59;
+/// One writer claimed the slot's id words (see the protocol).
+const IDS_CLAIMED: u64 = 1 << 58;
+/// The bits of a word that say which open it is (request, name, layer).
+const ID_BITS: u64 = IDS_CLAIMED - 1;
 
 /// A request's id, span name index and owning layer's tag, as packed in a slot.
 pub(crate) fn pack(request: u64, name: u16, layer: u16) -> u64 {
+    debug_assert!(request & 0xffff_ffff != 0, "request ids are never 0");
     (u64::from(layer & 0x3ff) << 48) | (u64::from(name) << 32) | (request & 0xffff_ffff)
 }
 
@@ -73,9 +119,9 @@ pub(crate) struct OpenRequests {
     trace_lo: Box<[AtomicU64]>,
     span: Box<[AtomicU64]>,
     /// Requests open outside the table (bucket full).
-    fallbacks: AtomicUsize,
+    fallbacks: AtomicU64,
     /// Requests ever opened outside the table.
-    pub(crate) fallbacks_total: AtomicU64,
+    fallbacks_total: AtomicU64,
 }
 
 impl Default for OpenRequests {
@@ -89,7 +135,7 @@ impl Default for OpenRequests {
             trace_hi: zeros(),
             trace_lo: zeros(),
             span: zeros(),
-            fallbacks: AtomicUsize::new(0),
+            fallbacks: AtomicU64::new(0),
             fallbacks_total: AtomicU64::new(0),
         }
     }
@@ -109,12 +155,20 @@ impl OpenRequests {
 
     /// Claims a slot for a new request span; `false` (and counted) when its bucket is full.
     pub(crate) fn open(&self, span_id: u64, word: u64, start_raw: u64) -> bool {
+        debug_assert!(span_id != 0, "span ids are never 0");
+        debug_assert!(
+            word != 0 && word & !ID_BITS == 0,
+            "a new slot word is published without flags"
+        );
         for i in Self::bucket(span_id) {
             if self.tags[i].load(Ordering::Relaxed) == 0
                 && self.tags[i]
                     .compare_exchange(0, span_id, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
+                // Pairs with the scan's fence: a start read there that is
+                // this one's makes the re-read word this open's (or later).
+                fence(Ordering::Release);
                 self.starts[i].store(start_raw, Ordering::Relaxed);
                 self.words[i].store(word, Ordering::Release);
                 return true;
@@ -146,16 +200,32 @@ impl OpenRequests {
         }
     }
 
+    /// Writes the slot's ids if this caller claims them first (and the
+    /// slot still holds the open whose word was read); `true` when written.
     fn store_ids(&self, i: usize, trace: TraceId, span: SpanId, own: u64) -> bool {
-        let w = self.words[i].load(Ordering::Acquire);
-        if w & IDS_SET != 0 {
-            return false;
+        let mut cur = self.words[i].load(Ordering::Acquire);
+        let open = cur & ID_BITS;
+        loop {
+            if cur & (IDS_CLAIMED | IDS_SET) != 0 || cur & ID_BITS != open || open == 0 {
+                return false;
+            }
+            match self.words[i].compare_exchange_weak(
+                cur,
+                cur | IDS_CLAIMED,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(w) => cur = w,
+            }
         }
         let t = u128::from_be_bytes(trace.to_bytes());
         self.trace_hi[i].store((t >> 64) as u64, Ordering::Relaxed);
         self.trace_lo[i].store(t as u64, Ordering::Relaxed);
         self.span[i].store(u64::from_be_bytes(span.to_bytes()), Ordering::Relaxed);
-        self.words[i].fetch_or(IDS_SET | own, Ordering::AcqRel) & IDS_SET == 0
+        let before = self.words[i].fetch_or(IDS_SET | own, Ordering::Release);
+        debug_assert!(before & IDS_SET == 0, "only the claimer publishes the ids");
+        true
     }
 
     /// The ids stored for a slot, and whether the recorder made them.
@@ -198,8 +268,14 @@ impl OpenRequests {
                 self.tags[i].store(0, Ordering::Release);
             }
         } else {
-            self.fallbacks.fetch_sub(1, Ordering::Relaxed);
+            let before = self.fallbacks.fetch_sub(1, Ordering::Relaxed);
+            debug_assert!(before > 0, "a fallback closed that was never opened");
         }
+    }
+
+    /// Requests ever opened outside the table (bucket full).
+    pub(crate) fn untracked_total(&self) -> u64 {
+        self.fallbacks_total.load(Ordering::Relaxed)
     }
 
     /// Whether some open request lives outside the table.
@@ -213,15 +289,21 @@ impl OpenRequests {
     /// are flagged `stuck` and marked captured.
     pub(crate) fn scan(&self, now_raw: u64, slow_ticks: u64, stuck_ticks: u64) -> Vec<OpenRequest> {
         let mut out = Vec::new();
-        for i in 0..self.tags.len() {
+        'slots: for i in 0..self.tags.len() {
             let tag = self.tags[i].load(Ordering::Acquire);
             if tag == 0 {
                 continue;
             }
             let word = self.words[i].load(Ordering::Acquire);
-            let start = self.starts[i].load(Ordering::Relaxed);
-            if word == 0 || self.tags[i].load(Ordering::Acquire) != tag {
+            if word == 0 {
                 continue; // opening or closing right now
+            }
+            let start = self.starts[i].load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if self.words[i].load(Ordering::Relaxed) & ID_BITS != word & ID_BITS
+                || self.tags[i].load(Ordering::Relaxed) != tag
+            {
+                continue; // closed (and maybe reopened) meanwhile
             }
             let age = now_raw.saturating_sub(start);
             if age < slow_ticks {
@@ -230,10 +312,23 @@ impl OpenRequests {
             let newly_slow = word & SEEN_SLOW == 0;
             let stuck = age >= stuck_ticks && word & CAPTURED_OPEN == 0;
             let mark = SEEN_SLOW | if stuck { CAPTURED_OPEN } else { 0 };
-            if word & mark != mark {
-                self.words[i].fetch_or(mark, Ordering::AcqRel);
+            let mut cur = word;
+            while cur & mark != mark {
+                if cur & ID_BITS != word & ID_BITS {
+                    continue 'slots; // closed meanwhile: mark nothing
+                }
+                match self.words[i].compare_exchange_weak(
+                    cur,
+                    cur | mark,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(w) => cur = w,
+                }
             }
             let (request_id, name) = unpack(word);
+            debug_assert!(request_id != 0, "a published word names its request");
             out.push(OpenRequest {
                 request_id,
                 name,
@@ -247,7 +342,7 @@ impl OpenRequests {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(blackbox_loom)))]
 mod tests {
     use super::*;
 
@@ -307,5 +402,70 @@ mod tests {
         let (trace, span, own) = t.ids_or_own(&first);
         assert!(own);
         assert_eq!(t.ids(11), Some((trace, span, true)), "kept for the close");
+    }
+}
+
+/// Loom models of the protocol (`--cfg blackbox_loom`, a table of 2 buckets
+/// of 2 slots).
+#[cfg(all(test, blackbox_loom))]
+mod models {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// A request opens, closes, and its slot is reused by the next request
+    /// while the capture thread scans: a reported request carries its own
+    /// start, and the new request inherits none of the old one's marks.
+    #[test]
+    fn scan_never_mixes_a_reused_slot() {
+        loom::model(|| {
+            let t = Arc::new(OpenRequests::default());
+            let layer = {
+                let t = t.clone();
+                thread::spawn(move || {
+                    assert!(t.open(7, pack(1, 0, 0), 10));
+                    t.close(7, true);
+                    assert!(t.open(7, pack(2, 0, 0), 1_000));
+                })
+            };
+            for r in t.scan(100, 50, 1_000_000) {
+                assert_eq!((r.request_id, r.start_raw), (1, 10), "{r:?}");
+            }
+            layer.join().unwrap();
+            let word = t.get(7).expect("request 2 is open");
+            assert_eq!(unpack(word).0, 2);
+            assert_eq!(word & (SEEN_SLOW | CAPTURED_OPEN), 0, "marks inherited");
+        });
+    }
+
+    /// The layer stores a request's OpenTelemetry ids while the capture
+    /// thread captures it stuck: the table ends with one writer's ids, whole,
+    /// and what the capture thread used is what the table says, unless the
+    /// layer won the claim and had not published yet.
+    #[test]
+    fn two_id_writers_never_mix() {
+        loom::model(|| {
+            let t = Arc::new(OpenRequests::default());
+            assert!(t.open(9, pack(1, 0, 0), 0));
+            let (trace, span) = (TraceId::from_bytes([1; 16]), SpanId::from_bytes([2; 8]));
+            let layer = {
+                let t = t.clone();
+                thread::spawn(move || t.set_ids(9, trace, span))
+            };
+            let found = t.scan(100, 10, 50);
+            assert_eq!(found.len(), 1);
+            assert!(found[0].stuck);
+            let used = t.ids_or_own(&found[0]);
+            layer.join().unwrap();
+            let (t_ids, s_ids, own) = t.ids(9).expect("ids are set");
+            if own {
+                assert_ne!(t_ids, trace);
+                assert_ne!(s_ids, span);
+                assert_eq!(used, (t_ids, s_ids, true));
+            } else {
+                assert_eq!((t_ids, s_ids), (trace, span), "ids of two writers mixed");
+                assert!(used == (trace, span, false) || used.2, "{used:?}");
+            }
+        });
     }
 }

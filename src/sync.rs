@@ -1,8 +1,12 @@
-//! The std-or-loom facade: the only module that names `std::sync::atomic`.
+//! The std-or-loom facade for the lock-free structures.
 //!
-//! Under `--cfg blackbox_loom` the segments and the request table are
-//! model-checked with loom's atomics, which explore every interleaving the
-//! memory model allows. Tokio compiles its task hooks out under `cfg(loom)`,
+//! Every lock-free structure takes its atomics from here, and writes its
+//! protocol at its top: the segments (`segments/mod.rs`, with the
+//! [`Queue`] below) and the open-request table (`requests.rs`). Under
+//! `--cfg blackbox_loom` they are model-checked with loom's atomics, which
+//! explore every interleaving the memory model allows (the models are in
+//! `segments/tests.rs` and `requests.rs`). Plain counters elsewhere use
+//! `std`'s atomics directly: they order nothing. Tokio compiles its task hooks out under `cfg(loom)`,
 //! which is why the cfg has our own name.
 
 #[cfg(not(blackbox_loom))]

@@ -38,7 +38,7 @@ pub(crate) struct ExportShared {
 
 impl Default for ExportShared {
     fn default() -> ExportShared {
-        ExportShared::new(crate::Blackbox::DEFAULT_SHUTDOWN_TIMEOUT)
+        ExportShared::new(crate::config::DEFAULT_SHUTDOWN_TIMEOUT)
     }
 }
 

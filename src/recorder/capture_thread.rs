@@ -1,0 +1,207 @@
+//! The capture thread (`blackbox-capture`): receives slow requests from the
+//! layer through the bounded queue of [`Shared`], asks the
+//! [`trigger`](crate::trigger) what to do, finds requests slow or stuck
+//! while open, cuts each due window from the buffer and hands it to the sink.
+//!
+//! It imports nothing of the recorder's handle: it gets the shared state,
+//! its counters and the settings.
+
+use crate::config::Settings;
+use crate::export::Sink;
+use crate::segments::Pinner;
+use crate::shared::{Msg, Shared};
+use crate::stats::Counters;
+use crate::trigger::{Decision, Pending, Trigger};
+use crate::window::{SlowRequest, Window};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+/// What the capture thread (and a dump) cut windows from.
+#[derive(Debug, Clone)]
+pub(crate) struct Cutter {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) settings: Settings,
+}
+
+impl Cutter {
+    fn base_window(&self) -> Window {
+        let c = &self.settings;
+        Window {
+            strings: self.shared.capture.strings.all(),
+            threshold: c.latency_threshold,
+            long_poll: c.long_poll,
+            schedule_delay: c.schedule_delay && cfg!(tokio_unstable),
+            task_hooks: cfg!(tokio_unstable),
+            ..Window::default()
+        }
+    }
+
+    /// Everything in the buffer, for a dump.
+    pub(crate) fn snapshot_all(&self) -> Window {
+        let capture = &self.shared.capture;
+        let now = crate::clock::unix_now_ns();
+        let lanes = capture.lanes(None);
+        let lanes = Window::cut(lanes, 0, u64::MAX, &capture.clock.anchor());
+        let from = lanes
+            .iter()
+            .filter_map(|l| l.events.first().map(|e| e.ts))
+            .min()
+            .unwrap_or(now);
+        Window {
+            from_unix_ns: from,
+            to_unix_ns: now,
+            requests: self.shared.recent_slow(),
+            lanes,
+            ..self.base_window()
+        }
+    }
+
+    /// Cuts a due capture (its bounds in raw clock ticks) from the buffer.
+    fn cut(&self, p: Pending, sequence: u64) -> Window {
+        let capture = &self.shared.capture;
+        let anchor = capture.clock.anchor();
+        let lanes = capture.lanes(Some((p.from_ns, p.to_ns)));
+        let (from, to) = (anchor.to_unix_ns(p.from_ns), anchor.to_unix_ns(p.to_ns));
+        debug_assert!(from <= to, "a capture ends after it starts");
+        Window {
+            sequence,
+            from_unix_ns: from,
+            to_unix_ns: to,
+            requests: p.requests,
+            requests_omitted: p.omitted,
+            lanes: Window::cut(lanes, from, to, &anchor),
+            ..self.base_window()
+        }
+    }
+}
+
+/// How often the capture thread looks for requests that are slow while open:
+/// a quarter of the threshold, between 5 ms and 100 ms.
+fn scan_interval(threshold: Duration) -> Duration {
+    (threshold / 4).clamp(Duration::from_millis(5), Duration::from_millis(100))
+}
+
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The capture thread. Its clock is the recorder's raw monotonic clock (the
+/// trigger's "nanoseconds" are raw ticks here): a wall-clock step moves nothing.
+pub(crate) fn run(
+    cutter: Cutter,
+    counters: Arc<Counters>,
+    rx: Receiver<Msg>,
+    mut sink: Box<dyn Sink>,
+) {
+    // The recorder's own work must never be recorded or traced.
+    let _no_tracing =
+        tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+    let shared = cutter.shared.clone();
+    let c = &cutter.settings;
+    let clock = shared.capture.clock.clone();
+    let ticks = |d: Duration| clock.ticks(d);
+    let mut trigger = Trigger::new_ticks(
+        ticks(c.window_before),
+        ticks(c.window_after),
+        ticks(c.max_window),
+        ticks(Duration::from_secs(1)),
+        c.max_captures_per_sec,
+    );
+    let (before, threshold, stuck) = (
+        ticks(c.window_before),
+        ticks(c.latency_threshold),
+        ticks(c.stuck_after),
+    );
+    let interval = scan_interval(c.latency_threshold);
+    let segments = shared.capture.segments();
+    let mut pinner = Pinner::new(segments.count() / 4);
+    let mut sequence = 0u64;
+    let mut last_scan = clock.raw();
+    let interval_ticks = ticks(interval);
+    let mut write = |pending: Vec<Pending>, sink: &mut Box<dyn Sink>| {
+        for p in pending {
+            sequence += 1;
+            let window = cutter.cut(p, sequence);
+            match sink.write(&window) {
+                Ok(()) => bump(&counters.windows_written, 1),
+                Err(_) => bump(&counters.sink_errors, 1),
+            };
+        }
+    };
+    let offer = |trigger: &mut Trigger, req: SlowRequest, start: u64, end: u64, now: u64| {
+        let counter = match trigger.offer(req, start, end, now) {
+            Decision::Started => &counters.captures,
+            Decision::Merged => &counters.merged,
+            Decision::Skipped => &counters.skipped,
+        };
+        bump(counter, 1);
+    };
+    loop {
+        let now = clock.raw();
+        let timeout = match trigger.next_due() {
+            Some(due) => clock.duration(due.saturating_sub(now)).min(interval),
+            None => interval,
+        };
+        let msg = match rx.recv_timeout(timeout) {
+            Ok(msg) => Some(msg),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let now = clock.raw();
+        match msg {
+            Some(Msg::Slow(req, start, end)) => offer(&mut trigger, req, start, end, now),
+            Some(Msg::Flush(ack, deadline)) => {
+                write(trigger.drain(), &mut sink);
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if sink.flush_within(left).is_err() {
+                    bump(&counters.sink_errors, 1);
+                }
+                let _ = ack.try_send(());
+            }
+            Some(Msg::Shutdown(ack, deadline)) => {
+                write(trigger.drain(), &mut sink);
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if sink.flush_within(left).is_err() {
+                    bump(&counters.sink_errors, 1);
+                }
+                let _ = ack.try_send(());
+                pinner.release(segments);
+                break;
+            }
+            None => {}
+        }
+        // Once per interval (not per message: a storm sends thousands a
+        // second): requests slow while still open keep their history from
+        // now on, and those open past `stuck_after` are captured without waiting.
+        let due_now = trigger.next_due().is_some_and(|d| d <= now);
+        if now.saturating_sub(last_scan) < interval_ticks && !due_now {
+            continue;
+        }
+        last_scan = now;
+        let mut open_needed: Option<u64> = None;
+        if shared.capture.enabled {
+            for r in shared.requests.scan(now, threshold, stuck) {
+                let from = r.start_raw.saturating_sub(before);
+                open_needed = Some(open_needed.map_or(from, |n| n.min(from)));
+                if r.stuck {
+                    let ids = shared.requests.ids_or_own(&r);
+                    let mut req = shared.slow_request(r.request_id, r.name, ids, r.start_raw, now);
+                    req.open = true;
+                    bump(&shared.slow_requests, 1);
+                    bump(&counters.captured_open, 1);
+                    shared.remember(&req);
+                    offer(&mut trigger, req, r.start_raw, now, now);
+                }
+            }
+        }
+        write(trigger.due(now), &mut sink);
+        let needed = match (trigger.earliest_from(), open_needed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let refused = pinner.update(segments, needed);
+        bump(&counters.pins_refused, refused);
+    }
+}

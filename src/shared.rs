@@ -1,0 +1,161 @@
+//! What the request layer shares with the recorder, and nothing more: the
+//! settings the layer reads, the capture it records into, the open-request
+//! table and request ids, and the hand-off of slow requests to the capture
+//! thread.
+//!
+//! The layer holds an `Arc<Shared>`; the recorder holds the same one, beside
+//! its own state (the other settings, counters, export). Neither the layer
+//! nor this module imports the recorder.
+
+use crate::capture::Capture;
+use crate::config::RequestSpans;
+use crate::requests::OpenRequests;
+use crate::sync::lock;
+use crate::window::SlowRequest;
+use opentelemetry::trace::{SpanId, TraceId};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How many recent slow requests a dump carries.
+const RECENT_SLOW: usize = 256;
+
+/// The settings the layer reads.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerSettings {
+    pub(crate) request_spans: RequestSpans,
+    pub(crate) latency_threshold: Duration,
+}
+
+/// A message to the capture thread.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    /// A slow request that closed, with its start and end (raw clock).
+    Slow(SlowRequest, u64, u64),
+    /// Cut everything pending and flush the sink, by the deadline.
+    Flush(SyncSender<()>, Instant),
+    /// Like `Flush`, then stop.
+    Shutdown(SyncSender<()>, Instant),
+}
+
+/// The state shared by the layer and the recorder.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) settings: LayerSettings,
+    pub(crate) capture: Arc<Capture>,
+    /// The open request spans, shared by the layer and the capture thread.
+    pub(crate) requests: OpenRequests,
+    next_request_id: AtomicU64,
+    /// The bounded queue to the capture thread.
+    tx: SyncSender<Msg>,
+    /// Request spans that ran at least the threshold (closed or stuck).
+    pub(crate) slow_requests: AtomicU64,
+    /// Slow requests lost because the capture queue was full.
+    pub(crate) slow_dropped: AtomicU64,
+    recent_slow: Mutex<VecDeque<SlowRequest>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        settings: LayerSettings,
+        capture: Arc<Capture>,
+        tx: SyncSender<Msg>,
+    ) -> Shared {
+        Shared {
+            settings,
+            capture,
+            requests: OpenRequests::default(),
+            next_request_id: AtomicU64::new(1),
+            tx,
+            slow_requests: AtomicU64::new(0),
+            slow_dropped: AtomicU64::new(0),
+            recent_slow: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// A new request id: 32 bits, never 0 (events keep the low 32 bits).
+    pub(crate) fn new_request_id(&self) -> u64 {
+        loop {
+            let id = self.next_request_id.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    /// Request spans opened so far.
+    pub(crate) fn requests_seen(&self) -> u64 {
+        self.next_request_id.load(Ordering::Relaxed) - 1
+    }
+
+    /// A slow request closed; it ran over `[start, end]` (raw clock). It is
+    /// counted, remembered for dumps and queued for the capture thread
+    /// (counted as dropped when the queue is full: never blocks).
+    pub(crate) fn on_slow_request(&self, req: SlowRequest, start: u64, end: u64) {
+        self.slow_requests.fetch_add(1, Ordering::Relaxed);
+        self.remember(&req);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send(Msg::Slow(req, start, end))
+        {
+            self.slow_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A slow request that ran over `[start, end]` (raw clock), its times
+    /// in UNIX ns with a fresh anchor (the raw and wall clocks drift apart
+    /// over hours). The one place that makes a [`SlowRequest`] from raw times.
+    pub(crate) fn slow_request(
+        &self,
+        request_id: u64,
+        name: u16,
+        (trace_id, span_id, own_span): (TraceId, SpanId, bool),
+        start: u64,
+        end: u64,
+    ) -> SlowRequest {
+        let anchor = self.capture.clock.anchor();
+        let mut req = SlowRequest::new(
+            request_id,
+            self.capture.strings.get(name),
+            trace_id,
+            span_id,
+            anchor.to_unix_ns(start),
+            anchor.to_unix_ns(end),
+        );
+        req.own_span = own_span;
+        req
+    }
+
+    /// Keeps `req` among the recent slow requests a dump carries.
+    pub(crate) fn remember(&self, req: &SlowRequest) {
+        let mut recent = lock(&self.recent_slow);
+        if recent.len() == RECENT_SLOW {
+            recent.pop_front();
+        }
+        recent.push_back(req.clone());
+    }
+
+    /// The recent slow requests, oldest first.
+    pub(crate) fn recent_slow(&self) -> Vec<SlowRequest> {
+        lock(&self.recent_slow).iter().cloned().collect()
+    }
+
+    /// Sends on the bounded capture queue, retrying until `deadline` while
+    /// it is full: never blocks an application thread past its timeout.
+    pub(crate) fn send_until(&self, mut msg: Msg, deadline: Instant) -> bool {
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(m)) => {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! [`BlackboxStats`]: the recorder's counters, assembled from the three
+//! sets that keep them (the capture thread's [`Counters`], the layer's
+//! [`Shared`] and the export pipeline's), with the buffer's own.
+
+use crate::export::transport::ExportShared;
+use crate::shared::Shared;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of what the recorder did. Taking them costs a few atomic loads.
+///
+/// `slow_requests == captures + requests_merged + requests_skipped + slow_requests_dropped`
+/// once the capture thread has seen every slow request (after a flush).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlackboxStats {
+    /// Events written to the buffer.
+    pub events_recorded: u64,
+    /// Events overwritten by newer ones (the buffer is full; this is normal).
+    pub events_overwritten: u64,
+    /// Events not recorded: every segment was some thread's current one or
+    /// pinned, or the thread was exiting.
+    pub events_dropped: u64,
+    /// Segments pinned now for windows not yet cut.
+    pub segments_pinned: u64,
+    /// Times a segment a window needed could not be pinned (at most a
+    /// quarter of the buffer is pinned); that window may be incomplete.
+    pub pins_refused: u64,
+    /// Slow requests captured while still open (stuck past `stuck_after`).
+    pub requests_captured_open: u64,
+    /// Panics that wrote no dump: within a minute of the last dump on panic.
+    pub panic_dumps_skipped: u64,
+    /// Request spans opened outside the open-request table (it was full):
+    /// captured when they close slow, not while open.
+    pub requests_untracked: u64,
+    /// Request spans opened.
+    pub requests_seen: u64,
+    /// Request spans that ran at least the threshold.
+    pub slow_requests: u64,
+    /// Captures started (each becomes one window).
+    pub captures: u64,
+    /// Slow requests that joined an overlapping capture.
+    pub requests_merged: u64,
+    /// Slow requests not captured because of the per-second cap.
+    pub requests_skipped: u64,
+    /// Slow requests lost because the capture queue was full.
+    pub slow_requests_dropped: u64,
+    /// Windows handed to the sink successfully.
+    pub windows_written: u64,
+    /// Windows the sink failed to write.
+    pub sink_errors: u64,
+    /// Bytes of event memory held (segments and their headers).
+    pub buffer_bytes: usize,
+    /// The configured event memory ([`Builder::buffer_memory`](crate::Builder::buffer_memory)).
+    pub buffer_bytes_limit: usize,
+    /// Whether Tokio's task hooks are compiled in (`--cfg tokio_unstable`). When
+    /// `false`, only request spans and worker park/unpark are recorded.
+    pub task_hooks: bool,
+    /// Whether scheduling delays are recorded.
+    pub schedule_delay: bool,
+    /// Windows the export thread mapped to spans and sent (or tried to).
+    pub windows_exported: u64,
+    /// Spans the exporter accepted (windows and kept traces).
+    pub spans_exported: u64,
+    /// Spans dropped after the export retries failed (endpoint down or slow).
+    pub spans_dropped: u64,
+    /// Export requests retried.
+    pub export_retries: u64,
+    /// Export requests given up on after their retries, and export jobs
+    /// abandoned at shutdown (their spans are in `spans_dropped`).
+    pub export_failures: u64,
+    /// Windows the export pipeline did not send: refused by its full queue
+    /// (bounded in jobs and bytes) or abandoned at shutdown.
+    pub export_windows_dropped: u64,
+    /// Bytes held in the export queue now (estimated).
+    pub export_queue_bytes: u64,
+    /// Extra export requests made to stay under 4 MiB each.
+    pub export_requests_split: u64,
+    /// Traces the [`TailSampler`](crate::TailSampler) kept (slow, failed or baseline).
+    pub traces_kept: u64,
+    /// Traces the [`TailSampler`](crate::TailSampler) dropped by decision (fast and fine).
+    pub traces_sampled_out: u64,
+    /// Undecided traces the [`TailSampler`](crate::TailSampler) evicted to stay within its limit.
+    pub traces_evicted: u64,
+    /// Spans the [`TailSampler`](crate::TailSampler) lost: over the per-trace limit, in an
+    /// evicted trace, or a full export queue.
+    pub sampler_spans_dropped: u64,
+}
+
+/// The capture thread's counters (and the panic dumps skipped).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) captures: AtomicU64,
+    pub(crate) merged: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) windows_written: AtomicU64,
+    pub(crate) sink_errors: AtomicU64,
+    pub(crate) pins_refused: AtomicU64,
+    pub(crate) captured_open: AtomicU64,
+    pub(crate) panic_dumps_skipped: AtomicU64,
+}
+
+/// The stats now, from every counter set. `buffer_memory` and
+/// `schedule_delay` are the settings in force.
+pub(crate) fn assemble(
+    c: &Counters,
+    shared: &Shared,
+    export: &ExportShared,
+    buffer_memory: usize,
+    schedule_delay: bool,
+) -> BlackboxStats {
+    let e = &export.counters;
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let capture = &shared.capture;
+    let segments = capture.segments();
+    BlackboxStats {
+        events_recorded: segments.recorded(),
+        events_overwritten: segments.overwritten(),
+        events_dropped: capture.dropped(),
+        segments_pinned: segments.pinned(),
+        pins_refused: get(&c.pins_refused),
+        requests_captured_open: get(&c.captured_open),
+        requests_untracked: shared.requests.untracked_total(),
+        panic_dumps_skipped: get(&c.panic_dumps_skipped),
+        requests_seen: shared.requests_seen(),
+        slow_requests: get(&shared.slow_requests),
+        captures: get(&c.captures),
+        requests_merged: get(&c.merged),
+        requests_skipped: get(&c.skipped),
+        slow_requests_dropped: get(&shared.slow_dropped),
+        windows_written: get(&c.windows_written),
+        sink_errors: get(&c.sink_errors),
+        buffer_bytes: if capture.enabled { segments.bytes() } else { 0 },
+        buffer_bytes_limit: buffer_memory,
+        task_hooks: cfg!(tokio_unstable),
+        schedule_delay: schedule_delay && cfg!(tokio_unstable),
+        windows_exported: get(&e.windows_exported),
+        spans_exported: get(&e.spans_exported),
+        spans_dropped: get(&e.spans_dropped),
+        export_retries: get(&e.export_retries),
+        export_failures: get(&e.export_failures),
+        export_requests_split: get(&e.requests_split),
+        export_windows_dropped: get(&e.windows_dropped),
+        export_queue_bytes: get(&e.queue_bytes),
+        traces_kept: get(&e.traces_kept),
+        traces_sampled_out: get(&e.traces_sampled_out),
+        traces_evicted: get(&e.traces_evicted),
+        sampler_spans_dropped: get(&e.sampler_spans_dropped),
+    }
+}
