@@ -94,19 +94,27 @@ impl OtlpSink {
     }
 }
 
-impl Sink for OtlpSink {
-    fn write(&mut self, window: &Window) -> Result<(), SinkError> {
-        self.pipeline.write(window)
-    }
+/// Both sinks hand windows to their export pipeline, the one place that
+/// queues, maps and sends them.
+macro_rules! pipeline_sink {
+    ($($sink:ty),*) => {$(
+        impl Sink for $sink {
+            fn write(&mut self, window: &Window) -> Result<(), SinkError> {
+                self.pipeline.write(window)
+            }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.pipeline.flush()
-    }
+            fn flush(&mut self) -> Result<(), SinkError> {
+                self.pipeline.flush()
+            }
 
-    fn flush_within(&mut self, timeout: std::time::Duration) -> Result<(), SinkError> {
-        self.pipeline.flush_within(timeout)
-    }
+            fn flush_within(&mut self, timeout: std::time::Duration) -> Result<(), SinkError> {
+                self.pipeline.flush_within(timeout)
+            }
+        }
+    )*};
 }
+
+pipeline_sink!(OtlpSink, JsonFileSink);
 
 /// Appends each captured window to `<dir>/traces.otlp.jsonl` as OTLP JSON: one
 /// `ExportTraceServiceRequest` per line, in the standard protobuf JSON mapping,
@@ -199,19 +207,6 @@ impl JsonFileSink {
     }
 }
 
-impl Sink for JsonFileSink {
-    fn write(&mut self, window: &Window) -> Result<(), SinkError> {
-        self.pipeline.write(window)
-    }
-
-    fn flush(&mut self) -> Result<(), SinkError> {
-        self.pipeline.flush()
-    }
-
-    fn flush_within(&mut self, timeout: std::time::Duration) -> Result<(), SinkError> {
-        self.pipeline.flush_within(timeout)
-    }
-}
 
 #[cfg(test)]
 mod tests {
