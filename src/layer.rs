@@ -117,6 +117,9 @@ pub struct BlackboxLayer {
     /// (`layer()` added twice) is recorded once, by the first.
     tag: u16,
     callsites: RwLock<HashMap<Identifier, CallsiteInfo>>,
+    /// The subscriber this layer is part of, once it became a dispatcher:
+    /// OpenTelemetry ids are asked of it.
+    dispatch: OnceLock<tracing::dispatcher::WeakDispatch>,
 }
 
 impl fmt::Debug for BlackboxLayer {
@@ -134,6 +137,7 @@ impl BlackboxLayer {
             shared,
             tag: (NEXT_TAG.fetch_add(1, Ordering::Relaxed) & 0x3ff) as u16,
             callsites: RwLock::new(HashMap::new()),
+            dispatch: OnceLock::new(),
         }
     }
 
@@ -161,8 +165,13 @@ impl BlackboxLayer {
         info
     }
 
-    fn otel_ids(id: &Id) -> Option<(TraceId, SpanId)> {
-        tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(id, d))
+    /// The OpenTelemetry ids of span `id`, asked of the subscriber this
+    /// layer is part of (not the thread's default, which may be another
+    /// subscriber: a scoped one, or one whose OpenTelemetry layer does not
+    /// know this span).
+    fn otel_ids(&self, id: &Id) -> Option<(TraceId, SpanId)> {
+        let dispatch = self.dispatch.get()?.upgrade()?;
+        tracing_opentelemetry::get_otel_context(id, &dispatch)
             .map(|cx| cx.span().span_context().clone())
             .filter(|sc| sc.is_valid())
             .map(|sc| (sc.trace_id(), sc.span_id()))
@@ -173,6 +182,10 @@ impl<S> tracing_subscriber::Layer<S> for BlackboxLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
         if meta.is_span() {
             self.info(meta);
@@ -263,7 +276,7 @@ where
         if need_ids {
             // Not while holding our extensions: the OpenTelemetry layer takes
             // the same span's extensions to build its context.
-            let ids = Self::otel_ids(id);
+            let ids = self.otel_ids(id);
             if let Some((trace, span_id)) = ids {
                 requests.set_ids(id.into_u64(), trace, span_id);
             }
