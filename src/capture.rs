@@ -25,6 +25,7 @@ use crate::event::{Event, EventKind, NO_STRING};
 use crate::segments::codec::{self, DELTA_NEXT, head};
 use crate::segments::{Claim, SEGMENT_WORDS, Segments};
 use crate::sync::lock;
+use locations::LocationTable;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -34,9 +35,6 @@ use std::sync::{Arc, Mutex, Weak};
 
 /// Entries in each thread's spawn-location cache (a power of two).
 const LOCATION_CACHE: usize = 256;
-
-/// Slots of the shared spawn-location table (a power of two).
-const LOCATION_TABLE: usize = 4096;
 
 /// Entries in each thread's cache of named tasks (a power of two).
 const NAMED_CACHE: usize = 64;
@@ -101,57 +99,6 @@ impl Strings {
 /// How a spawn location is written in the string table: `file:line:column`.
 pub(crate) fn location_string(loc: &Location<'_>) -> String {
     format!("{}:{}:{}", loc.file(), loc.line(), loc.column())
-}
-
-/// A lock-free map from a `&'static Location` to its string index, shared by
-/// all threads: written once per location, read-only after, so its cache
-/// lines are shared, never bounced. Open addressing, 16 probes.
-#[derive(Debug)]
-struct LocationTable {
-    keys: Box<[AtomicU64]>,
-    /// String index + 1 (0: being inserted).
-    values: Box<[AtomicU32]>,
-}
-
-impl LocationTable {
-    fn new() -> LocationTable {
-        LocationTable {
-            keys: (0..LOCATION_TABLE).map(|_| AtomicU64::new(0)).collect(),
-            values: (0..LOCATION_TABLE).map(|_| AtomicU32::new(0)).collect(),
-        }
-    }
-
-    fn slot(key: u64, probe: usize) -> usize {
-        (mix(key) as usize).wrapping_add(probe) & (LOCATION_TABLE - 1)
-    }
-
-    fn get(&self, key: u64) -> Option<u16> {
-        for probe in 0..16 {
-            let s = Self::slot(key, probe);
-            match self.keys[s].load(StdOrdering::Acquire) {
-                0 => return None,
-                k if k == key => {
-                    let v = self.values[s].load(StdOrdering::Acquire);
-                    return (v != 0).then(|| (v - 1) as u16);
-                }
-                _ => {}
-            }
-        }
-        None
-    }
-
-    fn insert(&self, key: u64, index: u16) {
-        for probe in 0..16 {
-            let s = Self::slot(key, probe);
-            match self.keys[s].compare_exchange(0, key, StdOrdering::AcqRel, StdOrdering::Acquire) {
-                Ok(_) => {}
-                Err(k) if k == key => {}
-                Err(_) => continue,
-            }
-            self.values[s].store(u32::from(index) + 1, StdOrdering::Release);
-            return;
-        }
-    }
 }
 
 /// A 64-bit mixer (splitmix64's finalizer): spreads ids whose low bits repeat.
@@ -1028,6 +975,8 @@ pub(crate) fn task_id_u64<T: Hash>(id: &T) -> u64 {
     id.hash(&mut h);
     h.0
 }
+
+mod locations;
 
 #[cfg(test)]
 mod tests;

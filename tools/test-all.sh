@@ -12,7 +12,7 @@
 #    both default members) with --cfg tokio_unstable (the default, from
 #    .cargo/config.toml): real runtimes, real Jaeger and Collector;
 # 4. the tests again without tokio_unstable (what a plain build records);
-# 5. loom models of the segments and the open-request table (--cfg blackbox_loom);
+# 5. loom models of the segments, the open-request table and the location table (--cfg blackbox_loom);
 # 6. benches build, docs build without warnings;
 # 7. the overhead harness's light mode (tools/bench.sh --ci): instructions
 #    added per poll and per request span under callgrind, failing over +10%
@@ -82,9 +82,9 @@ step "tests without tokio_unstable"
 RUSTFLAGS="" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/no-unstable" \
   ctest --lib --test without_tokio_unstable
 
-step "loom models of the segments and the request table"
+step "loom models of the segments, the request table and the location table"
 RUSTFLAGS="--cfg tokio_unstable --cfg blackbox_loom" LOOM_MAX_PREEMPTIONS=3 \
-  CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" ctest --release --lib -- segments:: requests::
+  CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" ctest --release --lib -- segments:: requests:: capture::locations::
 
 step "benches build"
 # The library's and the command's (cli/benches/summary.rs).

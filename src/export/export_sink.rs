@@ -207,7 +207,6 @@ impl JsonFileSink {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
