@@ -504,7 +504,7 @@ impl Pinner {
     }
 
     /// Segments pinned by this pinner.
-    #[cfg(test)]
+    #[cfg(all(test, not(blackbox_loom)))]
     pub(crate) fn held(&self) -> usize {
         self.held.len()
     }
