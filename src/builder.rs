@@ -4,6 +4,7 @@
 use crate::config::{Overrides, RequestSpans, Settings};
 use crate::error::BuildError;
 use crate::export::Sink;
+use crate::export::metrics;
 use crate::export::otlp::Budget;
 use crate::export::transport::{DynExporter, ExportShared, OtlpEnv, Target};
 use crate::export::{JsonFileSink, OtlpSink};
@@ -313,7 +314,8 @@ impl Builder {
     /// [`BuildError::InvalidSetting`] for an out-of-range value set in code,
     /// [`BuildError::Thread`] if the capture thread cannot start.
     pub fn build(mut self) -> Result<(Blackbox, BlackboxGuard), BuildError> {
-        let (settings, otlp) = self.settings()?;
+        let (settings, otlp, metrics_interval) = self.settings()?;
+        let metrics = otlp.clone().zip(metrics_interval);
         let export = Arc::new(ExportShared::new(settings.shutdown_timeout));
         // The sink: one set in code, else the recorder's export pipeline
         // (an exporter set in code, the OTLP endpoint from the environment,
@@ -326,19 +328,40 @@ impl Builder {
                 budget,
                 export.clone(),
             )?),
-            (None, None, Some(otlp)) => {
-                Box::new(OtlpSink::start(Target::Otlp(otlp), budget, export.clone())?)
-            }
+            (None, None, Some(otlp)) => Box::new(OtlpSink::start(
+                Target::Otlp(Box::new(otlp)),
+                budget,
+                export.clone(),
+            )?),
             (None, None, None) => {
                 Box::new(JsonFileSink::start(&settings.dir, budget, export.clone())?)
             }
         };
-        crate::recorder::start(settings, sink, export)
+        let export_shared = export.clone();
+        let (blackbox, guard) = crate::recorder::start(settings, sink, export)?;
+        // With an endpoint, the recorder's own counters leave as metrics too.
+        let guard = match metrics {
+            Some((otlp, interval)) => {
+                let stats = blackbox.clone();
+                let source: metrics::Source = Arc::new(move || stats.stats().metrics());
+                guard.with_metrics(metrics::MetricsExport::start(
+                    &otlp,
+                    crate::export::resource(),
+                    interval,
+                    source,
+                    export_shared,
+                )?)
+            }
+            None => guard,
+        };
+        Ok((blackbox, guard))
     }
 
-    /// The settings in force, and the OTLP endpoint from the environment
-    /// (only read with it: values set in code are the exporter).
-    fn settings(&self) -> Result<(Settings, Option<OtlpEnv>), BuildError> {
+    /// The settings in force, the OTLP endpoint from the environment (only
+    /// read with it: values set in code are the exporter) and the metrics
+    /// export interval (`None`: `OTEL_METRICS_EXPORTER=none`).
+    #[allow(clippy::type_complexity)]
+    fn settings(&self) -> Result<(Settings, Option<OtlpEnv>, Option<Duration>), BuildError> {
         let env = |var: &'static str| -> Option<String> {
             if !self.use_env {
                 return None;
@@ -349,12 +372,12 @@ impl Builder {
             }
         };
         let settings = Settings::resolve(&self.settings, &env)?;
-        let otlp = if self.use_env {
-            OtlpEnv::read(env)?
+        let (otlp, metrics) = if self.use_env {
+            (OtlpEnv::read(env)?, metrics::interval_from(env)?)
         } else {
-            None
+            (None, None)
         };
-        Ok((settings, otlp))
+        Ok((settings, otlp, metrics))
     }
 }
 

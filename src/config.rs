@@ -279,6 +279,27 @@ pub(crate) const OTEL_ROWS: &[Setting] = &[
         accepts: "PEM file paths",
         doc: "TLS for an `https` gRPC endpoint: extra CA, client certificate and key",
     },
+    Setting {
+        var: Some("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),
+        method: None,
+        default: "beside the traces endpoint",
+        accepts: "a URL",
+        doc: "where the recorder's own counters go as OTLP metrics (`blackbox.*`, the counters of `stats()`); by default the traces endpoint, with `/v1/metrics` over HTTP",
+    },
+    Setting {
+        var: Some("OTEL_METRIC_EXPORT_INTERVAL"),
+        method: None,
+        default: "60000",
+        accepts: "whole milliseconds, at least 1",
+        doc: "how often those metrics are sent (with an OTLP endpoint set)",
+    },
+    Setting {
+        var: Some("OTEL_METRICS_EXPORTER"),
+        method: None,
+        default: "otlp",
+        accepts: "`otlp` or `none`",
+        doc: "`none` sends no metrics",
+    },
 ];
 
 fn invalid_env(var: &'static str, value: &str) -> BuildError {

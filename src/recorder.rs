@@ -13,6 +13,7 @@ use crate::clock::{Clock, unix_now_ns};
 use crate::config::{self, Settings as Config};
 use crate::error::{BuildError, DumpError};
 use crate::export::Sink;
+use crate::export::metrics::MetricsExport;
 use crate::export::sampling::{SamplerSettings, TailSampler};
 use crate::export::transport::ExportShared;
 use crate::hooks::BlackboxHooks;
@@ -57,6 +58,8 @@ pub struct Blackbox {
 pub struct BlackboxGuard {
     inner: Arc<Inner>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The recorder's own metrics over OTLP, when an endpoint is set.
+    metrics: Option<MetricsExport>,
 }
 
 /// The state of one recorder.
@@ -118,6 +121,7 @@ pub(crate) fn start(
         BlackboxGuard {
             inner,
             thread: Some(thread),
+            metrics: None,
         },
     ))
 }
@@ -399,5 +403,18 @@ impl Drop for BlackboxGuard {
                 let _ = t.join();
             }
         }
+        // Last: the metrics, once more, with the counters of the shutdown.
+        if let Some(mut m) = self.metrics.take() {
+            m.shutdown(deadline);
+        }
+    }
+}
+
+impl BlackboxGuard {
+    /// Keeps the metrics thread, stopped (after a last export) when the
+    /// guard is dropped.
+    pub(crate) fn with_metrics(mut self, metrics: MetricsExport) -> BlackboxGuard {
+        self.metrics = Some(metrics);
+        self
     }
 }

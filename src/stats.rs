@@ -2,6 +2,7 @@
 //! sets that keep them (the capture thread's [`Counters`], the layer's
 //! [`Shared`] and the export pipeline's), with the buffer's own.
 
+use crate::export::metrics::Metric;
 use crate::export::transport::ExportShared;
 use crate::shared::Shared;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +85,207 @@ pub struct BlackboxStats {
     /// Spans the [`TailSampler`](crate::TailSampler) lost: over the per-trace limit, in an
     /// evicted trace, or a full export queue.
     pub sampler_spans_dropped: u64,
+    /// Exports of these counters as OTLP metrics that succeeded (with an
+    /// endpoint set; see `OTEL_METRIC_EXPORT_INTERVAL`).
+    pub metrics_exported: u64,
+    /// Exports of these counters as OTLP metrics that failed or timed out.
+    pub metrics_export_failures: u64,
+}
+
+impl BlackboxStats {
+    /// The counters as the OpenTelemetry metrics the recorder exports
+    /// (`blackbox.*`; counters only grow, gauges are levels now).
+    pub(crate) fn metrics(&self) -> Vec<Metric> {
+        let metric = |name, description, monotonic, value| Metric {
+            name,
+            description,
+            monotonic,
+            value,
+        };
+        vec![
+            metric(
+                "blackbox.events.recorded",
+                "Events written to the buffer",
+                true,
+                self.events_recorded,
+            ),
+            metric(
+                "blackbox.events.overwritten",
+                "Events overwritten by newer ones",
+                true,
+                self.events_overwritten,
+            ),
+            metric(
+                "blackbox.events.dropped",
+                "Events not recorded (no free segment, or the thread exiting)",
+                true,
+                self.events_dropped,
+            ),
+            metric(
+                "blackbox.segments.pinned",
+                "Segments pinned now for windows not yet cut",
+                false,
+                self.segments_pinned,
+            ),
+            metric(
+                "blackbox.pins.refused",
+                "Segments a window needed that could not be pinned",
+                true,
+                self.pins_refused,
+            ),
+            metric(
+                "blackbox.requests.seen",
+                "Request spans opened",
+                true,
+                self.requests_seen,
+            ),
+            metric(
+                "blackbox.requests.untracked",
+                "Request spans opened outside the open-request table",
+                true,
+                self.requests_untracked,
+            ),
+            metric(
+                "blackbox.requests.slow",
+                "Request spans that ran at least the threshold",
+                true,
+                self.slow_requests,
+            ),
+            metric(
+                "blackbox.requests.captured_open",
+                "Slow requests captured while still open",
+                true,
+                self.requests_captured_open,
+            ),
+            metric("blackbox.captures", "Captures started", true, self.captures),
+            metric(
+                "blackbox.requests.merged",
+                "Slow requests that joined an overlapping capture",
+                true,
+                self.requests_merged,
+            ),
+            metric(
+                "blackbox.requests.skipped",
+                "Slow requests not captured because of the per-second cap",
+                true,
+                self.requests_skipped,
+            ),
+            metric(
+                "blackbox.requests.dropped",
+                "Slow requests lost to a full capture queue",
+                true,
+                self.slow_requests_dropped,
+            ),
+            metric(
+                "blackbox.windows.written",
+                "Windows handed to the sink",
+                true,
+                self.windows_written,
+            ),
+            metric(
+                "blackbox.sink.errors",
+                "Windows the sink failed to write",
+                true,
+                self.sink_errors,
+            ),
+            metric(
+                "blackbox.panic_dumps.skipped",
+                "Panics that wrote no dump (rate limit)",
+                true,
+                self.panic_dumps_skipped,
+            ),
+            metric(
+                "blackbox.export.windows",
+                "Windows the export thread mapped and sent",
+                true,
+                self.windows_exported,
+            ),
+            metric(
+                "blackbox.export.spans",
+                "Spans the exporter accepted",
+                true,
+                self.spans_exported,
+            ),
+            metric(
+                "blackbox.export.spans_dropped",
+                "Spans dropped after the export retries failed",
+                true,
+                self.spans_dropped,
+            ),
+            metric(
+                "blackbox.export.retries",
+                "Export requests retried",
+                true,
+                self.export_retries,
+            ),
+            metric(
+                "blackbox.export.failures",
+                "Export requests given up on, and jobs abandoned at shutdown",
+                true,
+                self.export_failures,
+            ),
+            metric(
+                "blackbox.export.windows_dropped",
+                "Windows the export queue refused or abandoned",
+                true,
+                self.export_windows_dropped,
+            ),
+            metric(
+                "blackbox.export.requests_split",
+                "Extra export requests made to stay under 4 MiB",
+                true,
+                self.export_requests_split,
+            ),
+            metric(
+                "blackbox.export.queue_bytes",
+                "Bytes held in the export queue now",
+                false,
+                self.export_queue_bytes,
+            ),
+            metric(
+                "blackbox.sampler.traces_kept",
+                "Traces the tail sampler kept",
+                true,
+                self.traces_kept,
+            ),
+            metric(
+                "blackbox.sampler.traces_sampled_out",
+                "Traces the tail sampler dropped by decision",
+                true,
+                self.traces_sampled_out,
+            ),
+            metric(
+                "blackbox.sampler.traces_evicted",
+                "Undecided traces the tail sampler evicted",
+                true,
+                self.traces_evicted,
+            ),
+            metric(
+                "blackbox.sampler.spans_dropped",
+                "Spans the tail sampler lost",
+                true,
+                self.sampler_spans_dropped,
+            ),
+            metric(
+                "blackbox.metrics.export_failures",
+                "Exports of these metrics that failed",
+                true,
+                self.metrics_export_failures,
+            ),
+            metric(
+                "blackbox.buffer.bytes",
+                "Bytes of event memory held",
+                false,
+                self.buffer_bytes as u64,
+            ),
+            metric(
+                "blackbox.buffer.limit_bytes",
+                "The configured event memory",
+                false,
+                self.buffer_bytes_limit as u64,
+            ),
+        ]
+    }
 }
 
 /// The capture thread's counters (and the panic dumps skipped).
@@ -145,5 +347,7 @@ pub(crate) fn assemble(
         traces_sampled_out: get(&e.traces_sampled_out),
         traces_evicted: get(&e.traces_evicted),
         sampler_spans_dropped: get(&e.sampler_spans_dropped),
+        metrics_exported: get(&e.metrics_exported),
+        metrics_export_failures: get(&e.metrics_failures),
     }
 }

@@ -20,6 +20,9 @@ pub(crate) struct ExportCounters {
     pub(crate) windows_dropped: AtomicU64,
     /// Bytes (estimated) held by the export queue now, the job in flight included.
     pub(crate) queue_bytes: AtomicU64,
+    /// Exports of the recorder's own metrics that succeeded, and that failed.
+    pub(crate) metrics_exported: AtomicU64,
+    pub(crate) metrics_failures: AtomicU64,
 }
 
 pub(crate) fn add(c: &AtomicU64, n: u64) {

@@ -112,6 +112,15 @@ pub fn traces_endpoint(endpoint: &str, protocol: Protocol, kind: EndpointKind) -
     }
 }
 
+/// The metrics endpoint beside a traces endpoint: `/v1/metrics` for a
+/// trailing `/v1/traces` over HTTP, the same URL otherwise.
+fn metrics_endpoint(traces: &str, protocol: Protocol) -> String {
+    match (protocol, traces.strip_suffix("/v1/traces")) {
+        (Protocol::HttpProtobuf, Some(base)) => format!("{base}/v1/metrics"),
+        _ => traces.to_owned(),
+    }
+}
+
 /// How the recorder's exporter is made: endpoint, protocol, timeout,
 /// headers and TLS files, read from the `OTEL_EXPORTER_OTLP_[TRACES_]*`
 /// variables ([`OtlpSettings::from_env`]) or given ([`OtlpSettings::new`]),
@@ -140,6 +149,8 @@ pub struct OtlpSettings {
     pub(crate) endpoint: String,
     /// The variable the endpoint came from, for error messages.
     pub(crate) endpoint_var: &'static str,
+    /// Where the recorder's own metrics go ([`OtlpSettings::metrics_endpoint`]).
+    pub(crate) metrics_endpoint: String,
     /// The transport.
     pub(crate) protocol: Protocol,
     /// `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`; `None`: the exporter's default (10 s).
@@ -223,6 +234,58 @@ fn static_key(key: &str) -> &'static str {
     k
 }
 
+/// The body of [`OtlpSettings::build_exporter`] and
+/// [`OtlpSettings::build_metric_exporter`]: `opentelemetry-otlp`'s span and
+/// metric exporter builders have the same configuration methods.
+macro_rules! build_otlp {
+    ($self:ident, $exporter:ty, $endpoint:expr) => {{
+        use opentelemetry_otlp::{RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
+        let err = |e: opentelemetry_otlp::ExporterBuildError| BuildError::Exporter(Box::new(e));
+        Ok(match $self.protocol {
+            Protocol::Grpc => {
+                let mut builder = <$exporter>::builder()
+                    .with_tonic()
+                    .with_endpoint($endpoint.clone())
+                    .with_retry_policy(RetryPolicy::disabled());
+                if let Some(t) = $self.timeout {
+                    builder = builder.with_timeout(t);
+                }
+                if !$self.headers.is_empty() {
+                    let mut map = opentelemetry_otlp::tonic_types::metadata::MetadataMap::new();
+                    for (k, v) in &$self.headers {
+                        // Checked by `parse_headers`: a valid key, printable ASCII.
+                        let value = v.parse().map_err(|_| BuildError::InvalidEnv {
+                            var: "OTEL_EXPORTER_OTLP_HEADERS",
+                            value: format!("{k}={v}"),
+                            expected: HEADERS_EXPECTED,
+                        })?;
+                        map.insert(static_key(k), value);
+                    }
+                    builder = builder.with_metadata(map);
+                }
+                if $endpoint.starts_with("https:") {
+                    builder = builder.with_tls_config($self.tls.client_config()?);
+                }
+                builder.build().map_err(err)?
+            }
+            Protocol::HttpProtobuf => {
+                let mut builder = <$exporter>::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint($endpoint.clone())
+                    .with_retry_policy(RetryPolicy::disabled());
+                if let Some(t) = $self.timeout {
+                    builder = builder.with_timeout(t);
+                }
+                if !$self.headers.is_empty() {
+                    builder = builder.with_headers($self.headers.iter().cloned().collect());
+                }
+                builder.build().map_err(err)?
+            }
+        })
+    }};
+}
+
 impl OtlpSettings {
     /// Settings for `endpoint` over `protocol`, with the exporter's default
     /// timeout (10 s), no headers and, for `https`, the system's roots. The
@@ -233,8 +296,10 @@ impl OtlpSettings {
         protocol: Protocol,
         kind: EndpointKind,
     ) -> OtlpSettings {
+        let endpoint = traces_endpoint(&endpoint.into(), protocol, kind);
         OtlpSettings {
-            endpoint: traces_endpoint(&endpoint.into(), protocol, kind),
+            metrics_endpoint: metrics_endpoint(&endpoint, protocol),
+            endpoint,
             endpoint_var: "the endpoint",
             protocol,
             timeout: None,
@@ -338,6 +403,8 @@ impl OtlpSettings {
             EndpointKind::Traces
         };
         let endpoint = traces_endpoint(&endpoint, protocol, kind);
+        let metrics_endpoint = nonempty(env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+            .unwrap_or_else(|| metrics_endpoint(&endpoint, protocol));
         let timeout = match pick(
             "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
             "OTEL_EXPORTER_OTLP_TIMEOUT",
@@ -384,6 +451,7 @@ impl OtlpSettings {
         Ok(Some(OtlpSettings {
             endpoint,
             endpoint_var,
+            metrics_endpoint,
             protocol,
             timeout,
             headers,
@@ -404,50 +472,30 @@ impl OtlpSettings {
     /// settings (a malformed endpoint, for instance);
     /// [`BuildError::InvalidEnv`] when a TLS file named cannot be read.
     pub fn build_exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, BuildError> {
-        use opentelemetry_otlp::{RetryPolicy, WithExportConfig, WithHttpConfig, WithTonicConfig};
-        let err = |e: opentelemetry_otlp::ExporterBuildError| BuildError::Exporter(Box::new(e));
-        Ok(match self.protocol {
-            Protocol::Grpc => {
-                let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(self.endpoint.clone())
-                    .with_retry_policy(RetryPolicy::disabled());
-                if let Some(t) = self.timeout {
-                    builder = builder.with_timeout(t);
-                }
-                if !self.headers.is_empty() {
-                    let mut map = opentelemetry_otlp::tonic_types::metadata::MetadataMap::new();
-                    for (k, v) in &self.headers {
-                        // Checked by `parse_headers`: a valid key, printable ASCII.
-                        let value = v.parse().map_err(|_| BuildError::InvalidEnv {
-                            var: "OTEL_EXPORTER_OTLP_HEADERS",
-                            value: format!("{k}={v}"),
-                            expected: HEADERS_EXPECTED,
-                        })?;
-                        map.insert(static_key(k), value);
-                    }
-                    builder = builder.with_metadata(map);
-                }
-                if self.endpoint.starts_with("https:") {
-                    builder = builder.with_tls_config(self.tls.client_config()?);
-                }
-                builder.build().map_err(err)?
-            }
-            Protocol::HttpProtobuf => {
-                let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_endpoint(self.endpoint.clone())
-                    .with_retry_policy(RetryPolicy::disabled());
-                if let Some(t) = self.timeout {
-                    builder = builder.with_timeout(t);
-                }
-                if !self.headers.is_empty() {
-                    builder = builder.with_headers(self.headers.iter().cloned().collect());
-                }
-                builder.build().map_err(err)?
-            }
-        })
+        build_otlp!(self, opentelemetry_otlp::SpanExporter, &self.endpoint)
+    }
+
+    /// Builds the `opentelemetry-otlp` metric exporter for the recorder's
+    /// own counters: the same protocol, timeout, headers and TLS as the
+    /// spans, sent to [`metrics_endpoint`](OtlpSettings::metrics_endpoint).
+    /// Must run inside a Tokio runtime, as [`build_exporter`](OtlpSettings::build_exporter).
+    ///
+    /// # Errors
+    ///
+    /// As [`build_exporter`](OtlpSettings::build_exporter).
+    pub fn build_metric_exporter(&self) -> Result<opentelemetry_otlp::MetricExporter, BuildError> {
+        build_otlp!(
+            self,
+            opentelemetry_otlp::MetricExporter,
+            &self.metrics_endpoint
+        )
+    }
+
+    /// Where the recorder's metrics go: `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`
+    /// as it is, else the endpoint of the spans with `/v1/metrics` for
+    /// `/v1/traces` over HTTP (the same URL over gRPC).
+    pub fn metrics_endpoint(&self) -> &str {
+        &self.metrics_endpoint
     }
 }
 
@@ -490,16 +538,20 @@ impl TlsFiles {
 mod tests {
     use super::*;
 
+    /// An environment of these variables only.
+    fn env(
+        pairs: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&'static str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
     #[test]
     fn otlp_env_is_read_like_the_spec() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &'static str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         assert_eq!(OtlpSettings::read(env(&[])).unwrap(), None);
         let grpc = OtlpSettings::read(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]))
             .unwrap()
@@ -509,6 +561,7 @@ mod tests {
             OtlpSettings {
                 endpoint: "http://c:4317".into(),
                 endpoint_var: "OTEL_EXPORTER_OTLP_ENDPOINT",
+                metrics_endpoint: "http://c:4317".into(),
                 protocol: Protocol::Grpc,
                 timeout: None,
                 headers: Vec::new(),
@@ -579,5 +632,24 @@ mod tests {
             assert!(parse_headers(bad).is_none(), "{bad}");
         }
         assert!(std::ptr::eq(static_key("x-a"), static_key("x-a")));
+    }
+
+    #[test]
+    fn metrics_go_beside_the_traces() {
+        let http = OtlpSettings::read(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(http.endpoint(), "http://c:4318/v1/traces");
+        assert_eq!(http.metrics_endpoint(), "http://c:4318/v1/metrics");
+        let own = OtlpSettings::read(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:4317"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(own.metrics_endpoint(), "http://m:4317");
     }
 }

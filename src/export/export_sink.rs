@@ -67,7 +67,11 @@ impl OtlpSink {
             value: String::new(),
             expected: "an OTLP endpoint such as http://localhost:4317",
         })?;
-        OtlpSink::start(Target::Otlp(env), Budget::default(), Arc::default())
+        OtlpSink::start(
+            Target::Otlp(Box::new(env)),
+            Budget::default(),
+            Arc::default(),
+        )
     }
 
     /// An OTLP sink exporting through `exporter`.
@@ -306,13 +310,18 @@ mod tests {
             let env = OtlpSettings {
                 endpoint: "not a url".into(),
                 endpoint_var: "OTEL_EXPORTER_OTLP_ENDPOINT",
+                metrics_endpoint: "not a url".into(),
                 protocol,
                 timeout: None,
                 headers: Vec::new(),
                 tls: TlsFiles::default(),
             };
-            let err =
-                OtlpSink::start(Target::Otlp(env), Budget::default(), Arc::default()).unwrap_err();
+            let err = OtlpSink::start(
+                Target::Otlp(Box::new(env)),
+                Budget::default(),
+                Arc::default(),
+            )
+            .unwrap_err();
             assert!(
                 matches!(err, BuildError::Exporter(_)),
                 "{protocol:?}: {err}"

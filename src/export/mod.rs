@@ -16,6 +16,9 @@
 //!   kind of thread. The default otherwise.
 //! - [`DirSink`]: binary capture files in the dump format.
 //!
+//! With an endpoint set, the recorder's own counters also leave as OTLP
+//! metrics on the `blackbox-metrics` thread (`metrics`).
+//!
 //! [`TailSampler`] ([`sampling`]) keeps the application's own slow and
 //! failed traces and sends them through the same export thread.
 //!
@@ -33,6 +36,7 @@ pub mod endpoint;
 mod export_sink;
 mod exporter;
 pub mod json;
+pub(crate) mod metrics;
 pub mod names;
 pub mod otlp;
 mod pipeline;

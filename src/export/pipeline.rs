@@ -79,7 +79,7 @@ fn count_abandoned(job: Job, c: &ExportCounters) {
 
 /// What the export thread is built from.
 pub(crate) enum Target {
-    Otlp(OtlpSettings),
+    Otlp(Box<OtlpSettings>),
     Exporter(Box<dyn DynExporter>),
 }
 
