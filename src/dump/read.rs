@@ -202,9 +202,15 @@ impl<R: Read> DumpReader<R> {
                 ));
             }
             let body_at = self.offset;
-            let mut body = vec![0u8; len as usize];
-            let got = self.fill(&mut body)?;
-            if got < body.len() {
+            // Grown as bytes arrive: a length promising more than the file
+            // holds costs what the file holds, not the length.
+            let mut body = Vec::with_capacity((len as usize).min(64 << 10));
+            let got = (&mut self.input)
+                .take(u64::from(len))
+                .read_to_end(&mut body)
+                .map_err(DumpError::io)?;
+            self.offset += got as u64;
+            if got < len as usize {
                 return Err(truncated(body_at + got as u64, "the rest of a record"));
             }
             let mut p = Payload {
@@ -226,6 +232,16 @@ impl<R: Read> DumpReader<R> {
                 },
                 tag::STRINGS => {
                     let n = p.u32()?;
+                    // Indexes are 16 bits (one value means "none"): no table
+                    // holds more, and each string takes at least a byte.
+                    if n >= u32::from(crate::event::NO_STRING) || n as usize > p.remaining() / 2 {
+                        return Err(corrupt(
+                            body_at,
+                            format!(
+                                "a string table of {n} strings (at most 65,535, two bytes each at least)"
+                            ),
+                        ));
+                    }
                     let mut v = Vec::with_capacity((n as usize).min(body.len() / 2));
                     for _ in 0..n {
                         v.push(p.string()?);
@@ -393,7 +409,16 @@ impl<R: Read> DumpReader<R> {
                     meta.threshold = threshold;
                     meta.long_poll = long_poll;
                 }
-                Record::Strings(s) => meta.strings.extend(s),
+                Record::Strings(s) => {
+                    if meta.strings.len() + s.len() >= usize::from(crate::event::NO_STRING) {
+                        return Err(corrupt(
+                            at,
+                            "string tables of more than 65,535 strings in all".into(),
+                        )
+                        .into());
+                    }
+                    meta.strings.extend(s);
+                }
                 Record::Request(r) => meta.requests.push(r),
                 Record::Lane {
                     index,
