@@ -314,7 +314,11 @@ impl Builder {
     /// [`BuildError::InvalidSetting`] for an out-of-range value set in code,
     /// [`BuildError::Thread`] if the capture thread cannot start.
     pub fn build(mut self) -> Result<(Blackbox, BlackboxGuard), BuildError> {
-        let (settings, otlp, metrics_interval) = self.settings()?;
+        let (mut settings, otlp, metrics_interval) = self.settings()?;
+        // Resolved once: a later change of the working directory moves nothing.
+        if let Ok(dir) = std::path::absolute(&settings.dir) {
+            settings.dir = dir;
+        }
         let metrics = otlp.clone().zip(metrics_interval);
         let export = Arc::new(ExportShared::new(settings.shutdown_timeout));
         // The sink: one set in code, else the recorder's export pipeline

@@ -189,7 +189,7 @@ settings! {
         var "BLACKBOX_DIR", method "dir", shown "blackbox",
         parse |s: &str| (!s.is_empty()).then(|| PathBuf::from(s)),
         accepts "a directory path",
-        doc "where capture files, dumps and the OTLP JSON file go (relative to the working directory)";
+        doc "where capture files, dumps and the OTLP JSON file go (a relative path is resolved against the working directory once, when the recorder is built); created with mode 0700, refused when other users may write into it";
     env request_spans: RequestSpans = RequestSpans::Root;
         var "BLACKBOX_REQUEST_SPANS", method "request_spans", shown "root",
         parse |s: &str| s.parse::<RequestSpans>().ok(),

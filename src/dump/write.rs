@@ -9,35 +9,120 @@ use std::path::Path;
 /// Events per `EVENTS` record, so a reader can stream with bounded memory.
 const EVENTS_PER_RECORD: usize = 16 * 1024;
 
-/// Creates `dir` (and parents) readable by its owner only, if missing.
+/// Creates `dir` (and parents) readable by its owner only, if missing; an
+/// existing directory that other users may write into is refused (they
+/// could place links or files where the recorder writes), with an error
+/// that says so.
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir)
+    b.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o022 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is writable by other users (mode {:o}): give the recorder a private directory (BLACKBOX_DIR), or chmod go-w it",
+                    dir.display(),
+                    mode & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Opens `path` for writing, following no symbolic link at its last
+/// component, and makes its mode 0600 on Unix (also when it existed with
+/// another mode). `create_new` opens only a file that did not exist.
+pub(crate) fn open_private(
+    path: &Path,
+    append: bool,
+    create_new: bool,
+) -> io::Result<std::fs::File> {
+    if !create_new
+        && let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_symlink()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is a symbolic link: the recorder does not write through links",
+                path.display()
+            ),
+        ));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    if append {
+        options.append(true);
+    } else {
+        options.write(true).truncate(!create_new);
+    }
+    if create_new {
+        // O_CREAT | O_EXCL: fails on any existing file, a link included.
+        options.create_new(true);
+    } else {
+        options.create(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if file.metadata()?.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(file)
+}
+
+/// A temporary name beside `path` that no other writer guesses: the
+/// process, a counter and the time.
+fn temporary_name(path: &Path) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = path
+        .file_name()
+        .map_or_else(|| "blackbox".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(
+        ".{name}.{}.{}.{nanos:x}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Writes `window` as a file at `path`, created with mode 0600 on Unix. The
-/// file is written under a temporary name and renamed, so a reader never
-/// sees half a file.
+/// file is written under a temporary name no one can guess or pre-place
+/// (created exclusively, never through a link) and renamed, so a reader
+/// never sees half a file.
 pub(crate) fn write_window_file(
     path: &Path,
     window: &Window,
     kind: FileKind,
 ) -> Result<(), DumpError> {
-    let tmp = path.with_extension("bbx.tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(&tmp)?;
-    let mut out = BufWriter::new(file);
-    write_window(&mut out, window, kind)?;
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let tmp = temporary_name(path);
+    let file = open_private(&tmp, false, true)?;
+    let written = (|| {
+        let mut out = BufWriter::new(file);
+        write_window(&mut out, window, kind)?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok::<(), DumpError>(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Writes `window` in the dump format to any writer.

@@ -91,15 +91,8 @@ impl JsonFile {
             crate::dump::create_private_dir(dir)?;
         }
         self.rotate_for(line.len() as u64)?;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.create(true).append(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
         // One write per line, so lines of concurrent writers do not interleave.
-        opts.open(&self.path)?.write_all(&line)
+        crate::dump::open_private(&self.path, true, false)?.write_all(&line)
     }
 }
 
