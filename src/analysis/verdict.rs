@@ -326,12 +326,15 @@ pub fn explain(window: &Window, request: &SlowRequest) -> Explanation {
             // Runnable: queued (saturated) unless another task's long poll
             // held that worker meanwhile (blocked, which takes precedence).
             marks.push((from, p.start_ns, Class::Saturated));
-            for q in lanes[&p.lane].iter().filter(|q| {
-                q.end_ns > from
-                    && q.start_ns < p.start_ns
-                    && q.duration_ns() >= long_poll
-                    && !own.contains(&q.task)
-            }) {
+            // Polls never overlap on a lane, so sorted by start they are
+            // sorted by end too: the ones during the wait are one run.
+            let lane = &lanes[&p.lane];
+            let first = lane.partition_point(|q| q.end_ns <= from);
+            for q in lane[first..]
+                .iter()
+                .take_while(|q| q.start_ns < p.start_ns)
+                .filter(|q| q.duration_ns() >= long_poll && !own.contains(&q.task))
+            {
                 let i = culprit(&mut culprits, &mut culprit_index, &tasks, q);
                 marks.push((
                     q.start_ns.max(from),
