@@ -5,9 +5,18 @@
 //! the OS monotonic clock. Raw readings are only comparable within a process.
 //! When data leaves the process (a capture, a dump) each reading is turned into
 //! UNIX nanoseconds with one [`TimeAnchor`], a pair of readings of the raw
-//! clock and of the wall clock taken at the same moment.
+//! clock and of the wall clock taken at the same moment. The anchor in force
+//! is shared and re-taken every [`ANCHOR_LIFE`]: two windows cut within it
+//! convert one raw reading to the same nanosecond, so a reader merging
+//! overlapping windows sees one event once.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long one anchor converts readings: short enough that the raw clock's
+/// rate error (a few parts in 10^6) moves UNIX times by microseconds only,
+/// and a wall-clock step is followed within that time.
+pub(crate) const ANCHOR_LIFE: Duration = Duration::from_secs(10);
 
 /// The recorder's monotonic clock.
 #[derive(Clone, Debug)]
@@ -17,6 +26,8 @@ pub(crate) struct Clock {
     tsc: bool,
     /// Nanoseconds in 2^32 raw ticks, for converting durations to ticks.
     ns_per_2_32_ticks: u64,
+    /// The anchor in force (raw, UNIX ns), shared by every clone.
+    anchor: Arc<Mutex<Option<(u64, u64)>>>,
 }
 
 impl Clock {
@@ -31,6 +42,7 @@ impl Clock {
             inner,
             tsc,
             ns_per_2_32_ticks,
+            anchor: Arc::default(),
         }
     }
 
@@ -71,8 +83,26 @@ impl Clock {
         self.inner.raw()
     }
 
-    /// Takes an anchor: the raw clock and the wall clock, read back to back.
+    /// The anchor in force, re-taken when older than [`ANCHOR_LIFE`].
     pub(crate) fn anchor(&self) -> TimeAnchor {
+        let mut cached = crate::sync::lock(&self.anchor);
+        let life = self.ticks(ANCHOR_LIFE);
+        if let Some((raw, unix_ns)) = *cached
+            && self.raw().saturating_sub(raw) < life
+        {
+            return TimeAnchor {
+                raw,
+                unix_ns,
+                clock: self.clone(),
+            };
+        }
+        let fresh = self.fresh_anchor();
+        *cached = Some((fresh.raw, fresh.unix_ns));
+        fresh
+    }
+
+    /// Takes an anchor: the raw clock and the wall clock, read back to back.
+    fn fresh_anchor(&self) -> TimeAnchor {
         // Read the raw clock on both sides of the wall clock and keep the
         // midpoint, so the anchor's error is at most half the gap.
         let before = self.raw();
@@ -200,5 +230,15 @@ mod tests {
         let gap = u2 - u1;
         assert!((15_000_000..2_000_000_000).contains(&gap), "gap {gap}");
         assert!(u1.abs_diff(unix_now_ns()) < 5_000_000_000);
+    }
+
+    #[test]
+    fn anchors_taken_within_their_life_convert_alike() {
+        let clock = Clock::new();
+        let r = clock.raw();
+        let a = clock.anchor().to_unix_ns(r);
+        std::thread::sleep(Duration::from_millis(5));
+        // A clone (as the capture thread and the layer hold) shares it.
+        assert_eq!(clock.clone().anchor().to_unix_ns(r), a);
     }
 }
