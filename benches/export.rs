@@ -16,14 +16,14 @@ use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
 use prost::Message;
 use std::hint::black_box;
-use tokio_blackbox::export::otlp::{Budget, testing, window_spans};
+use tokio_blackbox::export::otlp::{Budget, window_spans};
+use tokio_blackbox::export::testing;
 
 fn bench(c: &mut Criterion) {
     // 100 tasks × 9 polls, 3 threads with park/unpark: 1,004 spans before
     // the budget, 1,000 after it.
     let window = testing::window(100, 9, 1);
-    let resource: ResourceAttributesWithSchema =
-        (&tokio_blackbox::export::transport::resource()).into();
+    let resource: ResourceAttributesWithSchema = (&tokio_blackbox::export::resource()).into();
     let (spans, _) = window_spans(&window, Budget::default());
     assert_eq!(spans.len(), 1000);
 

@@ -3,10 +3,13 @@
 
 use crate::config::{Overrides, RequestSpans, Settings};
 use crate::error::BuildError;
+use crate::export::OtlpSettings as OtlpEnv;
 use crate::export::Sink;
+use crate::export::exporter::DynExporter;
 use crate::export::metrics;
 use crate::export::otlp::Budget;
-use crate::export::transport::{DynExporter, ExportShared, OtlpEnv, Target};
+use crate::export::pipeline::Target;
+use crate::export::shared::ExportShared;
 use crate::export::{JsonFileSink, OtlpSink};
 use crate::recorder::{Blackbox, BlackboxGuard};
 use opentelemetry_sdk::trace::SpanExporter;

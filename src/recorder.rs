@@ -15,7 +15,7 @@ use crate::error::{BuildError, DumpError};
 use crate::export::Sink;
 use crate::export::metrics::MetricsExport;
 use crate::export::sampling::{SamplerSettings, TailSampler};
-use crate::export::transport::ExportShared;
+use crate::export::shared::ExportShared;
 use crate::hooks::BlackboxHooks;
 use crate::layer::BlackboxLayer;
 use crate::segments::SEGMENT_BYTES;

@@ -3,7 +3,7 @@
 //! [`Shared`] and the export pipeline's), with the buffer's own.
 
 use crate::export::metrics::Metric;
-use crate::export::transport::ExportShared;
+use crate::export::shared::ExportShared;
 use crate::shared::Shared;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -8,7 +8,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio_blackbox::export::testing::window;
-use tokio_blackbox::export::transport::{QUEUE_CAPACITY, QUEUE_MAX_BYTES};
+use tokio_blackbox::export::{QUEUE_CAPACITY, QUEUE_MAX_BYTES};
 use tokio_blackbox::{Blackbox, OtlpSink, Sink, Window};
 
 /// An exporter whose export never completes.

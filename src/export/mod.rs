@@ -34,17 +34,17 @@
 mod counters;
 pub mod endpoint;
 mod export_sink;
-mod exporter;
+pub(crate) mod exporter;
 pub mod json;
 pub(crate) mod metrics;
 pub mod names;
 pub mod otlp;
-mod pipeline;
+pub(crate) mod pipeline;
 pub mod plan;
 mod queue;
 mod resource;
 pub mod sampling;
-mod shared;
+pub(crate) mod shared;
 mod sink;
 mod split;
 #[cfg(any(test, feature = "testing"))]

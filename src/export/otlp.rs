@@ -36,12 +36,7 @@ use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanEve
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use super::names as keys;
-pub use super::names::SCOPE_NAME;
 pub use super::plan::Budget;
-#[cfg(any(test, feature = "testing"))]
-#[doc(hidden)]
-pub use super::testing;
 
 /// At most this many span events (park/unpark, woken) on one span: enough for
 /// a busy worker over a 2 s window at 250 parks per second, and a cap so one
@@ -78,7 +73,7 @@ fn int(key: &'static str, v: u64) -> KeyValue {
 }
 
 fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder(SCOPE_NAME)
+    InstrumentationScope::builder(names::SCOPE_NAME)
         .with_version(env!("CARGO_PKG_VERSION"))
         .build()
 }
@@ -619,6 +614,7 @@ impl<'w> Assembly<'w> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::names as keys;
     use crate::export::testing;
     use opentelemetry::Value;
 
@@ -825,7 +821,7 @@ mod tests {
         assert_eq!(got.len(), n);
         assert!(
             got.iter()
-                .all(|s| s.instrumentation_scope.name() == SCOPE_NAME)
+                .all(|s| s.instrumentation_scope.name() == names::SCOPE_NAME)
         );
     }
 

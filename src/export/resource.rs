@@ -12,7 +12,7 @@ use opentelemetry_sdk::Resource;
 /// # Examples
 ///
 /// ```
-/// let r = tokio_blackbox::export::transport::resource();
+/// let r = tokio_blackbox::export::resource();
 /// assert!(r.get(&opentelemetry::Key::new("host.name")).is_some());
 /// assert!(r.get(&opentelemetry::Key::new("service.name")).is_some());
 /// ```

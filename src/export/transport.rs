@@ -9,8 +9,3 @@ pub use super::pipeline::RETRIES;
 pub use super::queue::{QUEUE_CAPACITY, QUEUE_MAX_BYTES};
 pub use super::resource::resource;
 pub use super::split::MAX_REQUEST_BYTES;
-
-pub(crate) use super::endpoint::OtlpSettings as OtlpEnv;
-pub(crate) use super::exporter::DynExporter;
-pub(crate) use super::pipeline::Target;
-pub(crate) use super::shared::ExportShared;
