@@ -12,9 +12,11 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use serde_json::json;
+use tokio_blackbox::analysis::Visitor;
 use tokio_blackbox::event::NO_STRING;
+use tokio_blackbox::{Lane, Poll};
 
-use crate::scan::{self, LaneInfo, Meta, PollItem, Visitor};
+use crate::scan::{self, Meta, View};
 use crate::select::{Clip, Range};
 use crate::{Failure, InputContext};
 
@@ -100,8 +102,8 @@ impl Page<'_> {
     }
 }
 
-impl Visitor for Page<'_> {
-    fn begin(&mut self, meta: &Meta) {
+impl View for Page<'_> {
+    fn meta(&mut self, meta: &Meta) {
         self.from_ns = meta.from_ns;
         let requests: Vec<_> = meta
             .requests
@@ -140,8 +142,10 @@ impl Visitor for Page<'_> {
         );
         self.emit(&text);
     }
+}
 
-    fn lane(&mut self, lane: &LaneInfo) {
+impl Visitor for Page<'_> {
+    fn lane(&mut self, lane: &Lane) {
         self.parked_at = None;
         let thread = script_json(&json!(lane.thread));
         self.row(
@@ -150,9 +154,9 @@ impl Visitor for Page<'_> {
         );
     }
 
-    fn poll(&mut self, p: &PollItem) {
+    fn poll(&mut self, p: &Poll) {
         self.polls += 1;
-        let delay = p.delay_ns.map_or(-1, |d| d as i64);
+        let delay = p.sched_delay_ns.map_or(-1, |d| d as i64);
         let loc = if p.location == NO_STRING {
             -1
         } else {

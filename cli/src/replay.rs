@@ -25,12 +25,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanExporter};
-use tokio_blackbox::dump::{FileKind, Record};
+use tokio_blackbox::dump::FileKind;
 use tokio_blackbox::export::otlp::{Budget, request_span, window_spans};
-use tokio_blackbox::{Lane, SlowRequest, Window};
+use tokio_blackbox::{SlowRequest, Window};
 
 use crate::otlp_json::Lines;
-use crate::scan::ReadError;
 use crate::{Failure, InputContext};
 
 /// The OTLP transport.
@@ -191,60 +190,7 @@ fn binary_windows(args: &ReplayArgs) -> Result<Vec<Window>, Failure> {
             w
         })
         .collect();
-    if windows.is_empty() {
-        return Ok(windows);
-    }
-    let (mut reader, bar) = crate::scan::open(path).input(path)?;
-    let result = (|| {
-        let mut lane_index = None;
-        loop {
-            let at = reader.offset();
-            let Some(record) = reader.next_record()? else {
-                return Ok(());
-            };
-            match record {
-                Record::Lane {
-                    index,
-                    thread,
-                    events_lost,
-                } => {
-                    lane_index = Some(index);
-                    for w in &mut windows {
-                        let mut lane = Lane::default();
-                        lane.index = index;
-                        lane.thread = thread.clone();
-                        // Events lost to overwrite were the lane's oldest:
-                        // they count for a window reaching back to the file's start.
-                        if w.from_unix_ns <= meta.from_ns {
-                            lane.events_lost = events_lost;
-                        }
-                        w.lanes.push(lane);
-                    }
-                }
-                Record::Events { lane, events } => {
-                    if lane_index != Some(lane) {
-                        return Err(ReadError::UndeclaredLane { offset: at, lane });
-                    }
-                    for w in &mut windows {
-                        let (from, to) = (w.from_unix_ns, w.to_unix_ns);
-                        if let Some(l) = w.lanes.last_mut() {
-                            l.events
-                                .extend(events.iter().filter(|e| e.ts >= from && e.ts <= to));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    })();
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    result.input(path)?;
-    for w in &mut windows {
-        w.lanes
-            .retain(|l| !l.events.is_empty() || l.events_lost > 0);
-    }
+    crate::scan::cut_windows(path, meta.from_ns, &mut windows).input(path)?;
     Ok(windows)
 }
 

@@ -5,12 +5,13 @@
 
 use std::fmt::Write as _;
 
-use tokio_blackbox::EventKind;
+use tokio_blackbox::analysis::Visitor;
 use tokio_blackbox::dump::FileKind;
 use tokio_blackbox::event::NO_STRING;
+use tokio_blackbox::{Event, EventKind, Lane, Poll};
 
 use crate::fmt::{count, dur, offset, utc};
-use crate::scan::{IdMap, LaneInfo, Meta, PollItem, Visitor};
+use crate::scan::{IdMap, LaneInfo, Meta, View};
 
 /// How many rows each ranking shows.
 const TOP: usize = 5;
@@ -27,7 +28,7 @@ pub(crate) struct Summary {
     polls_cut: u64,
     long_polls: u64,
     /// The longest polls, longest first, at most [`TOP`] of them.
-    longest: Vec<PollItem>,
+    longest: Vec<Poll>,
     requests_opened: u64,
     requests_closed: u64,
     /// Slow requests sorted by start: (index into `meta.requests`, start, end).
@@ -69,8 +70,8 @@ impl Default for TaskSum {
     }
 }
 
-impl Visitor for Summary {
-    fn begin(&mut self, meta: &Meta) {
+impl View for Summary {
+    fn meta(&mut self, meta: &Meta) {
         self.slow = meta
             .requests
             .iter()
@@ -83,15 +84,20 @@ impl Visitor for Summary {
         self.own = vec![Vec::new(); meta.requests.len()];
         self.meta = Some(meta.clone());
     }
+}
 
-    fn lane(&mut self, lane: &LaneInfo) {
+impl Visitor for Summary {
+    fn lane(&mut self, lane: &Lane) {
         self.lanes.push(LaneSum {
-            info: Some(lane.clone()),
+            info: Some(LaneInfo::of(lane)),
             ..LaneSum::default()
         });
     }
 
-    fn event(&mut self, _lane: u32, kind: EventKind, ts: u64) {
+    fn event(&mut self, _lane: u32, e: &Event) {
+        let (Some(kind), ts) = (e.kind(), e.ts) else {
+            return;
+        };
         if let Some(l) = self.lanes.last_mut() {
             l.events += 1;
             if kind == EventKind::Park {
@@ -109,7 +115,7 @@ impl Visitor for Summary {
         }
     }
 
-    fn poll(&mut self, p: &PollItem) {
+    fn poll(&mut self, p: &Poll) {
         let d = p.duration_ns();
         self.polls += 1;
         if !p.complete {
@@ -130,7 +136,7 @@ impl Visitor for Summary {
         if d >= long_ns {
             self.long_polls += 1;
         }
-        if self.longest.len() < TOP || d > self.longest.last().map_or(0, PollItem::duration_ns) {
+        if self.longest.len() < TOP || d > self.longest.last().map_or(0, Poll::duration_ns) {
             let at = self.longest.partition_point(|q| q.duration_ns() >= d);
             self.longest.insert(at, *p);
             self.longest.truncate(TOP);
@@ -144,7 +150,7 @@ impl Visitor for Summary {
             if s >= p.end_ns {
                 break;
             }
-            let overlap = e.min(p.end_ns).saturating_sub(s.max(p.start_ns));
+            let overlap = p.overlap_ns(s, e);
             if overlap > 0 {
                 let held = self.held[i].entry(p.task).or_default();
                 *held = held.saturating_add(overlap);
@@ -315,7 +321,7 @@ impl Summary {
                 );
             }
         }
-        let long: Vec<&PollItem> = self
+        let long: Vec<&Poll> = self
             .longest
             .iter()
             .filter(|p| p.duration_ns() >= meta.long_poll_ns())
