@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod fmt;
 mod html;
+mod merge;
 mod otlp_json;
 mod perfetto;
 mod replay;

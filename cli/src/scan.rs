@@ -350,7 +350,7 @@ struct Process {
 
 /// [`scan`] for an OTLP JSON file. The recorder writes a window per
 /// trigger, and windows overlap; those of one process that overlap are
-/// merged into one timeline ([`Window::merge`]: one lane per thread, each
+/// merged into one timeline ([`crate::merge`]: one lane per thread, each
 /// event once). Visitors then see each thread once, as one lane whose
 /// items run through every timeline of the process in time order; the
 /// pairing rules apply per timeline, so no poll is paired across a gap.
@@ -371,22 +371,16 @@ fn scan_json(path: &Path, v: &mut dyn View) -> Result<Meta, ReadError> {
                 processes.len() - 1
             }
         };
-        let timelines = &mut processes[i].timelines;
-        // Windows come in about the order they were cut; fold this one into
-        // every timeline it overlaps (and those into each other).
-        let mut merged = w;
-        let mut k = 0;
-        while k < timelines.len() {
-            if merged.merge(&timelines[k]) {
-                timelines.remove(k);
-            } else {
-                k += 1;
-            }
-        }
-        let at = timelines.partition_point(|t| t.from_unix_ns < merged.from_unix_ns);
-        timelines.insert(at, merged);
+        crate::merge::fold(&mut processes[i].timelines, w);
         Ok(())
     })?;
+    for lane in processes
+        .iter_mut()
+        .flat_map(|p| p.timelines.iter_mut())
+        .flat_map(|t| t.lanes.iter_mut())
+    {
+        crate::merge::order_instants(&mut lane.events);
+    }
     let mut base = 0u32;
     for (n, process) in processes.iter().enumerate() {
         let mut lanes: Vec<(u32, &str, u64)> = Vec::new();
