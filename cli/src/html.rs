@@ -45,6 +45,8 @@ struct Page<'a> {
     rows: Vec<(&'static str, String, usize)>,
     parked_at: Option<u64>,
     polls: u64,
+    /// The verdicts on the slowest requests, by request id.
+    verdicts: Vec<(u64, serde_json::Value)>,
 }
 
 impl Page<'_> {
@@ -117,6 +119,11 @@ impl View for Page<'_> {
                     "start": self.rel(r.start_unix_ns),
                     "end": self.rel(r.end_unix_ns),
                     "error": r.error,
+                    "verdict": self
+                        .verdicts
+                        .iter()
+                        .find(|(id, _)| *id == r.request_id)
+                        .map(|(_, v)| v),
                 })
             })
             .collect();
@@ -257,7 +264,29 @@ pub(crate) fn run(path: &Path, range: Range, out: &mut dyn Write) -> Result<(), 
         escape(&name)
     )
     .map_err(io)?;
+    // The verdicts: on the slowest requests of the range, and on the one
+    // it is about.
+    let meta = scan::read_meta(path).input(path)?;
+    let mut which: Vec<usize> = crate::verdict::slowest(&meta, usize::MAX)
+        .into_iter()
+        .filter(|&i| {
+            let r = &meta.requests[i];
+            r.end_unix_ns >= range.from_ns && r.start_unix_ns <= range.to_ns
+        })
+        .take(crate::verdict::SHOWN)
+        .collect();
+    if let Some(i) = range.request
+        && !which.contains(&i)
+    {
+        which.push(i);
+    }
+    let verdicts = crate::verdict::explain(path, &meta, &which)
+        .input(path)?
+        .into_iter()
+        .map(|(i, x)| (meta.requests[i].request_id, crate::verdict::json(&x)))
+        .collect();
     let mut page = Page {
+        verdicts,
         out: &mut *out,
         error: None,
         from_ns: 0,

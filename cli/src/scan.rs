@@ -359,28 +359,7 @@ struct Process {
 fn scan_json(path: &Path, v: &mut dyn View) -> Result<Meta, ReadError> {
     let meta = json_meta(path)?;
     v.meta(&meta);
-    let mut processes: Vec<Process> = Vec::new();
-    json_windows(path, |w, pid| {
-        let i = match processes.iter().position(|p| p.pid == pid) {
-            Some(i) => i,
-            None => {
-                processes.push(Process {
-                    pid,
-                    timelines: Vec::new(),
-                });
-                processes.len() - 1
-            }
-        };
-        crate::merge::fold(&mut processes[i].timelines, w);
-        Ok(())
-    })?;
-    for lane in processes
-        .iter_mut()
-        .flat_map(|p| p.timelines.iter_mut())
-        .flat_map(|t| t.lanes.iter_mut())
-    {
-        crate::merge::order_instants(&mut lane.events);
-    }
+    let processes = json_processes(path)?;
     let mut base = 0u32;
     for (n, process) in processes.iter().enumerate() {
         let mut lanes: Vec<(u32, &str, u64)> = Vec::new();
@@ -420,6 +399,42 @@ fn scan_json(path: &Path, v: &mut dyn View) -> Result<Meta, ReadError> {
         }
     }
     Ok(meta)
+}
+
+/// The windows of an OTLP JSON file as timelines, by process (see
+/// [`scan_json`]), the events of each instant in order.
+fn json_processes(path: &Path) -> Result<Vec<Process>, ReadError> {
+    let mut processes: Vec<Process> = Vec::new();
+    json_windows(path, |w, pid| {
+        let i = match processes.iter().position(|p| p.pid == pid) {
+            Some(i) => i,
+            None => {
+                processes.push(Process {
+                    pid,
+                    timelines: Vec::new(),
+                });
+                processes.len() - 1
+            }
+        };
+        crate::merge::fold(&mut processes[i].timelines, w);
+        Ok(())
+    })?;
+    for lane in processes
+        .iter_mut()
+        .flat_map(|p| p.timelines.iter_mut())
+        .flat_map(|t| t.lanes.iter_mut())
+    {
+        crate::merge::order_instants(&mut lane.events);
+    }
+    Ok(processes)
+}
+
+/// The timelines of an OTLP JSON file, every process's, in file order.
+pub(crate) fn json_timelines(path: &Path) -> Result<Vec<Window>, ReadError> {
+    Ok(json_processes(path)?
+        .into_iter()
+        .flat_map(|p| p.timelines)
+        .collect())
 }
 
 /// Passes every item on but a timeline's `lane_end`: a thread's lane ends

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use tokio_blackbox::analysis::Visitor;
+use tokio_blackbox::analysis::{Explanation, Visitor};
 use tokio_blackbox::dump::FileKind;
 use tokio_blackbox::event::NO_STRING;
 use tokio_blackbox::{Event, EventKind, Lane, Poll};
@@ -40,6 +40,9 @@ pub(crate) struct Summary {
     own: Vec<Vec<u64>>,
     first_ns: Option<u64>,
     last_ns: u64,
+    /// The verdicts on the slowest requests (index into `meta.requests`),
+    /// slowest first: the summary's headline.
+    pub(crate) verdicts: Vec<(usize, Explanation)>,
 }
 
 #[derive(Debug, Default)]
@@ -248,6 +251,31 @@ impl Summary {
             );
         }
         let _ = writeln!(o, "; {} lost to overwrite", count(lost));
+
+        // The verdicts: why the slowest requests were slow.
+        if !self.verdicts.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nverdicts  {}",
+                match self.verdicts.len() {
+                    1 => "the slowest request".to_string(),
+                    n => format!("the {n} slowest requests"),
+                }
+            );
+        }
+        for (i, x) in &self.verdicts {
+            let r = &meta.requests[*i];
+            let _ = writeln!(
+                o,
+                "  {}  trace {}  {}  {}",
+                r.name,
+                r.trace_id,
+                dur(r.duration().as_nanos() as u64),
+                offset(r.start_unix_ns, meta.from_ns)
+            );
+            let _ = writeln!(o, "    {}", x.sentence);
+            let _ = writeln!(o, "    {}", crate::verdict::shares_line(x));
+        }
 
         // Threads.
         let span = meta.to_ns.saturating_sub(meta.from_ns).max(1);

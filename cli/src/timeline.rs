@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use tokio_blackbox::analysis::Visitor;
+use tokio_blackbox::analysis::{Explanation, Visitor};
 use tokio_blackbox::event::NO_STRING;
 use tokio_blackbox::{Lane, Poll};
 
@@ -187,15 +187,29 @@ pub(crate) fn run(
         locations: IdMap::default(),
     };
     scan::scan(path, &mut d).input(path)?;
+    let verdict = match range.request {
+        Some(i) => crate::verdict::explain(path, &meta, &[i])
+            .input(path)?
+            .pop()
+            .map(|(_, x)| x),
+        None => None,
+    };
     Ok(render(
         &d,
         &meta,
+        verdict.as_ref(),
         &path.display().to_string(),
         Paint { on: colour },
     ))
 }
 
-fn render(d: &Drawing, meta: &Meta, name: &str, paint: Paint) -> String {
+fn render(
+    d: &Drawing,
+    meta: &Meta,
+    verdict: Option<&Explanation>,
+    name: &str,
+    paint: Paint,
+) -> String {
     let mut o = String::new();
     let r = d.range;
     let _ = writeln!(
@@ -216,6 +230,10 @@ fn render(d: &Drawing, meta: &Meta, name: &str, paint: Paint) -> String {
             offset(req.start_unix_ns, meta.from_ns),
             offset(req.end_unix_ns, meta.from_ns)
         );
+    }
+    if let Some(x) = verdict {
+        let _ = writeln!(o, "verdict   {}", x.sentence);
+        let _ = writeln!(o, "          {}", crate::verdict::shares_line(x));
     }
     let _ = writeln!(o);
 

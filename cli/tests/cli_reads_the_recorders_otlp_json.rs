@@ -230,6 +230,12 @@ fn a_demo_runs_json_reads_as_one_timeline_per_thread() {
         "a 10 s demo cuts overlapping windows:\n{summary}"
     );
     assert!(!summary.contains("(window"), "{summary}");
+    // The headline: a verdict on each of the slowest requests, with its shares.
+    assert!(
+        summary.contains("\nverdicts  the 5 slowest requests\n"),
+        "{summary}"
+    );
+    assert_eq!(summary.matches("): own_cpu ").count(), 5, "{summary}");
 
     // One lane per thread: each lane index once, and no more lanes than
     // the demo has threads that record (two workers and the main thread).
