@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use tokio_blackbox::analysis::{self, Visitor};
-use tokio_blackbox::{Event, Poll, Window};
+use tokio_blackbox::{Event, Lane, Poll, Window};
 
 /// Two events of one kind, subject and argument on one lane this close
 /// (after the shift) are the same event: the clock conversion rounds.
@@ -21,6 +21,9 @@ const SAME_NS: u64 = 100;
 
 /// How far apart the clock conversion can put one instant after the shift.
 const ROUNDING_NS: u64 = 2;
+
+/// How far around a window the timeline it joins is searched for its polls.
+const MARGIN_NS: u64 = 10_000_000;
 
 /// Whether `a` and `b` overlap or touch in time.
 fn overlaps(a: &Window, b: &Window) -> bool {
@@ -73,7 +76,9 @@ impl Visitor for Starts {
 /// the polls both show, 0 when they show none in common.
 fn offset(t: &Window, w: &Window) -> i64 {
     let (mut a, mut b) = (Starts::default(), Starts::default());
-    analysis::scan_window(t, &mut a);
+    // Only `t`'s part around `w` can show the same polls: scanning that
+    // keeps folding many windows linear in their size.
+    analysis::scan_window(&around(t, w.from_unix_ns, w.to_unix_ns), &mut a);
     analysis::scan_window(w, &mut b);
     let mut votes: HashMap<i64, u32> = HashMap::new();
     for (key, starts) in &b.0 {
@@ -96,6 +101,30 @@ fn offset(t: &Window, w: &Window) -> i64 {
         .copied()
         .max_by_key(|&d| (score(d), std::cmp::Reverse(d.unsigned_abs())))
         .unwrap_or(0)
+}
+
+/// `t` with only the events of `[from - MARGIN_NS, to + MARGIN_NS]`.
+fn around(t: &Window, from: u64, to: u64) -> Window {
+    let (from, to) = (
+        from.saturating_sub(MARGIN_NS).max(t.from_unix_ns),
+        to.saturating_add(MARGIN_NS).min(t.to_unix_ns),
+    );
+    let mut part = Window::default();
+    (part.from_unix_ns, part.to_unix_ns) = (from, to.max(from));
+    part.schedule_delay = t.schedule_delay;
+    part.lanes = t
+        .lanes
+        .iter()
+        .map(|l| {
+            let lo = l.events.partition_point(|e| e.ts < from);
+            let hi = l.events.partition_point(|e| e.ts <= to);
+            let mut lane = Lane::default();
+            lane.index = l.index;
+            lane.events = l.events[lo..hi.max(lo)].to_vec();
+            lane
+        })
+        .collect();
+    part
 }
 
 fn shift(ts: u64, by: i64) -> u64 {
