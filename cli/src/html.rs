@@ -12,9 +12,11 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use serde_json::json;
+use tokio_blackbox::analysis::Visitor;
 use tokio_blackbox::event::NO_STRING;
+use tokio_blackbox::{Lane, Poll};
 
-use crate::scan::{self, LaneInfo, Meta, PollItem, Visitor};
+use crate::scan::{self, Meta, View};
 use crate::select::{Clip, Range};
 use crate::{Failure, InputContext};
 
@@ -43,6 +45,8 @@ struct Page<'a> {
     rows: Vec<(&'static str, String, usize)>,
     parked_at: Option<u64>,
     polls: u64,
+    /// The verdicts on the slowest requests, by request id.
+    verdicts: Vec<(u64, serde_json::Value)>,
 }
 
 impl Page<'_> {
@@ -100,8 +104,8 @@ impl Page<'_> {
     }
 }
 
-impl Visitor for Page<'_> {
-    fn begin(&mut self, meta: &Meta) {
+impl View for Page<'_> {
+    fn meta(&mut self, meta: &Meta) {
         self.from_ns = meta.from_ns;
         let requests: Vec<_> = meta
             .requests
@@ -115,6 +119,11 @@ impl Visitor for Page<'_> {
                     "start": self.rel(r.start_unix_ns),
                     "end": self.rel(r.end_unix_ns),
                     "error": r.error,
+                    "verdict": self
+                        .verdicts
+                        .iter()
+                        .find(|(id, _)| *id == r.request_id)
+                        .map(|(_, v)| v),
                 })
             })
             .collect();
@@ -140,8 +149,10 @@ impl Visitor for Page<'_> {
         );
         self.emit(&text);
     }
+}
 
-    fn lane(&mut self, lane: &LaneInfo) {
+impl Visitor for Page<'_> {
+    fn lane(&mut self, lane: &Lane) {
         self.parked_at = None;
         let thread = script_json(&json!(lane.thread));
         self.row(
@@ -150,9 +161,9 @@ impl Visitor for Page<'_> {
         );
     }
 
-    fn poll(&mut self, p: &PollItem) {
+    fn poll(&mut self, p: &Poll) {
         self.polls += 1;
-        let delay = p.delay_ns.map_or(-1, |d| d as i64);
+        let delay = p.sched_delay_ns.map_or(-1, |d| d as i64);
         let loc = if p.location == NO_STRING {
             -1
         } else {
@@ -253,7 +264,29 @@ pub(crate) fn run(path: &Path, range: Range, out: &mut dyn Write) -> Result<(), 
         escape(&name)
     )
     .map_err(io)?;
+    // The verdicts: on the slowest requests of the range, and on the one
+    // it is about.
+    let meta = scan::read_meta(path).input(path)?;
+    let mut which: Vec<usize> = crate::verdict::slowest(&meta, usize::MAX)
+        .into_iter()
+        .filter(|&i| {
+            let r = &meta.requests[i];
+            r.end_unix_ns >= range.from_ns && r.start_unix_ns <= range.to_ns
+        })
+        .take(crate::verdict::SHOWN)
+        .collect();
+    if let Some(i) = range.request
+        && !which.contains(&i)
+    {
+        which.push(i);
+    }
+    let verdicts = crate::verdict::explain(path, &meta, &which)
+        .input(path)?
+        .into_iter()
+        .map(|(i, x)| (meta.requests[i].request_id, crate::verdict::json(&x)))
+        .collect();
     let mut page = Page {
+        verdicts,
         out: &mut *out,
         error: None,
         from_ns: 0,

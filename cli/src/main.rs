@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod fmt;
 mod html;
+mod merge;
 mod otlp_json;
 mod perfetto;
 mod replay;
@@ -21,6 +22,7 @@ mod scan;
 mod select;
 mod summary;
 mod timeline;
+mod verdict;
 
 use scan::ReadError;
 
@@ -145,7 +147,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Summary { file } => {
             let mut s = summary::Summary::default();
-            scan::scan(&file, &mut s).input(&file)?;
+            let meta = scan::scan(&file, &mut s).input(&file)?;
+            let slowest = verdict::slowest(&meta, verdict::SHOWN);
+            s.verdicts = verdict::explain(&file, &meta, &slowest).input(&file)?;
             print(&s.render(&file.display().to_string()))
         }
         Command::Timeline { file, range, width } => {

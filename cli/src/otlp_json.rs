@@ -375,6 +375,18 @@ pub(crate) fn windows_of_line(
                 lane.events.push(Event::new(e.time_unix_nano, kind, 0, 0));
             }
         }
+        // Where polls end, per lane: a cut poll starting at one of them began
+        // before the window (or a lost event), not at a lost end.
+        let lane_ends: std::collections::HashSet<(u32, u64)> = kids
+            .iter()
+            .filter_map(|task| children.get(&(t, span_id(&task.span_id))))
+            .flatten()
+            .filter(|p| p.name == keys::POLL_SPAN)
+            .filter_map(|p| {
+                let lane = a_u64(&p.attributes, keys::POLL_LANE)? as u32;
+                Some((lane, p.end_time_unix_nano))
+            })
+            .collect();
         // Tasks and their polls.
         for task in kids
             .iter()
@@ -417,16 +429,35 @@ pub(crate) fn windows_of_line(
                     .filter(|_| w.schedule_delay)
                     .map_or(0, |d| encode_delay(ms_ns(d)));
                 let (start, end) = (p.start_time_unix_nano, p.end_time_unix_nano);
-                lane.events
-                    .push(Event::new(start, EventKind::PollStart, id, delay));
-                if in_request {
+                // A poll cut by the window's edge has one end the window
+                // made up: leave that event out, so the pairing rules cut it
+                // again here and a neighbouring window's real end (or start)
+                // takes its place when windows are merged.
+                let (has_start, has_end) = if a_bool(pa, keys::POLL_COMPLETE) == Some(false) {
+                    let cut_at_start =
+                        end < to && (start <= from || lane_ends.contains(&(index, start)));
+                    (!cut_at_start, end < to && cut_at_start)
+                } else {
+                    (true, true)
+                };
+                if has_start {
                     lane.events
-                        .push(Event::new(start, EventKind::RequestEnter, primary, 0));
-                    lane.events
-                        .push(Event::new(end, EventKind::RequestExit, primary, 0));
+                        .push(Event::new(start, EventKind::PollStart, id, delay));
                 }
-                lane.events
-                    .push(Event::new(end, EventKind::PollEnd, id, loc));
+                if in_request {
+                    if has_start {
+                        lane.events
+                            .push(Event::new(start, EventKind::RequestEnter, primary, 0));
+                    }
+                    if has_end {
+                        lane.events
+                            .push(Event::new(end, EventKind::RequestExit, primary, 0));
+                    }
+                }
+                if has_end {
+                    lane.events
+                        .push(Event::new(end, EventKind::PollEnd, id, loc));
+                }
             }
             let lane = lanes
                 .entry(first_lane)

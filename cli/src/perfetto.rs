@@ -18,10 +18,11 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use serde_json::json;
-use tokio_blackbox::EventKind;
+use tokio_blackbox::analysis::Visitor;
 use tokio_blackbox::event::NO_STRING;
+use tokio_blackbox::{Lane, Poll};
 
-use crate::scan::{self, IdMap, LaneInfo, Meta, PollItem, Visitor};
+use crate::scan::{self, IdMap, Meta, View};
 use crate::select::{Clip, Range};
 use crate::{Failure, InputContext};
 
@@ -32,31 +33,33 @@ const PID_REQUESTS: u32 = 2;
 /// First pass: where each task was spawned (inside a poll) and first polled.
 #[derive(Debug, Default)]
 struct Flows {
-    polling: bool,
+    /// The last spawn seen: task, lane, time.
+    last_spawn: Option<(u64, u32, u64)>,
     spawned: IdMap<(u32, u64)>,
     first_poll: IdMap<u64>,
 }
 
-impl Visitor for Flows {
-    fn event(&mut self, _lane: u32, kind: EventKind, _ts: u64) {
-        match kind {
-            EventKind::PollStart => self.polling = true,
-            EventKind::PollEnd => self.polling = false,
-            _ => {}
-        }
-    }
+impl View for Flows {}
 
-    fn lane(&mut self, _lane: &LaneInfo) {
-        self.polling = false;
+impl Visitor for Flows {
+    fn lane(&mut self, _lane: &Lane) {
+        self.last_spawn = None;
     }
 
     fn spawn(&mut self, lane: u32, task: u64, _location: u16, ts: u64) {
-        if self.polling {
+        self.last_spawn = Some((task, lane, ts));
+    }
+
+    fn spawned_by(&mut self, task: u64, _parent: u64) {
+        // Spawned inside a poll (the analyzer says so right after the spawn).
+        if let Some((t, lane, ts)) = self.last_spawn
+            && t == task
+        {
             self.spawned.insert(task, (lane, ts));
         }
     }
 
-    fn poll(&mut self, p: &PollItem) {
+    fn poll(&mut self, p: &Poll) {
         let first = self.first_poll.entry(p.task).or_insert(p.start_ns);
         *first = (*first).min(p.start_ns);
     }
@@ -115,7 +118,7 @@ impl Writer<'_> {
         self.meta.as_ref().and_then(|m| m.string(i))
     }
 
-    fn task_name(&self, task: u64) -> String {
+    fn label(&self, task: u64) -> String {
         match self.locations.get(&task).and_then(|&l| self.string(l)) {
             Some(loc) => format!("task {}", loc.rsplit_once(':').map_or(loc, |(fl, _)| fl)),
             None => format!("task {task}"),
@@ -123,8 +126,8 @@ impl Writer<'_> {
     }
 }
 
-impl Visitor for Writer<'_> {
-    fn begin(&mut self, meta: &Meta) {
+impl View for Writer<'_> {
+    fn meta(&mut self, meta: &Meta) {
         self.meta = Some(meta.clone());
         let meta_events = [
             json!({"ph": "M", "name": "process_name", "pid": PID_RUNTIME, "tid": 0, "args": {"name": "tokio runtime"}}),
@@ -159,8 +162,10 @@ impl Visitor for Writer<'_> {
             }
         }
     }
+}
 
-    fn lane(&mut self, lane: &LaneInfo) {
+impl Visitor for Writer<'_> {
+    fn lane(&mut self, lane: &Lane) {
         self.flush_pending();
         self.parked_at = None;
         let name = format!("lane {} {}", lane.index, lane.thread);
@@ -174,7 +179,7 @@ impl Visitor for Writer<'_> {
         }
     }
 
-    fn poll(&mut self, p: &PollItem) {
+    fn poll(&mut self, p: &Poll) {
         if p.location != NO_STRING {
             self.locations.insert(p.task, p.location);
         }
@@ -187,12 +192,12 @@ impl Visitor for Writer<'_> {
             "complete": p.complete,
             "long": long,
         });
-        if let Some(d) = p.delay_ns {
+        if let Some(d) = p.sched_delay_ns {
             args["scheduling_delay_us"] = json!(d as f64 / 1e3);
             args["woken_at_us"] = json!(self.us(p.start_ns.saturating_sub(d)));
         }
         let mut slice = json!({
-            "ph": "X", "name": self.task_name(p.task), "cat": "poll",
+            "ph": "X", "name": self.label(p.task), "cat": "poll",
             "pid": PID_RUNTIME, "tid": p.lane,
             "ts": self.us(p.start_ns), "dur": p.duration_ns() as f64 / 1e3, "args": args,
         });

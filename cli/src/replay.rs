@@ -24,23 +24,28 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanExporter};
-use tokio_blackbox::dump::{FileKind, Record};
-use tokio_blackbox::export::otlp::{Budget, request_span, window_spans};
-use tokio_blackbox::{Lane, SlowRequest, Window};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanExporter};
+use tokio_blackbox::dump::FileKind;
+use tokio_blackbox::export::endpoint::{EndpointKind, traces_endpoint};
+use tokio_blackbox::export::otlp::{Budget, attach_request_spans, window_spans};
+use tokio_blackbox::export::{OtlpSettings, Protocol, names};
+use tokio_blackbox::{SlowRequest, Window};
 
 use crate::otlp_json::Lines;
-use crate::scan::ReadError;
 use crate::{Failure, InputContext};
 
-/// The OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Protocol {
-    /// OTLP/gRPC (port 4317).
-    Grpc,
-    /// OTLP/HTTP with a protobuf body (port 4318, path `/v1/traces`).
-    #[value(name = "http/protobuf")]
-    HttpProtobuf,
+/// The `--protocol` values: the library's [`Protocol`], by the names the
+/// OTLP variables use.
+fn protocol_parser() -> impl clap::builder::TypedValueParser<Value = Protocol> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+    PossibleValuesParser::new([
+        PossibleValue::new(Protocol::Grpc.as_str()).help("OTLP/gRPC (port 4317)"),
+        PossibleValue::new(Protocol::HttpProtobuf.as_str())
+            .help("OTLP/HTTP with a protobuf body (port 4318, path `/v1/traces`)"),
+    ])
+    .try_map(|name: String| {
+        Protocol::parse(&name).ok_or_else(|| format!("{name:?} is not an OTLP protocol"))
+    })
 }
 
 /// The arguments of `blackbox replay`.
@@ -54,7 +59,7 @@ pub(crate) struct ReplayArgs {
     #[arg(long, value_name = "URL")]
     endpoint: String,
     /// The OTLP transport.
-    #[arg(long, value_enum, default_value = "grpc")]
+    #[arg(long, default_value = "grpc", value_parser = protocol_parser())]
     protocol: Protocol,
     /// `service.name` of the spans sent. Binary files: the default is
     /// `blackbox-replay`. OTLP JSON files keep the service they were recorded
@@ -191,67 +196,14 @@ fn binary_windows(args: &ReplayArgs) -> Result<Vec<Window>, Failure> {
             w
         })
         .collect();
-    if windows.is_empty() {
-        return Ok(windows);
-    }
-    let (mut reader, bar) = crate::scan::open(path).input(path)?;
-    let result = (|| {
-        let mut lane_index = None;
-        loop {
-            let at = reader.offset();
-            let Some(record) = reader.next_record()? else {
-                return Ok(());
-            };
-            match record {
-                Record::Lane {
-                    index,
-                    thread,
-                    events_lost,
-                } => {
-                    lane_index = Some(index);
-                    for w in &mut windows {
-                        let mut lane = Lane::default();
-                        lane.index = index;
-                        lane.thread = thread.clone();
-                        // Events lost to overwrite were the lane's oldest:
-                        // they count for a window reaching back to the file's start.
-                        if w.from_unix_ns <= meta.from_ns {
-                            lane.events_lost = events_lost;
-                        }
-                        w.lanes.push(lane);
-                    }
-                }
-                Record::Events { lane, events } => {
-                    if lane_index != Some(lane) {
-                        return Err(ReadError::UndeclaredLane { offset: at, lane });
-                    }
-                    for w in &mut windows {
-                        let (from, to) = (w.from_unix_ns, w.to_unix_ns);
-                        if let Some(l) = w.lanes.last_mut() {
-                            l.events
-                                .extend(events.iter().filter(|e| e.ts >= from && e.ts <= to));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    })();
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    result.input(path)?;
-    for w in &mut windows {
-        w.lanes
-            .retain(|l| !l.events.is_empty() || l.events_lost > 0);
-    }
+    crate::scan::cut_windows(path, meta.from_ns, &mut windows).input(path)?;
     Ok(windows)
 }
 
 /// The resource of replayed binary windows: the library's (with `host.name`,
 /// which keeps Jaeger's clock-skew adjuster away) under the chosen service name.
 fn resource(service_name: Option<&str>) -> Resource {
-    let base = tokio_blackbox::export::transport::resource();
+    let base = tokio_blackbox::export::resource();
     Resource::builder_empty()
         .with_attributes(
             base.iter()
@@ -261,14 +213,13 @@ fn resource(service_name: Option<&str>) -> Resource {
         .build()
 }
 
-/// The traces URL for HTTP: `/v1/traces` added when the URL has no path.
-fn http_url(endpoint: &str) -> String {
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-    if rest.trim_end_matches('/').contains('/') {
-        endpoint.to_owned()
-    } else {
-        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
-    }
+/// The URL sent to: the library's rule for a URL given on the command line.
+fn traces_url(args: &ReplayArgs) -> String {
+    traces_endpoint(
+        &args.endpoint,
+        args.protocol,
+        EndpointKind::of_url(&args.endpoint),
+    )
 }
 
 /// An error and its causes, each once (transport errors say little alone).
@@ -308,21 +259,14 @@ fn progress(len: Option<u64>, message: String) -> Option<ProgressBar> {
 }
 
 async fn replay_windows(args: &ReplayArgs, windows: Vec<Window>) -> Result<Report, Failure> {
-    use opentelemetry_otlp::WithExportConfig;
-    let build = match args.protocol {
-        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(args.endpoint.clone())
-            .with_timeout(args.timeout)
-            .build(),
-        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(http_url(&args.endpoint))
-            .with_timeout(args.timeout)
-            .build(),
-    };
-    let mut exporter = build
+    let settings = OtlpSettings::new(
+        args.endpoint.clone(),
+        args.protocol,
+        EndpointKind::of_url(&args.endpoint),
+    )
+    .with_timeout(args.timeout);
+    let mut exporter = settings
+        .build_exporter()
         .map_err(|e| Failure::Usage(format!("--endpoint {}: {}", args.endpoint, one_line(e))))?;
     exporter.set_resource(&resource(args.service_name.as_deref()));
     let bar = progress(
@@ -332,15 +276,9 @@ async fn replay_windows(args: &ReplayArgs, windows: Vec<Window>) -> Result<Repor
     let mut report = Report::default();
     for w in &windows {
         let (mut spans, at) = window_spans(w, Budget::default());
-        if !args.without_request_spans {
-            let own: Vec<SpanData> = w
-                .requests
-                .iter()
-                .filter(|r| !r.own_span)
-                .map(|r| request_span(r, "replay"))
-                .collect();
-            spans.extend(own);
-        }
+        attach_request_spans(w, &mut spans, names::SOURCE_REPLAY, |_| {
+            !args.without_request_spans
+        });
         let n = spans.len() as u64;
         exporter
             .export(spans)
@@ -403,7 +341,7 @@ impl Sender {
                     .timeout(args.timeout)
                     .build()
                     .map_err(|e| unreachable(&e))?;
-                Sender::Http(client, http_url(&args.endpoint))
+                Sender::Http(client, traces_url(args))
             }
         })
     }
@@ -566,16 +504,29 @@ mod tests {
 
     #[test]
     fn http_urls_get_the_traces_path_only_without_one() {
-        assert_eq!(http_url("http://h:4318"), "http://h:4318/v1/traces");
-        assert_eq!(http_url("http://h:4318/"), "http://h:4318/v1/traces");
+        let url = |endpoint: &str, protocol: &str| {
+            let c = Cmd::parse_from([
+                "replay",
+                "f",
+                "--endpoint",
+                endpoint,
+                "--protocol",
+                protocol,
+            ]);
+            traces_url(&c.args)
+        };
+        let http = "http/protobuf";
+        assert_eq!(url("http://h:4318", http), "http://h:4318/v1/traces");
+        assert_eq!(url("http://h:4318/", http), "http://h:4318/v1/traces");
         assert_eq!(
-            http_url("http://h:4318/v1/traces"),
+            url("http://h:4318/v1/traces", http),
             "http://h:4318/v1/traces"
         );
         assert_eq!(
-            http_url("https://h/otlp/v1/traces"),
+            url("https://h/otlp/v1/traces", http),
             "https://h/otlp/v1/traces"
         );
+        assert_eq!(url("http://h:4317", "grpc"), "http://h:4317");
     }
 
     #[test]

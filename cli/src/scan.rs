@@ -1,12 +1,9 @@
-//! Streaming a dump or capture file, lane by lane, as polls, spawns, parks
-//! and request intervals, with memory bounded by one record and the state
-//! of one lane.
-//!
-//! [`Window::tasks`](tokio_blackbox::Window::tasks) and friends need the whole
-//! window in memory; a dump of a busy service can be gigabytes, so every
-//! subcommand reads through [`scan`] instead. It pairs events exactly as
-//! `Window::tasks` does: a poll start with no end is cut at the next start or
-//! at the window's end, a poll end with no start begins at the window's start.
+//! Reading a file for the subcommands: a dump or capture streams through
+//! the library's analyzer ([`analysis::scan_dump`], memory bounded by one
+//! record and one lane's pairing state); the recorder's OTLP JSON file is
+//! read into one timeline per thread. No pairing happens here: polls,
+//! request intervals and task–request links are the analyzer's
+//! ([`tokio_blackbox::analysis`] documents its rules).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Read};
@@ -14,9 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio_blackbox::dump::{DumpReader, FileKind, Header, Record};
-use tokio_blackbox::event::{NO_STRING, decode_delay};
-use tokio_blackbox::{DumpError, EventKind, SlowRequest, Window};
+use tokio_blackbox::analysis::{self, Bounds, LaneScan};
+use tokio_blackbox::dump::{DumpReader, FileKind, Header, Part};
+use tokio_blackbox::event::NO_STRING;
+use tokio_blackbox::{DumpError, Lane, Poll, SlowRequest, Window};
 
 use crate::otlp_json::{self, Lines, ReadFailure};
 
@@ -40,8 +38,6 @@ pub(crate) struct Meta {
     /// binary file). Its header is made up: a capture, format 1.0, with
     /// the flags of its windows.
     pub(crate) json_windows: Option<u64>,
-    /// For an OTLP JSON file, the largest lane index of its windows.
-    json_max_lane: u32,
 }
 
 impl Meta {
@@ -68,70 +64,27 @@ pub(crate) struct LaneInfo {
 }
 
 impl LaneInfo {
+    /// A lane's index, thread and losses (not its events).
+    pub(crate) fn of(lane: &Lane) -> LaneInfo {
+        LaneInfo {
+            index: lane.index,
+            thread: lane.thread.clone(),
+            events_lost: lane.events_lost,
+        }
+    }
+
     /// Whether the lane belongs to a Tokio worker thread.
     pub(crate) fn is_worker(&self) -> bool {
         self.thread.contains("worker")
     }
 }
 
-/// One poll of a task on a lane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PollItem {
-    pub(crate) lane: u32,
-    pub(crate) task: u64,
-    pub(crate) start_ns: u64,
-    pub(crate) end_ns: u64,
-    /// The scheduling delay before the poll, when the file records them.
-    pub(crate) delay_ns: Option<u64>,
-    /// The spawn location's string index ([`NO_STRING`] when unknown).
-    pub(crate) location: u16,
-    /// `false` when the poll was cut by the window's edge or a lost event.
-    pub(crate) complete: bool,
-}
-
-impl PollItem {
-    pub(crate) fn duration_ns(&self) -> u64 {
-        self.end_ns.saturating_sub(self.start_ns)
-    }
-}
-
-/// What a subcommand does with the items of a file. Every method has an
-/// empty default, so each visitor implements only what it draws.
-pub(crate) trait Visitor {
+/// What a subcommand does with a file: the analyzer's items (it implements
+/// [`analysis::Visitor`]; its `begin` is not used), and first what the file
+/// says before its lanes.
+pub(crate) trait View: analysis::Visitor {
     /// Called once, before the first lane (or at the end for a file without lanes).
-    fn begin(&mut self, _meta: &Meta) {}
-    /// A lane starts.
-    fn lane(&mut self, _lane: &LaneInfo) {}
-    /// An event of the lane, before it is paired (counting, ranges).
-    fn event(&mut self, _lane: u32, _kind: EventKind, _ts: u64) {}
-    /// A poll ended (or was cut).
-    fn poll(&mut self, _poll: &PollItem) {}
-    /// A task was spawned on `lane` (`location` is a string index, or `NO_STRING`).
-    fn spawn(&mut self, _lane: u32, _task: u64, _location: u16, _ts: u64) {}
-    /// A task terminated.
-    fn terminate(&mut self, _lane: u32, _task: u64, _ts: u64) {}
-    /// The lane's thread parked (`true`) or unparked (`false`).
-    fn park(&mut self, _lane: u32, _ts: u64, _parked: bool) {}
-    /// A request span opened.
-    fn request_open(&mut self, _request: u64, _name: u16, _ts: u64) {}
-    /// A request span closed.
-    fn request_close(&mut self, _request: u64, _ts: u64) {}
-    /// A request span was entered on `lane` over `[start, end]`.
-    fn entered(&mut self, _lane: u32, _request: u64, _start_ns: u64, _end_ns: u64) {}
-    /// `task` worked for `request`: it entered the request's span, or was spawned inside it.
-    fn task_request(&mut self, _task: u64, _request: u64) {}
-    /// The lane ended.
-    fn lane_end(&mut self, _lane: u32) {}
-}
-
-/// The pairing state of the lane being read.
-#[derive(Debug, Default)]
-struct LaneState {
-    index: u32,
-    /// The poll in progress: task, start, delay.
-    open: Option<(u64, u64, Option<u64>)>,
-    /// Requests entered and not yet exited, innermost last, with enter time.
-    entered: Vec<(u64, u64)>,
+    fn meta(&mut self, _meta: &Meta) {}
 }
 
 /// A reader over a file, and its progress bar when one is shown.
@@ -188,21 +141,27 @@ pub(crate) fn open_input(
     Ok((input, bar))
 }
 
-/// Reads `path` through `visitor`; returns what the file said before its lanes.
+/// Reads `path` through `view`; returns what the file said before its lanes.
+///
+/// A binary file streams through [`analysis::scan_dump`]; an OTLP JSON file
+/// is read into one timeline per thread (see [`scan_json`]).
 ///
 /// # Errors
 ///
 /// A [`ReadError`], with the byte offset, for bad input.
-pub(crate) fn scan(path: &Path, visitor: &mut dyn Visitor) -> Result<Meta, ReadError> {
+pub(crate) fn scan(path: &Path, view: &mut dyn View) -> Result<Meta, ReadError> {
     if is_json(path)? {
-        return scan_json(path, visitor);
+        return scan_json(path, view);
     }
+    let meta = read_meta(path)?;
+    view.meta(&meta);
     let (mut reader, bar) = open(path)?;
-    let result = scan_reader(&mut reader, visitor);
+    let result = analysis::scan_dump(&mut reader, view);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    result
+    result?;
+    Ok(meta)
 }
 
 /// Reads only the part of `path` before its first lane.
@@ -211,13 +170,30 @@ pub(crate) fn read_meta(path: &Path) -> Result<Meta, ReadError> {
         return json_meta(path);
     }
     let (mut reader, _) = open(path)?;
-    let mut meta = empty_meta(*reader.header());
-    while let Some(record) = reader.next_record()? {
-        if !apply_meta(&mut meta, &record) {
-            break;
+    let header = *reader.header();
+    let mut meta = None;
+    /// Stops the stream at the first lane.
+    enum Stop {
+        Dump(DumpError),
+        Begun,
+    }
+    impl From<DumpError> for Stop {
+        fn from(e: DumpError) -> Stop {
+            Stop::Dump(e)
         }
     }
-    Ok(meta)
+    let result = reader.stream(|part| match part {
+        Part::Begin(w) => {
+            meta = Some(meta_of(header, w));
+            Err(Stop::Begun)
+        }
+        _ => Ok(()),
+    });
+    match result {
+        Ok(w) => Ok(meta_of(header, &w)),
+        Err(Stop::Begun) => Ok(meta.unwrap_or_else(|| empty_meta(header))),
+        Err(Stop::Dump(e)) => Err(e.into()),
+    }
 }
 
 fn empty_meta(header: Header) -> Meta {
@@ -232,111 +208,30 @@ fn empty_meta(header: Header) -> Meta {
         strings: Vec::new(),
         requests: Vec::new(),
         json_windows: None,
-        json_max_lane: 0,
     }
 }
 
-/// Folds a header-part record into `meta`; `false` for a lane or events record.
-fn apply_meta(meta: &mut Meta, record: &Record) -> bool {
-    match record {
-        Record::Meta {
-            sequence,
-            from_unix_ns,
-            to_unix_ns,
-            threshold,
-            long_poll,
-        } => {
-            meta.sequence = *sequence;
-            meta.from_ns = *from_unix_ns;
-            meta.file_from_ns = *from_unix_ns;
-            meta.to_ns = *to_unix_ns;
-            meta.threshold = *threshold;
-            meta.long_poll = *long_poll;
-        }
-        Record::Strings(s) => meta.strings.extend(s.iter().cloned()),
-        Record::Request(r) => meta.requests.push(r.clone()),
-        _ => return false,
+/// The metadata of a binary file: its header and the part before its lanes.
+fn meta_of(header: Header, w: &Window) -> Meta {
+    Meta {
+        header,
+        sequence: w.sequence,
+        from_ns: w.from_unix_ns,
+        file_from_ns: w.from_unix_ns,
+        to_ns: w.to_unix_ns,
+        threshold: w.threshold,
+        long_poll: w.long_poll,
+        strings: w.strings.clone(),
+        requests: w.requests.clone(),
+        json_windows: None,
     }
-    true
-}
-
-/// [`scan`] over any reader.
-pub(crate) fn scan_reader<R: Read>(
-    reader: &mut DumpReader<R>,
-    v: &mut dyn Visitor,
-) -> Result<Meta, ReadError> {
-    let mut meta = empty_meta(*reader.header());
-    let mut begun = false;
-    let mut lane: Option<LaneState> = None;
-    loop {
-        let at = reader.offset();
-        let Some(record) = reader.next_record()? else {
-            break;
-        };
-        if apply_meta(&mut meta, &record) {
-            continue;
-        }
-        if !begun {
-            v.begin(&meta);
-            begun = true;
-        }
-        match record {
-            Record::Lane {
-                index,
-                thread,
-                events_lost,
-            } => {
-                if let Some(done) = lane.take() {
-                    finish_lane(done, &meta, v);
-                }
-                v.lane(&LaneInfo {
-                    index,
-                    thread,
-                    events_lost,
-                });
-                lane = Some(LaneState {
-                    index,
-                    ..LaneState::default()
-                });
-            }
-            Record::Events {
-                lane: index,
-                events,
-            } => {
-                let Some(state) = lane.as_mut().filter(|l| l.index == index) else {
-                    return Err(ReadError::UndeclaredLane {
-                        offset: at,
-                        lane: index,
-                    });
-                };
-                for e in &events {
-                    if let Some(kind) = e.kind() {
-                        v.event(index, kind, e.ts);
-                        step(state, &meta, v, kind, e.subject(), e.arg(), e.ts);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(done) = lane.take() {
-        finish_lane(done, &meta, v);
-    }
-    if !begun {
-        v.begin(&meta);
-    }
-    Ok(meta)
 }
 
 /// Why a file could not be read: the reader's error, or one the stream
-/// finds itself (the same wording as [`DumpReader::read_all`]).
+/// finds itself.
 #[derive(Debug)]
 pub(crate) enum ReadError {
     Dump(DumpError),
-    UndeclaredLane {
-        offset: u64,
-        lane: u32,
-    },
     /// A line of an OTLP JSON file that does not parse.
     Json(otlp_json::LineError),
 }
@@ -345,10 +240,6 @@ impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReadError::Dump(e) => e.fmt(f),
-            ReadError::UndeclaredLane { offset, lane } => write!(
-                f,
-                "corrupt file at byte {offset}: events for lane {lane}, which has no LANE record before them"
-            ),
             ReadError::Json(e) => write!(
                 f,
                 "line {} (byte {}): not an OTLP JSON ExportTraceServiceRequest: {}",
@@ -441,9 +332,6 @@ fn json_meta(path: &Path) -> Result<Meta, ReadError> {
         }
         meta.requests.extend(w.requests);
         strings = w.strings;
-        if let Some(max) = w.lanes.iter().map(|l| l.index).max() {
-            meta.json_max_lane = meta.json_max_lane.max(max);
-        }
         Ok(())
     })?;
     meta.file_from_ns = meta.from_ns;
@@ -452,129 +340,169 @@ fn json_meta(path: &Path) -> Result<Meta, ReadError> {
     Ok(meta)
 }
 
-/// [`scan`] for an OTLP JSON file: a first pass for the metadata, then
-/// each window's lanes. Visitors see each lane once, so a thread seen in an
-/// earlier window gets a fresh lane index past the file's largest and its
-/// name says which window it is (`tokio-runtime-worker (window 2)`).
-fn scan_json(path: &Path, v: &mut dyn Visitor) -> Result<Meta, ReadError> {
+/// The windows of one process, overlapping ones merged with
+/// [`Window::merge`]: time-ordered timelines with gaps between them.
+#[derive(Debug, Default)]
+struct Process {
+    pid: Option<u32>,
+    timelines: Vec<Window>,
+}
+
+/// [`scan`] for an OTLP JSON file. The recorder writes a window per
+/// trigger, and windows overlap; those of one process that overlap are
+/// merged into one timeline ([`crate::merge`]: one lane per thread, each
+/// event once). Visitors then see each thread once, as one lane whose
+/// items run through every timeline of the process in time order; the
+/// pairing rules apply per timeline, so no poll is paired across a gap.
+/// A second process's threads get lane indexes past the first's, their
+/// names saying whose they are (`tokio-runtime-worker (pid 42)`).
+fn scan_json(path: &Path, v: &mut dyn View) -> Result<Meta, ReadError> {
     let meta = json_meta(path)?;
-    v.begin(&meta);
-    let mut used = std::collections::HashSet::new();
-    let mut next_free = meta.json_max_lane.saturating_add(1);
-    let mut window = 0u64;
-    json_windows(path, |w, _| {
-        window += 1;
-        for lane in w.lanes {
-            let (mut index, mut thread) = (lane.index, lane.thread);
-            if !used.insert(index) {
-                index = next_free;
-                next_free = next_free.saturating_add(1);
-                thread = format!("{thread} (window {window})");
-            }
-            v.lane(&LaneInfo {
-                index,
-                thread,
-                events_lost: lane.events_lost,
-            });
-            let mut state = LaneState {
-                index,
-                ..LaneState::default()
-            };
-            for e in &lane.events {
-                if let Some(kind) = e.kind() {
-                    v.event(index, kind, e.ts);
-                    step(&mut state, &meta, v, kind, e.subject(), e.arg(), e.ts);
+    v.meta(&meta);
+    let processes = json_processes(path)?;
+    let mut base = 0u32;
+    for (n, process) in processes.iter().enumerate() {
+        let mut lanes: Vec<(u32, &str, u64)> = Vec::new();
+        for t in &process.timelines {
+            for l in &t.lanes {
+                match lanes.iter_mut().find(|(i, _, _)| *i == l.index) {
+                    Some(seen) => seen.2 = seen.2.saturating_add(l.events_lost),
+                    None => lanes.push((l.index, &l.thread, l.events_lost)),
                 }
             }
-            finish_lane(state, &meta, v);
         }
-        Ok(())
-    })?;
+        lanes.sort_by_key(|&(i, _, _)| i);
+        for &(index, thread, events_lost) in &lanes {
+            let shown = base.saturating_add(index);
+            let thread = match (n, process.pid) {
+                (0, _) => thread.to_owned(),
+                (_, Some(pid)) => format!("{thread} (pid {pid})"),
+                (_, None) => format!("{thread} (process {})", n + 1),
+            };
+            let mut head = Lane::default();
+            (head.index, head.thread, head.events_lost) = (shown, thread, events_lost);
+            v.lane(&head);
+            for t in &process.timelines {
+                let Some(lane) = t.lanes.iter().find(|l| l.index == index) else {
+                    continue;
+                };
+                let mut scan = LaneScan::new(shown, &Bounds::of(t));
+                for e in &lane.events {
+                    scan.step(e, v);
+                }
+                scan.finish(&mut Held(&mut *v));
+            }
+            v.lane_end(shown);
+        }
+        if let Some(max) = lanes.last().map(|&(i, _, _)| i) {
+            base = base.saturating_add(max).saturating_add(1);
+        }
+    }
     Ok(meta)
 }
 
-fn step(
-    s: &mut LaneState,
-    meta: &Meta,
-    v: &mut dyn Visitor,
-    kind: EventKind,
-    subject: u64,
-    arg: u16,
-    ts: u64,
-) {
-    let lane = s.index;
-    match kind {
-        EventKind::TaskSpawn => {
-            v.spawn(lane, subject, arg, ts);
-            if let Some(&(r, _)) = s.entered.last() {
-                v.task_request(subject, r);
-            }
-        }
-        EventKind::PollStart => {
-            if let Some((task, start, delay)) = s.open.take() {
-                v.poll(&PollItem {
-                    lane,
-                    task,
-                    start_ns: start,
-                    end_ns: ts.max(start),
-                    delay_ns: delay,
-                    location: NO_STRING,
-                    complete: false,
+/// The windows of an OTLP JSON file as timelines, by process (see
+/// [`scan_json`]), the events of each instant in order.
+fn json_processes(path: &Path) -> Result<Vec<Process>, ReadError> {
+    let mut processes: Vec<Process> = Vec::new();
+    json_windows(path, |w, pid| {
+        let i = match processes.iter().position(|p| p.pid == pid) {
+            Some(i) => i,
+            None => {
+                processes.push(Process {
+                    pid,
+                    timelines: Vec::new(),
                 });
+                processes.len() - 1
             }
-            let delay = meta.header.schedule_delay.then(|| decode_delay(arg));
-            s.open = Some((subject, ts, delay));
-        }
-        EventKind::PollEnd => {
-            let (start, delay, complete) = match s.open.take() {
-                Some((task, start, delay)) if task == subject => (start, delay, true),
-                _ => (meta.from_ns.min(ts), None, false),
-            };
-            v.poll(&PollItem {
-                lane,
-                task: subject,
-                start_ns: start,
-                end_ns: ts.max(start),
-                delay_ns: delay,
-                location: arg,
-                complete,
-            });
-        }
-        EventKind::TaskTerminate => v.terminate(lane, subject, ts),
-        EventKind::Park => v.park(lane, ts, true),
-        EventKind::Unpark => v.park(lane, ts, false),
-        EventKind::RequestOpen => v.request_open(subject, arg, ts),
-        EventKind::RequestClose => v.request_close(subject, ts),
-        EventKind::RequestEnter => {
-            s.entered.push((subject, ts));
-            if let Some((task, _, _)) = s.open {
-                v.task_request(task, subject);
-            }
-        }
-        EventKind::RequestExit => {
-            let start = match s.entered.iter().rposition(|&(r, _)| r == subject) {
-                Some(pos) => s.entered.remove(pos).1,
-                None => meta.from_ns.min(ts),
-            };
-            v.entered(lane, subject, start, ts.max(start));
-        }
-        _ => {}
+        };
+        crate::merge::fold(&mut processes[i].timelines, w);
+        Ok(())
+    })?;
+    for lane in processes
+        .iter_mut()
+        .flat_map(|p| p.timelines.iter_mut())
+        .flat_map(|t| t.lanes.iter_mut())
+    {
+        crate::merge::order_instants(&mut lane.events);
+    }
+    Ok(processes)
+}
+
+/// The timelines of an OTLP JSON file, every process's, in file order.
+pub(crate) fn json_timelines(path: &Path) -> Result<Vec<Window>, ReadError> {
+    Ok(json_processes(path)?
+        .into_iter()
+        .flat_map(|p| p.timelines)
+        .collect())
+}
+
+/// Passes every item on but a timeline's `lane_end`: a thread's lane ends
+/// once, after its last timeline.
+struct Held<'a>(&'a mut dyn View);
+
+impl analysis::Visitor for Held<'_> {
+    fn poll(&mut self, p: &Poll) {
+        self.0.poll(p);
+    }
+    fn entered(&mut self, lane: u32, request: u64, start_ns: u64, end_ns: u64) {
+        self.0.entered(lane, request, start_ns, end_ns);
     }
 }
 
-fn finish_lane(s: LaneState, meta: &Meta, v: &mut dyn Visitor) {
-    if let Some((task, start, delay)) = s.open {
-        v.poll(&PollItem {
-            lane: s.index,
-            task,
-            start_ns: start,
-            end_ns: meta.to_ns.max(start),
-            delay_ns: delay,
-            location: NO_STRING,
-            complete: false,
-        });
+/// Cuts `windows` (bounds, requests and settings set, no lanes) out of
+/// the binary file at `path` in one streaming pass: each gets the events of
+/// every lane inside its bounds. Memory is the windows' events.
+/// `file_from_ns` is the file's start: events lost to overwrite were a
+/// lane's oldest, so they count for a window reaching back to it.
+pub(crate) fn cut_windows(
+    path: &Path,
+    file_from_ns: u64,
+    windows: &mut [Window],
+) -> Result<(), ReadError> {
+    if windows.is_empty() {
+        return Ok(());
     }
-    v.lane_end(s.index);
+    let (mut reader, bar) = open(path)?;
+    let result = reader.stream(|part| {
+        match part {
+            Part::Lane {
+                index,
+                thread,
+                events_lost,
+            } => {
+                for w in windows.iter_mut() {
+                    let mut lane = Lane::default();
+                    lane.index = index;
+                    lane.thread = thread.to_owned();
+                    if w.from_unix_ns <= file_from_ns {
+                        lane.events_lost = events_lost;
+                    }
+                    w.lanes.push(lane);
+                }
+            }
+            Part::Events { events, .. } => {
+                for w in windows.iter_mut() {
+                    let (from, to) = (w.from_unix_ns, w.to_unix_ns);
+                    if let Some(l) = w.lanes.last_mut() {
+                        l.events
+                            .extend(events.iter().filter(|e| e.ts >= from && e.ts <= to));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok::<(), ReadError>(())
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result?;
+    for w in windows.iter_mut() {
+        w.lanes
+            .retain(|l| !l.events.is_empty() || l.events_lost > 0);
+    }
+    Ok(())
 }
 
 /// A hasher for ids that are already well spread (task and request ids):

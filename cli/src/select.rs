@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use tokio_blackbox::EventKind;
+use tokio_blackbox::analysis::Visitor;
+use tokio_blackbox::{Event, Lane, Poll};
 
 use crate::Failure;
-use crate::scan::{LaneInfo, Meta, PollItem, Visitor};
+use crate::scan::{Meta, View};
 
 /// The part of a file to show.
 #[derive(Debug, Clone, clap::Args)]
@@ -155,7 +156,7 @@ impl<'a, V: ?Sized> Clip<'a, V> {
     }
 }
 
-impl<V: Visitor + ?Sized> Clip<'_, V> {
+impl<V: View + ?Sized> Clip<'_, V> {
     fn inside(&self, ts: u64) -> bool {
         ts >= self.range.from_ns && ts <= self.range.to_ns
     }
@@ -172,38 +173,47 @@ impl<V: Visitor + ?Sized> Clip<'_, V> {
     }
 }
 
-impl<V: Visitor + ?Sized> Visitor for Clip<'_, V> {
-    fn begin(&mut self, meta: &Meta) {
+impl<V: View + ?Sized> View for Clip<'_, V> {
+    fn meta(&mut self, meta: &Meta) {
         let mut meta = meta.clone();
         meta.from_ns = self.range.from_ns;
         meta.to_ns = self.range.to_ns;
         meta.requests
             .retain(|r| r.end_unix_ns >= self.range.from_ns && r.start_unix_ns <= self.range.to_ns);
         self.slow = meta.requests.iter().map(|r| r.request_id).collect();
-        self.inner.begin(&meta);
+        self.inner.meta(&meta);
     }
+}
 
-    fn lane(&mut self, lane: &LaneInfo) {
+impl<V: View + ?Sized> Visitor for Clip<'_, V> {
+    fn lane(&mut self, lane: &Lane) {
         self.parked_at = None;
         self.inner.lane(lane);
     }
 
-    fn event(&mut self, lane: u32, kind: EventKind, ts: u64) {
-        if self.inside(ts) {
-            self.inner.event(lane, kind, ts);
+    fn event(&mut self, lane: u32, e: &Event) {
+        if self.inside(e.ts) {
+            self.inner.event(lane, e);
         }
     }
 
-    fn poll(&mut self, poll: &PollItem) {
+    fn poll(&mut self, poll: &Poll) {
         if let Some((s, e)) = self.cut(poll.start_ns, poll.end_ns) {
             let whole = (s, e) == (poll.start_ns, poll.end_ns);
-            self.inner.poll(&PollItem {
-                start_ns: s,
-                end_ns: e,
-                complete: poll.complete && whole,
-                ..*poll
-            });
+            let mut cut = *poll;
+            cut.start_ns = s;
+            cut.end_ns = e;
+            cut.complete = poll.complete && whole;
+            self.inner.poll(&cut);
         }
+    }
+
+    fn spawned_by(&mut self, task: u64, parent: u64) {
+        self.inner.spawned_by(task, parent);
+    }
+
+    fn task_name(&mut self, task: u64, name: u16) {
+        self.inner.task_name(task, name);
     }
 
     fn spawn(&mut self, lane: u32, task: u64, location: u16, ts: u64) {

@@ -5,12 +5,13 @@
 
 use std::fmt::Write as _;
 
-use tokio_blackbox::EventKind;
+use tokio_blackbox::analysis::{Explanation, Visitor};
 use tokio_blackbox::dump::FileKind;
 use tokio_blackbox::event::NO_STRING;
+use tokio_blackbox::{Event, EventKind, Lane, Poll};
 
 use crate::fmt::{count, dur, offset, utc};
-use crate::scan::{IdMap, LaneInfo, Meta, PollItem, Visitor};
+use crate::scan::{IdMap, LaneInfo, Meta, View};
 
 /// How many rows each ranking shows.
 const TOP: usize = 5;
@@ -27,7 +28,7 @@ pub(crate) struct Summary {
     polls_cut: u64,
     long_polls: u64,
     /// The longest polls, longest first, at most [`TOP`] of them.
-    longest: Vec<PollItem>,
+    longest: Vec<Poll>,
     requests_opened: u64,
     requests_closed: u64,
     /// Slow requests sorted by start: (index into `meta.requests`, start, end).
@@ -39,6 +40,9 @@ pub(crate) struct Summary {
     own: Vec<Vec<u64>>,
     first_ns: Option<u64>,
     last_ns: u64,
+    /// The verdicts on the slowest requests (index into `meta.requests`),
+    /// slowest first: the summary's headline.
+    pub(crate) verdicts: Vec<(usize, Explanation)>,
 }
 
 #[derive(Debug, Default)]
@@ -69,8 +73,8 @@ impl Default for TaskSum {
     }
 }
 
-impl Visitor for Summary {
-    fn begin(&mut self, meta: &Meta) {
+impl View for Summary {
+    fn meta(&mut self, meta: &Meta) {
         self.slow = meta
             .requests
             .iter()
@@ -83,15 +87,20 @@ impl Visitor for Summary {
         self.own = vec![Vec::new(); meta.requests.len()];
         self.meta = Some(meta.clone());
     }
+}
 
-    fn lane(&mut self, lane: &LaneInfo) {
+impl Visitor for Summary {
+    fn lane(&mut self, lane: &Lane) {
         self.lanes.push(LaneSum {
-            info: Some(lane.clone()),
+            info: Some(LaneInfo::of(lane)),
             ..LaneSum::default()
         });
     }
 
-    fn event(&mut self, _lane: u32, kind: EventKind, ts: u64) {
+    fn event(&mut self, _lane: u32, e: &Event) {
+        let (Some(kind), ts) = (e.kind(), e.ts) else {
+            return;
+        };
         if let Some(l) = self.lanes.last_mut() {
             l.events += 1;
             if kind == EventKind::Park {
@@ -109,7 +118,7 @@ impl Visitor for Summary {
         }
     }
 
-    fn poll(&mut self, p: &PollItem) {
+    fn poll(&mut self, p: &Poll) {
         let d = p.duration_ns();
         self.polls += 1;
         if !p.complete {
@@ -130,7 +139,7 @@ impl Visitor for Summary {
         if d >= long_ns {
             self.long_polls += 1;
         }
-        if self.longest.len() < TOP || d > self.longest.last().map_or(0, PollItem::duration_ns) {
+        if self.longest.len() < TOP || d > self.longest.last().map_or(0, Poll::duration_ns) {
             let at = self.longest.partition_point(|q| q.duration_ns() >= d);
             self.longest.insert(at, *p);
             self.longest.truncate(TOP);
@@ -144,7 +153,7 @@ impl Visitor for Summary {
             if s >= p.end_ns {
                 break;
             }
-            let overlap = e.min(p.end_ns).saturating_sub(s.max(p.start_ns));
+            let overlap = p.overlap_ns(s, e);
             if overlap > 0 {
                 let held = self.held[i].entry(p.task).or_default();
                 *held = held.saturating_add(overlap);
@@ -243,6 +252,31 @@ impl Summary {
         }
         let _ = writeln!(o, "; {} lost to overwrite", count(lost));
 
+        // The verdicts: why the slowest requests were slow.
+        if !self.verdicts.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nverdicts  {}",
+                match self.verdicts.len() {
+                    1 => "the slowest request".to_string(),
+                    n => format!("the {n} slowest requests"),
+                }
+            );
+        }
+        for (i, x) in &self.verdicts {
+            let r = &meta.requests[*i];
+            let _ = writeln!(
+                o,
+                "  {}  trace {}  {}  {}",
+                r.name,
+                r.trace_id,
+                dur(r.duration().as_nanos() as u64),
+                offset(r.start_unix_ns, meta.from_ns)
+            );
+            let _ = writeln!(o, "    {}", x.sentence);
+            let _ = writeln!(o, "    {}", crate::verdict::shares_line(x));
+        }
+
         // Threads.
         let span = meta.to_ns.saturating_sub(meta.from_ns).max(1);
         let _ = writeln!(o, "\nthreads");
@@ -315,7 +349,7 @@ impl Summary {
                 );
             }
         }
-        let long: Vec<&PollItem> = self
+        let long: Vec<&Poll> = self
             .longest
             .iter()
             .filter(|p| p.duration_ns() >= meta.long_poll_ns())

@@ -154,84 +154,15 @@ fn timeline_colours_only_when_asked() {
     );
 }
 
-/// Collects the polls the stream pairs, to compare with `Window::tasks`.
-#[derive(Default)]
-struct Polls(Vec<(u64, u32, u64, u64, Option<u64>, bool)>);
-
-impl crate::scan::Visitor for Polls {
-    fn poll(&mut self, p: &crate::scan::PollItem) {
-        self.0
-            .push((p.task, p.lane, p.start_ns, p.end_ns, p.delay_ns, p.complete));
-    }
-}
-
-/// The streaming pairing and the library's `Window::tasks` agree on `bytes`
-/// whenever the library reads them.
-fn pairing_agrees(bytes: &[u8]) {
-    let Ok(file) = tokio_blackbox::dump::read_from(bytes) else {
-        return;
-    };
-    let mut library: Vec<_> = file
-        .window
-        .tasks()
-        .iter()
-        .flat_map(|t| {
-            t.polls
-                .iter()
-                // The stream never lets a poll end before it starts (timestamps
-                // out of order in a damaged file); the library keeps the raw end.
-                .map(|p| {
-                    (
-                        t.id,
-                        p.lane,
-                        p.start_ns,
-                        p.end_ns.max(p.start_ns),
-                        p.sched_delay_ns,
-                        p.complete,
-                    )
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let mut reader = tokio_blackbox::dump::DumpReader::new(bytes).unwrap();
-    let mut ours = Polls::default();
-    crate::scan::scan_reader(&mut reader, &mut ours).unwrap();
-    library.sort_unstable();
-    ours.0.sort_unstable();
-    assert_eq!(ours.0, library);
-}
-
-#[test]
-fn streamed_polls_match_the_library_on_the_fixtures() {
-    pairing_agrees(SMALL);
-    pairing_agrees(GOLDEN);
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(128), ..ProptestConfig::default() })]
-
-    #[test]
-    fn streamed_polls_match_the_library_on_damaged_files(
-        golden in any::<bool>(),
-        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
-    ) {
-        let mut bytes = if golden { GOLDEN.to_vec() } else { SMALL.to_vec() };
-        for (at, value) in edits {
-            let i = at.index(bytes.len());
-            bytes[i] = value;
-        }
-        pairing_agrees(&bytes);
-    }
-}
-
 /// The OTLP JSON fixture reads back as the window it was exported from:
 /// the same polls (lane, task, bounds, delay, location), parks and request.
 #[test]
 fn json_reads_back_as_the_binary_window() {
     #[derive(Default)]
     struct All(Vec<String>);
-    impl crate::scan::Visitor for All {
-        fn poll(&mut self, p: &crate::scan::PollItem) {
+    impl crate::scan::View for All {}
+    impl tokio_blackbox::analysis::Visitor for All {
+        fn poll(&mut self, p: &tokio_blackbox::Poll) {
             self.0.push(format!("{p:?}"));
         }
         fn park(&mut self, lane: u32, ts: u64, parked: bool) {

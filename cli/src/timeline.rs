@@ -9,10 +9,12 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use tokio_blackbox::analysis::{Explanation, Visitor};
 use tokio_blackbox::event::NO_STRING;
+use tokio_blackbox::{Lane, Poll};
 
 use crate::fmt::{Paint, dur, offset};
-use crate::scan::{self, IdMap, LaneInfo, Meta, PollItem, Visitor};
+use crate::scan::{self, IdMap, LaneInfo, Meta, View};
 use crate::select::{Range, RangeArgs};
 use crate::summary::truncate;
 use crate::{Failure, InputContext};
@@ -46,6 +48,8 @@ struct OwnTasks {
     tasks: HashSet<u64>,
 }
 
+impl View for OwnTasks {}
+
 impl Visitor for OwnTasks {
     fn task_request(&mut self, task: u64, request: u64) {
         if request == self.request {
@@ -63,7 +67,7 @@ struct Drawing {
     long_ns: u64,
     own: HashSet<u64>,
     rows: Vec<Row>,
-    long: Vec<PollItem>,
+    long: Vec<Poll>,
     locations: IdMap<u16>,
 }
 
@@ -90,17 +94,19 @@ impl Drawing {
     }
 }
 
+impl View for Drawing {}
+
 impl Visitor for Drawing {
-    fn lane(&mut self, lane: &LaneInfo) {
+    fn lane(&mut self, lane: &Lane) {
         self.rows.push(Row {
-            info: lane.clone(),
+            info: LaneInfo::of(lane),
             cells: vec![Cell::default(); self.width],
             active: false,
             parked_at: None,
         });
     }
 
-    fn poll(&mut self, p: &PollItem) {
+    fn poll(&mut self, p: &Poll) {
         if p.location != NO_STRING {
             self.locations.insert(p.task, p.location);
         }
@@ -181,15 +187,29 @@ pub(crate) fn run(
         locations: IdMap::default(),
     };
     scan::scan(path, &mut d).input(path)?;
+    let verdict = match range.request {
+        Some(i) => crate::verdict::explain(path, &meta, &[i])
+            .input(path)?
+            .pop()
+            .map(|(_, x)| x),
+        None => None,
+    };
     Ok(render(
         &d,
         &meta,
+        verdict.as_ref(),
         &path.display().to_string(),
         Paint { on: colour },
     ))
 }
 
-fn render(d: &Drawing, meta: &Meta, name: &str, paint: Paint) -> String {
+fn render(
+    d: &Drawing,
+    meta: &Meta,
+    verdict: Option<&Explanation>,
+    name: &str,
+    paint: Paint,
+) -> String {
     let mut o = String::new();
     let r = d.range;
     let _ = writeln!(
@@ -210,6 +230,10 @@ fn render(d: &Drawing, meta: &Meta, name: &str, paint: Paint) -> String {
             offset(req.start_unix_ns, meta.from_ns),
             offset(req.end_unix_ns, meta.from_ns)
         );
+    }
+    if let Some(x) = verdict {
+        let _ = writeln!(o, "verdict   {}", x.sentence);
+        let _ = writeln!(o, "          {}", crate::verdict::shares_line(x));
     }
     let _ = writeln!(o);
 

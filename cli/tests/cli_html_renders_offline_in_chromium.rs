@@ -152,6 +152,12 @@ fn page_renders_lanes_request_and_long_poll() {
         support::fixtures::TRACE_ID
     )));
     assert!(dom.contains("GET /orders"));
+    // The verdict is the page's headline and in the request's row.
+    assert!(
+        dom.contains(r#"id="verdict""#) && dom.contains("blocked worker: task src/cache.rs:77"),
+        "no verdict headline:\n{dom}"
+    );
+    assert!(dom.contains(r#"class="verdict" title="blocked_worker (exact): own_cpu"#));
     // The blocking neighbour's 200 ms poll.
     let at = dom
         .find(&format!(

@@ -110,6 +110,15 @@
   fact("long polls (\u2265 " + dur(longNs) + ")", longCount, longCount ? "warn" : "");
   fact("slow requests (\u2265 " + dur(M.threshold_ns) + ")", M.requests.length, M.requests.length ? "warn" : "");
   fact("events lost", lost, lost ? "warn" : "");
+  // The headline: why the slowest request with a verdict was slow.
+  const verdictOf = (r) => r.verdict ? r.verdict.cause + " (" + r.verdict.confidence + "): " +
+    r.verdict.shares.map((s) => s.name + " " + dur(s.ns) + " " + Math.round(s.fraction * 100) + "%").join(", ") : "";
+  const judged = M.requests.filter((r) => r.verdict).sort((a, b) => (b.end - b.start) - (a.end - a.start));
+  if (judged.length) {
+    const head = document.querySelector("header");
+    head.append(el("p", { id: "verdict", class: "verdict", title: verdictOf(judged[0]) },
+      el("b", {}, judged[0].verdict.cause), " " + judged[0].verdict.sentence));
+  }
 
   // --- DOM skeleton ---
   const controls = document.getElementById("controls");
@@ -167,10 +176,11 @@
   const reqBox = el("section", { id: "requests" }, el("h2", {}, "Slow requests"));
   if (!M.requests.length) reqBox.append(el("p", { class: "none" }, "No slow request in this file."));
   else {
-    const tb = el("table", {}, el("tr", {}, el("th", {}, "request"), el("th", {}, "duration"), el("th", {}, "at"), el("th", {}, "trace id")));
+    const tb = el("table", {}, el("tr", {}, el("th", {}, "request"), el("th", {}, "duration"), el("th", {}, "at"), el("th", {}, "trace id"), el("th", {}, "verdict")));
     for (const r of M.requests) {
       const tr = el("tr", { class: "clickable slow-request", "data-trace": r.trace },
-        el("td", {}, r.name), el("td", { class: "num" }, dur(r.end - r.start)), el("td", { class: "num" }, at(r.start)), el("td", {}, el("code", {}, r.trace)));
+        el("td", {}, r.name), el("td", { class: "num" }, dur(r.end - r.start)), el("td", { class: "num" }, at(r.start)), el("td", {}, el("code", {}, r.trace)),
+        el("td", { class: "verdict", title: verdictOf(r) }, r.verdict ? r.verdict.sentence : ""));
       tr.addEventListener("click", () => zoomTo(r.start, r.end, 0.25));
       tb.append(tr);
     }
