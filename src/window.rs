@@ -242,8 +242,7 @@ impl Window {
                     let mut all: Vec<Event> = mine.events.drain(..).chain(events).collect();
                     // Stable: events of one instant keep their order.
                     all.sort_by_key(|e| e.ts);
-                    all.dedup();
-                    mine.events = all;
+                    mine.events = dedup_instants(all);
                     mine.events_lost = mine.events_lost.max(lane.events_lost);
                 }
                 None => self.lanes.push(Lane {
@@ -298,4 +297,21 @@ impl Window {
         }
         self.strings.get(usize::from(i)).map(String::as_str)
     }
+}
+
+/// `events` (sorted by time) with each event once: within a run of one
+/// instant, a repeat of an earlier event of the run goes, the order of the
+/// others stays.
+fn dedup_instants(events: Vec<Event>) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::with_capacity(events.len());
+    let mut run_start = 0;
+    for e in events {
+        if out.last().is_none_or(|l| l.ts != e.ts) {
+            run_start = out.len();
+        }
+        if !out[run_start..].contains(&e) {
+            out.push(e);
+        }
+    }
+    out
 }

@@ -30,7 +30,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio_blackbox::event::{NO_STRING, encode_delay};
-use tokio_blackbox::export::otlp::keys;
+use tokio_blackbox::export::names as keys;
 use tokio_blackbox::{Event, EventKind, Lane, SlowRequest, Window};
 
 /// Whether `head` (the first bytes of a file) looks like OTLP JSON: its first

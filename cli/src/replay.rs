@@ -531,7 +531,7 @@ mod tests {
 
     #[test]
     fn a_dump_is_cut_around_each_slow_request() {
-        let mut whole = tokio_blackbox::export::otlp::testing::window(3, 4, 2);
+        let mut whole = tokio_blackbox::export::testing::window(3, 4, 2);
         let from = whole.from_unix_ns;
         whole.requests[1].start_unix_ns = from + 1_500_000_000;
         whole.requests[1].end_unix_ns = from + 1_600_000_000;

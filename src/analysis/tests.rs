@@ -299,3 +299,25 @@ fn merged_overlapping_windows_hold_each_poll_once_with_their_strings() {
     far.to_unix_ns = 20_000;
     assert!(!a.merge(&far));
 }
+
+#[test]
+fn merging_drops_repeats_of_one_instant_that_are_not_adjacent() {
+    use EventKind::*;
+    // At t=300: an end and a start; the other window has the same two.
+    let mut a = window(vec![
+        Event::new(300, PollEnd, 1, NO_STRING),
+        Event::new(300, PollStart, 2, 0),
+    ]);
+    a.to_unix_ns = 500;
+    let b = window(vec![
+        Event::new(300, PollEnd, 1, NO_STRING),
+        Event::new(300, PollStart, 2, 0),
+    ]);
+    assert!(a.merge(&b));
+    assert_eq!(a.lanes[0].events.len(), 2, "{:?}", a.lanes[0].events);
+    assert_eq!(
+        a.lanes[0].events[0].kind(),
+        Some(PollEnd),
+        "ends stay first"
+    );
+}

@@ -50,7 +50,6 @@ mod split;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
-pub mod transport;
 
 pub use endpoint::{OtlpSettings, Protocol};
 pub use export_sink::{JsonFileSink, OtlpSink};
