@@ -179,21 +179,13 @@ fn binary_windows(args: &ReplayArgs) -> Result<Vec<Window>, Failure> {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let mut w = Window::default();
-            w.sequence = i as u64 + 1;
-            w.from_unix_ns = r.start_unix_ns.saturating_sub(before).max(meta.from_ns);
-            w.to_unix_ns = r
+            let from = r.start_unix_ns.saturating_sub(before).max(meta.from_ns);
+            let to = r
                 .end_unix_ns
                 .saturating_add(after)
                 .min(meta.to_ns.max(r.end_unix_ns))
-                .max(w.from_unix_ns);
-            w.requests = vec![r.clone()];
-            w.strings = meta.strings.clone();
-            w.threshold = meta.threshold;
-            w.long_poll = meta.long_poll;
-            w.schedule_delay = meta.header.schedule_delay;
-            w.task_hooks = meta.header.task_hooks;
-            w
+                .max(from);
+            crate::scan::request_window(&meta, r, i as u64 + 1, from, to)
         })
         .collect();
     crate::scan::cut_windows(path, meta.from_ns, &mut windows).input(path)?;

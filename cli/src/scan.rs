@@ -530,3 +530,25 @@ impl std::hash::Hasher for IdHasher {
 /// A map keyed by task or request id.
 pub(crate) type IdMap<V> =
     std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// An empty window of the file around request `r`, over `[from_ns, to_ns]`,
+/// with the file's strings and settings: for [`cut_windows`] to fill.
+pub(crate) fn request_window(
+    meta: &Meta,
+    r: &SlowRequest,
+    sequence: u64,
+    from_ns: u64,
+    to_ns: u64,
+) -> Window {
+    let mut w = Window::default();
+    w.sequence = sequence;
+    w.from_unix_ns = from_ns;
+    w.to_unix_ns = to_ns;
+    w.requests = vec![r.clone()];
+    w.strings = meta.strings.clone();
+    w.threshold = meta.threshold;
+    w.long_poll = meta.long_poll;
+    w.schedule_delay = meta.header.schedule_delay;
+    w.task_hooks = meta.header.task_hooks;
+    w
+}

@@ -64,20 +64,12 @@ pub(crate) fn explain(
         .iter()
         .map(|&i| {
             let r = &meta.requests[i];
-            let mut w = Window::default();
-            w.sequence = meta.sequence;
-            w.from_unix_ns = r
+            let from = r
                 .start_unix_ns
                 .saturating_sub(BEFORE_NS)
                 .max(meta.file_from_ns);
-            w.to_unix_ns = r.end_unix_ns.min(meta.to_ns).max(w.from_unix_ns);
-            w.requests = vec![r.clone()];
-            w.strings = meta.strings.clone();
-            w.threshold = meta.threshold;
-            w.long_poll = meta.long_poll;
-            w.schedule_delay = meta.header.schedule_delay;
-            w.task_hooks = meta.header.task_hooks;
-            w
+            let to = r.end_unix_ns.min(meta.to_ns).max(from);
+            scan::request_window(meta, r, meta.sequence, from, to)
         })
         .collect();
     scan::cut_windows(path, meta.file_from_ns, &mut windows)?;
