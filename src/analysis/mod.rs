@@ -103,7 +103,7 @@ pub struct Poll {
     /// How long the task waited for a worker before this poll, when recorded.
     pub sched_delay_ns: Option<u64>,
     /// The spawn location the poll end carried, an index into the window's
-    /// strings ([`NO_STRING`](crate::event::NO_STRING) when unknown).
+    /// strings ([`NO_STRING`] when unknown).
     pub location: u16,
     /// `false` when the poll was cut by the window's edge or a lost event.
     pub complete: bool,

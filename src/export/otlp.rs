@@ -17,7 +17,7 @@
 //!
 //! What is shown and what is only counted is the [plan](super::plan) of the
 //! window under its [`Budget`]; every name and key written is in
-//! [`names`] (also reachable as [`keys`]).
+//! [`names`].
 //!
 //! The spans are built as `SpanData` (not through a tracer) because a tracer
 //! can set neither the ids nor the end time since opentelemetry 0.32, and
