@@ -2,7 +2,10 @@
 //! typed error and its byte offset, and reading costs time and memory in
 //! proportion to the file, not to the numbers it claims.
 
+mod support;
+
 use std::time::{Duration, Instant};
+use support::windows::peak_rss;
 use tokio_blackbox::dump::{self, FileKind};
 use tokio_blackbox::{DumpErrorKind, Window};
 
@@ -24,18 +27,6 @@ fn record(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
 
 fn end(out: &mut Vec<u8>) {
     record(out, 0xff, &[]);
-}
-
-/// Peak resident memory of this process (VmHWM), bytes.
-fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn refused(bytes: &[u8]) -> (DumpErrorKind, u64) {

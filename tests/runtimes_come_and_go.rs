@@ -5,7 +5,10 @@
 //! deadlock, every slow request accounted for, and resident memory (sampled
 //! each round) flat after warm-up.
 
+mod support;
+
 use std::time::{Duration, Instant};
+use support::windows::rss;
 use tracing::Instrument;
 
 struct Count(std::sync::Arc<std::sync::atomic::AtomicU64>);
@@ -15,18 +18,6 @@ impl tokio_blackbox::Sink for Count {
         self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
-}
-
-/// Resident memory now (VmRSS), bytes.
-fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 #[test]

@@ -69,6 +69,7 @@ mod verdict;
 
 pub use collect::{RequestSpan, TaskActivity, WorkerActivity};
 pub use dump::scan_dump;
+pub(crate) use verdict::explain_from;
 pub use verdict::{ADJACENT_NS, Cause, Confidence, Culprit, Explanation, Share, explain};
 
 use crate::event::{Event, EventKind, NO_STRING, decode_delay};

@@ -245,20 +245,29 @@ enum Class {
 
 /// Explains why `request` was slow from the events of `window`.
 pub fn explain(window: &Window, request: &SlowRequest) -> Explanation {
+    explain_from(window, request, &window.tasks(), &window.workers())
+}
+
+/// [`explain`] with the window's [`Window::tasks`] and [`Window::workers`]
+/// already at hand (the export plan has them).
+pub(crate) fn explain_from(
+    window: &Window,
+    request: &SlowRequest,
+    tasks: &[TaskActivity],
+    workers: &[super::WorkerActivity],
+) -> Explanation {
     let (s, e) = (
         request.start_unix_ns,
         request.end_unix_ns.max(request.start_unix_ns),
     );
-    let tasks = window.tasks();
-    let workers = window.workers();
     let spans = window.request_spans();
-    let own = own_tasks(&tasks, request.request_id);
+    let own = own_tasks(tasks, request.request_id);
     let exact = window.schedule_delay;
     let long_poll = (window.long_poll.as_nanos() as u64).max(1);
 
     // Each lane's polls in time order, and its park/unpark moments.
     let mut lanes: BTreeMap<u32, Vec<Poll>> = BTreeMap::new();
-    for t in &tasks {
+    for t in tasks {
         for p in &t.polls {
             lanes.entry(p.lane).or_default().push(*p);
         }
@@ -335,7 +344,7 @@ pub fn explain(window: &Window, request: &SlowRequest) -> Explanation {
                 .take_while(|q| q.start_ns < p.start_ns)
                 .filter(|q| q.duration_ns() >= long_poll && !own.contains(&q.task))
             {
-                let i = culprit(&mut culprits, &mut culprit_index, &tasks, q);
+                let i = culprit(&mut culprits, &mut culprit_index, tasks, q);
                 marks.push((
                     q.start_ns.max(from),
                     q.end_ns.min(p.start_ns),
@@ -362,7 +371,7 @@ pub fn explain(window: &Window, request: &SlowRequest) -> Explanation {
         for q in lanes[&lane].iter().filter(|q| {
             q.duration_ns() >= long_poll && !own.contains(&q.task) && q.end_ns > s && q.start_ns < e
         }) {
-            let i = culprit(&mut culprits, &mut culprit_index, &tasks, q);
+            let i = culprit(&mut culprits, &mut culprit_index, tasks, q);
             held.push((q.start_ns.max(s), 1, i));
             held.push((q.end_ns.min(e), -1, i));
         }
@@ -500,7 +509,7 @@ pub fn explain(window: &Window, request: &SlowRequest) -> Explanation {
         unclear_because,
         sentence: String::new(),
     };
-    out.sentence = sentence(&out, &tasks);
+    out.sentence = sentence(&out, tasks);
     out
 }
 

@@ -6,8 +6,8 @@
 //! One thread, `blackbox-metrics`, owns a current-thread Tokio runtime (the
 //! gRPC exporter needs one), a meter provider with a manual reader, and the
 //! exporter. Every `OTEL_METRIC_EXPORT_INTERVAL` (60 s by default) it
-//! collects the observable instruments, each reading one counter of a fresh
-//! snapshot, and exports them, waiting at most the export timeout; a failed
+//! takes one snapshot of the counters and collects the observable
+//! instruments, each reading its counter from it, and exports them, waiting at most the export timeout; a failed
 //! export is counted and the next interval tries again. At shutdown it
 //! exports once more, within the guard's deadline. `OTEL_METRICS_EXPORTER=none`
 //! turns it off. Nothing of it runs on an application thread.
@@ -157,10 +157,14 @@ impl MetricsExport {
                         .build();
                     let meter = provider.meter("tokio-blackbox");
                     let mut instruments = Vec::new();
-                    for (i, m) in source().into_iter().enumerate() {
+                    // One snapshot of the counters per collection, read by
+                    // every instrument's callback.
+                    let snapshot: Arc<Mutex<Vec<Metric>>> = Arc::new(Mutex::new(source()));
+                    let first = crate::sync::lock(&snapshot).clone();
+                    for (i, m) in first.into_iter().enumerate() {
                         let read = {
-                            let source = source.clone();
-                            move || source().get(i).map_or(0, |m| m.value)
+                            let snapshot = snapshot.clone();
+                            move || crate::sync::lock(&snapshot).get(i).map_or(0, |m| m.value)
                         };
                         if m.monotonic {
                             instruments.push(Box::new(
@@ -184,6 +188,7 @@ impl MetricsExport {
                     let export = || {
                         let mut rm = ResourceMetrics::default();
                         let counters = &shared.counters;
+                        *crate::sync::lock(&snapshot) = source();
                         if reader.collect(&mut rm).is_err() {
                             add(&counters.metrics_failures, 1);
                             return;

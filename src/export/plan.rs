@@ -12,7 +12,7 @@
 //! its longest ones and the others are counted. What is left out is counted,
 //! never dropped silently.
 
-use crate::analysis::{Explanation, TaskActivity, WorkerActivity, explain};
+use crate::analysis::{Explanation, TaskActivity, WorkerActivity, explain_from};
 use crate::window::Window;
 
 /// How many spans one window may become.
@@ -128,21 +128,21 @@ pub fn plan(window: &Window, budget: Budget) -> Option<Plan> {
     let mut left = budget.max_spans.saturating_sub(structure_spans + 1);
 
     let mut workers = window.workers();
+    let mut tasks = window.tasks();
+    // The slow request's own story first: every poll of its own tasks and
+    // of the culprits its verdict names, then the rest.
+    let verdict = explain_from(window, primary, &tasks, &workers);
     let workers_shown = workers.len().min(left);
     left -= workers_shown;
     let workers_omitted = workers.len() - workers_shown;
     workers.truncate(workers_shown);
 
-    // The slow request's own story first: every poll of its own tasks and
-    // of the culprits its verdict names, then the rest.
-    let verdict = explain(window, primary);
     let first: Vec<u64> = verdict
         .own_tasks
         .iter()
         .map(|&(id, _)| id)
         .chain(verdict.culprits.iter().map(|c| c.task))
         .collect();
-    let mut tasks = window.tasks();
     tasks.sort_by_key(|t| task_rank(t, &first, &captured));
     let tasks_total = tasks.len();
     let split = tasks.partition_point(|t| first.contains(&t.id));

@@ -264,3 +264,131 @@ pub fn mixed(rec: &Recorder) -> Explanation {
         let _ = request.await;
     })
 }
+
+/// The tests of one binary: every case with the recorder of `$delay`
+/// (scheduling delay recorded or not), expecting confidence `$conf`.
+#[macro_export]
+macro_rules! verdict_tests {
+    ($delay:expr, $conf:expr) => {
+        fn rec() -> &'static $crate::support::verdicts::Recorder {
+            $crate::support::verdicts::recorder($delay)
+        }
+        #[test]
+        fn blocked_worker() {
+            let e = $crate::support::verdicts::blocked_worker(rec());
+            assert_eq!(
+                e.cause,
+                tokio_blackbox::analysis::Cause::BlockedWorker,
+                "{}",
+                e.sentence
+            );
+            assert_eq!(e.confidence, $conf);
+            assert!(e.sentence.starts_with("blocked worker: "), "{}", e.sentence);
+            assert!(!e.culprits.is_empty());
+            assert!(e.blocked_ns > e.duration_ns / 2, "{e:?}");
+        }
+
+        #[test]
+        fn saturated_runtime() {
+            let e = $crate::support::verdicts::saturated_runtime(rec());
+            assert_eq!(
+                e.cause,
+                tokio_blackbox::analysis::Cause::SaturatedRuntime,
+                "{}",
+                e.sentence
+            );
+            assert_eq!(e.confidence, $conf);
+            assert!(
+                e.culprits.is_empty() || e.saturated_ns > e.blocked_ns,
+                "{e:?}"
+            );
+        }
+
+        #[test]
+        fn own_cpu() {
+            let e = $crate::support::verdicts::own_cpu(rec());
+            assert_eq!(
+                e.cause,
+                tokio_blackbox::analysis::Cause::OwnCpu,
+                "{}",
+                e.sentence
+            );
+            assert_eq!(e.confidence, $conf);
+            assert!(e.own_cpu_ns > e.duration_ns / 2, "{e:?}");
+        }
+
+        #[test]
+        fn fan_out() {
+            let e = $crate::support::verdicts::fan_out(rec());
+            assert_eq!(
+                e.cause,
+                tokio_blackbox::analysis::Cause::OwnCpu,
+                "{}",
+                e.sentence
+            );
+            assert_eq!(e.confidence, $conf);
+            assert!(
+                e.own_tasks.len() >= 2,
+                "the child is one of its own tasks: {e:?}"
+            );
+            assert!(
+                e.own_tasks[0].1 > e.duration_ns / 2,
+                "the child did the work: {e:?}"
+            );
+        }
+
+        #[test]
+        fn downstream() {
+            let e = $crate::support::verdicts::downstream(rec());
+            assert_eq!(
+                e.cause,
+                tokio_blackbox::analysis::Cause::Waiting,
+                "{}",
+                e.sentence
+            );
+            assert_eq!(e.confidence, $conf);
+            assert!(e.waiting_ns > e.duration_ns * 8 / 10, "{e:?}");
+        }
+
+        #[test]
+        fn mutex() {
+            let e = $crate::support::verdicts::mutex(rec());
+            assert_eq!(
+                e.cause,
+                tokio_blackbox::analysis::Cause::Waiting,
+                "{}",
+                e.sentence
+            );
+            assert_eq!(e.confidence, $conf);
+            assert!(e.waiting_ns > e.duration_ns * 7 / 10, "{e:?}");
+        }
+
+        #[test]
+        fn blocking_pool() {
+            let e = $crate::support::verdicts::blocking_pool(rec());
+            assert_eq!(
+                e.cause,
+                tokio_blackbox::analysis::Cause::Waiting,
+                "{}",
+                e.sentence
+            );
+            assert_eq!(e.confidence, $conf);
+            assert!(e.waiting_ns > e.duration_ns * 7 / 10, "{e:?}");
+        }
+
+        #[test]
+        fn mixed_causes_are_ranked() {
+            let e = $crate::support::verdicts::mixed(rec());
+            let ranked: Vec<tokio_blackbox::analysis::Cause> =
+                e.ranking.iter().map(|&(c, _)| c).collect();
+            assert_eq!(
+                &ranked[..2],
+                &[
+                    tokio_blackbox::analysis::Cause::Waiting,
+                    tokio_blackbox::analysis::Cause::OwnCpu
+                ],
+                "{e:?}"
+            );
+        }
+    };
+}

@@ -22,14 +22,24 @@ impl Sink for Collect {
 
 /// Peak resident memory of this process (VmHWM), bytes.
 pub fn peak_rss() -> u64 {
+    status_kib("VmHWM:") * 1024
+}
+
+/// Resident memory of this process now (VmRSS), bytes.
+pub fn rss() -> u64 {
+    status_kib("VmRSS:") * 1024
+}
+
+/// A `/proc/self/status` line's value in KiB (0 when unreadable).
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
-        .map_or(0, |kb| kb * 1024)
+        .unwrap_or(0)
 }
 
 /// A recorder built from `builder` with a [`Collect`] sink, its layer in the
