@@ -25,7 +25,7 @@ use crate::event::{Event, EventKind, NO_STRING};
 use crate::segments::codec::{self, DELTA_NEXT, head};
 use crate::segments::{Claim, SEGMENT_WORDS, Segments};
 use crate::sync::lock;
-use locations::LocationTable;
+pub(crate) use address_table::AddressTable;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -352,7 +352,7 @@ pub(crate) struct Capture {
     pub(crate) clock: Clock,
     pub(crate) shared: Arc<Shared>,
     pub(crate) strings: Strings,
-    locations: LocationTable,
+    locations: AddressTable,
     pub(crate) enabled: bool,
 }
 
@@ -404,7 +404,7 @@ impl Capture {
                 dropped: AtomicU64::new(0),
             }),
             strings: Strings::default(),
-            locations: LocationTable::new(),
+            locations: AddressTable::new(),
             enabled,
         }
     }
@@ -494,6 +494,64 @@ impl Capture {
                 high,
             );
         }
+    }
+
+    /// Records that the thread entered request `request` (the poll's start
+    /// time inside a poll), and names the task being polled after the
+    /// request's span (`name`) when it has no name on this thread yet.
+    #[inline(always)]
+    pub(crate) fn request_enter(&self, request: u64, name: u16) {
+        self.request_edge(EventKind::RequestEnter, codec::K_REQ_ENTER, request, false);
+        if let Some(task) = self.unnamed_task() {
+            self.name_task(task, name);
+        }
+    }
+
+    /// Records that the thread left request `request` (the poll's end inside a poll).
+    #[inline(always)]
+    pub(crate) fn request_exit(&self, request: u64) {
+        self.request_edge(EventKind::RequestExit, codec::K_REQ_EXIT, request, true);
+    }
+
+    /// A request enter or exit, two words: inside a poll (a request's
+    /// future polled in a task) at the poll's start or end, outside one
+    /// (a future driven by `block_on`) with a clock reading of its own. One
+    /// thread-local check; a full segment or a thread new to the recorder
+    /// takes [`record_in_poll`](Capture::record_in_poll)'s general path.
+    #[inline(always)]
+    fn request_edge(&self, kind: EventKind, code: u32, request: u64, at_end: bool) {
+        if !self.enabled {
+            return;
+        }
+        let done = LOCAL.try_with(|l| {
+            if l.owner.get() != self.id {
+                return false;
+            }
+            let (field, now) = if l.task.get() != 0 {
+                (if at_end { DELTA_NEXT } else { 0 }, None)
+            } else {
+                let now = self.clock.raw();
+                let d = now.wrapping_sub(l.last.get());
+                if d >= DELTA_NEXT {
+                    return false;
+                }
+                (d, Some(now))
+            };
+            let ok = put(l, [head(code, field), request as u32]);
+            if ok && let Some(now) = now {
+                l.last.set(now);
+            }
+            ok
+        });
+        if done != Ok(true) {
+            self.request_edge_slow(kind, request, at_end);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn request_edge_slow(&self, kind: EventKind, request: u64, at_end: bool) {
+        self.record_in_poll(kind, request, 0, at_end);
     }
 
     /// Records a poll start and remembers the task as this thread's current one.
@@ -618,10 +676,10 @@ impl Capture {
     fn location_index(&self, loc: &'static Location<'static>, slot: usize) -> u16 {
         let key = loc as *const Location<'static> as usize;
         let i = match self.locations.get(key as u64) {
-            Some(i) => i,
+            Some(i) => i as u16,
             None => {
                 let i = self.strings.intern(&location_string(loc));
-                self.locations.insert(key as u64, i);
+                self.locations.insert(key as u64, u32::from(i));
                 i
             }
         };
@@ -976,7 +1034,7 @@ pub(crate) fn task_id_u64<T: Hash>(id: &T) -> u64 {
     h.0
 }
 
-mod locations;
+mod address_table;
 
 #[cfg(test)]
 mod tests;

@@ -2,9 +2,11 @@
 //! spans and fires the trigger when one ran longer than the threshold.
 //!
 //! Which spans are requests is decided once per callsite, in
-//! `register_callsite` (by name or target), and once per span for the default
-//! rule, root spans. A request span gets a small state in its extensions; its
-//! open, enter, exit and close become events on the thread's ring. Because a
+//! `register_callsite` (by name or target) and kept in a lock-free table of
+//! callsites, and once per span for the default rule, root spans. A request
+//! span's state lives in the recorder's open-request table (the span's
+//! extensions only when the table's bucket is full); its open, enter, exit
+//! and close become events on the thread's ring. Because a
 //! ring is written in order by one thread, an enter event that falls between a
 //! task's poll start and poll end on the same ring tells which task worked for
 //! the request: no table is kept on the hot path.
@@ -13,17 +15,16 @@
 //! the first enter, when the `tracing-opentelemetry` layer is registered
 //! *before* this one), or are made here.
 
+use crate::capture::AddressTable;
 use crate::config::RequestSpans;
 use crate::event::{EventKind, NO_STRING};
-use crate::requests::{IDS_LOOKED_UP, layer_of, pack, unpack};
+use crate::requests::{IDS_LOOKED_UP, LAYER_TAG_MASK, layer_of, pack, unpack};
 use crate::shared::Shared;
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
-use tracing_core::callsite::Identifier;
+use std::sync::{Arc, OnceLock};
 use tracing_core::span::{Attributes, Id};
 use tracing_core::subscriber::Interest;
 use tracing_core::{Event, Level, Metadata, Subscriber};
@@ -72,19 +73,41 @@ impl RequestSpans {
 }
 
 /// A callsite's decision, made once.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct CallsiteInfo {
     request: Option<bool>,
     name: u16,
 }
 
-/// Per-span state of a request, kept in the span's extensions.
+impl CallsiteInfo {
+    /// As kept in the callsite table: the name index, the decision above it.
+    fn pack(self) -> u32 {
+        let request = match self.request {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        };
+        u32::from(self.name) | request << 16
+    }
+
+    fn unpack(v: u32) -> CallsiteInfo {
+        CallsiteInfo {
+            request: match v >> 16 {
+                0 => None,
+                1 => Some(false),
+                _ => Some(true),
+            },
+            name: v as u16,
+        }
+    }
+}
+
+/// The state of a request whose bucket of the open-request table was full,
+/// kept in the span's extensions instead.
 struct RequestState {
     /// The layer instance that watches this request (others leave it alone).
     layer: u16,
     id: u64,
-    /// Whether the request holds a slot in the open-request table.
-    slotted: bool,
     name: u16,
     start: u64,
     ids: OnceLock<Option<(TraceId, SpanId)>>,
@@ -116,7 +139,8 @@ pub struct BlackboxLayer {
     /// This layer instance's tag: a span seen by two layers of one recorder
     /// (`layer()` added twice) is recorded once, by the first.
     tag: u16,
-    callsites: RwLock<HashMap<Identifier, CallsiteInfo>>,
+    /// Each span callsite's [`CallsiteInfo`], by the address of its metadata.
+    callsites: AddressTable,
     /// The subscriber this layer is part of, once it became a dispatcher:
     /// OpenTelemetry ids are asked of it.
     dispatch: OnceLock<tracing::dispatcher::WeakDispatch>,
@@ -135,22 +159,28 @@ impl BlackboxLayer {
         static NEXT_TAG: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         BlackboxLayer {
             shared,
-            tag: (NEXT_TAG.fetch_add(1, Ordering::Relaxed) & 0x3ff) as u16,
-            callsites: RwLock::new(HashMap::new()),
+            tag: (NEXT_TAG.fetch_add(1, Ordering::Relaxed) as u16) & LAYER_TAG_MASK,
+            callsites: AddressTable::new(),
             dispatch: OnceLock::new(),
         }
     }
 
+    /// The decision for a callsite: from the table after its first span (a
+    /// few loads, no lock), made and kept on the first. Two threads making
+    /// it at once make the same one. Past the table's capacity (thousands of
+    /// span callsites) a callsite is decided anew each time: correct, slower.
+    #[inline]
     fn info(&self, meta: &'static Metadata<'static>) -> CallsiteInfo {
-        let id = meta.callsite();
-        if let Some(info) = self
-            .callsites
-            .read()
-            .ok()
-            .and_then(|map| map.get(&id).copied())
-        {
-            return info;
+        let key = meta as *const Metadata<'static> as usize as u64;
+        if let Some(v) = self.callsites.get(key) {
+            return CallsiteInfo::unpack(v);
         }
+        self.decide(meta, key)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn decide(&self, meta: &'static Metadata<'static>, key: u64) -> CallsiteInfo {
         let info = CallsiteInfo {
             request: self.shared.settings.request_spans.classify(meta),
             name: if meta.is_span() {
@@ -159,9 +189,7 @@ impl BlackboxLayer {
                 NO_STRING
             },
         };
-        if let Ok(mut map) = self.callsites.write() {
-            map.insert(id, info);
-        }
+        self.callsites.insert(key, info.pack());
         info
     }
 
@@ -175,6 +203,66 @@ impl BlackboxLayer {
             .map(|cx| cx.span().span_context().clone())
             .filter(|sc| sc.is_valid())
             .map(|sc| (sc.trace_id(), sc.span_id()))
+    }
+}
+
+/// The layer's rare paths, out of line so the hooks' fast paths stay small:
+/// spans outside the open-request table (a request whose bucket was full, a
+/// span that names the task it is entered in).
+impl BlackboxLayer {
+    #[cold]
+    #[inline(never)]
+    fn enter_other<S>(&self, id: &Id, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let capture = &self.shared.capture;
+        let fallback = self.shared.requests.any_fallbacks();
+        let unnamed = capture.unnamed_task();
+        if !fallback && unnamed.is_none() {
+            return;
+        }
+        let Some(span) = ctx.span(id) else { return };
+        let need_ids = {
+            let ext = span.extensions();
+            match ext.get::<RequestState>() {
+                Some(state) if state.layer != self.tag => return,
+                Some(state) => {
+                    capture.request_enter(state.id, state.name);
+                    state.ids.get().is_none()
+                }
+                None => {
+                    // Not a request: the first span a task enters names it
+                    // (its `.instrument(..)` span is entered first in every poll).
+                    if let Some(task) = unnamed {
+                        capture.name_task(task, self.info(span.metadata()).name);
+                    }
+                    return;
+                }
+            }
+        };
+        if need_ids {
+            // Not while holding our extensions: the OpenTelemetry layer takes
+            // the same span's extensions to build its context.
+            let ids = self.otel_ids(id);
+            if let Some(state) = span.extensions().get::<RequestState>() {
+                let _ = state.ids.set(ids);
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn exit_fallback<S>(&self, id: &Id, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(state) = span.extensions().get::<RequestState>()
+            && state.layer == self.tag
+        {
+            self.shared.capture.request_exit(state.id);
+        }
     }
 }
 
@@ -205,103 +293,66 @@ where
         if !is_request {
             return;
         }
-        let Some(span) = ctx.span(id) else { return };
-        let mut ext = span.extensions_mut();
-        if ext.get_mut::<RequestState>().is_some() {
-            // Another layer of a recorder already watches this span.
+        let requests = &self.shared.requests;
+        let span_id = id.into_u64();
+        // Another layer of this recorder already watches this span (in the
+        // table, or in the extensions when its bucket was full).
+        if requests.get(span_id).is_some()
+            || requests.any_fallbacks()
+                && ctx
+                    .span(id)
+                    .is_some_and(|s| s.extensions().get::<RequestState>().is_some())
+        {
             return;
         }
         let req = self.shared.new_request_id();
         let capture = &self.shared.capture;
         let start = capture.clock.raw();
-        let slotted =
-            self.shared
-                .requests
-                .open(id.into_u64(), pack(req, info.name, self.tag), start);
-        ext.insert(RequestState {
-            layer: self.tag,
-            id: req,
-            slotted,
-            name: info.name,
-            start,
-            ids: OnceLock::new(),
-            error: AtomicBool::new(false),
-        });
-        drop(ext);
+        if !requests.open(span_id, pack(req, info.name, self.tag), start) {
+            let Some(span) = ctx.span(id) else {
+                requests.close_fallback();
+                return;
+            };
+            span.extensions_mut().insert(RequestState {
+                layer: self.tag,
+                id: req,
+                name: info.name,
+                start,
+                ids: OnceLock::new(),
+                error: AtomicBool::new(false),
+            });
+        }
         capture.record_at_time(EventKind::RequestOpen, req, info.name, start);
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        let capture = &self.shared.capture;
         let requests = &self.shared.requests;
-        let need_ids = match requests.get(id.into_u64()) {
-            Some(word) if layer_of(word) != self.tag => return,
-            Some(word) => {
-                let (request, name) = unpack(word);
-                capture.record_in_poll(EventKind::RequestEnter, request, 0, false);
-                // A task polled inside a request span is named after it.
-                if let Some(task) = capture.unnamed_task() {
-                    capture.name_task(task, name);
-                }
-                word & IDS_LOOKED_UP == 0 && requests.mark_ids(id.into_u64())
-            }
-            None => {
-                let fallback = requests.any_fallbacks();
-                let unnamed = capture.unnamed_task();
-                if !fallback && unnamed.is_none() {
-                    return;
-                }
-                let Some(span) = ctx.span(id) else { return };
-                let ext = span.extensions();
-                match ext.get::<RequestState>() {
-                    Some(state) if state.layer != self.tag => return,
-                    Some(state) => {
-                        capture.record_in_poll(EventKind::RequestEnter, state.id, 0, false);
-                        if let Some(task) = unnamed {
-                            capture.name_task(task, state.name);
-                        }
-                        state.ids.get().is_none()
-                    }
-                    None => {
-                        // Not a request: the first span a task enters names it
-                        // (its `.instrument(..)` span is entered first in every poll).
-                        if let Some(task) = unnamed {
-                            capture.name_task(task, self.info(span.metadata()).name);
-                        }
-                        return;
-                    }
-                }
-            }
+        let span_id = id.into_u64();
+        let Some(word) = requests.get(span_id) else {
+            return self.enter_other(id, &ctx);
         };
-        if need_ids {
-            // Not while holding our extensions: the OpenTelemetry layer takes
-            // the same span's extensions to build its context.
-            let ids = self.otel_ids(id);
-            if let Some((trace, span_id)) = ids {
-                requests.set_ids(id.into_u64(), trace, span_id);
-            }
-            if let Some(span) = ctx.span(id)
-                && let Some(state) = span.extensions().get::<RequestState>()
-            {
-                let _ = state.ids.set(ids);
+        if layer_of(word) != self.tag {
+            return;
+        }
+        let (request, name) = unpack(word);
+        self.shared.capture.request_enter(request, name);
+        if word & IDS_LOOKED_UP == 0 && requests.mark_ids(span_id) {
+            // The first enter: the OpenTelemetry ids exist by now.
+            if let Some((trace, span)) = self.otel_ids(id) {
+                requests.set_ids(span_id, trace, span);
             }
         }
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        let capture = &self.shared.capture;
-        if let Some(word) = self.shared.requests.get(id.into_u64()) {
-            if layer_of(word) != self.tag {
-                return;
+        let requests = &self.shared.requests;
+        match requests.get(id.into_u64()) {
+            Some(word) if layer_of(word) == self.tag => {
+                self.shared.capture.request_exit(unpack(word).0);
             }
-            capture.record_in_poll(EventKind::RequestExit, unpack(word).0, 0, true);
-        } else if self.shared.requests.any_fallbacks() {
-            let Some(span) = ctx.span(id) else { return };
-            if let Some(state) = span.extensions().get::<RequestState>()
-                && state.layer == self.tag
-            {
-                capture.record_in_poll(EventKind::RequestExit, state.id, 0, true);
-            }
+            Some(_) => {}
+            None if requests.any_fallbacks() => self.exit_fallback(id, &ctx),
+            None => {}
         }
     }
 
@@ -312,8 +363,14 @@ where
         let Some(scope) = ctx.event_scope(event) else {
             return;
         };
+        let requests = &self.shared.requests;
         for span in scope {
-            if let Some(state) = span.extensions().get::<RequestState>() {
+            if requests.mark_error(span.id().into_u64()) {
+                return;
+            }
+            if requests.any_fallbacks()
+                && let Some(state) = span.extensions().get::<RequestState>()
+            {
                 state.error.store(true, Ordering::Relaxed);
                 return;
             }
@@ -321,40 +378,51 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else { return };
-        let ext = span.extensions();
-        let Some(state) = ext.get::<RequestState>().filter(|s| s.layer == self.tag) else {
-            return;
-        };
         let requests = &self.shared.requests;
-        // Ids the capture thread made while the request was open (captured stuck).
-        let table_ids = if state.slotted {
-            requests.ids(id.into_u64())
-        } else {
-            None
+        let span_id = id.into_u64();
+        // (request, name, start, ids, error)
+        let closed = match requests.take(span_id, self.tag) {
+            Some(c) => {
+                let (request, name) = unpack(c.word);
+                (request, name, c.start_raw, c.ids, c.error())
+            }
+            None => {
+                if !requests.any_fallbacks() {
+                    return;
+                }
+                let Some(span) = ctx.span(&id) else { return };
+                let ext = span.extensions();
+                let Some(state) = ext.get::<RequestState>().filter(|s| s.layer == self.tag) else {
+                    return;
+                };
+                requests.close_fallback();
+                let ids = state
+                    .ids
+                    .get()
+                    .copied()
+                    .flatten()
+                    .map(|(t, s)| (t, s, false));
+                let error = state.error.load(Ordering::Relaxed);
+                (state.id, state.name, state.start, ids, error)
+            }
         };
-        requests.close(id.into_u64(), state.slotted);
+        let (request, name, start, ids, error) = closed;
         let capture = &self.shared.capture;
         let end = capture.clock.raw();
-        capture.record_at_time(EventKind::RequestClose, state.id, 0, end);
-        let duration_ns = capture.clock.delta_ns(state.start, end);
-        let error = state.error.load(Ordering::Relaxed);
+        capture.record_at_time(EventKind::RequestClose, request, 0, end);
+        let duration_ns = capture.clock.delta_ns(start, end);
         let slow = duration_ns >= self.shared.settings.latency_threshold.as_nanos() as u64;
         if !slow {
             return;
         }
-        let ids = match (state.ids.get().copied().flatten(), table_ids) {
-            (Some((t, s)), _) => (t, s, false),
-            (None, Some(ids)) => ids,
-            (None, None) => {
-                let g = RandomIdGenerator::default();
-                (g.new_trace_id(), g.new_span_id(), true)
-            }
-        };
-        let mut req = self
-            .shared
-            .slow_request(state.id, state.name, ids, state.start, end);
+        // The OpenTelemetry ids, or those the capture thread made for a
+        // stuck capture, or fresh ones.
+        let ids = ids.unwrap_or_else(|| {
+            let g = RandomIdGenerator::default();
+            (g.new_trace_id(), g.new_span_id(), true)
+        });
+        let mut req = self.shared.slow_request(request, name, ids, start, end);
         req.error = error;
-        self.shared.on_slow_request(req, state.start, end);
+        self.shared.on_slow_request(req, start, end);
     }
 }

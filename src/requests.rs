@@ -4,9 +4,12 @@
 //!
 //! Lock-free: a span id hashes (the whole id, mixed, so tracing-subscriber's
 //! ids, which share their low bits across threads, spread out) to a bucket of
-//! 8 slots in one cache line of tags. A request whose bucket is full falls
-//! back to the span's extensions and is counted: it is still captured when
-//! it closes slow, but not seen while open.
+//! 8 slots in one cache line of tags. A slot holds all of an open request's
+//! state (its id, name, start, OpenTelemetry ids and error flag), so the
+//! layer keeps nothing in the span's extensions: no allocation and no
+//! registry lookup per request. A request whose bucket is full falls back to
+//! the span's extensions and is counted: it is still captured when it closes
+//! slow, but not seen while open.
 //!
 //! # Protocol
 //!
@@ -27,7 +30,10 @@
 //!   A reader reads the id words only after seeing `IDS_SET` (`Acquire`). The
 //!   loser of the claim uses its own ids for its window (the capture thread:
 //!   fresh ones, so a stuck window may then carry other ids than the close).
-//! - **close** (layer, the owner): store `words[i]` = 0, then `tags[i]` = 0
+//! - **error** (layer, inside the request): `fetch_or` of `ERROR` on the
+//!   word; the span is live, so the slot is its own.
+//! - **close** (layer, the owner): read the word, the start and the ids (as
+//!   **ids** reads them), then store `words[i]` = 0, then `tags[i]` = 0
 //!   (`Release`): the next owner sees the slot cleared.
 //! - **scan** (capture thread): read the tag (`Acquire`) and the word
 //!   (`Acquire`), skip a free or unpublished slot, read the start, an
@@ -47,7 +53,6 @@
 //! table is small (2 buckets of 2 slots) and the models in `tests` check
 //! open/close against scan and the two id writers against each other.
 
-use crate::capture::mix;
 use crate::sync::{AtomicU64, Ordering, fence};
 use opentelemetry::trace::{SpanId, TraceId};
 
@@ -76,25 +81,51 @@ const SEEN_SLOW: u64 = 1 << 60;
 const CAPTURED_OPEN: u64 = 1 << 59;
 /// One writer claimed the slot's id words (see the protocol).
 const IDS_CLAIMED: u64 = 1 << 58;
+/// An `ERROR` event was recorded inside the request.
+const ERROR: u64 = 1 << 57;
 /// The bits of a word that say which open it is (request, name, layer).
-const ID_BITS: u64 = IDS_CLAIMED - 1;
+const ID_BITS: u64 = ERROR - 1;
+
+/// Bits of a layer's tag kept in a slot word.
+pub(crate) const LAYER_TAG_MASK: u16 = 0x1ff;
 
 /// A request's id, span name index and owning layer's tag, as packed in a slot.
 pub(crate) fn pack(request: u64, name: u16, layer: u16) -> u64 {
     debug_assert!(request & 0xffff_ffff != 0, "request ids are never 0");
-    (u64::from(layer & 0x3ff) << 48) | (u64::from(name) << 32) | (request & 0xffff_ffff)
+    (u64::from(layer & LAYER_TAG_MASK) << 48) | (u64::from(name) << 32) | (request & 0xffff_ffff)
 }
 
-/// The tag of the layer that opened the request (10 bits).
+/// The tag of the layer that opened the request (9 bits).
 #[inline]
 pub(crate) fn layer_of(word: u64) -> u16 {
-    ((word >> 48) & 0x3ff) as u16
+    ((word >> 48) as u16) & LAYER_TAG_MASK
 }
 
 /// The request id and span name index of a slot word.
 pub(crate) fn unpack(word: u64) -> (u64, u16) {
     (word & 0xffff_ffff, (word >> 32) as u16)
 }
+
+/// What a request's slot held when the request closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed {
+    /// The slot word ([`pack`] plus flags).
+    pub(crate) word: u64,
+    pub(crate) start_raw: u64,
+    /// The ids set while it was open (by the layer from OpenTelemetry, or
+    /// by the capture thread for a stuck request), and whether the recorder made them.
+    pub(crate) ids: Option<(TraceId, SpanId, bool)>,
+}
+
+impl Closed {
+    /// Whether an `ERROR` event was recorded inside the request.
+    pub(crate) fn error(&self) -> bool {
+        self.word & ERROR != 0
+    }
+}
+
+/// One word per slot. A fixed length, so that a masked index needs no bounds check.
+type Column = Box<[AtomicU64; BUCKET * BUCKETS]>;
 
 /// An open request the capture thread found past a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,12 +143,12 @@ pub(crate) struct OpenRequest {
 /// The open-request table.
 #[derive(Debug)]
 pub(crate) struct OpenRequests {
-    tags: Box<[AtomicU64]>,
-    words: Box<[AtomicU64]>,
-    starts: Box<[AtomicU64]>,
-    trace_hi: Box<[AtomicU64]>,
-    trace_lo: Box<[AtomicU64]>,
-    span: Box<[AtomicU64]>,
+    tags: Column,
+    words: Column,
+    starts: Column,
+    trace_hi: Column,
+    trace_lo: Column,
+    span: Column,
     /// Requests open outside the table (bucket full).
     fallbacks: AtomicU64,
     /// Requests ever opened outside the table.
@@ -127,7 +158,10 @@ pub(crate) struct OpenRequests {
 impl Default for OpenRequests {
     fn default() -> Self {
         let n = BUCKET * BUCKETS;
-        let zeros = || (0..n).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
+        let zeros = || {
+            let v: Box<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
+            Column::try_from(v).unwrap_or_else(|_| unreachable!("{n} slots"))
+        };
         OpenRequests {
             tags: zeros(),
             words: zeros(),
@@ -142,13 +176,19 @@ impl Default for OpenRequests {
 }
 
 impl OpenRequests {
+    /// The span's bucket: the top bits of a multiplicative (Fibonacci)
+    /// hash, which depend on every bit of the id, so tracing-subscriber's
+    /// ids, which share their low bits across threads, spread out.
+    #[inline(always)]
     fn bucket(span_id: u64) -> std::ops::Range<usize> {
-        let b = (mix(span_id) as usize) & (BUCKETS - 1);
+        let b = (span_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - BUCKETS.trailing_zeros()))
+            as usize
+            & (BUCKETS - 1);
         b * BUCKET..(b + 1) * BUCKET
     }
 
     /// The slot of a live request span, if it holds one.
-    #[inline]
+    #[inline(always)]
     fn find(&self, span_id: u64) -> Option<usize> {
         Self::bucket(span_id).find(|&i| self.tags[i].load(Ordering::Acquire) == span_id)
     }
@@ -180,7 +220,7 @@ impl OpenRequests {
     }
 
     /// The slot word of a live request span (`pack` plus flags).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, span_id: u64) -> Option<u64> {
         self.find(span_id)
             .map(|i| self.words[i].load(Ordering::Acquire))
@@ -243,6 +283,7 @@ impl OpenRequests {
     }
 
     /// The ids stored for a live request span.
+    #[cfg(test)]
     pub(crate) fn ids(&self, span_id: u64) -> Option<(TraceId, SpanId, bool)> {
         self.find(span_id).and_then(|i| self.ids_at(i))
     }
@@ -260,17 +301,37 @@ impl OpenRequests {
         self.ids_at(r.slot).unwrap_or((t, s, true))
     }
 
-    /// Frees a request span's slot (or its fallback count).
-    pub(crate) fn close(&self, span_id: u64, slotted: bool) {
-        if slotted {
-            if let Some(i) = self.find(span_id) {
-                self.words[i].store(0, Ordering::Relaxed);
-                self.tags[i].store(0, Ordering::Release);
-            }
-        } else {
-            let before = self.fallbacks.fetch_sub(1, Ordering::Relaxed);
-            debug_assert!(before > 0, "a fallback closed that was never opened");
+    /// Marks a live request span as having had an `ERROR` event.
+    pub(crate) fn mark_error(&self, span_id: u64) -> bool {
+        self.find(span_id).is_some_and(|i| {
+            self.words[i].fetch_or(ERROR, Ordering::Relaxed);
+            true
+        })
+    }
+
+    /// Frees a request span's slot and returns what it held, when the slot
+    /// is held by the layer tagged `layer` (`None`: the span holds no slot,
+    /// or another layer's). Called by the span's closer, its owner.
+    pub(crate) fn take(&self, span_id: u64, layer: u16) -> Option<Closed> {
+        let i = self.find(span_id)?;
+        let word = self.words[i].load(Ordering::Acquire);
+        if layer_of(word) != layer & LAYER_TAG_MASK {
+            return None;
         }
+        let closed = Closed {
+            word,
+            start_raw: self.starts[i].load(Ordering::Relaxed),
+            ids: self.ids_at(i),
+        };
+        self.words[i].store(0, Ordering::Relaxed);
+        self.tags[i].store(0, Ordering::Release);
+        Some(closed)
+    }
+
+    /// Closes a request that was open outside the table.
+    pub(crate) fn close_fallback(&self) {
+        let before = self.fallbacks.fetch_sub(1, Ordering::Relaxed);
+        debug_assert!(before > 0, "a fallback closed that was never opened");
     }
 
     /// Requests ever opened outside the table (bucket full).
@@ -367,8 +428,17 @@ mod tests {
         assert!(t.mark_ids(ids[0]));
         assert!(!t.mark_ids(ids[0]), "ids are looked up once");
         assert_eq!(t.get(3), None);
-        t.close(ids[0], true);
+        assert!(t.mark_error(ids[0]));
+        let closed = t.take(ids[0], 0).expect("open");
+        assert_eq!(unpack(closed.word), (1, 7));
+        assert_eq!(closed.start_raw, 100);
+        assert!(closed.error() && closed.ids.is_none());
         assert_eq!(t.get(ids[0]), None);
+        assert_eq!(t.take(ids[0], 0), None, "taken once");
+        // A reopened slot starts without the old request's flags.
+        assert!(t.open(ids[0], pack(99, 7, 3), 5));
+        assert_eq!(t.take(ids[0], 0), None, "another layer's");
+        assert!(!t.take(ids[0], 3).expect("open").error());
         // A full bucket falls back and counts.
         let same_bucket: Vec<u64> = (1..100_000u64)
             .filter(|&id| OpenRequests::bucket(id) == OpenRequests::bucket(1))
@@ -380,7 +450,8 @@ mod tests {
         }
         assert!(!t.open(same_bucket[BUCKET], pack(2, 0, 0), 0));
         assert!(t.any_fallbacks());
-        t.close(same_bucket[BUCKET], false);
+        assert_eq!(t.take(same_bucket[BUCKET], 0), None, "not in the table");
+        t.close_fallback();
         assert!(!t.any_fallbacks());
     }
 
@@ -424,7 +495,7 @@ mod models {
                 let t = t.clone();
                 thread::spawn(move || {
                     assert!(t.open(7, pack(1, 0, 0), 10));
-                    t.close(7, true);
+                    assert!(t.take(7, 0).is_some());
                     assert!(t.open(7, pack(2, 0, 0), 1_000));
                 })
             };

@@ -3,10 +3,10 @@
 //! Every lock-free structure takes its atomics from here, and writes its
 //! protocol at its top: the segments (`segments/mod.rs`, with the
 //! [`Queue`] below), the open-request table (`requests.rs`) and the shared
-//! spawn-location table (`capture/locations.rs`). Under
+//! spawn-location and callsite table (`capture/address_table.rs`). Under
 //! `--cfg blackbox_loom` they are model-checked with loom's atomics, which
 //! explore every interleaving the memory model allows (the models are in
-//! `segments/tests.rs`, `requests.rs` and `capture/locations.rs`). Plain counters elsewhere use
+//! `segments/tests.rs`, `requests.rs` and `capture/address_table.rs`). Plain counters elsewhere use
 //! `std`'s atomics directly: they order nothing. Tokio compiles its task hooks out under `cfg(loom)`,
 //! which is why the cfg has our own name.
 

@@ -1,5 +1,6 @@
-//! The shared spawn-location table: a lock-free map from a
-//! `&'static Location` (its address) to its index in the string table.
+//! A lock-free map from a `'static` address to a small number, written once
+//! per key and then only read: spawn locations to their index in the string
+//! table (the capture), span callsites to what the layer decided for them.
 //!
 //! # Protocol
 //!
@@ -39,15 +40,15 @@ const PROBES: usize = 16;
 
 /// See the module's protocol.
 #[derive(Debug)]
-pub(super) struct LocationTable {
+pub(crate) struct AddressTable {
     keys: Box<[AtomicU64]>,
-    /// String index + 1 (0: claimed, not published yet).
+    /// Value + 1 (0: claimed, not published yet).
     values: Box<[AtomicU32]>,
 }
 
-impl LocationTable {
-    pub(super) fn new() -> LocationTable {
-        LocationTable {
+impl AddressTable {
+    pub(crate) fn new() -> AddressTable {
+        AddressTable {
             keys: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
             values: (0..SLOTS).map(|_| AtomicU32::new(0)).collect(),
         }
@@ -57,8 +58,9 @@ impl LocationTable {
         (mix(key) as usize).wrapping_add(probe) & (SLOTS - 1)
     }
 
-    /// The index stored for `key` (never 0: an address), if published.
-    pub(super) fn get(&self, key: u64) -> Option<u16> {
+    /// The value stored for `key` (never 0: an address), if published.
+    #[inline]
+    pub(crate) fn get(&self, key: u64) -> Option<u32> {
         debug_assert!(key != 0, "0 marks an empty slot");
         for probe in 0..PROBES.min(SLOTS) {
             let s = Self::slot(key, probe);
@@ -66,8 +68,7 @@ impl LocationTable {
                 0 => return None,
                 k if k == key => {
                     let v = self.values[s].load(Ordering::Acquire);
-                    debug_assert!(v <= u32::from(u16::MAX) + 1);
-                    return (v != 0).then(|| (v - 1) as u16);
+                    return v.checked_sub(1);
                 }
                 _ => {}
             }
@@ -75,9 +76,11 @@ impl LocationTable {
         None
     }
 
-    /// Stores `index` for `key`; a table with no free slot in reach keeps
-    /// nothing (the key always misses).
-    pub(super) fn insert(&self, key: u64, index: u16) {
+    /// Stores `value` (below `u32::MAX`) for `key`; a table with no free
+    /// slot in reach keeps nothing (the key always misses). A key's value
+    /// never changes: a second insert must store the same value.
+    pub(crate) fn insert(&self, key: u64, value: u32) {
+        debug_assert!(value < u32::MAX, "values are stored plus one");
         debug_assert!(key != 0, "0 marks an empty slot");
         for probe in 0..PROBES.min(SLOTS) {
             let s = Self::slot(key, probe);
@@ -86,10 +89,10 @@ impl LocationTable {
                 Err(k) if k == key => {}
                 Err(_) => continue,
             }
-            let before = self.values[s].swap(u32::from(index) + 1, Ordering::Release);
+            let before = self.values[s].swap(value + 1, Ordering::Release);
             debug_assert!(
-                before == 0 || before == u32::from(index) + 1,
-                "a location's index never changes"
+                before == 0 || before == value + 1,
+                "a key's value never changes"
             );
             return;
         }
@@ -102,18 +105,18 @@ mod tests {
 
     #[test]
     fn inserted_keys_read_back_and_others_miss() {
-        let t = LocationTable::new();
+        let t = AddressTable::new();
         for k in 1..=3_000u64 {
-            t.insert(k * 64, (k % 60_000) as u16);
+            t.insert(k * 64, (k % 60_000) as u32);
         }
         let found = (1..=3_000u64)
-            .filter(|&k| t.get(k * 64) == Some((k % 60_000) as u16))
+            .filter(|&k| t.get(k * 64) == Some((k % 60_000) as u32))
             .count();
         // At 73% load a few keys may find no slot in 16 probes; none reads wrong.
         assert!(found > 2_900, "{found}");
         for k in 1..=3_000u64 {
             if let Some(v) = t.get(k * 64) {
-                assert_eq!(v, (k % 60_000) as u16, "key {k} read another's index");
+                assert_eq!(v, (k % 60_000) as u32, "key {k} read another's index");
             }
         }
         // Two inserts of one key agree; an unknown key misses.
@@ -134,7 +137,7 @@ mod models {
     #[test]
     fn get_never_sees_another_keys_value() {
         loom::model(|| {
-            let t = Arc::new(LocationTable::new());
+            let t = Arc::new(AddressTable::new());
             let a = {
                 let t = t.clone();
                 thread::spawn(move || t.insert(8, 1))
