@@ -620,9 +620,8 @@ impl Capture {
     #[inline(always)]
     pub(crate) fn poll_end(&self, loc: &'static Location<'static>) {
         let key = loc as *const Location<'static> as usize;
-        let slot = (key >> 3) & (LOCATION_CACHE - 1);
         let done = LOCAL.try_with(|l| {
-            let (k, i) = l.locations[slot].get();
+            let (k, i) = l.locations[(key >> 3) & (LOCATION_CACHE - 1)].get();
             if l.owner.get() != self.id || k != key {
                 return false;
             }
@@ -630,13 +629,17 @@ impl Capture {
             put(l, [head(codec::K_POLL_END, u64::from(i))])
         });
         if done != Ok(true) {
-            self.poll_end_slow(loc, slot);
+            self.poll_end_slow(loc);
         }
     }
 
+    /// A poll end whose location is not in the thread's cache (or whose
+    /// segment is full): only the location is carried over, so the fast
+    /// path keeps no other value alive for this call.
     #[cold]
     #[inline(never)]
-    fn poll_end_slow(&self, loc: &'static Location<'static>, slot: usize) {
+    fn poll_end_slow(&self, loc: &'static Location<'static>) {
+        let slot = (loc as *const Location<'static> as usize >> 3) & (LOCATION_CACHE - 1);
         let i = self.location_index(loc, slot);
         self.write_slow(
             0,
