@@ -144,6 +144,11 @@ pub struct BlackboxLayer {
     /// The subscriber this layer is part of, once it became a dispatcher:
     /// OpenTelemetry ids are asked of it.
     dispatch: OnceLock<tracing::dispatcher::WeakDispatch>,
+    /// The subscriber has no `tracing-opentelemetry` layer: its context was
+    /// asked for once and it had none. A subscriber's layers are fixed once
+    /// built, so no request asks again (asking upgrades the subscriber's
+    /// `Arc`, two atomic operations on one cache line shared by every thread).
+    no_otel: AtomicBool,
 }
 
 impl fmt::Debug for BlackboxLayer {
@@ -162,6 +167,7 @@ impl BlackboxLayer {
             tag: (NEXT_TAG.fetch_add(1, Ordering::Relaxed) as u16) & LAYER_TAG_MASK,
             callsites: AddressTable::new(),
             dispatch: OnceLock::new(),
+            no_otel: AtomicBool::new(false),
         }
     }
 
@@ -198,8 +204,17 @@ impl BlackboxLayer {
     /// subscriber: a scoped one, or one whose OpenTelemetry layer does not
     /// know this span).
     fn otel_ids(&self, id: &Id) -> Option<(TraceId, SpanId)> {
+        if self.no_otel.load(Ordering::Relaxed) {
+            return None;
+        }
         let dispatch = self.dispatch.get()?.upgrade()?;
-        tracing_opentelemetry::get_otel_context(id, &dispatch)
+        // `None` only when the subscriber has no OpenTelemetry layer (with
+        // one, every span has a context, valid or not).
+        let Some(cx) = tracing_opentelemetry::get_otel_context(id, &dispatch) else {
+            self.no_otel.store(true, Ordering::Relaxed);
+            return None;
+        };
+        Some(cx)
             .map(|cx| cx.span().span_context().clone())
             .filter(|sc| sc.is_valid())
             .map(|sc| (sc.trace_id(), sc.span_id()))
