@@ -84,7 +84,7 @@ RUSTFLAGS="" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/no-unstable" \
 
 step "loom models of the segments, the request table and the location table"
 RUSTFLAGS="--cfg tokio_unstable --cfg blackbox_loom" LOOM_MAX_PREEMPTIONS=3 \
-  CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" ctest --release --lib -- segments:: requests:: capture::locations::
+  CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" ctest --release --lib -- segments:: requests:: capture::address_table::
 
 step "benches build"
 # The library's and the command's (cli/benches/summary.rs).

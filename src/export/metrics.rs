@@ -14,7 +14,7 @@
 
 use super::counters::add;
 use super::endpoint::OtlpSettings;
-use super::shared::ExportShared;
+use super::shared::{ExportShared, quietly};
 use crate::error::BuildError;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::Resource;
@@ -145,56 +145,59 @@ impl MetricsExport {
                 .name("blackbox-metrics".into())
                 .spawn(move || {
                     // The exporter's own tracing (tonic, hyper) never reaches
-                    // the application's subscriber or the recorder.
-                    let _quiet = tracing::subscriber::set_default(
-                        tracing::subscriber::NoSubscriber::default(),
-                    );
+                    // the application's subscriber or the recorder: each
+                    // collection and export runs `quietly`.
                     let _suppressed = opentelemetry::Context::enter_telemetry_suppressed_scope();
-                    let reader = SharedReader(Arc::new(ManualReader::builder().build()));
-                    let provider = SdkMeterProvider::builder()
-                        .with_reader(reader.clone())
-                        .with_resource(resource)
-                        .build();
-                    let meter = provider.meter("tokio-blackbox");
-                    let mut instruments = Vec::new();
-                    // One snapshot of the counters per collection, read by
-                    // every instrument's callback.
-                    let snapshot: Arc<Mutex<Vec<Metric>>> = Arc::new(Mutex::new(source()));
-                    let first = crate::sync::lock(&snapshot).clone();
-                    for (i, m) in first.into_iter().enumerate() {
-                        let read = {
-                            let snapshot = snapshot.clone();
-                            move || crate::sync::lock(&snapshot).get(i).map_or(0, |m| m.value)
-                        };
-                        if m.monotonic {
-                            instruments.push(Box::new(
-                                meter
-                                    .u64_observable_counter(m.name)
-                                    .with_description(m.description)
-                                    .with_callback(move |o| o.observe(read(), &[]))
-                                    .build(),
-                            )
-                                as Box<dyn std::any::Any>);
-                        } else {
-                            instruments.push(Box::new(
-                                meter
-                                    .u64_observable_gauge(m.name)
-                                    .with_description(m.description)
-                                    .with_callback(move |o| o.observe(read(), &[]))
-                                    .build(),
-                            ));
+                    let (reader, provider, instruments, snapshot) = quietly(|| {
+                        let reader = SharedReader(Arc::new(ManualReader::builder().build()));
+                        let provider = SdkMeterProvider::builder()
+                            .with_reader(reader.clone())
+                            .with_resource(resource)
+                            .build();
+                        let meter = provider.meter("tokio-blackbox");
+                        let mut instruments = Vec::new();
+                        // One snapshot of the counters per collection, read by
+                        // every instrument's callback.
+                        let snapshot: Arc<Mutex<Vec<Metric>>> = Arc::new(Mutex::new(source()));
+                        let first = crate::sync::lock(&snapshot).clone();
+                        for (i, m) in first.into_iter().enumerate() {
+                            let read = {
+                                let snapshot = snapshot.clone();
+                                move || crate::sync::lock(&snapshot).get(i).map_or(0, |m| m.value)
+                            };
+                            if m.monotonic {
+                                instruments.push(Box::new(
+                                    meter
+                                        .u64_observable_counter(m.name)
+                                        .with_description(m.description)
+                                        .with_callback(move |o| o.observe(read(), &[]))
+                                        .build(),
+                                )
+                                    as Box<dyn std::any::Any>);
+                            } else {
+                                instruments.push(Box::new(
+                                    meter
+                                        .u64_observable_gauge(m.name)
+                                        .with_description(m.description)
+                                        .with_callback(move |o| o.observe(read(), &[]))
+                                        .build(),
+                                ));
+                            }
                         }
-                    }
+                        (reader, provider, instruments, snapshot)
+                    });
                     let export = || {
                         let mut rm = ResourceMetrics::default();
                         let counters = &shared.counters;
                         *crate::sync::lock(&snapshot) = source();
-                        if reader.collect(&mut rm).is_err() {
+                        if quietly(|| reader.collect(&mut rm)).is_err() {
                             add(&counters.metrics_failures, 1);
                             return;
                         }
-                        let sent = rt.block_on(async {
-                            tokio::time::timeout(timeout, exporter.export(&rm)).await
+                        let sent = quietly(|| {
+                            rt.block_on(async {
+                                tokio::time::timeout(timeout, exporter.export(&rm)).await
+                            })
                         });
                         match sent {
                             Ok(Ok(())) => add(&counters.metrics_exported, 1),
@@ -226,9 +229,12 @@ impl MetricsExport {
                             }
                         }
                     }
-                    drop(instruments);
-                    let _ = exporter.shutdown_with_timeout(Duration::from_millis(100));
-                    let _ = provider.shutdown_with_timeout(Duration::from_millis(100));
+                    quietly(move || {
+                        drop(instruments);
+                        let _ = exporter.shutdown_with_timeout(Duration::from_millis(100));
+                        let _ = provider.shutdown_with_timeout(Duration::from_millis(100));
+                        drop(rt);
+                    });
                 })
                 .map_err(|e| BuildError::Exporter(Box::new(e)))?
         };

@@ -25,10 +25,10 @@
 //! - each request gets [`RETRIES`] retries with a doubling back-off, then its
 //!   spans are dropped and counted ([`BlackboxStats::spans_dropped`]).
 //!
-//! The thread runs under `tracing`'s `NoSubscriber` and OpenTelemetry's
-//! suppressed-telemetry scope, so the exporter's own gRPC/HTTP spans and logs
-//! (tonic, h2, hyper, reqwest) never feed back into the recorder or into the
-//! application's traces.
+//! The thread's work runs with no `tracing` subscriber ([`quietly`]) and
+//! in OpenTelemetry's suppressed-telemetry scope, so the exporter's own
+//! gRPC/HTTP spans and logs (tonic, h2, hyper, reqwest) never feed back into
+//! the recorder or into the application's traces.
 
 use super::counters::{ExportCounters, add};
 use super::endpoint::OtlpSettings;
@@ -36,7 +36,7 @@ use super::exporter::DynExporter;
 use super::otlp::{self, Budget};
 use super::queue::{Job, PushError, Queue};
 use super::resource::resource;
-use super::shared::ExportShared;
+use super::shared::{ExportShared, quietly};
 use super::split::{SPLIT_AT, split, window_bytes};
 use crate::error::{BuildError, SinkError};
 use crate::window::Window;
@@ -224,9 +224,9 @@ fn export_thread(
     queue: &Queue,
     ready: SyncSender<Result<(), BuildError>>,
 ) {
-    // No feedback: the exporter's own spans and events go nowhere.
-    let _no_tracing =
-        tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+    // No feedback: the exporter's own spans and events go nowhere (each
+    // piece of work below runs `quietly`; the runtime's tasks run only
+    // inside its `block_on`).
     let _suppressed = opentelemetry::Context::enter_telemetry_suppressed_scope();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -241,7 +241,7 @@ fn export_thread(
             return;
         }
     };
-    let built = {
+    let built = quietly(|| {
         let _enter = rt.enter();
         match target {
             Target::Otlp(env) => env
@@ -249,7 +249,7 @@ fn export_thread(
                 .map(|e| Box::new(e) as Box<dyn DynExporter>),
             Target::Exporter(e) => Ok(e),
         }
-    };
+    });
     let exporter = match built {
         Ok(mut e) => {
             e.set_resource_dyn(&resource());
@@ -288,7 +288,9 @@ fn export_thread(
         }
         for batch in requests {
             let n = batch.len() as u64;
-            if rt.block_on(send_with_retries(exporter.as_ref(), batch, c)) {
+            // One batch's tries and back-offs, `quietly` (the connection's
+            // tasks run only inside `block_on`).
+            if quietly(|| rt.block_on(send_with_retries(exporter.as_ref(), batch, c))) {
                 add(&c.spans_exported, n);
             } else {
                 add(&c.spans_dropped, n);
@@ -297,9 +299,15 @@ fn export_thread(
         }
         queue.finish(bytes, c);
     }
-    let _ = exporter.shutdown_dyn();
+    quietly(move || {
+        let _ = exporter.shutdown_dyn();
+        // The connection's tasks end with the runtime.
+        drop(exporter);
+        drop(rt);
+    });
 }
 
+/// Sends `batch` with [`RETRIES`] retries; `true` when one try succeeded.
 async fn send_with_retries(
     exporter: &dyn DynExporter,
     mut batch: Vec<SpanData>,

@@ -12,6 +12,18 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Runs `f` with no `tracing` subscriber on this thread: the recorder's
+/// own work (an exporter's tonic, h2 and hyper events, a sink's) never
+/// reaches the application's subscriber or the recorder's layer.
+///
+/// Scoped to the work, not to the thread's life: while any thread holds a
+/// scoped dispatcher, tracing-core looks up a thread-local for every span
+/// and event of every thread of the process. `Dispatch::none()` is static,
+/// so this registers nothing with tracing's callsite registry either.
+pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    tracing::dispatcher::with_default(&tracing::Dispatch::none(), f)
+}
+
 /// How many recently kept trace ids are remembered, so a window exported
 /// after its trace was kept knows its request span went out (4,096 × 16 bytes).
 const KEPT_REMEMBERED: usize = 4096;

@@ -8,6 +8,7 @@
 
 use crate::config::Settings;
 use crate::export::Sink;
+use crate::export::shared::quietly;
 use crate::segments::Pinner;
 use crate::shared::{Msg, Shared};
 use crate::stats::Counters;
@@ -95,9 +96,8 @@ pub(crate) fn run(
     rx: Receiver<Msg>,
     mut sink: Box<dyn Sink>,
 ) {
-    // The recorder's own work must never be recorded or traced.
-    let _no_tracing =
-        tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+    // The recorder's own work must never be recorded or traced: the sink
+    // (ours or the user's) runs `quietly`; nothing else here uses tracing.
     let shared = cutter.shared.clone();
     let c = &cutter.settings;
     let clock = shared.capture.clock.clone();
@@ -124,7 +124,7 @@ pub(crate) fn run(
         for p in pending {
             sequence += 1;
             let window = cutter.cut(p, sequence);
-            match sink.write(&window) {
+            match quietly(|| sink.write(&window)) {
                 Ok(()) => bump(&counters.windows_written, 1),
                 Err(_) => bump(&counters.sink_errors, 1),
             };
@@ -155,7 +155,7 @@ pub(crate) fn run(
             Some(Msg::Flush(ack, deadline)) => {
                 write(trigger.drain(), &mut sink);
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if sink.flush_within(left).is_err() {
+                if quietly(|| sink.flush_within(left)).is_err() {
                     bump(&counters.sink_errors, 1);
                 }
                 let _ = ack.try_send(());
@@ -163,7 +163,7 @@ pub(crate) fn run(
             Some(Msg::Shutdown(ack, deadline)) => {
                 write(trigger.drain(), &mut sink);
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if sink.flush_within(left).is_err() {
+                if quietly(|| sink.flush_within(left)).is_err() {
                     bump(&counters.sink_errors, 1);
                 }
                 let _ = ack.try_send(());
