@@ -527,25 +527,33 @@ impl Capture {
             if l.owner.get() != self.id {
                 return false;
             }
-            let (field, now) = if l.task.get() != 0 {
-                (if at_end { DELTA_NEXT } else { 0 }, None)
-            } else {
-                let now = self.clock.raw();
-                let d = now.wrapping_sub(l.last.get());
-                if d >= DELTA_NEXT {
-                    return false;
-                }
-                (d, Some(now))
-            };
-            let ok = put(l, [head(code, field), request as u32]);
-            if ok && let Some(now) = now {
-                l.last.set(now);
+            if l.task.get() == 0 {
+                return self.edge_now(l, code, request);
             }
-            ok
+            put(
+                l,
+                [
+                    head(code, if at_end { DELTA_NEXT } else { 0 }),
+                    request as u32,
+                ],
+            )
         });
         if done != Ok(true) {
             self.request_edge_slow(kind, request, at_end);
         }
+    }
+
+    /// A request enter or exit outside a poll, on the thread's own segment:
+    /// two words at a clock reading of its own.
+    #[inline(always)]
+    fn edge_now(&self, l: &Local, code: u32, request: u64) -> bool {
+        let now = self.clock.raw();
+        let d = now.wrapping_sub(l.last.get());
+        if d >= DELTA_NEXT || !put(l, [head(code, d), request as u32]) {
+            return false;
+        }
+        l.last.set(now);
+        true
     }
 
     #[cold]

@@ -351,7 +351,10 @@ where
         }
         let (request, name) = unpack(word);
         self.shared.capture.request_enter(request, name);
-        if word & IDS_LOOKED_UP == 0 && requests.mark_ids(span_id) {
+        if word & IDS_LOOKED_UP == 0
+            && !self.no_otel.load(Ordering::Relaxed)
+            && requests.mark_ids(span_id)
+        {
             // The first enter: the OpenTelemetry ids exist by now.
             if let Some((trace, span)) = self.otel_ids(id) {
                 requests.set_ids(span_id, trace, span);
