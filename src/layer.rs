@@ -72,6 +72,21 @@ impl RequestSpans {
     }
 }
 
+/// What the recorder's layer reads: every span (any may be a request, or
+/// name the task it is entered in) and `ERROR` events (they mark their
+/// request failed). The filter of [`Blackbox::filtered_layer`].
+///
+/// [`Blackbox::filtered_layer`]: crate::Blackbox::filtered_layer
+pub type BlackboxFilter = tracing_subscriber::filter::FilterFn<fn(&Metadata<'_>) -> bool>;
+
+/// The [`BlackboxFilter`].
+pub(crate) fn filter() -> BlackboxFilter {
+    fn reads(meta: &Metadata<'_>) -> bool {
+        meta.is_span() || *meta.level() == Level::ERROR
+    }
+    tracing_subscriber::filter::FilterFn::new(reads as fn(&Metadata<'_>) -> bool)
+}
+
 /// A callsite's decision, made once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct CallsiteInfo {

@@ -37,7 +37,7 @@ pub use error::{BuildError, DumpError, DumpErrorKind, SinkError};
 pub use event::{Event, EventKind};
 pub use export::{DirSink, JsonFileSink, OtlpSink, Sink, TailSampler};
 pub use hooks::BlackboxHooks;
-pub use layer::BlackboxLayer;
+pub use layer::{BlackboxFilter, BlackboxLayer};
 pub use recorder::{Blackbox, BlackboxGuard};
 pub use stats::BlackboxStats;
 pub use window::{Lane, SlowRequest, Window};

@@ -12,6 +12,8 @@ pub enum Variant {
     Plain,
     Registry,
     Blackbox,
+    /// The recorder with `Blackbox::filtered_layer` (a per-layer filter).
+    BlackboxFiltered,
     BlackboxStorm,
     TokioMetrics,
     OtelAll,
@@ -20,10 +22,11 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 8] = [
+    pub const ALL: [Variant; 9] = [
         Variant::Plain,
         Variant::Registry,
         Variant::Blackbox,
+        Variant::BlackboxFiltered,
         Variant::BlackboxStorm,
         Variant::TokioMetrics,
         Variant::OtelAll,
@@ -36,6 +39,7 @@ impl Variant {
             Variant::Plain => "plain",
             Variant::Registry => "registry",
             Variant::Blackbox => "blackbox",
+            Variant::BlackboxFiltered => "blackbox-filtered",
             Variant::BlackboxStorm => "blackbox-storm",
             Variant::TokioMetrics => "tokio-metrics",
             Variant::OtelAll => "otel-all",
@@ -137,7 +141,7 @@ pub fn setup(variant: Variant, workers: usize, threshold: Option<Duration>) -> S
             set_global(tracing_subscriber::registry());
             s.rt = b.build().expect("rt");
         }
-        Variant::Blackbox | Variant::BlackboxStorm => {
+        Variant::Blackbox | Variant::BlackboxFiltered | Variant::BlackboxStorm => {
             let endpoint = if variant == Variant::BlackboxStorm {
                 let r = Receiver::start();
                 let e = r.endpoint();
@@ -153,7 +157,11 @@ pub fn setup(variant: Variant, workers: usize, threshold: Option<Duration>) -> S
             };
             let (bb, guard) = blackbox(threshold.unwrap_or(default), endpoint);
             bb.install_hooks(&mut b);
-            set_global(tracing_subscriber::registry().with(bb.layer()));
+            if variant == Variant::BlackboxFiltered {
+                set_global(tracing_subscriber::registry().with(bb.filtered_layer()));
+            } else {
+                set_global(tracing_subscriber::registry().with(bb.layer()));
+            }
             s.rt = b.build().expect("rt");
             s.blackbox = Some(bb);
             s.keep.push(Box::new(guard));
