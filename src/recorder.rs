@@ -131,6 +131,11 @@ pub(crate) fn start(
 impl Blackbox {
     /// Dumps on panic are at most one per minute.
     pub const PANIC_DUMP_INTERVAL: Duration = Duration::from_secs(60);
+
+    /// Dump files [`dump_to_dir`](Blackbox::dump_to_dir) keeps in the
+    /// directory, the newest (each is at most the buffer memory): older
+    /// `dump-*.bbx` files are removed after each dump.
+    pub const DUMPS_KEPT: usize = 8;
     /// Requests at least this long are captured: 500 ms.
     pub const DEFAULT_LATENCY_THRESHOLD: Duration = config::DEFAULT_LATENCY_THRESHOLD;
     /// Activity kept before a slow request: 2 s.
@@ -359,6 +364,7 @@ impl Blackbox {
             std::process::id()
         ));
         self.dump(&path)?;
+        crate::dump::prune(&self.inner.config.dir, "dump", Self::DUMPS_KEPT);
         Ok(path)
     }
 

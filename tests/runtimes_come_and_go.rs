@@ -1,4 +1,5 @@
-//! A 20 s soak: several runtimes in one process, started and shut down over
+//! A soak (20 s, or `SOAK_SECS`; `tools/test-all.sh` runs it for two
+//! minutes): several runtimes in one process, started and shut down over
 //! and over while a steady runtime runs a busy load and slow requests are
 //! captured and dumps written: threads exit and start by the hundred, a
 //! runtime is dropped with a capture pending and during a dump. No panic, no
@@ -45,7 +46,7 @@ fn runtimes_come_and_go_under_captures_and_dumps() {
     // short tasks (tens of thousands of events a second).
     let steady = first.spawn(async {
         loop {
-            let wave: Vec<_> = (0..50)
+            let wave: Vec<_> = (0..200)
                 .map(|i| tokio::spawn(async move { std::hint::black_box(i) }))
                 .collect();
             for t in wave {
@@ -69,10 +70,16 @@ fn runtimes_come_and_go_under_captures_and_dumps() {
             n
         })
     };
+    let soak = Duration::from_secs(
+        std::env::var("SOAK_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20),
+    );
     let started = Instant::now();
     let mut rss_after_warm_up: Vec<u64> = Vec::new();
     let mut round = 0usize;
-    while started.elapsed() < Duration::from_secs(20) {
+    while started.elapsed() < soak {
         round += 1;
         let mut rt = tokio::runtime::Builder::new_multi_thread();
         rt.worker_threads(1 + round % 3).max_blocking_threads(8);
@@ -120,9 +127,10 @@ fn runtimes_come_and_go_under_captures_and_dumps() {
         *rss_after_warm_up.iter().max().unwrap(),
     );
     eprintln!(
-        "{:?}: {round} rounds, {dumps} dumps, {} windows, resident {} to {} MiB after warm-up, {stats:?}",
+        "{:?}: {round} rounds, {dumps} dumps, {} windows, {:.0} events/s, resident {} to {} MiB after warm-up, {stats:?}",
         started.elapsed(),
         windows.load(std::sync::atomic::Ordering::Relaxed),
+        stats.events_recorded as f64 / started.elapsed().as_secs_f64(),
         low >> 20,
         high >> 20
     );

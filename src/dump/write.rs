@@ -82,6 +82,40 @@ pub(crate) fn open_private(
     Ok(file)
 }
 
+/// Removes the oldest `prefix-<ms>-<n>.bbx` files of `dir` (captures,
+/// dumps) past the newest `keep`, so a directory of them stays bounded on
+/// disk. Oldest by the time in the name, then the number after it; files
+/// of other names (temporary ones, the JSON traces, a user's) are left
+/// alone, and a file someone else removed first is no error.
+pub(crate) fn prune(dir: &Path, prefix: &str, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<((u64, u64), std::ffi::OsString)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name();
+            let key = name
+                .to_str()?
+                .strip_prefix(prefix)?
+                .strip_prefix('-')?
+                .strip_suffix(".bbx")
+                .and_then(|rest| {
+                    let (ms, n) = rest.split_once('-')?;
+                    Some((ms.parse().ok()?, n.parse().ok()?))
+                })?;
+            Some((key, name))
+        })
+        .collect();
+    if files.len() <= keep {
+        return;
+    }
+    files.sort();
+    for (_, name) in &files[..files.len() - keep] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+}
+
 /// A temporary name beside `path` that no other writer guesses: the
 /// process, a counter and the time.
 fn temporary_name(path: &Path) -> std::path::PathBuf {

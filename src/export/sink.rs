@@ -46,7 +46,9 @@ pub trait Sink: Send + 'static {
 }
 
 /// Writes each window as a capture file (the dump format, see
-/// `docs/dump-format.md`) into a directory: `capture-<unix ms>-<seq>.bbx`.
+/// `docs/dump-format.md`) into a directory: `capture-<unix ms>-<seq>.bbx`,
+/// keeping the newest [`DEFAULT_MAX_FILES`](DirSink::DEFAULT_MAX_FILES)
+/// (or [`with_max_files`](DirSink::with_max_files)).
 ///
 /// # Examples
 ///
@@ -58,12 +60,36 @@ pub trait Sink: Send + 'static {
 #[derive(Debug, Clone)]
 pub struct DirSink {
     dir: PathBuf,
+    max_files: usize,
 }
 
 impl DirSink {
-    /// A sink writing into `dir`, created on first write (mode 0700 on Unix).
+    /// Capture files a [`DirSink`] keeps by default: the newest 64 (a
+    /// capture is at most the buffer memory, 16 MiB by default).
+    pub const DEFAULT_MAX_FILES: usize = 64;
+
+    /// A sink writing into `dir`, created on first write (mode 0700 on
+    /// Unix), keeping the newest [`DEFAULT_MAX_FILES`](DirSink::DEFAULT_MAX_FILES)
+    /// capture files.
     pub fn new(dir: impl Into<PathBuf>) -> DirSink {
-        DirSink { dir: dir.into() }
+        DirSink {
+            dir: dir.into(),
+            max_files: Self::DEFAULT_MAX_FILES,
+        }
+    }
+
+    /// Keeps the newest `files` capture files (at least one): after each
+    /// write, older `capture-*.bbx` files of the directory are removed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let sink = tokio_blackbox::DirSink::new("/var/lib/blackbox").with_max_files(8);
+    /// # let _ = sink;
+    /// ```
+    pub fn with_max_files(mut self, files: usize) -> DirSink {
+        self.max_files = files.max(1);
+        self
     }
 
     /// The directory written to.
@@ -80,7 +106,13 @@ impl Sink for DirSink {
             window.to_unix_ns / 1_000_000,
             window.sequence
         );
-        crate::dump::write_window_file(&self.dir.join(name), window, crate::dump::FileKind::Capture)
-            .map_err(SinkError::new)
+        crate::dump::write_window_file(
+            &self.dir.join(name),
+            window,
+            crate::dump::FileKind::Capture,
+        )
+        .map_err(SinkError::new)?;
+        crate::dump::prune(&self.dir, "capture", self.max_files);
+        Ok(())
     }
 }
