@@ -88,6 +88,17 @@ fn bump(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
+/// Runs a call into the sink (ours or the user's): `quietly`, and with a
+/// panic caught and turned into an error, so a failing custom sink costs
+/// the window it failed on (counted in `sink_errors`), not the capture
+/// thread. The sink is called again for the next window.
+fn guarded(f: impl FnOnce() -> Result<(), crate::error::SinkError>) -> Result<(), ()> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| quietly(f))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) | Err(_) => Err(()),
+    }
+}
+
 /// The capture thread. Its clock is the recorder's raw monotonic clock (the
 /// trigger's "nanoseconds" are raw ticks here): a wall-clock step moves nothing.
 pub(crate) fn run(
@@ -124,7 +135,7 @@ pub(crate) fn run(
         for p in pending {
             sequence += 1;
             let window = cutter.cut(p, sequence);
-            match quietly(|| sink.write(&window)) {
+            match guarded(|| sink.write(&window)) {
                 Ok(()) => bump(&counters.windows_written, 1),
                 Err(_) => bump(&counters.sink_errors, 1),
             };
@@ -155,7 +166,7 @@ pub(crate) fn run(
             Some(Msg::Flush(ack, deadline)) => {
                 write(trigger.drain(), &mut sink);
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if quietly(|| sink.flush_within(left)).is_err() {
+                if guarded(|| sink.flush_within(left)).is_err() {
                     bump(&counters.sink_errors, 1);
                 }
                 let _ = ack.try_send(());
@@ -163,7 +174,7 @@ pub(crate) fn run(
             Some(Msg::Shutdown(ack, deadline)) => {
                 write(trigger.drain(), &mut sink);
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if quietly(|| sink.flush_within(left)).is_err() {
+                if guarded(|| sink.flush_within(left)).is_err() {
                     bump(&counters.sink_errors, 1);
                 }
                 let _ = ack.try_send(());
