@@ -315,7 +315,9 @@ pub(crate) fn explain_from(
         let mut prev_end = t.spawned_ns;
         for p in &t.polls {
             marks.push((p.start_ns, p.end_ns, Class::Own));
-            *own_cpu_by_task.entry(t.id).or_default() += p.overlap_ns(s, e);
+            let cpu = own_cpu_by_task.entry(t.id).or_default();
+            // Saturating: a damaged file may hold overlapping polls of any length.
+            *cpu = cpu.saturating_add(p.overlap_ns(s, e));
             // When was it runnable before this poll?
             // Tokio's delay counts from the wake; a task that yielded (or
             // ran out of its cooperative budget) is woken only when its
@@ -394,7 +396,7 @@ pub(crate) fn explain_from(
     }
     for c in &mut culprits {
         for q in lanes[&c.lane].iter().filter(|q| q.task == c.task) {
-            c.held_ns += q.overlap_ns(s, e);
+            c.held_ns = c.held_ns.saturating_add(q.overlap_ns(s, e));
             c.longest_poll_ns = c.longest_poll_ns.max(q.duration_ns());
         }
     }
@@ -462,7 +464,7 @@ pub(crate) fn explain_from(
 
     let unclear_because = if !window.task_hooks {
         Some("no task hooks (built without --cfg tokio_unstable), so polls are unknown".to_owned())
-    } else if unknown_ns * 2 >= duration.max(1) {
+    } else if unknown_ns.saturating_mul(2) >= duration.max(1) {
         Some(format!(
             "incomplete window: no events for {} of the request's {}",
             ms(unknown_ns),
@@ -471,7 +473,7 @@ pub(crate) fn explain_from(
     } else {
         match ranking.as_slice() {
             [] => Some("no activity of the request in the window".to_owned()),
-            [(c1, a), (c2, b), ..] if (a - b) * 10 < duration => Some(format!(
+            [(c1, a), (c2, b), ..] if (a - b).saturating_mul(10) < duration => Some(format!(
                 "shares too close: {} {}, {} {}",
                 c1,
                 ms(*a),
