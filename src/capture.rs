@@ -153,11 +153,11 @@ impl Threads {
 struct Local {
     /// Which recorder's segment this thread holds (0: none).
     owner: Cell<u64>,
-    /// The current segment's words (empty: none).
+    /// The current segment (empty: none): its published fill (word 0),
+    /// then its event words.
     words: Cell<&'static [crate::sync::AtomicU32]>,
-    /// Where the fill is published.
-    fill_at: Cell<&'static crate::sync::AtomicU32>,
-    /// `words used | events << 16` of the current segment.
+    /// `next word | events << 16` of the current segment, as published in
+    /// its word 0: the events start at word 1.
     fill: Cell<u32>,
     /// The current segment's index.
     segment: Cell<u32>,
@@ -194,7 +194,6 @@ impl Drop for Lease {
             if l.owner.get() == shared.id && !l.words.get().is_empty() {
                 shared.segments.seal(l.segment.get(), l.last.get());
                 l.words.set(&[]);
-                l.fill_at.set(no_fill());
             }
         });
         if let Some(t) = lock(&shared.threads.names).get_mut(&self.thread) {
@@ -203,29 +202,12 @@ impl Drop for Lease {
     }
 }
 
-/// Stands for "no segment": the fill of an empty word slice.
-#[cfg(not(blackbox_loom))]
-static NO_FILL_SYNC: crate::sync::AtomicU32 = crate::sync::AtomicU32::new(0);
-
-#[cfg(not(blackbox_loom))]
-fn no_fill() -> &'static crate::sync::AtomicU32 {
-    &NO_FILL_SYNC
-}
-
-/// Under loom (atomics are not `const`), one leaked per use: only the
-/// segment models run there, never the capture.
-#[cfg(blackbox_loom)]
-fn no_fill() -> &'static crate::sync::AtomicU32 {
-    Box::leak(Box::new(crate::sync::AtomicU32::new(0)))
-}
-
-/// A thread's state before its first event, with `$fill` standing for "no segment".
+/// A thread's state before its first event.
 macro_rules! empty_local {
-    ($fill:expr) => {
+    () => {
         Local {
             owner: Cell::new(0),
             words: Cell::new(&[]),
-            fill_at: Cell::new($fill),
             fill: Cell::new(0),
             segment: Cell::new(0),
             last: Cell::new(0),
@@ -242,12 +224,12 @@ macro_rules! empty_local {
 
 #[cfg(not(blackbox_loom))]
 thread_local! {
-    static LOCAL: Local = const { empty_local!(&NO_FILL_SYNC) };
+    static LOCAL: Local = const { empty_local!() };
 }
 
 #[cfg(blackbox_loom)]
 thread_local! {
-    static LOCAL: Local = empty_local!(no_fill());
+    static LOCAL: Local = empty_local!();
 }
 
 thread_local! {
@@ -260,7 +242,8 @@ thread_local! {
 fn put<const N: usize>(l: &Local, w: [u32; N]) -> bool {
     let fill = l.fill.get();
     let pos = (fill & 0xffff) as usize;
-    let Some(dst) = l.words.get().get(pos..pos + N) else {
+    let segment = l.words.get();
+    let Some(dst) = segment.get(pos..pos + N) else {
         return false;
     };
     for (d, v) in dst.iter().zip(w) {
@@ -268,8 +251,16 @@ fn put<const N: usize>(l: &Local, w: [u32; N]) -> bool {
     }
     let fill = fill + N as u32 + (1 << 16);
     l.fill.set(fill);
-    l.fill_at.get().store(fill, crate::sync::Ordering::Release);
+    publish(segment, fill);
     true
+}
+
+/// Publishes `fill` in its segment's word 0 (`Release`, after the words).
+#[inline(always)]
+fn publish(segment: &[crate::sync::AtomicU32], fill: u32) {
+    if let Some(at) = segment.first() {
+        at.store(fill, crate::sync::Ordering::Release);
+    }
 }
 
 /// When an event happened, as the writer knows it.
@@ -572,10 +563,18 @@ impl Capture {
         }
     }
 
+    /// A poll start for a hook installed where the clock is the TSC
+    /// ([`Clock::is_tsc`]): no branch on the clock, no delay.
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn poll_start_tsc(&self, task: u64) {
+        self.poll_start_at(crate::clock::tsc(), task, 0)
+    }
+
     /// A poll start where the clock is not the TSC: read it out of line.
     #[cold]
     #[inline(never)]
-    fn poll_start_other_clock(&self, task: u64, delay: u16) {
+    pub(crate) fn poll_start_other_clock(&self, task: u64, delay: u16) {
         self.poll_start_at(self.clock.raw(), task, delay)
     }
 
@@ -800,7 +799,8 @@ impl Capture {
             }
             let fill = l.fill.get();
             let pos = (fill & 0xffff) as usize;
-            let Some(dst) = l.words.get().get(pos..pos + n) else {
+            let segment = l.words.get();
+            let Some(dst) = segment.get(pos..pos + n) else {
                 return false;
             };
             for (d, w) in dst.iter().zip(&buf[..n]) {
@@ -809,7 +809,7 @@ impl Capture {
             // The time base and task high bits are not events: one event counted.
             let fill = fill + n as u32 + (1 << 16);
             l.fill.set(fill);
-            l.fill_at.get().store(fill, crate::sync::Ordering::Release);
+            publish(segment, fill);
             if let Some(t) = at {
                 l.last.set(t);
             }
@@ -848,7 +848,6 @@ impl Capture {
         }
         l.owner.set(self.id);
         l.words.set(&[]);
-        l.fill_at.set(no_fill());
         l.fill.set(0);
         l.last.set(0);
         l.task_high.set(0);
@@ -874,7 +873,6 @@ impl Capture {
                 .set(l.events_before.get() + u64::from(l.fill.get() >> 16));
             l.seq.set(l.seq.get() + 1);
             l.words.set(&[]);
-            l.fill_at.set(no_fill());
             l.fill.set(0);
         }
         let Some(i) = segments.claim(Claim {
@@ -886,11 +884,10 @@ impl Capture {
         }) else {
             return false;
         };
-        let (words, fill) = segments.segment(i);
         l.segment.set(i);
-        l.words.set(words);
-        l.fill_at.set(fill);
-        l.fill.set(0);
+        l.words.set(segments.segment_with_fill(i));
+        // Word 0 is the fill: the events start at 1.
+        l.fill.set(1);
         l.last.set(base);
         true
     }

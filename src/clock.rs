@@ -64,6 +64,11 @@ impl Clock {
         None
     }
 
+    /// Whether [`raw`](Clock::raw) is one `rdtsc` (then [`tsc`] reads it).
+    pub(crate) fn is_tsc(&self) -> bool {
+        self.tsc
+    }
+
     /// Raw ticks as a duration.
     pub(crate) fn duration(&self, ticks: u64) -> Duration {
         let ns = (u128::from(ticks) * u128::from(self.ns_per_2_32_ticks)) >> 32;
@@ -122,6 +127,18 @@ impl Clock {
     pub(crate) fn delta_ns(&self, start: u64, end: u64) -> u64 {
         self.inner.delta_as_nanos(start, end)
     }
+}
+
+/// A raw reading of a clock whose [`Clock::is_tsc`] is true, for hooks
+/// that chose their clock when they were installed: one `rdtsc`. Elsewhere
+/// than x86-64 no clock is the TSC and this is never called.
+#[cfg_attr(not(tokio_unstable), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn tsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    return rdtsc();
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no clock reads the TSC here")
 }
 
 /// One `rdtsc`.

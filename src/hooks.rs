@@ -153,14 +153,18 @@ impl BlackboxHooks {
         {
             let h = self.clone();
             builder.on_task_spawn(move |m| h.on_task_spawn(m));
-            // Without the schedule delay, a poll start of its own: no branch
-            // on the setting and no delay word, a few instructions fewer per poll.
+            // Without the schedule delay, a poll start of its own, chosen for
+            // the clock once: no branch on either setting and no delay word.
             let capture = self.capture.clone();
             if self.schedule_delay {
                 let h = self.clone();
                 builder.on_before_task_poll(move |m| h.on_before_task_poll(m));
+            } else if capture.clock.is_tsc() {
+                builder.on_before_task_poll(move |m| capture.poll_start_tsc(task_id_u64(&m.id())));
             } else {
-                builder.on_before_task_poll(move |m| capture.poll_start(task_id_u64(&m.id()), 0));
+                builder.on_before_task_poll(move |m| {
+                    capture.poll_start_other_clock(task_id_u64(&m.id()), 0)
+                });
             }
             let h = self.clone();
             builder.on_after_task_poll(move |m| h.on_after_task_poll(m));

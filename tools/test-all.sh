@@ -85,7 +85,7 @@ step "tests without tokio_unstable"
 RUSTFLAGS="" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/no-unstable" \
   ctest --lib --test without_tokio_unstable
 
-step "loom models of the segments, the request table and the location table"
+step "loom models of the segments, the request table and the address table"
 RUSTFLAGS="--cfg tokio_unstable --cfg blackbox_loom" LOOM_MAX_PREEMPTIONS=3 \
   CARGO_TARGET_DIR="$CARGO_TARGET_DIR/loom" ctest --release --lib -- segments:: requests:: capture::address_table::
 

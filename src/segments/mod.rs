@@ -21,7 +21,11 @@
 //!   header fields and `fill = 0`, and `ctl = generation + 1, WRITING` with
 //!   `Release`.
 //! - **Append** (writer): store the event's words (`Relaxed`), then
-//!   `fill = words | events << 16` (`Release`). It only grows within a generation.
+//!   `fill = next | events << 16` (`Release`). It only grows within a generation.
+//!   The fill is the segment's word 0 and the events follow it, so `next`
+//!   (the next word to write) is one more than the event words (0 before
+//!   the first event): the writer publishes through the pointer it writes
+//!   with, and its bounds check is the one of its own stores.
 //! - **Seal** (writer): store `end`, set the state to `SEALED`
 //!   (`Release`, keeping `PINNED`), push the index onto the FIFO.
 //! - **Copy** (reader, any thread): load `ctl` (`Acquire`) as `c1`; skip
@@ -69,13 +73,12 @@ fn generation(ctl: u64) -> u64 {
     ctl >> GEN_SHIFT
 }
 
-/// A segment's header: who wrote it and when. Cache-padded, so that the
-/// `fill` a writer stores on every event shares no line with another's.
+/// A segment's header: who wrote it and when. Cache-padded, so that one
+/// segment's control word shares no line with another's. (The fill a writer
+/// stores on every event is the first of the segment's words.)
 #[derive(Debug)]
 struct Header {
     ctl: AtomicU64,
-    /// What is published in this generation: `words | events << 16`.
-    fill: AtomicU32,
     /// The writing thread's number (its lane).
     thread: AtomicU32,
     /// The thread's segment count before this one (0: its first).
@@ -139,17 +142,17 @@ pub(crate) struct Segments {
 }
 
 impl Segments {
-    /// `count` segments of `seg_words` words each (at least one segment, and
-    /// 8 words: the largest event with its time base and task high bits).
+    /// `count` segments of `seg_words` words each, the fill and the events
+    /// (at least one segment, and 9 words: the fill, and the largest event
+    /// with its time base and task high bits).
     pub(crate) fn new(count: usize, seg_words: usize) -> Segments {
         let count = count.max(1);
-        let seg_words = seg_words.max(8);
+        let seg_words = seg_words.max(9);
         let s = Segments {
             headers: (0..count)
                 .map(|_| {
                     CachePadded::new(Header {
                         ctl: AtomicU64::new(FREE),
-                        fill: AtomicU32::new(0),
                         thread: AtomicU32::new(0),
                         seq: AtomicU64::new(0),
                         base: AtomicU64::new(0),
@@ -193,7 +196,7 @@ impl Segments {
         for (i, h) in self.headers.iter().enumerate() {
             let g = generation(h.ctl.load(Ordering::Relaxed));
             h.ctl.store((g + 1) << GEN_SHIFT | FREE, Ordering::Release);
-            h.fill.store(0, Ordering::Relaxed);
+            self.fill(i as u32).store(0, Ordering::Relaxed);
             self.fifo.push(i as u32);
         }
         self.overwritten.store(0, Ordering::Relaxed);
@@ -201,20 +204,31 @@ impl Segments {
         self.pinned.store(0, Ordering::Relaxed);
     }
 
-    /// The words and the published fill (`words | events << 16`) of segment `i`.
+    /// The event words and the published fill (`words | events << 16`) of segment `i`.
     pub(crate) fn segment(&self, i: u32) -> (&[AtomicU32], &AtomicU32) {
+        let (fill, words) = self
+            .segment_with_fill(i)
+            .split_first()
+            .unwrap_or_else(|| unreachable!("a segment has at least 9 words"));
+        (words, fill)
+    }
+
+    /// Segment `i` as a writer holds it: the fill (word 0), then the events.
+    pub(crate) fn segment_with_fill(&self, i: u32) -> &[AtomicU32] {
         let i = i as usize;
-        let words = &self.words[i * self.seg_words..(i + 1) * self.seg_words];
-        (words, &self.headers[i].fill)
+        &self.words[i * self.seg_words..(i + 1) * self.seg_words]
+    }
+
+    /// The published fill of segment `i`.
+    fn fill(&self, i: u32) -> &AtomicU32 {
+        &self.words[i as usize * self.seg_words]
     }
 
     /// Events recorded: in sealed segments, plus those in segments being written.
     pub(crate) fn recorded(&self) -> u64 {
-        let current: u64 = self
-            .headers
-            .iter()
-            .filter(|h| h.ctl.load(Ordering::Relaxed) & STATE == WRITING)
-            .map(|h| u64::from(h.fill.load(Ordering::Relaxed) >> 16))
+        let current: u64 = (0..self.headers.len() as u32)
+            .filter(|&i| self.headers[i as usize].ctl.load(Ordering::Relaxed) & STATE == WRITING)
+            .map(|i| u64::from(self.fill(i).load(Ordering::Relaxed) >> 16))
             .sum();
         self.sealed_events.load(Ordering::Relaxed) + current
     }
@@ -254,11 +268,11 @@ impl Segments {
                         // writer overwrites (pairs with the reader's fence).
                         fence(Ordering::Release);
                         if state == SEALED {
-                            let lost = h.fill.load(Ordering::Relaxed) >> 16;
+                            let lost = self.fill(i).load(Ordering::Relaxed) >> 16;
                             self.overwritten
                                 .fetch_add(u64::from(lost), Ordering::Relaxed);
                         }
-                        h.fill.store(0, Ordering::Relaxed);
+                        self.fill(i).store(0, Ordering::Relaxed);
                         h.thread.store(claim.thread, Ordering::Relaxed);
                         h.seq.store(claim.seq, Ordering::Relaxed);
                         h.base.store(claim.base, Ordering::Relaxed);
@@ -283,7 +297,7 @@ impl Segments {
     pub(crate) fn seal(&self, i: u32, end: u64) {
         let h = &self.headers[i as usize];
         h.end.store(end, Ordering::Relaxed);
-        let events = h.fill.load(Ordering::Relaxed) >> 16;
+        let events = self.fill(i).load(Ordering::Relaxed) >> 16;
         self.sealed_events
             .fetch_add(u64::from(events), Ordering::Relaxed);
         let mut ctl = h.ctl.load(Ordering::Relaxed);
@@ -345,9 +359,12 @@ impl Segments {
                     continue;
                 }
             }
-            let fill = h.fill.load(Ordering::Acquire);
-            let len = ((fill & 0xffff) as usize).min(self.seg_words);
-            let (words, _) = self.segment(i as u32);
+            let (words, fill) = self.segment(i as u32);
+            let fill = fill.load(Ordering::Acquire);
+            // `next` counts the fill word itself (see the protocol).
+            let len = ((fill & 0xffff) as usize)
+                .saturating_sub(1)
+                .min(words.len());
             let copy: Vec<u32> = words[..len]
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed))

@@ -166,7 +166,8 @@ mod models {
                         let (words, fill) = s.segment(i);
                         words[0].store(gen_value, Ordering::Relaxed);
                         words[1].store(gen_value, Ordering::Relaxed);
-                        fill.store(2 | 1 << 16, Ordering::Release);
+                        // Next word 3: the fill word, then the two written.
+                        fill.store(3 | 1 << 16, Ordering::Release);
                         s.seal(i, u64::from(gen_value));
                     }
                 })
