@@ -229,10 +229,8 @@ impl BlackboxLayer {
             self.no_otel.store(true, Ordering::Relaxed);
             return None;
         };
-        Some(cx)
-            .map(|cx| cx.span().span_context().clone())
-            .filter(|sc| sc.is_valid())
-            .map(|sc| (sc.trace_id(), sc.span_id()))
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
     }
 }
 
@@ -242,16 +240,11 @@ impl BlackboxLayer {
 impl BlackboxLayer {
     #[cold]
     #[inline(never)]
-    fn enter_other<S>(&self, id: &Id, ctx: &Context<'_, S>)
+    fn enter_other<S>(&self, id: &Id, ctx: &Context<'_, S>, unnamed: Option<u64>)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let capture = &self.shared.capture;
-        let fallback = self.shared.requests.any_fallbacks();
-        let unnamed = capture.unnamed_task();
-        if !fallback && unnamed.is_none() {
-            return;
-        }
         let Some(span) = ctx.span(id) else { return };
         let need_ids = {
             let ext = span.extensions();
@@ -359,7 +352,13 @@ where
         let requests = &self.shared.requests;
         let span_id = id.into_u64();
         let Some(word) = requests.get(span_id) else {
-            return self.enter_other(id, &ctx);
+            // Not in the table: a request past it, or a span that names the
+            // task it is entered in; both rare, so the rest is out of line.
+            let unnamed = self.shared.capture.unnamed_task();
+            if unnamed.is_some() || requests.any_fallbacks() {
+                self.enter_other(id, &ctx, unnamed);
+            }
+            return;
         };
         if layer_of(word) != self.tag {
             return;

@@ -204,7 +204,7 @@ impl Segments {
         self.pinned.store(0, Ordering::Relaxed);
     }
 
-    /// The event words and the published fill (`words | events << 16`) of segment `i`.
+    /// The event words and the published fill (`next | events << 16`, see the protocol) of segment `i`.
     pub(crate) fn segment(&self, i: u32) -> (&[AtomicU32], &AtomicU32) {
         let (fill, words) = self
             .segment_with_fill(i)
