@@ -940,7 +940,11 @@ fn decode_lane(
     range: Option<(u64, u64)>,
     now: u64,
 ) -> RawLane {
-    let mut events = Vec::new();
+    // Sized once (the settling of a poll at each gap may add one more): a
+    // storm's window is millions of events, and growing by doubling would
+    // hold two copies while moving.
+    let decoded: usize = segs.iter().map(|s| s.events as usize + 1).sum();
+    let mut events = Vec::with_capacity(decoded + 1);
     let mut lost = 0u64;
     let mut head_lost = false;
     let mut state = codec::LaneState::default();

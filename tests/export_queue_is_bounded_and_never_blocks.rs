@@ -1,15 +1,42 @@
 //! The export pipeline with an exporter that never answers (no timeout of
-//! its own): the queue is bounded by bytes, full is refused and counted,
+//! its own): the queue holds windows as their spans and is bounded, full is
+//! refused and counted,
 //! flush returns within its timeout, and shutting the pipeline down abandons
 //! what is left within its deadline, counting every abandoned window.
 
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio_blackbox::export::testing::window;
 use tokio_blackbox::export::{QUEUE_CAPACITY, QUEUE_MAX_BYTES};
 use tokio_blackbox::{Blackbox, OtlpSink, Sink, Window};
+
+/// Counts the bytes of live heap blocks.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call goes to `System` with the caller's arguments; the
+// counter is only arithmetic on the sizes the caller passed.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 /// An exporter whose export never completes.
 #[derive(Debug)]
@@ -37,13 +64,21 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
 }
 
 #[test]
-fn the_queue_is_bounded_by_bytes_and_full_is_refused() {
+fn the_queue_holds_spans_not_windows_and_is_bounded_by_bytes() {
     let big = window(1000, 128, 1); // about 4 MiB of events
     let size = event_bytes(&big);
     assert!(size > 3 << 20, "{size}");
+    let one = {
+        let before = LIVE.load(Ordering::Relaxed);
+        let spans = tokio_blackbox::export::otlp::window_spans(&big, Default::default()).0;
+        let one = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+        drop(spans);
+        one
+    };
     let mut sink = OtlpSink::with_exporter(Stuck).expect("sink");
+    let before = LIVE.load(Ordering::Relaxed);
     let (mut accepted, mut refused) = (0usize, 0usize);
-    for _ in 0..QUEUE_CAPACITY {
+    for _ in 0..QUEUE_CAPACITY + 8 {
         match sink.write(&big) {
             Ok(()) => accepted += 1,
             Err(e) => {
@@ -52,19 +87,29 @@ fn the_queue_is_bounded_by_bytes_and_full_is_refused() {
             }
         }
     }
+    let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
     eprintln!(
-        "windows of {} KiB: {accepted} accepted ({} MiB), {refused} refused; limit {} MiB",
+        "windows of {} KiB of events, {} KiB of spans: {accepted} accepted, {refused} refused; {} MiB held (limit {} MiB)",
         size / 1024,
-        (accepted * size) >> 20,
+        one / 1024,
+        held >> 20,
         QUEUE_MAX_BYTES >> 20
     );
-    assert!(refused > 0, "all {accepted} windows were queued");
-    // The one in flight plus what fits.
+    assert!(refused >= 8, "only {refused} refused");
+    // A queued window is its at most 1,000 spans, not its events.
+    assert!(one < size / 2, "a window's spans take {one} bytes");
+    // The byte bound counts what the spans really hold: the one in flight
+    // plus what fits, and what the exporter was handed (one copy, cloned
+    // for a retry).
     assert!(
-        accepted * size <= QUEUE_MAX_BYTES + size,
-        "{accepted} windows of {size} bytes held"
+        held <= QUEUE_MAX_BYTES + 3 * one,
+        "{accepted} queued windows hold {} MiB",
+        held >> 20
     );
-    // Small windows still fit by count, up to the job limit.
+    assert!(
+        accepted < QUEUE_CAPACITY,
+        "the byte bound, not the job bound, refused: {accepted} accepted"
+    );
     drop(sink);
 }
 

@@ -268,7 +268,7 @@ async fn replay_windows(args: &ReplayArgs, windows: Vec<Window>) -> Result<Repor
     let mut report = Report::default();
     for w in &windows {
         let (mut spans, at) = window_spans(w, Budget::default());
-        attach_request_spans(w, &mut spans, names::SOURCE_REPLAY, |_| {
+        attach_request_spans(&w.requests, &mut spans, names::SOURCE_REPLAY, |_| {
             !args.without_request_spans
         });
         let n = spans.len() as u64;

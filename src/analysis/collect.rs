@@ -4,7 +4,7 @@
 use super::{Poll, Visitor, scan_window};
 use crate::event::{Event, NO_STRING};
 use crate::window::{Lane, Window};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What one task did inside a window.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -114,39 +114,136 @@ fn string(strings: &[String], i: u16) -> Option<String> {
         .flatten()
 }
 
-/// Builds [`TaskActivity`] per task.
+/// What the export plan and the verdict know of one task: its activity with
+/// only the polls inside a focus interval, and the sums over all of them.
+/// A storm's window has millions of polls; keeping each (48 bytes, three
+/// times its two events) was most of a cut's memory.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TaskDigest {
+    /// The task; `polls` holds only those that end at or after the focus's
+    /// start and start at or before its end. Its `location` and
+    /// `span_name` are set by [`resolve`](TaskDigest::resolve).
+    pub(crate) task: TaskActivity,
+    /// All its polls in the window.
+    pub(crate) polls: u64,
+    /// Time spent being polled, all polls.
+    pub(crate) busy_ns: u64,
+    /// Its longest poll.
+    pub(crate) longest_ns: u64,
+    /// Polls longer than the window's `long_poll`.
+    pub(crate) long_polls: u64,
+    /// Total recorded scheduling delay.
+    pub(crate) sched_delay_ns: u64,
+    /// When its first poll started and its last one ended.
+    pub(crate) polled: Option<(u64, u64)>,
+    /// When its last poll before the focus ended.
+    pub(crate) end_before_focus: Option<u64>,
+    /// When its first poll after the focus started.
+    pub(crate) start_after_focus: Option<u64>,
+    /// Its spawn location and span name, as string indexes.
+    location: Option<u16>,
+    span_name: Option<u16>,
+}
+
+impl TaskDigest {
+    /// Sets the task's location and span name from the window's strings
+    /// (left unset while scanning: one string each for a storm's tasks).
+    pub(crate) fn resolve(&mut self, strings: &[String]) {
+        self.task.location = self.location.and_then(|i| string(strings, i));
+        self.task.span_name = self.span_name.and_then(|i| string(strings, i));
+    }
+
+    /// The task's display name ([`TaskActivity::name`]).
+    pub(crate) fn name(&self, strings: &[String]) -> String {
+        let mut named = TaskActivity {
+            id: self.task.id,
+            ..TaskActivity::default()
+        };
+        named.location = self.location.and_then(|i| string(strings, i));
+        named.span_name = self.span_name.and_then(|i| string(strings, i));
+        named.name()
+    }
+}
+
+/// Builds [`TaskActivity`] per task: every poll ([`Tasks::new`]), or only
+/// those of a focus interval with the sums of all ([`Tasks::focused`]).
 #[derive(Debug, Default)]
 pub(crate) struct Tasks<'w> {
     strings: &'w [String],
-    tasks: BTreeMap<u64, TaskActivity>,
+    /// Polls kept: those ending at or after `.0` and starting at or before `.1`.
+    focus: (u64, u64),
+    long_poll_ns: u64,
+    /// Where each task is in `tasks`.
+    index: HashMap<u64, u32>,
+    tasks: Vec<TaskDigest>,
 }
 
 impl<'w> Tasks<'w> {
     pub(crate) fn new(strings: &'w [String]) -> Tasks<'w> {
+        Tasks::focused(strings, (0, u64::MAX), u64::MAX)
+    }
+
+    /// Keeps the polls of `[from, to]` only; `long_poll_ns` is what the
+    /// digests count as long.
+    pub(crate) fn focused(
+        strings: &'w [String],
+        focus: (u64, u64),
+        long_poll_ns: u64,
+    ) -> Tasks<'w> {
         Tasks {
             strings,
-            tasks: BTreeMap::new(),
+            focus,
+            long_poll_ns,
+            index: HashMap::new(),
+            tasks: Vec::new(),
         }
     }
 
-    fn string(&self, i: u16) -> Option<String> {
-        string(self.strings, i)
+    fn task(&mut self, id: u64) -> &mut TaskDigest {
+        let next = self.tasks.len() as u32;
+        let at = *self.index.entry(id).or_insert(next);
+        if at == next {
+            self.tasks.push(TaskDigest {
+                task: TaskActivity {
+                    id,
+                    ..TaskActivity::default()
+                },
+                ..TaskDigest::default()
+            });
+        }
+        &mut self.tasks[at as usize]
     }
 
-    fn task(&mut self, id: u64) -> &mut TaskActivity {
-        self.tasks.entry(id).or_insert_with(|| TaskActivity {
-            id,
-            ..TaskActivity::default()
-        })
+    /// The digests, ordered by task id, each with its kept polls in time
+    /// order, not [resolved](TaskDigest::resolve).
+    pub(crate) fn digests(self) -> Vec<TaskDigest> {
+        drop(self.index);
+        let mut out = self.tasks;
+        for d in &mut out {
+            d.task.polls.sort_by_key(|p| p.start_ns);
+        }
+        out.sort_unstable_by_key(|d| d.task.id);
+        out
     }
 
     /// The tasks, ordered by id, each with its polls in time order.
     pub(crate) fn finish(self) -> Vec<TaskActivity> {
-        let mut out: Vec<TaskActivity> = self.tasks.into_values().collect();
-        for t in &mut out {
-            t.polls.sort_by_key(|p| p.start_ns);
-        }
-        out
+        let strings = self.strings;
+        self.digests()
+            .into_iter()
+            .map(|mut d| {
+                d.resolve(strings);
+                d.task
+            })
+            .collect()
+    }
+}
+
+/// Sets `slot` to the string index `i` the first time one is known (in
+/// the table: a damaged file may hold others).
+fn first_string(slot: &mut Option<u16>, i: u16, strings: &[String]) {
+    if slot.is_none() && i != NO_STRING && usize::from(i) < strings.len() {
+        *slot = Some(i);
     }
 }
 
@@ -158,43 +255,104 @@ impl Visitor for Tasks<'_> {
     }
 
     fn poll(&mut self, p: &Poll) {
-        let loc = self.string(p.location);
-        let t = self.task(p.task);
-        if t.location.is_none() {
-            t.location = loc;
+        let ((from, to), long, strings) = (self.focus, self.long_poll_ns, self.strings);
+        let d = self.task(p.task);
+        first_string(&mut d.location, p.location, strings);
+        let len = p.duration_ns();
+        d.polls += 1;
+        d.busy_ns = d.busy_ns.saturating_add(len);
+        d.longest_ns = d.longest_ns.max(len);
+        d.long_polls += u64::from(len > long);
+        d.sched_delay_ns = d
+            .sched_delay_ns
+            .saturating_add(p.sched_delay_ns.unwrap_or(0));
+        d.polled = Some(d.polled.map_or((p.start_ns, p.end_ns), |(a, b)| {
+            (a.min(p.start_ns), b.max(p.end_ns))
+        }));
+        if p.end_ns < from {
+            d.end_before_focus = d.end_before_focus.max(Some(p.end_ns));
+        } else if p.start_ns <= to {
+            d.task.polls.push(*p);
+        } else {
+            d.start_after_focus = Some(
+                d.start_after_focus
+                    .map_or(p.start_ns, |t| t.min(p.start_ns)),
+            );
         }
-        t.polls.push(*p);
     }
 
     fn spawn(&mut self, _lane: u32, task: u64, location: u16, ts: u64) {
-        let loc = self.string(location);
-        let t = self.task(task);
-        t.spawned_ns = Some(ts);
-        if t.location.is_none() {
-            t.location = loc;
-        }
+        let strings = self.strings;
+        let d = self.task(task);
+        d.task.spawned_ns = Some(ts);
+        first_string(&mut d.location, location, strings);
     }
 
     fn spawned_by(&mut self, task: u64, parent: u64) {
-        self.task(task).parent = Some(parent);
+        self.task(task).task.parent = Some(parent);
     }
 
     fn terminate(&mut self, _lane: u32, task: u64, ts: u64) {
-        self.task(task).terminated_ns = Some(ts);
+        self.task(task).task.terminated_ns = Some(ts);
     }
 
     fn task_name(&mut self, task: u64, name: u16) {
-        let name = self.string(name);
-        let t = self.task(task);
-        if t.span_name.is_none() {
-            t.span_name = name;
-        }
+        let strings = self.strings;
+        first_string(&mut self.task(task).span_name, name, strings);
     }
 
     fn task_request(&mut self, task: u64, request: u64) {
-        let t = self.task(task);
+        let t = &mut self.task(task).task;
         if !t.requests.contains(&request) {
             t.requests.push(request);
+        }
+    }
+}
+
+/// The `share` longest polls of some tasks (a second pass, once the plan
+/// knows which tasks it shows and how many polls each may show).
+#[derive(Debug, Default)]
+pub(crate) struct LongestPolls {
+    shares: HashMap<u64, usize>,
+    kept: HashMap<u64, Vec<Poll>>,
+}
+
+impl LongestPolls {
+    /// Longest first, the earlier of two as long.
+    fn trim(polls: &mut Vec<Poll>, share: usize) {
+        polls.sort_unstable_by_key(|p| (std::cmp::Reverse(p.duration_ns()), p.start_ns, p.lane));
+        polls.truncate(share);
+    }
+
+    /// Keeps, for each `(task, share)`, the task's `share` longest polls.
+    pub(crate) fn new(shares: impl IntoIterator<Item = (u64, usize)>) -> LongestPolls {
+        LongestPolls {
+            shares: shares.into_iter().filter(|&(_, n)| n > 0).collect(),
+            kept: HashMap::new(),
+        }
+    }
+
+    /// Each task's kept polls, in time order.
+    pub(crate) fn finish(self) -> HashMap<u64, Vec<Poll>> {
+        let mut kept = self.kept;
+        for (task, polls) in &mut kept {
+            LongestPolls::trim(polls, self.shares[task]);
+            polls.sort_by_key(|p| p.start_ns);
+        }
+        kept
+    }
+}
+
+impl Visitor for LongestPolls {
+    fn poll(&mut self, p: &Poll) {
+        let Some(&share) = self.shares.get(&p.task) else {
+            return;
+        };
+        let polls = self.kept.entry(p.task).or_default();
+        polls.push(*p);
+        // Trimmed now and then: at most twice the share is held.
+        if polls.len() >= 2 * share.max(8) {
+            LongestPolls::trim(polls, share);
         }
     }
 }
@@ -202,7 +360,7 @@ impl Visitor for Tasks<'_> {
 /// Builds [`WorkerActivity`] per lane from the same polls as [`Tasks`].
 #[derive(Debug, Default)]
 pub(crate) struct Workers {
-    workers: Vec<WorkerActivity>,
+    pub(crate) workers: Vec<WorkerActivity>,
 }
 
 impl Visitor for Workers {
@@ -232,39 +390,62 @@ impl Visitor for Workers {
     }
 }
 
-/// Builds [`RequestSpan`] per request.
+/// Builds [`RequestSpan`] per request, or for one request only.
 #[derive(Debug)]
-struct Spans<'w> {
+pub(crate) struct Spans<'w> {
     strings: &'w [String],
+    only: Option<u64>,
     spans: BTreeMap<u64, RequestSpan>,
 }
 
-impl Spans<'_> {
-    fn span(&mut self, id: u64) -> &mut RequestSpan {
-        self.spans.entry(id).or_insert_with(|| RequestSpan {
+impl<'w> Spans<'w> {
+    /// Collects the span of request `only`, or every request's.
+    pub(crate) fn new(strings: &'w [String], only: Option<u64>) -> Spans<'w> {
+        Spans {
+            strings,
+            only,
+            spans: BTreeMap::new(),
+        }
+    }
+
+    /// The spans, ordered by request id.
+    pub(crate) fn finish(self) -> Vec<RequestSpan> {
+        self.spans.into_values().collect()
+    }
+
+    fn span(&mut self, id: u64) -> Option<&mut RequestSpan> {
+        if self.only.is_some_and(|only| only != id) {
+            return None;
+        }
+        Some(self.spans.entry(id).or_insert_with(|| RequestSpan {
             request_id: id,
             name: None,
             open_ns: None,
             close_ns: None,
             entered: Vec::new(),
-        })
+        }))
     }
 }
 
 impl Visitor for Spans<'_> {
     fn request_open(&mut self, request: u64, name: u16, ts: u64) {
         let name = string(self.strings, name);
-        let s = self.span(request);
-        s.open_ns = Some(ts);
-        s.name = name;
+        if let Some(s) = self.span(request) {
+            s.open_ns = Some(ts);
+            s.name = name;
+        }
     }
 
     fn request_close(&mut self, request: u64, ts: u64) {
-        self.span(request).close_ns = Some(ts);
+        if let Some(s) = self.span(request) {
+            s.close_ns = Some(ts);
+        }
     }
 
     fn entered(&mut self, lane: u32, request: u64, start_ns: u64, end_ns: u64) {
-        self.span(request).entered.push((lane, start_ns, end_ns));
+        if let Some(s) = self.span(request) {
+            s.entered.push((lane, start_ns, end_ns));
+        }
     }
 }
 
@@ -288,11 +469,8 @@ impl Window {
     /// The request spans seen in the window: open, close and entered
     /// intervals, ordered by request id.
     pub fn request_spans(&self) -> Vec<RequestSpan> {
-        let mut spans = Spans {
-            strings: &self.strings,
-            spans: BTreeMap::new(),
-        };
+        let mut spans = Spans::new(&self.strings, None);
         scan_window(self, &mut spans);
-        spans.spans.into_values().collect()
+        spans.finish()
     }
 }

@@ -67,10 +67,11 @@ mod collect;
 mod dump;
 mod verdict;
 
+pub(crate) use collect::{LongestPolls, TaskDigest};
 pub use collect::{RequestSpan, TaskActivity, WorkerActivity};
 pub use dump::scan_dump;
-pub(crate) use verdict::explain_from;
 pub use verdict::{ADJACENT_NS, Cause, Confidence, Culprit, Explanation, Share, explain};
+pub(crate) use verdict::{digest, explain_from};
 
 use crate::event::{Event, EventKind, NO_STRING, decode_delay};
 use crate::window::{Lane, Window};

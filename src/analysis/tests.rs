@@ -171,6 +171,66 @@ proptest! {
     }
 }
 
+proptest! {
+    // Many generated windows poll one task on two lanes at once, and are
+    // rejected (see below).
+    #![proptest_config(ProptestConfig { max_global_rejects: 50_000, ..ProptestConfig::default() })]
+
+    /// The verdict keeps only the polls near its request (`digest`): it
+    /// says what it would say with every poll of the window at hand.
+    #[test]
+    fn the_verdict_needs_only_the_polls_near_its_request(
+        a in arb_lane(),
+        b in arb_lane(),
+        request in 1u64..6,
+        start in 100u64..3_000,
+        len in 0u64..2_000,
+    ) {
+        // Microseconds apart, so some polls are far from the request
+        // (`ADJACENT_NS` is 200 µs) and some are long (1 ms and more).
+        let us = |mut events: Vec<Event>| {
+            for e in &mut events {
+                e.ts *= 20_000;
+            }
+            events
+        };
+        let mut w = window(us(a));
+        (w.from_unix_ns, w.to_unix_ns) = (100 * 20_000, 5_000 * 20_000);
+        // Lane 4 polls tasks 3 to 8: only some are shared with lane 3.
+        let b = b
+            .into_iter()
+            .map(|e| match e.kind() {
+                Some(k @ (EventKind::PollStart | EventKind::PollEnd)) => {
+                    Event::new(e.ts, k, e.subject() + 2, e.arg())
+                }
+                _ => e,
+            })
+            .collect();
+        w.lanes.push(Lane { index: 4, events: us(b), ..Lane::default() });
+        w.task_hooks = true;
+        w.long_poll = std::time::Duration::from_millis(1);
+        // A task runs on one worker at a time: polls of one task that
+        // overlap (on two lanes) are damaged data, where "the poll before"
+        // has no one meaning.
+        let tasks = w.tasks();
+        prop_assume!(tasks.iter().all(|t| t.polls.windows(2).all(|p| p[0].end_ns <= p[1].start_ns)));
+        let r = crate::window::SlowRequest::new(
+            request,
+            "r",
+            opentelemetry::trace::TraceId::from(1u128),
+            opentelemetry::trace::SpanId::from(1u64),
+            start * 20_000,
+            (start + len) * 20_000,
+        );
+        let (focused, workers) = verdict::digest(&w, &r);
+        let everything = verdict::tasks_in(&w, (0, u64::MAX));
+        prop_assert_eq!(
+            explain_from(&w, &r, &focused, &workers),
+            explain_from(&w, &r, &everything, &workers)
+        );
+    }
+}
+
 mod verdicts {
     use super::*;
     use crate::window::SlowRequest;

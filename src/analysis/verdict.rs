@@ -32,7 +32,8 @@
 //! previous poll ended, or it was spawned). A poll that starts after the
 //! worker was idle was not waiting for a worker.
 
-use super::{Poll, TaskActivity, overlap};
+use super::collect::{Spans, TaskDigest, Tasks, Workers};
+use super::{Poll, WorkerActivity, overlap, scan_window};
 use crate::window::{SlowRequest, Window};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -131,7 +132,7 @@ pub struct Culprit {
     pub held_ns: u64,
     /// The part of the request's time charged to it (blocked worker share).
     pub blocked_ns: u64,
-    /// Its longest poll.
+    /// Its longest poll in the window, on any worker.
     pub longest_poll_ns: u64,
 }
 
@@ -245,31 +246,89 @@ enum Class {
 
 /// Explains why `request` was slow from the events of `window`.
 pub fn explain(window: &Window, request: &SlowRequest) -> Explanation {
-    explain_from(window, request, &window.tasks(), &window.workers())
+    let (tasks, workers) = digest(window, request);
+    explain_from(window, request, &tasks, &workers)
 }
 
-/// [`explain`] with the window's [`Window::tasks`] and [`Window::workers`]
-/// already at hand (the export plan has them).
+/// What the verdict of `request` reads from `window`: each task's digest,
+/// with the polls that can bear on the request's interval, and the workers.
+///
+/// Those polls are the ones ending from [`ADJACENT_NS`] before its start
+/// and starting before its end; and, when one of its own tasks alive in
+/// the interval is next polled after it (its wait for a worker may reach
+/// back into the interval), every poll up to that one, so the worker's run
+/// of polls before it is at hand. A poll that ended earlier tells no more
+/// than when it ended, which the digest keeps (`end_before_focus`).
+pub(crate) fn digest(
+    window: &Window,
+    request: &SlowRequest,
+) -> (Vec<TaskDigest>, Vec<WorkerActivity>) {
+    let (s, e) = (
+        request.start_unix_ns,
+        request.end_unix_ns.max(request.start_unix_ns),
+    );
+    let from = s.saturating_sub(ADJACENT_NS);
+    let tasks = tasks_in(window, (from, e));
+    let own = own_tasks(&tasks, request.request_id);
+    let next = tasks
+        .iter()
+        .filter(|d| own.contains(&d.task.id))
+        .filter(|d| {
+            d.end_before_focus.is_some()
+                || !d.task.polls.is_empty()
+                || d.task.spawned_ns.is_some_and(|t| t <= e)
+        })
+        .filter_map(|d| d.start_after_focus)
+        .max();
+    let tasks = match next {
+        Some(to) => {
+            drop(tasks);
+            tasks_in(window, (from, to))
+        }
+        None => tasks,
+    };
+    let mut workers = Workers::default();
+    scan_window(window, &mut workers);
+    (tasks, workers.workers)
+}
+
+/// The digests keeping the polls of `focus` (not resolved).
+pub(crate) fn tasks_in(window: &Window, focus: (u64, u64)) -> Vec<TaskDigest> {
+    let long_poll = window.long_poll.as_nanos().min(u128::from(u64::MAX)) as u64;
+    let mut tasks = Tasks::focused(&window.strings, focus, long_poll);
+    scan_window(window, &mut tasks);
+    tasks.digests()
+}
+
+/// [`explain`] with the request's [`digest`] already at hand (the export
+/// plan has it): only the polls near the request are read (see [`digest`]).
 pub(crate) fn explain_from(
     window: &Window,
     request: &SlowRequest,
-    tasks: &[TaskActivity],
-    workers: &[super::WorkerActivity],
+    tasks: &[TaskDigest],
+    workers: &[WorkerActivity],
 ) -> Explanation {
     let (s, e) = (
         request.start_unix_ns,
         request.end_unix_ns.max(request.start_unix_ns),
     );
-    let spans = window.request_spans();
+    let mut spans = Spans::new(&window.strings, Some(request.request_id));
+    scan_window(window, &mut spans);
+    let spans = spans.finish();
     let own = own_tasks(tasks, request.request_id);
     let exact = window.schedule_delay;
     let long_poll = (window.long_poll.as_nanos() as u64).max(1);
 
-    // Each lane's polls in time order, and its park/unpark moments.
-    let mut lanes: BTreeMap<u32, Vec<Poll>> = BTreeMap::new();
+    // Each lane's polls in time order (borrowed: a storm's window has
+    // millions), and its park/unpark moments.
+    let mut lanes: BTreeMap<u32, Vec<&Poll>> = workers
+        .iter()
+        .filter(|w| w.polls > 0)
+        .map(|w| (w.lane, Vec::new()))
+        .collect();
     for t in tasks {
-        for p in &t.polls {
-            lanes.entry(p.lane).or_default().push(*p);
+        for p in &t.task.polls {
+            lanes.entry(p.lane).or_default().push(p);
         }
     }
     for polls in lanes.values_mut() {
@@ -311,8 +370,14 @@ pub(crate) fn explain_from(
     let mut own_cpu_by_task: BTreeMap<u64, u64> = BTreeMap::new();
     let mut culprits: Vec<Culprit> = Vec::new();
     let mut culprit_index: HashMap<(u64, u32), usize> = HashMap::new();
-    for t in tasks.iter().filter(|t| own.contains(&t.id)) {
-        let mut prev_end = t.spawned_ns;
+    for d in tasks.iter().filter(|d| own.contains(&d.task.id)) {
+        let t = &d.task;
+        // The end of its poll before the first one kept, or its spawn.
+        let mut prev_end = d.end_before_focus.or(t.spawned_ns);
+        if d.polls > 0 {
+            // Listed when polled in the window, even if not near the request.
+            own_cpu_by_task.entry(t.id).or_default();
+        }
         for p in &t.polls {
             marks.push((p.start_ns, p.end_ns, Class::Own));
             let cpu = own_cpu_by_task.entry(t.id).or_default();
@@ -346,7 +411,12 @@ pub(crate) fn explain_from(
                 .take_while(|q| q.start_ns < p.start_ns)
                 .filter(|q| q.duration_ns() >= long_poll && !own.contains(&q.task))
             {
-                let i = culprit(&mut culprits, &mut culprit_index, tasks, q);
+                let i = culprit(
+                    &mut culprits,
+                    &mut culprit_index,
+                    (tasks, &window.strings),
+                    q,
+                );
                 marks.push((
                     q.start_ns.max(from),
                     q.end_ns.min(p.start_ns),
@@ -373,7 +443,12 @@ pub(crate) fn explain_from(
         for q in lanes[&lane].iter().filter(|q| {
             q.duration_ns() >= long_poll && !own.contains(&q.task) && q.end_ns > s && q.start_ns < e
         }) {
-            let i = culprit(&mut culprits, &mut culprit_index, tasks, q);
+            let i = culprit(
+                &mut culprits,
+                &mut culprit_index,
+                (tasks, &window.strings),
+                q,
+            );
             held.push((q.start_ns.max(s), 1, i));
             held.push((q.end_ns.min(e), -1, i));
         }
@@ -397,8 +472,10 @@ pub(crate) fn explain_from(
     for c in &mut culprits {
         for q in lanes[&c.lane].iter().filter(|q| q.task == c.task) {
             c.held_ns = c.held_ns.saturating_add(q.overlap_ns(s, e));
-            c.longest_poll_ns = c.longest_poll_ns.max(q.duration_ns());
         }
+        c.longest_poll_ns = tasks
+            .binary_search_by_key(&c.task, |d| d.task.id)
+            .map_or(0, |i| tasks[i].longest_ns);
     }
 
     // Sweep: each elementary interval of [s, e] goes to its lowest class.
@@ -511,7 +588,7 @@ pub(crate) fn explain_from(
         unclear_because,
         sentence: String::new(),
     };
-    out.sentence = sentence(&out, tasks);
+    out.sentence = sentence(&out, tasks, &window.strings);
     out
 }
 
@@ -519,14 +596,11 @@ pub(crate) fn explain_from(
 fn culprit(
     culprits: &mut Vec<Culprit>,
     index: &mut HashMap<(u64, u32), usize>,
-    tasks: &[TaskActivity],
+    (tasks, strings): (&[TaskDigest], &[String]),
     q: &Poll,
 ) -> usize {
     *index.entry((q.task, q.lane)).or_insert_with(|| {
-        let name = tasks
-            .iter()
-            .find(|x| x.id == q.task)
-            .map_or_else(|| format!("task {}", q.task), TaskActivity::name);
+        let name = name_of(tasks, strings, q.task);
         culprits.push(Culprit {
             task: q.task,
             name,
@@ -539,16 +613,23 @@ fn culprit(
     })
 }
 
+/// The display name of task `id` ([`TaskActivity::name`](super::TaskActivity::name)).
+fn name_of(tasks: &[TaskDigest], strings: &[String], id: u64) -> String {
+    tasks
+        .binary_search_by_key(&id, |d| d.task.id)
+        .map_or_else(|_| format!("task {id}"), |i| tasks[i].name(strings))
+}
+
 /// The request's own tasks: those linked to it and, transitively, their children.
-fn own_tasks(tasks: &[TaskActivity], request: u64) -> BTreeSet<u64> {
+fn own_tasks(tasks: &[TaskDigest], request: u64) -> BTreeSet<u64> {
     let mut own: BTreeSet<u64> = tasks
         .iter()
-        .filter(|t| t.requests.contains(&request))
-        .map(|t| t.id)
+        .filter(|d| d.task.requests.contains(&request))
+        .map(|d| d.task.id)
         .collect();
     loop {
         let before = own.len();
-        for t in tasks {
+        for t in tasks.iter().map(|d| &d.task) {
             if let Some(parent) = t.parent
                 && own.contains(&parent)
             {
@@ -565,7 +646,7 @@ fn own_tasks(tasks: &[TaskActivity], request: u64) -> BTreeSet<u64> {
 /// is the worker's polls in time order; `prev_end` is when the task's
 /// previous poll ended (or it was spawned).
 fn inferred_runnable(
-    lane: &[Poll],
+    lane: &[&Poll],
     idle: &HashMap<u32, Vec<u64>>,
     p: &Poll,
     prev_end: Option<u64>,
@@ -607,7 +688,7 @@ fn ms(ns: u64) -> String {
     }
 }
 
-fn sentence(x: &Explanation, tasks: &[TaskActivity]) -> String {
+fn sentence(x: &Explanation, tasks: &[TaskDigest], strings: &[String]) -> String {
     let d = ms(x.duration_ns);
     match x.cause {
         Cause::BlockedWorker => {
@@ -641,10 +722,7 @@ fn sentence(x: &Explanation, tasks: &[TaskActivity]) -> String {
                 ms(x.own_cpu_ns)
             );
             if let Some(&(id, ns)) = x.own_tasks.first() {
-                let name = tasks
-                    .iter()
-                    .find(|t| t.id == id)
-                    .map_or_else(|| format!("task {id}"), TaskActivity::name);
+                let name = name_of(tasks, strings, id);
                 s.push_str(&format!(" ({name}: {})", ms(ns)));
             }
             s

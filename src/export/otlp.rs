@@ -172,7 +172,7 @@ pub fn request_span(req: &SlowRequest, source: &'static str) -> SpanData {
     .build(&scope())
 }
 
-/// Adds the request spans of `window`'s slow requests that are not in
+/// Adds the request spans of a window's slow requests (`requests`) that are not in
 /// `spans` yet (those the recorder did not make itself, `own_span` false)
 /// for which `missing` holds, each with `source`
 /// ([`names::REQUEST_SOURCE`]): so a window whose request span did not reach
@@ -187,17 +187,17 @@ pub fn request_span(req: &SlowRequest, source: &'static str) -> SpanData {
 /// let window = tokio_blackbox::export::testing::window(1, 1, 1);
 /// let (mut spans, _) = window_spans(&window, Budget::default());
 /// let n = spans.len();
-/// attach_request_spans(&window, &mut spans, names::SOURCE_REPLAY, |_| true);
+/// attach_request_spans(&window.requests, &mut spans, names::SOURCE_REPLAY, |_| true);
 /// assert_eq!(spans.len(), n + 1);
 /// # }
 /// ```
 pub fn attach_request_spans(
-    window: &Window,
+    requests: &[SlowRequest],
     spans: &mut Vec<SpanData>,
     source: &'static str,
     mut missing: impl FnMut(&SlowRequest) -> bool,
 ) {
-    for r in window.requests.iter().filter(|r| !r.own_span) {
+    for r in requests.iter().filter(|r| !r.own_span) {
         if missing(r) {
             spans.push(request_span(r, source));
         }
@@ -489,15 +489,14 @@ impl<'w> Assembly<'w> {
         let (window, t) = (self.window, &shown_task.task);
         let long_poll_ns = self.long_poll_ns;
         let task_id = self.ids.new_span_id();
-        let shown: Vec<&crate::analysis::Poll> =
-            shown_task.polls.iter().map(|&i| &t.polls[i]).collect();
+        let shown = &t.polls;
         let omitted_busy = shown_task.omitted_busy_ns();
 
         let mut events = Vec::new();
         if let Some(ts) = t.spawned_ns {
             events.push(Event::new(names::EVENT_SPAWNED, time(ts), Vec::new(), 0));
         }
-        for p in &shown {
+        for p in shown {
             if let Some(d) = p.sched_delay_ns.filter(|_| window.schedule_delay) {
                 if events.len() >= MAX_EVENTS_PER_SPAN {
                     break;
@@ -515,30 +514,22 @@ impl<'w> Assembly<'w> {
         }
         events.sort_by_key(|e| e.timestamp);
 
-        let long_polls = t
-            .polls
-            .iter()
-            .filter(|p| p.duration_ns() > long_poll_ns)
-            .count();
         let mut attributes = vec![
             KeyValue::new(names::CAPTURED, true),
             int(names::TASK_ID, t.id),
             KeyValue::new(names::TASK_IN_REQUEST, shown_task.in_request),
-            int(names::TASK_POLLS, t.polls.len() as u64),
-            KeyValue::new(names::TASK_BUSY_MS, ms(t.busy_ns())),
-            KeyValue::new(names::TASK_LONGEST_POLL_MS, ms(t.longest_poll_ns())),
-            int(names::TASK_LONG_POLLS, long_polls as u64),
+            int(names::TASK_POLLS, shown_task.polls_total),
+            KeyValue::new(names::TASK_BUSY_MS, ms(shown_task.busy_ns)),
+            KeyValue::new(names::TASK_LONGEST_POLL_MS, ms(shown_task.longest_poll_ns)),
+            int(names::TASK_LONG_POLLS, shown_task.long_polls),
             int(names::TASK_POLLS_SHOWN, shown.len() as u64),
-            int(
-                names::TASK_POLLS_OMITTED,
-                (t.polls.len() - shown.len()) as u64,
-            ),
+            int(names::TASK_POLLS_OMITTED, shown_task.polls_omitted()),
             KeyValue::new(names::TASK_POLLS_OMITTED_BUSY_MS, ms(omitted_busy)),
         ];
         if window.schedule_delay {
             attributes.push(KeyValue::new(
                 names::TASK_SCHED_DELAY_MS,
-                ms(t.sched_delay_ns()),
+                ms(shown_task.sched_delay_ns),
             ));
         }
         if let Some((file, line)) = t.file_line() {
@@ -553,15 +544,11 @@ impl<'w> Assembly<'w> {
                 attributes.push(int(names::CODE_COLUMN, col));
             }
         }
-        // The task's bar covers its life inside the window.
-        let start = t
-            .spawned_ns
-            .unwrap_or(window.from_unix_ns)
-            .min(t.polls.first().map_or(u64::MAX, |p| p.start_ns));
-        let end = t
-            .terminated_ns
-            .unwrap_or(window.to_unix_ns)
-            .max(t.polls.last().map_or(0, |p| p.end_ns));
+        // The task's bar covers its life inside the window, every poll
+        // (shown or not) included.
+        let (first_start, last_end) = shown_task.polled.unwrap_or((u64::MAX, 0));
+        let start = t.spawned_ns.unwrap_or(window.from_unix_ns).min(first_start);
+        let end = t.terminated_ns.unwrap_or(window.to_unix_ns).max(last_end);
         out.push(self.span(SpanParts {
             trace_id: self.at.trace_id,
             span_id: task_id,

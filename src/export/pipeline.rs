@@ -18,8 +18,9 @@
 //! consumes its copy): one request of at most [`MAX_REQUEST_BYTES`], not a
 //! copy per queued job.
 //!
+//! A window is mapped to its spans ([`otlp::window_spans`]) by the writer,
+//! before it is queued: the queue holds spans, never a window's events.
 //! On the thread:
-//! - the window is mapped ([`otlp::window_spans`]);
 //! - the spans are split into requests that each encode under
 //!   [`MAX_REQUEST_BYTES`] (every common OTLP receiver refuses more);
 //! - each request gets [`RETRIES`] retries with a doubling back-off, then its
@@ -34,10 +35,10 @@ use super::counters::{ExportCounters, add};
 use super::endpoint::OtlpSettings;
 use super::exporter::DynExporter;
 use super::otlp::{self, Budget};
-use super::queue::{Job, PushError, Queue};
+use super::queue::{Job, MappedWindow, PushError, Queue};
 use super::resource::resource;
 use super::shared::{ExportShared, quietly};
-use super::split::{SPLIT_AT, split, window_bytes};
+use super::split::{SPLIT_AT, split};
 use crate::error::{BuildError, SinkError};
 use crate::window::Window;
 use opentelemetry_sdk::error::OTelSdkError;
@@ -87,6 +88,7 @@ pub(crate) enum Target {
 pub(crate) struct Pipeline {
     queue: Arc<Queue>,
     shared: Arc<ExportShared>,
+    budget: Budget,
     flush_timeout: Duration,
     /// The last flush timed out: the export thread is stuck (an exporter
     /// without a timeout), so the shutdown does not wait for it again.
@@ -117,7 +119,7 @@ impl Pipeline {
             .spawn(move || {
                 // Set however the thread ends, a panicking exporter included.
                 let _done = ThreadDone(thread_queue.clone());
-                export_thread(target, budget, &thread_shared, &thread_queue, ready_tx);
+                export_thread(target, &thread_shared, &thread_queue, ready_tx);
             })
             .map_err(|source| BuildError::Thread {
                 thread: "blackbox-export",
@@ -137,32 +139,37 @@ impl Pipeline {
         Ok(Pipeline {
             queue,
             shared,
+            budget,
             flush_timeout,
             stalled: false,
         })
     }
 
+    /// Maps `window` to its spans here, on the caller's thread (the capture
+    /// thread), and queues the spans: the queue never holds a window's
+    /// events, only the at most [`Budget::max_spans`] spans it becomes, so
+    /// the decoded window is freed before the next one is cut.
     pub(crate) fn write(&mut self, window: &Window) -> Result<(), SinkError> {
-        let bytes = window_bytes(window);
         let c = &self.shared.counters;
-        // Checked before the clone: a full queue costs no copy of the window.
-        if !self.queue.has_room(bytes) {
+        let full = || {
             add(&c.windows_dropped, 1);
-            return Err(SinkError::new(
+            SinkError::new(
                 "the export queue is full (64 jobs or 64 MiB): the window is dropped and counted",
-            ));
+            )
+        };
+        // Checked before the mapping: a full queue costs no work.
+        if !self.queue.has_room(0) {
+            return Err(full());
         }
-        match self
-            .queue
-            .push(Job::Window(Box::new(window.clone())), bytes, c)
-        {
+        let (spans, _) = otlp::window_spans(window, self.budget);
+        let job = MappedWindow {
+            spans,
+            requests: window.requests.clone(),
+        };
+        let bytes = job.bytes();
+        match self.queue.push(Job::Window(job), bytes, c) {
             Ok(()) => Ok(()),
-            Err(PushError::Full) => {
-                add(&c.windows_dropped, 1);
-                Err(SinkError::new(
-                    "the export queue is full (64 jobs or 64 MiB): the window is dropped and counted",
-                ))
-            }
+            Err(PushError::Full) => Err(full()),
             Err(PushError::Closed) => {
                 add(&c.windows_dropped, 1);
                 Err(SinkError::new("the export thread has stopped"))
@@ -219,7 +226,6 @@ impl Drop for Pipeline {
 
 fn export_thread(
     target: Target,
-    budget: Budget,
     shared: &ExportShared,
     queue: &Queue,
     ready: SyncSender<Result<(), BuildError>>,
@@ -264,14 +270,16 @@ fn export_thread(
     let c = &shared.counters;
     while let Some((job, bytes)) = queue.pop() {
         let spans = match job {
-            Job::Window(w) => {
-                let (mut spans, _) = otlp::window_spans(&w, budget);
+            Job::Window(MappedWindow {
+                mut spans,
+                requests,
+            }) => {
                 if shared.sampler_active.load(Ordering::Relaxed) {
                     // The app's spans go through the tail sampler: a request
                     // whose trace it did not keep would leave the window
                     // under a missing parent, so send the request span too.
                     otlp::attach_request_spans(
-                        &w,
+                        &requests,
                         &mut spans,
                         super::names::SOURCE_TAIL_SAMPLER_MISSED,
                         |r| !shared.was_kept(r.trace_id),

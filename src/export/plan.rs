@@ -12,7 +12,10 @@
 //! its longest ones and the others are counted. What is left out is counted,
 //! never dropped silently.
 
-use crate::analysis::{Explanation, TaskActivity, WorkerActivity, explain_from};
+use crate::analysis::{
+    Explanation, LongestPolls, TaskActivity, TaskDigest, WorkerActivity, digest, explain_from,
+    scan_window,
+};
 use crate::window::Window;
 
 /// How many spans one window may become.
@@ -52,24 +55,35 @@ impl Default for Budget {
 /// A task the plan shows, with the polls it shows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShownTask {
-    /// The task's activity in the window.
+    /// The task's activity in the window, with only the polls shown, in
+    /// time order: all of them, or the longest that fit the task's share.
     pub task: TaskActivity,
     /// `true` when the task worked for one of the window's slow requests.
     pub in_request: bool,
-    /// Indices into `task.polls` of the polls shown, in time order: all of
-    /// them, or the longest that fit the task's share.
-    pub polls: Vec<usize>,
+    /// All its polls in the window, shown or not.
+    pub polls_total: u64,
+    /// Time it spent being polled, all polls.
+    pub busy_ns: u64,
+    /// Its longest poll.
+    pub longest_poll_ns: u64,
+    /// Its polls longer than the window's `long_poll`.
+    pub long_polls: u64,
+    /// Its total recorded scheduling delay.
+    pub sched_delay_ns: u64,
+    /// When its first poll in the window started and its last one ended.
+    pub polled: Option<(u64, u64)>,
 }
 
 impl ShownTask {
     /// Busy time of the polls left out, ns.
     pub fn omitted_busy_ns(&self) -> u64 {
-        let shown: u64 = self
-            .polls
-            .iter()
-            .map(|&i| self.task.polls[i].duration_ns())
-            .sum();
-        self.task.busy_ns() - shown
+        self.busy_ns.saturating_sub(self.task.busy_ns())
+    }
+
+    /// Polls left out.
+    pub fn polls_omitted(&self) -> u64 {
+        self.polls_total
+            .saturating_sub(self.task.polls.len() as u64)
     }
 }
 
@@ -101,7 +115,11 @@ impl Plan {
     pub fn spans(&self) -> usize {
         1 + self.structure_spans
             + self.workers.len()
-            + self.tasks.iter().map(|t| 1 + t.polls.len()).sum::<usize>()
+            + self
+                .tasks
+                .iter()
+                .map(|t| 1 + t.task.polls.len())
+                .sum::<usize>()
     }
 
     /// Tasks left out.
@@ -127,11 +145,13 @@ pub fn plan(window: &Window, budget: Budget) -> Option<Plan> {
     // The window span itself counts too.
     let mut left = budget.max_spans.saturating_sub(structure_spans + 1);
 
-    let mut workers = window.workers();
-    let mut tasks = window.tasks();
+    // Polls are not kept, except those near the primary request (for its
+    // verdict) and, in a second pass, those shown: a storm's window has
+    // millions.
+    let (digests, mut workers) = digest(window, primary);
     // The slow request's own story first: every poll of its own tasks and
     // of the culprits its verdict names, then the rest.
-    let verdict = explain_from(window, primary, &tasks, &workers);
+    let verdict = explain_from(window, primary, &digests, &workers);
     let workers_shown = workers.len().min(left);
     left -= workers_shown;
     let workers_omitted = workers.len() - workers_shown;
@@ -143,14 +163,36 @@ pub fn plan(window: &Window, budget: Budget) -> Option<Plan> {
         .map(|&(id, _)| id)
         .chain(verdict.culprits.iter().map(|c| c.task))
         .collect();
+    let mut tasks = digests;
     tasks.sort_by_key(|t| task_rank(t, &first, &captured));
     let tasks_total = tasks.len();
-    let split = tasks.partition_point(|t| first.contains(&t.id));
+    let split = tasks.partition_point(|t| first.contains(&t.task.id));
     let rest = tasks.split_off(split);
     let mut polls_omitted = 0u64;
-    let mut shown = show(tasks, &mut left, &captured, &mut polls_omitted);
-    shown.extend(show(rest, &mut left, &captured, &mut polls_omitted));
-    let tasks = shown;
+    let mut shown = show(tasks, &mut left, &mut polls_omitted);
+    shown.extend(show(rest, &mut left, &mut polls_omitted));
+    // The second pass: each shown task's longest polls, as many as its share.
+    let mut longest = LongestPolls::new(shown.iter().map(|(d, share)| (d.task.id, *share)));
+    scan_window(window, &mut longest);
+    let mut kept = longest.finish();
+    let tasks = shown
+        .into_iter()
+        .map(|(mut d, _)| {
+            d.resolve(&window.strings);
+            let mut task = d.task;
+            task.polls = kept.remove(&task.id).unwrap_or_default();
+            ShownTask {
+                in_request: task.requests.iter().any(|r| captured.contains(r)),
+                task,
+                polls_total: d.polls,
+                busy_ns: d.busy_ns,
+                longest_poll_ns: d.longest_ns,
+                long_polls: d.long_polls,
+                sched_delay_ns: d.sched_delay_ns,
+                polled: d.polled,
+            }
+        })
+        .collect();
     Some(Plan {
         structure_spans,
         workers,
@@ -162,16 +204,16 @@ pub fn plan(window: &Window, budget: Budget) -> Option<Plan> {
     })
 }
 
-/// Shows as many of `tasks` (in order) and their polls as `left` spans
-/// allow, counting in `polls_omitted` what is left out.
+/// Takes as many of `tasks` (in order) as `left` spans allow, each with
+/// its share of poll spans, counting in `polls_omitted` what is left out.
 fn show(
-    mut tasks: Vec<TaskActivity>,
+    mut tasks: Vec<TaskDigest>,
     left: &mut usize,
-    captured: &[u64],
     polls_omitted: &mut u64,
-) -> Vec<ShownTask> {
-    let total_polls: usize = tasks.iter().map(|t| t.polls.len()).sum();
-    let tasks_shown = if tasks.len() + total_polls <= *left {
+) -> Vec<(TaskDigest, usize)> {
+    let polls = |t: &TaskDigest| usize::try_from(t.polls).unwrap_or(usize::MAX);
+    let total_polls = tasks.iter().map(polls).fold(0, usize::saturating_add);
+    let tasks_shown = if tasks.len().saturating_add(total_polls) <= *left {
         tasks.len()
     } else {
         // Half the remaining budget at most for task spans, so polls (where
@@ -179,47 +221,26 @@ fn show(
         tasks.len().min((*left / 2).max((*left).min(1)))
     };
     let poll_budget = *left - tasks_shown;
-    *polls_omitted += tasks[tasks_shown..]
-        .iter()
-        .map(|t| t.polls.len() as u64)
-        .sum::<u64>();
+    *polls_omitted += tasks[tasks_shown..].iter().map(|t| t.polls).sum::<u64>();
     tasks.truncate(tasks_shown);
-    let wants: Vec<usize> = tasks.iter().map(|t| t.polls.len()).collect();
+    let wants: Vec<usize> = tasks.iter().map(polls).collect();
     let shares = share_polls(&wants, poll_budget);
     *left -= tasks_shown + shares.iter().sum::<usize>();
     tasks
         .into_iter()
         .zip(shares)
         .map(|(task, share)| {
-            *polls_omitted += (task.polls.len() - share) as u64;
-            ShownTask {
-                in_request: task.requests.iter().any(|r| captured.contains(r)),
-                polls: longest_polls(&task, share),
-                task,
-            }
+            *polls_omitted += task.polls - share as u64;
+            (task, share)
         })
         .collect()
-}
-
-/// Indices of the `share` longest polls of `t`, in time order (all when they fit).
-fn longest_polls(t: &TaskActivity, share: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..t.polls.len()).collect();
-    if share < t.polls.len() {
-        idx.sort_by_key(|&i| std::cmp::Reverse(t.polls[i].duration_ns()));
-        idx.truncate(share);
-        idx.sort_by_key(|&i| t.polls[i].start_ns);
-    }
-    idx
 }
 
 /// A task's place in the export order: the primary request's own tasks and
 /// its verdict's culprits (`first`), then the other captured requests'
 /// tasks, then the rest; ties by busy time, longest first.
-fn task_rank(
-    t: &TaskActivity,
-    first: &[u64],
-    captured: &[u64],
-) -> (u8, std::cmp::Reverse<u64>, u64) {
+fn task_rank(d: &TaskDigest, first: &[u64], captured: &[u64]) -> (u8, std::cmp::Reverse<u64>, u64) {
+    let t = &d.task;
     let class = if first.contains(&t.id) {
         0
     } else if t.requests.iter().any(|r| captured.contains(r)) {
@@ -227,7 +248,7 @@ fn task_rank(
     } else {
         2
     };
-    (class, std::cmp::Reverse(t.busy_ns()), t.id)
+    (class, std::cmp::Reverse(d.busy_ns), t.id)
 }
 
 /// Shares `budget` poll spans among tasks wanting `wants[i]` polls: equal
@@ -266,7 +287,11 @@ mod tests {
         assert_eq!(p.structure_spans, 0);
         assert_eq!((p.workers.len(), p.workers_omitted), (3, 0));
         assert_eq!((p.tasks.len(), p.tasks_total, p.polls_omitted), (3, 3, 0));
-        assert!(p.tasks.iter().all(|t| t.polls == [0, 1, 2, 3]));
+        assert!(
+            p.tasks
+                .iter()
+                .all(|t| t.task.polls.len() == 4 && t.polls_total == 4)
+        );
         // The request's own task first, then by busy time (the long poll's task).
         assert!(p.tasks[0].in_request && p.tasks[0].task.id == 1);
         assert_eq!(p.tasks[1].task.id, 3);
@@ -281,19 +306,27 @@ mod tests {
         assert_eq!(p.spans(), 100, "the budget is used up");
         assert_eq!(p.tasks_total, 300);
         assert_eq!(p.tasks.len() + p.tasks_omitted(), 300);
-        let shown: u64 = p.tasks.iter().map(|t| t.polls.len() as u64).sum();
+        let shown: u64 = p.tasks.iter().map(|t| t.task.polls.len() as u64).sum();
         assert_eq!(shown + p.polls_omitted, 3000);
         assert_eq!(p.tasks[0].task.id, 1, "the request's task is kept");
         // The task with the 15 ms poll keeps that poll, its longest.
         let long = p.tasks.iter().find(|t| t.task.id == 300).unwrap();
-        assert!(long.polls.contains(&0));
+        assert!(
+            long.task
+                .polls
+                .iter()
+                .any(|p| p.duration_ns() == long.longest_poll_ns),
+            "its longest poll is shown"
+        );
         assert!(long.omitted_busy_ns() > 0);
         for t in &p.tasks {
             assert!(
-                t.polls
+                t.task
+                    .polls
                     .windows(2)
-                    .all(|w| { t.task.polls[w[0]].start_ns <= t.task.polls[w[1]].start_ns })
+                    .all(|w| w[0].start_ns <= w[1].start_ns)
             );
+            assert_eq!(t.polls_omitted() + t.task.polls.len() as u64, t.polls_total);
         }
     }
 

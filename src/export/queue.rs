@@ -3,7 +3,7 @@
 
 use super::counters::ExportCounters;
 use crate::sync::lock;
-use crate::window::Window;
+use crate::window::SlowRequest;
 use opentelemetry_sdk::trace::SpanData;
 use std::collections::VecDeque;
 use std::fmt;
@@ -15,8 +15,8 @@ use std::time::Instant;
 pub const QUEUE_CAPACITY: usize = 64;
 
 /// Bytes of jobs waiting for the export thread, the one in flight included:
-/// 64 MiB (estimated: a window's events at 16 bytes each plus its strings and
-/// requests; a kept trace's spans with their names, attributes and events).
+/// 64 MiB (estimated: the spans of a window or of a kept trace, with their
+/// names, attributes and events).
 /// A job that does not fit is refused and counted (a window in
 /// [`BlackboxStats::sink_errors`](crate::BlackboxStats::sink_errors), a kept
 /// trace in [`BlackboxStats::sampler_spans_dropped`](crate::BlackboxStats::sampler_spans_dropped)),
@@ -26,8 +26,29 @@ pub const QUEUE_MAX_BYTES: usize = 64 << 20;
 
 /// Work for the export thread.
 pub(crate) enum Job {
-    Window(Box<Window>),
+    /// A window, already mapped to its spans.
+    Window(MappedWindow),
+    /// A kept trace's spans.
     Spans(Vec<SpanData>),
+}
+
+/// A window's spans, and its slow requests: whether the tail sampler kept
+/// their traces is asked when the spans are sent, not when they are queued.
+pub(crate) struct MappedWindow {
+    pub(crate) spans: Vec<SpanData>,
+    pub(crate) requests: Vec<SlowRequest>,
+}
+
+impl MappedWindow {
+    /// The memory the job holds, estimated.
+    pub(crate) fn bytes(&self) -> usize {
+        super::split::spans_bytes(&self.spans)
+            + self
+                .requests
+                .iter()
+                .map(|r| std::mem::size_of::<SlowRequest>() + r.name.len())
+                .sum::<usize>()
+    }
 }
 
 /// Why a job was not queued.

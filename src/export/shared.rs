@@ -3,7 +3,7 @@
 
 use super::counters::ExportCounters;
 use super::queue::{Job, Queue};
-use super::split::span_bytes;
+use super::split::spans_bytes;
 use crate::sync::lock;
 use opentelemetry::trace::TraceId;
 use opentelemetry_sdk::trace::SpanData;
@@ -88,7 +88,7 @@ impl ExportShared {
         let queue = lock(&self.queue).clone();
         match queue {
             Some(q) => {
-                let bytes = spans.iter().map(span_bytes).sum();
+                let bytes = spans_bytes(&spans);
                 q.push(Job::Spans(spans), bytes, &self.counters).is_ok()
             }
             None => false,

@@ -1,7 +1,6 @@
 //! Sizes: what a queued job holds in memory (estimated), and the split of
 //! spans into export requests that each encode under [`MAX_REQUEST_BYTES`].
 
-use crate::window::Window;
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
 
@@ -15,57 +14,70 @@ pub(crate) const SPLIT_AT: usize = MAX_REQUEST_BYTES - 256 * 1024;
 
 // === Memory estimates ===
 
-fn kv_bytes(attrs: &[KeyValue]) -> usize {
-    attrs
-        .iter()
-        .map(|kv| std::mem::size_of::<KeyValue>() + kv.key.as_str().len() + value_len(&kv.value))
-        .sum()
+/// What the allocator adds to each heap block, besides rounding.
+const ALLOC_OVERHEAD: usize = 16;
+
+/// A heap block of `bytes` (none when empty).
+fn block(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        bytes + ALLOC_OVERHEAD
+    }
 }
 
-/// The memory a span holds, estimated: the struct, its name, attributes,
-/// events and links with their strings (allocator overhead not counted).
+/// The heap a string value holds: `owned` when it is not static.
+fn string_bytes(len: usize, owned: bool) -> usize {
+    if owned { block(len) } else { 0 }
+}
+
+/// The heap an attribute list holds: the vector (by capacity) and each
+/// attribute's strings.
+fn kv_bytes(attrs: &Vec<KeyValue>) -> usize {
+    block(attrs.capacity() * std::mem::size_of::<KeyValue>())
+        + attrs
+            .iter()
+            .map(|kv| string_bytes(kv.key.as_str().len(), true) + value_heap(&kv.value))
+            .sum::<usize>()
+}
+
+/// The heap a value holds (its string, or its array's elements).
+fn value_heap(v: &Value) -> usize {
+    match v {
+        Value::String(s) => string_bytes(s.as_str().len(), true),
+        Value::Array(a) => block(format!("{a:?}").len()),
+        _ => 0,
+    }
+}
+
+/// The memory a span holds, estimated from what it allocates: the struct,
+/// its name, its attribute, event and link vectors by capacity, and their
+/// strings, with the allocator's per-block overhead (checked against a
+/// counting allocator in `tests/export_queue_is_bounded_and_never_blocks.rs`).
 pub(crate) fn span_bytes(s: &SpanData) -> usize {
+    let events = &s.events.events;
+    let links = &s.links.links;
     std::mem::size_of::<SpanData>()
-        + s.name.len()
+        + string_bytes(s.name.len(), matches!(s.name, std::borrow::Cow::Owned(_)))
         + kv_bytes(&s.attributes)
-        + s.events
+        + block(events.capacity() * std::mem::size_of::<opentelemetry::trace::Event>())
+        + events
             .iter()
-            .map(|e| {
-                std::mem::size_of::<opentelemetry::trace::Event>()
-                    + e.name.len()
-                    + kv_bytes(&e.attributes)
-            })
+            .map(|e| string_bytes(e.name.len(), true) + kv_bytes(&e.attributes))
             .sum::<usize>()
-        + s.links
-            .iter()
-            .map(|l| std::mem::size_of::<opentelemetry::trace::Link>() + kv_bytes(&l.attributes))
-            .sum::<usize>()
+        + block(links.capacity() * std::mem::size_of::<opentelemetry::trace::Link>())
+        + links.iter().map(|l| kv_bytes(&l.attributes)).sum::<usize>()
         + match &s.status {
-            opentelemetry::trace::Status::Error { description } => description.len(),
+            opentelemetry::trace::Status::Error { description } => {
+                string_bytes(description.len(), true)
+            }
             _ => 0,
         }
 }
 
-/// The memory a window holds, estimated: 16 bytes per event, its strings,
-/// lanes and requests.
-pub(crate) fn window_bytes(w: &Window) -> usize {
-    std::mem::size_of::<Window>()
-        + w.lanes
-            .iter()
-            .map(|l| {
-                std::mem::size_of::<crate::window::Lane>()
-                    + l.thread.len()
-                    + l.events.len() * std::mem::size_of::<crate::event::Event>()
-            })
-            .sum::<usize>()
-        + w.strings
-            .iter()
-            .map(|s| std::mem::size_of::<String>() + s.len())
-            .sum::<usize>()
-        + w.requests
-            .iter()
-            .map(|r| std::mem::size_of::<crate::window::SlowRequest>() + r.name.len())
-            .sum::<usize>()
+/// The memory `spans` hold, estimated ([`span_bytes`] each).
+pub(crate) fn spans_bytes(spans: &[SpanData]) -> usize {
+    spans.iter().map(span_bytes).sum()
 }
 
 // === Splitting ===
