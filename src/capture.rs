@@ -895,6 +895,16 @@ impl Capture {
     /// Copies and decodes the segments with events in `[from, to]` (raw
     /// clock), or all of them, into one lane per thread, oldest event first.
     pub(crate) fn lanes(&self, range: Option<(u64, u64)>) -> Vec<RawLane> {
+        self.segment_lanes(range)
+            .into_iter()
+            .map(SegmentLane::decode)
+            .collect()
+    }
+
+    /// Copies the segments with events in `[from, to]` (raw clock), or all
+    /// of them, into one lane per thread, not decoded: the copy is the
+    /// buffer's compact form (a few bytes an event, against 16 decoded).
+    pub(crate) fn segment_lanes(&self, range: Option<(u64, u64)>) -> Vec<SegmentLane> {
         let now = self.clock.raw();
         let snapshot = self.shared.segments.snapshot(range, now);
         let mut by_thread: BTreeMap<u32, Vec<crate::segments::SegmentCopy>> = BTreeMap::new();
@@ -917,74 +927,127 @@ impl Capture {
             .into_iter()
             .map(|(thread, mut segs)| {
                 segs.sort_by_key(|s| s.claim.seq);
-                decode_lane(
-                    thread,
-                    names.get(&thread).cloned().unwrap_or_default(),
-                    &segs,
+                SegmentLane {
+                    lane: thread,
+                    thread: names.get(&thread).cloned().unwrap_or_default(),
+                    segs,
                     range,
                     now,
-                )
+                }
             })
             .collect()
     }
 }
 
-/// Decodes one thread's segment copies (sorted by sequence) into a lane, and
-/// counts the events of `range` that are missing: exactly for a gap between
-/// two copies, estimated from the lane's rate when the range starts before
-/// the oldest copy and the thread's earlier segments reached into it.
-fn decode_lane(
-    lane: u32,
-    thread: String,
-    segs: &[crate::segments::SegmentCopy],
+/// One thread's segment copies from a snapshot (sorted by sequence), decoded
+/// each time they are read.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentLane {
+    pub(crate) lane: u32,
+    pub(crate) thread: String,
+    segs: Vec<crate::segments::SegmentCopy>,
     range: Option<(u64, u64)>,
     now: u64,
-) -> RawLane {
-    // Sized once (the settling of a poll at each gap may add one more): a
-    // storm's window is millions of events, and growing by doubling would
-    // hold two copies while moving.
-    let decoded: usize = segs.iter().map(|s| s.events as usize + 1).sum();
-    let mut events = Vec::with_capacity(decoded + 1);
-    let mut lost = 0u64;
-    let mut head_lost = false;
-    let mut state = codec::LaneState::default();
-    let mut prev: Option<&crate::segments::SegmentCopy> = None;
-    for s in segs {
-        let follows = prev.is_some_and(|p| p.claim.seq + 1 == s.claim.seq);
-        if !follows {
-            // The segment before this one ended at `base` (the thread's last
-            // timed event then): a gap matters when that is inside the range.
-            let in_range = range.is_some_and(|(from, _)| s.claim.base >= from);
-            if in_range && s.claim.seq > 0 {
-                match prev {
-                    Some(p) => {
-                        lost += s
-                            .claim
-                            .events_before
-                            .saturating_sub(p.claim.events_before + u64::from(p.events))
-                            .max(1)
-                    }
-                    None => head_lost = true,
-                }
-            }
-            state.settle(&mut events, s.claim.base);
-            state = codec::LaneState::fresh(s.claim.base, u64::from(s.claim.task_high));
+}
+
+impl SegmentLane {
+    /// Bytes the copies hold.
+    pub(crate) fn bytes(&self) -> usize {
+        self.segs.iter().map(|s| s.words.len() * 4).sum()
+    }
+
+    /// At most how many events the copies decode to.
+    pub(crate) fn events_hint(&self) -> usize {
+        // The settling of a poll at each gap may add one more.
+        self.segs
+            .iter()
+            .map(|s| s.events as usize + 1)
+            .sum::<usize>()
+            + 1
+    }
+
+    /// Decodes the lane into memory.
+    pub(crate) fn decode(self) -> RawLane {
+        // Sized once: a storm's window is millions of events, and growing by
+        // doubling would hold two copies while moving.
+        let mut events = Vec::with_capacity(self.events_hint());
+        let events_lost = self.decode_with(|e| events.push(e));
+        RawLane {
+            lane: self.lane,
+            thread: self.thread,
+            events,
+            events_lost,
         }
-        codec::decode(&s.words, &mut state, &mut events);
-        prev = Some(s);
     }
-    state.settle(&mut events, now);
-    if head_lost && let (Some((from, _)), Some(first)) = (range, segs.first()) {
-        let oldest = first.claim.base;
-        let newest = events.last().map_or(oldest, |e| e.ts);
-        let rate = events.len() as f64 / newest.saturating_sub(oldest).max(1) as f64;
-        lost += ((rate * oldest.saturating_sub(from) as f64) as u64).max(1);
-    }
-    RawLane {
-        lane,
-        thread,
-        events,
-        events_lost: lost,
+
+    /// Decodes the copies one at a time, calling `f` with each event in
+    /// order (raw clock), and counts the events of the range that are
+    /// missing: exactly for a gap between two copies, estimated from the
+    /// lane's rate when the range starts before the oldest copy and the
+    /// thread's earlier segments reached into it. Holds one segment's
+    /// events at a time, and those waiting for a later segment's time.
+    pub(crate) fn decode_with(&self, mut f: impl FnMut(Event)) -> u64 {
+        let (segs, range) = (&self.segs, self.range);
+        // Decoded events not yet handed out: those at and after the first
+        // one waiting for the next timed event's time.
+        let mut held: Vec<Event> = Vec::new();
+        let mut release = |held: &mut Vec<Event>, state: &mut codec::LaneState, all: bool| {
+            let keep_from = if all {
+                held.len()
+            } else {
+                state.waiting.first().copied().unwrap_or(held.len())
+            };
+            for w in &mut state.waiting {
+                *w -= keep_from;
+            }
+            for e in held.drain(..keep_from) {
+                f(e);
+            }
+        };
+        let (mut count, mut newest) = (0u64, None::<u64>);
+        let mut lost = 0u64;
+        let mut head_lost = false;
+        let mut state = codec::LaneState::default();
+        let mut prev: Option<&crate::segments::SegmentCopy> = None;
+        for s in segs {
+            let follows = prev.is_some_and(|p| p.claim.seq + 1 == s.claim.seq);
+            if !follows {
+                // The segment before this one ended at `base` (the thread's last
+                // timed event then): a gap matters when that is inside the range.
+                let in_range = range.is_some_and(|(from, _)| s.claim.base >= from);
+                if in_range && s.claim.seq > 0 {
+                    match prev {
+                        Some(p) => {
+                            lost += s
+                                .claim
+                                .events_before
+                                .saturating_sub(p.claim.events_before + u64::from(p.events))
+                                .max(1)
+                        }
+                        None => head_lost = true,
+                    }
+                }
+                state.settle(&mut held, s.claim.base);
+                release(&mut held, &mut state, true);
+                state = codec::LaneState::fresh(s.claim.base, u64::from(s.claim.task_high));
+            }
+            let before = held.len();
+            codec::decode(&s.words, &mut state, &mut held);
+            count += (held.len() - before) as u64;
+            newest = held.last().map(|e| e.ts).or(newest);
+            release(&mut held, &mut state, false);
+            prev = Some(s);
+        }
+        state.settle(&mut held, self.now);
+        newest = held.last().map(|e| e.ts).or(newest);
+        release(&mut held, &mut state, true);
+        if head_lost && let (Some((from, _)), Some(first)) = (range, segs.first()) {
+            let oldest = first.claim.base;
+            let newest = newest.unwrap_or(oldest);
+            let rate = count as f64 / newest.saturating_sub(oldest).max(1) as f64;
+            lost += ((rate * oldest.saturating_sub(from) as f64) as u64).max(1);
+        }
+        lost
     }
 }
 

@@ -40,4 +40,4 @@ pub use hooks::BlackboxHooks;
 pub use layer::{BlackboxFilter, BlackboxLayer};
 pub use recorder::{Blackbox, BlackboxGuard};
 pub use stats::BlackboxStats;
-pub use window::{Lane, SlowRequest, Window};
+pub use window::{Cut, Lane, SlowRequest, Window};

@@ -7,7 +7,7 @@
 //! into the activity a person looks at ([`Window::tasks`],
 //! [`Window::workers`], [`Window::request_spans`]).
 
-use crate::capture::RawLane;
+use crate::capture::{RawLane, SegmentLane};
 use crate::clock::TimeAnchor;
 use crate::event::{Event, NO_STRING};
 use opentelemetry::trace::{SpanId, TraceId};
@@ -296,6 +296,139 @@ impl Window {
             return None;
         }
         self.strings.get(usize::from(i)).map(String::as_str)
+    }
+}
+
+/// A window as cut from the buffer, before it is decoded: its bounds,
+/// settings, strings and requests, and each thread's copy of its segments
+/// in the buffer's compact form (a few bytes an event), decoded each time
+/// it is read.
+///
+/// The recorder hands each window to [`Sink::write_cut`](crate::Sink::write_cut).
+/// Decoded, a window takes 16 bytes an event: a storm's window is the whole
+/// buffer, millions of events. The recorder's own sinks read the cut as they
+/// go and never hold the decoded window; a sink of yours gets the
+/// [`Window`] ([`Cut::to_window`]) unless it implements `write_cut` too.
+///
+/// # Examples
+///
+/// ```
+/// use tokio_blackbox::{Cut, Sink, SinkError, Window};
+///
+/// /// Counts events without decoding the window into memory.
+/// struct Count(usize);
+/// impl Sink for Count {
+///     fn write(&mut self, window: &Window) -> Result<(), SinkError> {
+///         self.0 += window.events();
+///         Ok(())
+///     }
+///     fn write_cut(&mut self, cut: &Cut) -> Result<(), SinkError> {
+///         self.0 += cut.events();
+///         Ok(())
+///     }
+/// }
+/// let (_blackbox, _guard) = tokio_blackbox::Blackbox::builder().sink(Count(0)).build()?;
+/// # Ok::<(), tokio_blackbox::BuildError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Cut {
+    /// Everything but the events: its lanes are the threads with events in
+    /// the window (or losses), with `events` empty.
+    header: Window,
+    /// The segment copies of `header.lanes`, in the same order.
+    lanes: Vec<SegmentLane>,
+    /// When each lane's first event in the window happened, UNIX ns.
+    first: Vec<Option<u64>>,
+    events: usize,
+    anchor: TimeAnchor,
+}
+
+impl Cut {
+    /// Cuts `header`'s interval out of `lanes` (raw clock): one pass over
+    /// each lane counts its events in the window and what it lost.
+    pub(crate) fn new(mut header: Window, lanes: Vec<SegmentLane>, anchor: TimeAnchor) -> Cut {
+        let (from, to) = (header.from_unix_ns, header.to_unix_ns);
+        let mut cut = Cut {
+            header: Window::default(),
+            lanes: Vec::new(),
+            first: Vec::new(),
+            events: 0,
+            anchor,
+        };
+        header.lanes.clear();
+        for lane in lanes {
+            let (mut n, mut first) = (0usize, None);
+            let lost = lane.decode_with(|e| {
+                let ts = cut.anchor.to_unix_ns(e.ts);
+                if ts >= from && ts <= to {
+                    n += 1;
+                    first.get_or_insert(ts);
+                }
+            });
+            if n == 0 && lost == 0 {
+                continue;
+            }
+            header.lanes.push(Lane {
+                index: lane.lane,
+                thread: lane.thread.clone(),
+                events: Vec::new(),
+                events_lost: lost,
+            });
+            cut.events += n;
+            cut.first.push(first);
+            cut.lanes.push(lane);
+        }
+        cut.header = header;
+        cut
+    }
+
+    /// The window without its events: bounds, settings, strings, requests,
+    /// and its lanes (thread, index, events lost) with `events` empty.
+    pub fn header(&self) -> &Window {
+        &self.header
+    }
+
+    /// Number of events in the window.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Bytes of the compact segment copies the cut holds.
+    pub fn bytes(&self) -> usize {
+        self.lanes.iter().map(SegmentLane::bytes).sum()
+    }
+
+    /// When lane `i` (of [`header`](Cut::header)'s lanes) has its first
+    /// event in the window, UNIX ns.
+    pub(crate) fn first_event_ts(&self, i: usize) -> Option<u64> {
+        self.first.get(i).copied().flatten()
+    }
+
+    /// Decodes lane `i` (of [`header`](Cut::header)'s lanes), calling `f`
+    /// with each of its events in the window, in time order, UNIX ns.
+    pub(crate) fn lane_events(&self, i: usize, mut f: impl FnMut(&Event)) {
+        let Some(lane) = self.lanes.get(i) else {
+            return;
+        };
+        let (from, to) = (self.header.from_unix_ns, self.header.to_unix_ns);
+        lane.decode_with(|mut e| {
+            e.ts = self.anchor.to_unix_ns(e.ts);
+            if e.ts >= from && e.ts <= to {
+                f(&e);
+            }
+        });
+    }
+
+    /// The window, decoded: 16 bytes an event.
+    pub fn to_window(&self) -> Window {
+        let mut w = self.header.clone();
+        for (i, lane) in w.lanes.iter_mut().enumerate() {
+            let n = self.lanes.get(i).map_or(0, |l| l.events_hint());
+            lane.events.reserve_exact(n);
+            self.lane_events(i, |e| lane.events.push(*e));
+            lane.events.shrink_to_fit();
+        }
+        w
     }
 }
 

@@ -214,6 +214,16 @@ impl<'w> Tasks<'w> {
         &mut self.tasks[at as usize]
     }
 
+    /// Makes room for at most `tasks` digests up front, if the address
+    /// space is there: the vector is filled in order, so its pages are
+    /// backed only as digests are written, and it is never copied to grow
+    /// (a storm's window has tens of thousands of tasks; doubling would
+    /// hold two copies of their digests). The index is not reserved: its
+    /// entries land anywhere in it, and would touch every page.
+    pub(crate) fn expect(&mut self, tasks: usize) {
+        let _ = self.tasks.try_reserve_exact(tasks);
+    }
+
     /// The digests, ordered by task id, each with its kept polls in time
     /// order, not [resolved](TaskDigest::resolve).
     pub(crate) fn digests(self) -> Vec<TaskDigest> {

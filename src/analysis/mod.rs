@@ -70,11 +70,13 @@ mod verdict;
 pub(crate) use collect::{LongestPolls, TaskDigest};
 pub use collect::{RequestSpan, TaskActivity, WorkerActivity};
 pub use dump::scan_dump;
-pub use verdict::{ADJACENT_NS, Cause, Confidence, Culprit, Explanation, Share, explain};
+pub use verdict::{
+    ADJACENT_NS, Cause, Confidence, Culprit, Explanation, Share, explain, explain_cut,
+};
 pub(crate) use verdict::{digest, explain_from};
 
 use crate::event::{Event, EventKind, NO_STRING, decode_delay};
-use crate::window::{Lane, Window};
+use crate::window::{Cut, Lane, Window};
 
 /// One poll of a task.
 ///
@@ -348,6 +350,70 @@ pub fn scan_window(window: &Window, v: &mut dyn Visitor) {
     let bounds = Bounds::of(window);
     for lane in &window.lanes {
         scan_lane(lane, &bounds, v);
+    }
+}
+
+/// Runs every lane of `cut` through the pairing rules, decoding each as it
+/// goes: [`Visitor::lane`] gets the lane without its events.
+pub fn scan_cut(cut: &Cut, v: &mut dyn Visitor) {
+    let window = cut.header();
+    v.begin(window);
+    let bounds = Bounds::of(window);
+    for (i, lane) in window.lanes.iter().enumerate() {
+        v.lane(lane);
+        let mut scan = LaneScan::new(lane.index, &bounds);
+        cut.lane_events(i, |e| scan.step(e, v));
+        scan.finish(v);
+    }
+}
+
+/// What the analyzer reads a window from: decoded in memory, or a [`Cut`]
+/// decoded as it is read.
+pub(crate) trait Source {
+    /// Everything but the events (a [`Cut`]'s lanes have none; read them
+    /// with [`scan`](Source::scan)).
+    fn window(&self) -> &Window;
+    /// Runs every lane through the pairing rules.
+    fn scan(&self, v: &mut dyn Visitor);
+    /// Number of events in the window.
+    fn events(&self) -> usize;
+    /// When the `i`-th lane's first event in the window happened.
+    fn first_event_ts(&self, i: usize) -> Option<u64>;
+}
+
+impl Source for Window {
+    fn window(&self) -> &Window {
+        self
+    }
+
+    fn scan(&self, v: &mut dyn Visitor) {
+        scan_window(self, v);
+    }
+
+    fn events(&self) -> usize {
+        Window::events(self)
+    }
+
+    fn first_event_ts(&self, i: usize) -> Option<u64> {
+        self.lanes.get(i)?.events.first().map(|e| e.ts)
+    }
+}
+
+impl Source for Cut {
+    fn window(&self) -> &Window {
+        self.header()
+    }
+
+    fn scan(&self, v: &mut dyn Visitor) {
+        scan_cut(self, v);
+    }
+
+    fn events(&self) -> usize {
+        Cut::events(self)
+    }
+
+    fn first_event_ts(&self, i: usize) -> Option<u64> {
+        Cut::first_event_ts(self, i)
     }
 }
 

@@ -33,8 +33,8 @@
 //! worker was idle was not waiting for a worker.
 
 use super::collect::{Spans, TaskDigest, Tasks, Workers};
-use super::{Poll, WorkerActivity, overlap, scan_window};
-use crate::window::{SlowRequest, Window};
+use super::{Poll, Source, WorkerActivity, overlap};
+use crate::window::{Cut, SlowRequest, Window};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
@@ -124,7 +124,7 @@ impl Confidence {
 pub struct Culprit {
     /// Tokio's task id.
     pub task: u64,
-    /// Its display name ([`TaskActivity::name`]).
+    /// Its display name ([`TaskActivity::name`](super::TaskActivity::name)).
     pub name: String,
     /// The lane (worker) it held.
     pub lane: u32,
@@ -250,6 +250,12 @@ pub fn explain(window: &Window, request: &SlowRequest) -> Explanation {
     explain_from(window, request, &tasks, &workers)
 }
 
+/// [`explain`] for a [`Cut`], decoded as it is read.
+pub fn explain_cut(cut: &Cut, request: &SlowRequest) -> Explanation {
+    let (tasks, workers) = digest(cut, request);
+    explain_from(cut, request, &tasks, &workers)
+}
+
 /// What the verdict of `request` reads from `window`: each task's digest,
 /// with the polls that can bear on the request's interval, and the workers.
 ///
@@ -260,7 +266,7 @@ pub fn explain(window: &Window, request: &SlowRequest) -> Explanation {
 /// of polls before it is at hand. A poll that ended earlier tells no more
 /// than when it ended, which the digest keeps (`end_before_focus`).
 pub(crate) fn digest(
-    window: &Window,
+    window: &dyn Source,
     request: &SlowRequest,
 ) -> (Vec<TaskDigest>, Vec<WorkerActivity>) {
     let (s, e) = (
@@ -288,32 +294,36 @@ pub(crate) fn digest(
         None => tasks,
     };
     let mut workers = Workers::default();
-    scan_window(window, &mut workers);
+    window.scan(&mut workers);
     (tasks, workers.workers)
 }
 
 /// The digests keeping the polls of `focus` (not resolved).
-pub(crate) fn tasks_in(window: &Window, focus: (u64, u64)) -> Vec<TaskDigest> {
+pub(crate) fn tasks_in(source: &dyn Source, focus: (u64, u64)) -> Vec<TaskDigest> {
+    let window = source.window();
     let long_poll = window.long_poll.as_nanos().min(u128::from(u64::MAX)) as u64;
     let mut tasks = Tasks::focused(&window.strings, focus, long_poll);
-    scan_window(window, &mut tasks);
+    // A task has at least two events (a spawn or poll start, and more).
+    tasks.expect(source.events() / 2);
+    source.scan(&mut tasks);
     tasks.digests()
 }
 
 /// [`explain`] with the request's [`digest`] already at hand (the export
 /// plan has it): only the polls near the request are read (see [`digest`]).
 pub(crate) fn explain_from(
-    window: &Window,
+    source: &dyn Source,
     request: &SlowRequest,
     tasks: &[TaskDigest],
     workers: &[WorkerActivity],
 ) -> Explanation {
+    let window = source.window();
     let (s, e) = (
         request.start_unix_ns,
         request.end_unix_ns.max(request.start_unix_ns),
     );
     let mut spans = Spans::new(&window.strings, Some(request.request_id));
-    scan_window(window, &mut spans);
+    source.scan(&mut spans);
     let spans = spans.finish();
     let own = own_tasks(tasks, request.request_id);
     let exact = window.schedule_delay;
@@ -348,11 +358,11 @@ pub(crate) fn explain_from(
     // Unknown: before the window, before the first kept event of a lane
     // that lost some, or everything without task hooks.
     let mut known_from = window.from_unix_ns;
-    for lane in &window.lanes {
+    for (i, lane) in window.lanes.iter().enumerate() {
         if lane.events_lost > 0
-            && let Some(first) = lane.events.first()
+            && let Some(first) = source.first_event_ts(i)
         {
-            known_from = known_from.max(first.ts);
+            known_from = known_from.max(first);
         }
     }
     if !window.task_hooks {

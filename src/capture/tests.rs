@@ -138,3 +138,100 @@ fn a_thread_writing_for_two_recorders_keeps_both() {
     assert_eq!(lanes(&a).iter().map(|l| l.events.len()).sum::<usize>(), 2);
     assert_eq!(lanes(&b)[0].events.len(), 1);
 }
+
+mod cuts {
+    use super::*;
+    use crate::analysis::{Poll, Visitor, scan_cut, scan_window};
+    use crate::window::{Cut, Window};
+    use proptest::prelude::*;
+
+    #[derive(Default)]
+    struct Polls(Vec<Poll>);
+    impl Visitor for Polls {
+        fn poll(&mut self, p: &Poll) {
+            self.0.push(*p);
+        }
+    }
+
+    proptest! {
+        /// A cut read as it goes (one segment decoded at a time, events
+        /// waiting for a later segment's time held back) holds what the
+        /// same segments decoded at once hold: the same events, losses,
+        /// first times, polls and export plan, over overwrites and any range.
+        #[test]
+        fn a_cut_streams_what_decoding_at_once_gives(
+            steps in prop::collection::vec((0u8..4, 1u64..50), 1..400),
+            segments in 3usize..12,
+            from_pct in 0u64..100,
+            len_pct in 0u64..100,
+        ) {
+            // 16-word segments: a switch every few events, so a request
+            // exit waiting for its poll's end crosses segments often.
+            let c = Capture::with_segment_words(Clock::new(), segments, 16, true);
+            for (what, task) in steps {
+                match what {
+                    0 => {
+                        c.poll_start(task, 0);
+                        c.record_in_poll(EventKind::RequestEnter, 7, 0, false);
+                        c.record_in_poll(EventKind::RequestExit, 7, 0, true);
+                        c.poll_end(Location::caller());
+                    }
+                    1 => c.poll_start(task, 0),
+                    2 => c.poll_end(Location::caller()),
+                    _ => c.record(EventKind::TaskSpawn, task, 0),
+                }
+            }
+            // A timed event last: events still waiting for one would take
+            // the time of each read.
+            c.record(EventKind::Park, 0, 0);
+            let anchor = c.clock.anchor();
+            let all = c.lanes(None);
+            let (first, last) = all
+                .iter()
+                .flat_map(|l| l.events.iter().map(|e| e.ts))
+                .fold((u64::MAX, 0), |(a, b), t| (a.min(t), b.max(t)));
+            prop_assume!(first <= last);
+            let span = last - first;
+            let from = first + span * from_pct / 100;
+            let to = from + span * len_pct / 100;
+            let (from_ns, to_ns) = (anchor.to_unix_ns(from), anchor.to_unix_ns(to));
+            let request = crate::window::SlowRequest::new(
+                7,
+                "r",
+                opentelemetry::trace::TraceId::from(1u128),
+                opentelemetry::trace::SpanId::from(1u64),
+                from_ns,
+                to_ns,
+            );
+            let header = Window {
+                from_unix_ns: from_ns,
+                to_unix_ns: to_ns,
+                requests: vec![request],
+                task_hooks: true,
+                ..Window::default()
+            };
+            let decoded = Window {
+                lanes: Window::cut(c.lanes(Some((from, to))), from_ns, to_ns, &anchor),
+                ..header.clone()
+            };
+            let cut = Cut::new(header, c.segment_lanes(Some((from, to))), anchor);
+            let window = cut.to_window();
+            prop_assert_eq!(&window, &decoded);
+            prop_assert_eq!(cut.events(), decoded.events());
+            for (i, lane) in decoded.lanes.iter().enumerate() {
+                prop_assert_eq!(cut.first_event_ts(i), lane.events.first().map(|e| e.ts));
+                prop_assert!(cut.header().lanes[i].events.is_empty());
+            }
+            let (mut streamed, mut held) = (Polls::default(), Polls::default());
+            scan_cut(&cut, &mut streamed);
+            scan_window(&decoded, &mut held);
+            prop_assert_eq!(streamed.0, held.0);
+            // And the export plan, verdict included, is the same.
+            let budget = crate::export::plan::Budget::new(40);
+            prop_assert_eq!(
+                crate::export::plan::plan_of(&cut, budget),
+                crate::export::plan::plan(&decoded, budget)
+            );
+        }
+    }
+}

@@ -8,7 +8,7 @@ use super::pipeline::{Pipeline, Target};
 use super::shared::ExportShared;
 use super::sink::Sink;
 use crate::error::{BuildError, SinkError};
-use crate::window::Window;
+use crate::window::{Cut, Window};
 use opentelemetry_sdk::trace::SpanExporter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,6 +105,10 @@ macro_rules! pipeline_sink {
         impl Sink for $sink {
             fn write(&mut self, window: &Window) -> Result<(), SinkError> {
                 self.pipeline.write(window)
+            }
+
+            fn write_cut(&mut self, cut: &Cut) -> Result<(), SinkError> {
+                self.pipeline.write_cut(cut)
             }
 
             fn flush(&mut self) -> Result<(), SinkError> {

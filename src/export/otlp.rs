@@ -25,7 +25,8 @@
 //! park events.
 
 use super::names;
-use super::plan::{Plan, ShownTask, plan};
+use super::plan::{Plan, ShownTask, plan_of};
+use crate::analysis::Source;
 use crate::analysis::{Explanation, WorkerActivity};
 use crate::window::{SlowRequest, Window};
 use opentelemetry::trace::{
@@ -229,10 +230,19 @@ pub fn attach_request_spans(
 /// # }
 /// ```
 pub fn window_spans(window: &Window, budget: Budget) -> (Vec<SpanData>, Option<WindowSpanRef>) {
-    let Some(plan) = plan(window, budget) else {
+    spans_of(window, budget)
+}
+
+/// [`window_spans`] for a window in memory or a [`Cut`](crate::Cut),
+/// decoded as it is read.
+pub(crate) fn spans_of(
+    source: &dyn Source,
+    budget: Budget,
+) -> (Vec<SpanData>, Option<WindowSpanRef>) {
+    let Some(plan) = plan_of(source, budget) else {
         return (Vec::new(), None);
     };
-    let assembly = Assembly::new(window);
+    let assembly = Assembly::new(source.window(), source.events());
     let mut out = Vec::with_capacity(plan.spans());
     assembly.structure(&mut out, &plan);
     for w in &plan.workers {
@@ -283,7 +293,10 @@ fn verdict_event(req: &SlowRequest, attributes: Vec<KeyValue>) -> Event {
 /// What every span of one window shares while it is assembled: the window,
 /// its trace and window span, the id generator, the scope.
 struct Assembly<'w> {
+    /// The window without its events (a cut's header).
     window: &'w Window,
+    /// Its number of events.
+    events: usize,
     primary: &'w SlowRequest,
     /// The trace and the `blackbox.window` span everything hangs under.
     at: WindowSpanRef,
@@ -297,11 +310,12 @@ struct Assembly<'w> {
 
 impl<'w> Assembly<'w> {
     /// For a window with at least one slow request.
-    fn new(window: &'w Window) -> Assembly<'w> {
+    fn new(window: &'w Window, events: usize) -> Assembly<'w> {
         let primary = &window.requests[0];
         let ids = RandomIdGenerator::default();
         Assembly {
             window,
+            events,
             primary,
             at: WindowSpanRef {
                 trace_id: primary.trace_id,
@@ -408,7 +422,7 @@ impl<'w> Assembly<'w> {
             int(names::WINDOW_SEQUENCE, window.sequence),
             int(names::WINDOW_START, self.from),
             int(names::WINDOW_END, self.to),
-            int(names::WINDOW_EVENTS, window.events() as u64),
+            int(names::WINDOW_EVENTS, self.events as u64),
             int(names::WINDOW_EVENTS_LOST, window.events_lost()),
             int(names::WINDOW_TASKS, plan.tasks_total as u64),
             int(names::WINDOW_TASKS_SHOWN, plan.tasks.len() as u64),

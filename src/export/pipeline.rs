@@ -39,8 +39,9 @@ use super::queue::{Job, MappedWindow, PushError, Queue};
 use super::resource::resource;
 use super::shared::{ExportShared, quietly};
 use super::split::{SPLIT_AT, split};
+use crate::analysis::Source;
 use crate::error::{BuildError, SinkError};
-use crate::window::Window;
+use crate::window::{Cut, Window};
 use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::trace::SpanData;
 use std::fmt;
@@ -147,9 +148,18 @@ impl Pipeline {
 
     /// Maps `window` to its spans here, on the caller's thread (the capture
     /// thread), and queues the spans: the queue never holds a window's
-    /// events, only the at most [`Budget::max_spans`] spans it becomes, so
-    /// the decoded window is freed before the next one is cut.
+    /// events, only the at most [`Budget::max_spans`] spans it becomes.
     pub(crate) fn write(&mut self, window: &Window) -> Result<(), SinkError> {
+        self.write_source(window)
+    }
+
+    /// [`write`](Pipeline::write) for a cut, decoded as it is mapped: the
+    /// decoded window is never held.
+    pub(crate) fn write_cut(&mut self, cut: &Cut) -> Result<(), SinkError> {
+        self.write_source(cut)
+    }
+
+    fn write_source(&mut self, source: &dyn Source) -> Result<(), SinkError> {
         let c = &self.shared.counters;
         let full = || {
             add(&c.windows_dropped, 1);
@@ -161,10 +171,10 @@ impl Pipeline {
         if !self.queue.has_room(0) {
             return Err(full());
         }
-        let (spans, _) = otlp::window_spans(window, self.budget);
+        let (spans, _) = otlp::spans_of(source, self.budget);
         let job = MappedWindow {
             spans,
-            requests: window.requests.clone(),
+            requests: source.window().requests.clone(),
         };
         let bytes = job.bytes();
         match self.queue.push(Job::Window(job), bytes, c) {

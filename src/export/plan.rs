@@ -13,10 +13,11 @@
 //! never dropped silently.
 
 use crate::analysis::{
-    Explanation, LongestPolls, TaskActivity, TaskDigest, WorkerActivity, digest, explain_from,
-    scan_window,
+    Explanation, LongestPolls, Source, TaskActivity, TaskDigest, WorkerActivity, digest,
+    explain_from,
 };
 use crate::window::Window;
+use std::collections::HashSet;
 
 /// How many spans one window may become.
 ///
@@ -138,6 +139,12 @@ impl Plan {
 /// assert!(plan(&tokio_blackbox::Window::default(), Budget::default()).is_none());
 /// ```
 pub fn plan(window: &Window, budget: Budget) -> Option<Plan> {
+    plan_of(window, budget)
+}
+
+/// [`plan`] for a window in memory or a [`Cut`](crate::Cut) decoded as it is read.
+pub(crate) fn plan_of(source: &dyn Source, budget: Budget) -> Option<Plan> {
+    let window = source.window();
     let primary = window.requests.first()?;
     let captured: Vec<u64> = window.requests.iter().map(|r| r.request_id).collect();
     let structure_spans = window.requests.iter().filter(|r| r.own_span).count()
@@ -148,36 +155,38 @@ pub fn plan(window: &Window, budget: Budget) -> Option<Plan> {
     // Polls are not kept, except those near the primary request (for its
     // verdict) and, in a second pass, those shown: a storm's window has
     // millions.
-    let (digests, mut workers) = digest(window, primary);
+    let (digests, mut workers) = digest(source, primary);
     // The slow request's own story first: every poll of its own tasks and
     // of the culprits its verdict names, then the rest.
-    let verdict = explain_from(window, primary, &digests, &workers);
+    let verdict = explain_from(source, primary, &digests, &workers);
     let workers_shown = workers.len().min(left);
     left -= workers_shown;
     let workers_omitted = workers.len() - workers_shown;
     workers.truncate(workers_shown);
 
-    let first: Vec<u64> = verdict
+    let first: HashSet<u64> = verdict
         .own_tasks
         .iter()
         .map(|&(id, _)| id)
         .chain(verdict.culprits.iter().map(|c| c.task))
         .collect();
+    // Sorted and shown in place: a storm's window has tens of thousands of
+    // tasks, and each copy of their digests would be megabytes.
     let mut tasks = digests;
-    tasks.sort_by_key(|t| task_rank(t, &first, &captured));
+    tasks.sort_by_cached_key(|t| task_rank(t, &first, &captured));
     let tasks_total = tasks.len();
     let split = tasks.partition_point(|t| first.contains(&t.task.id));
-    let rest = tasks.split_off(split);
     let mut polls_omitted = 0u64;
-    let mut shown = show(tasks, &mut left, &mut polls_omitted);
-    shown.extend(show(rest, &mut left, &mut polls_omitted));
+    let mut shown = show(&tasks[..split], 0, &mut left, &mut polls_omitted);
+    shown.extend(show(&tasks[split..], split, &mut left, &mut polls_omitted));
     // The second pass: each shown task's longest polls, as many as its share.
-    let mut longest = LongestPolls::new(shown.iter().map(|(d, share)| (d.task.id, *share)));
-    scan_window(window, &mut longest);
+    let mut longest = LongestPolls::new(shown.iter().map(|&(i, share)| (tasks[i].task.id, share)));
+    source.scan(&mut longest);
     let mut kept = longest.finish();
     let tasks = shown
         .into_iter()
-        .map(|(mut d, _)| {
+        .map(|(i, _)| {
+            let mut d = std::mem::take(&mut tasks[i]);
             d.resolve(&window.strings);
             let mut task = d.task;
             task.polls = kept.remove(&task.id).unwrap_or_default();
@@ -206,11 +215,14 @@ pub fn plan(window: &Window, budget: Budget) -> Option<Plan> {
 
 /// Takes as many of `tasks` (in order) as `left` spans allow, each with
 /// its share of poll spans, counting in `polls_omitted` what is left out.
+/// Returns the indexes taken (`offset` plus the index in `tasks`) with
+/// their shares.
 fn show(
-    mut tasks: Vec<TaskDigest>,
+    tasks: &[TaskDigest],
+    offset: usize,
     left: &mut usize,
     polls_omitted: &mut u64,
-) -> Vec<(TaskDigest, usize)> {
+) -> Vec<(usize, usize)> {
     let polls = |t: &TaskDigest| usize::try_from(t.polls).unwrap_or(usize::MAX);
     let total_polls = tasks.iter().map(polls).fold(0, usize::saturating_add);
     let tasks_shown = if tasks.len().saturating_add(total_polls) <= *left {
@@ -222,16 +234,17 @@ fn show(
     };
     let poll_budget = *left - tasks_shown;
     *polls_omitted += tasks[tasks_shown..].iter().map(|t| t.polls).sum::<u64>();
-    tasks.truncate(tasks_shown);
+    let tasks = &tasks[..tasks_shown];
     let wants: Vec<usize> = tasks.iter().map(polls).collect();
     let shares = share_polls(&wants, poll_budget);
     *left -= tasks_shown + shares.iter().sum::<usize>();
     tasks
-        .into_iter()
+        .iter()
         .zip(shares)
-        .map(|(task, share)| {
+        .enumerate()
+        .map(|(i, (task, share))| {
             *polls_omitted += task.polls - share as u64;
-            (task, share)
+            (offset + i, share)
         })
         .collect()
 }
@@ -239,7 +252,11 @@ fn show(
 /// A task's place in the export order: the primary request's own tasks and
 /// its verdict's culprits (`first`), then the other captured requests'
 /// tasks, then the rest; ties by busy time, longest first.
-fn task_rank(d: &TaskDigest, first: &[u64], captured: &[u64]) -> (u8, std::cmp::Reverse<u64>, u64) {
+fn task_rank(
+    d: &TaskDigest,
+    first: &HashSet<u64>,
+    captured: &[u64],
+) -> (u8, std::cmp::Reverse<u64>, u64) {
     let t = &d.task;
     let class = if first.contains(&t.id) {
         0

@@ -2,7 +2,7 @@
 //! capture files).
 
 use crate::error::SinkError;
-use crate::window::Window;
+use crate::window::{Cut, Window};
 use std::path::PathBuf;
 
 /// Receives each captured [`Window`] on the recorder's capture thread.
@@ -29,6 +29,17 @@ pub trait Sink: Send + 'static {
     /// Writes one window. An error is counted in
     /// [`BlackboxStats::sink_errors`](crate::BlackboxStats::sink_errors).
     fn write(&mut self, window: &Window) -> Result<(), SinkError>;
+
+    /// Writes one window as the recorder cut it, before it is decoded: the
+    /// recorder calls this, not [`write`](Sink::write). By default it decodes
+    /// the cut ([`Cut::to_window`], 16 bytes an event) and calls `write`. A
+    /// sink that reads the events as it goes ([`Cut::header`], and
+    /// [`analysis::scan_cut`](crate::analysis::scan_cut)) holds only the
+    /// cut's compact copy: the recorder's [`OtlpSink`](super::OtlpSink) and
+    /// [`JsonFileSink`](super::JsonFileSink) do.
+    fn write_cut(&mut self, cut: &Cut) -> Result<(), SinkError> {
+        self.write(&cut.to_window())
+    }
 
     /// Makes everything written so far durable or sent. Called on flush and shutdown.
     fn flush(&mut self) -> Result<(), SinkError> {

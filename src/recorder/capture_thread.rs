@@ -13,7 +13,7 @@ use crate::segments::Pinner;
 use crate::shared::{Msg, Shared};
 use crate::stats::Counters;
 use crate::trigger::{Decision, Pending, Trigger};
-use crate::window::{SlowRequest, Window};
+use crate::window::{Cut, SlowRequest, Window};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -59,22 +59,23 @@ impl Cutter {
         }
     }
 
-    /// Cuts a due capture (its bounds in raw clock ticks) from the buffer.
-    fn cut(&self, p: Pending, sequence: u64) -> Window {
+    /// Cuts a due capture (its bounds in raw clock ticks) from the buffer:
+    /// a copy of its segments, not decoded.
+    fn cut(&self, p: Pending, sequence: u64) -> Cut {
         let capture = &self.shared.capture;
         let anchor = capture.clock.anchor();
-        let lanes = capture.lanes(Some((p.from_ns, p.to_ns)));
+        let lanes = capture.segment_lanes(Some((p.from_ns, p.to_ns)));
         let (from, to) = (anchor.to_unix_ns(p.from_ns), anchor.to_unix_ns(p.to_ns));
         debug_assert!(from <= to, "a capture ends after it starts");
-        Window {
+        let header = Window {
             sequence,
             from_unix_ns: from,
             to_unix_ns: to,
             requests: p.requests,
             requests_omitted: p.omitted,
-            lanes: Window::cut(lanes, from, to, &anchor),
             ..self.base_window()
-        }
+        };
+        Cut::new(header, lanes, anchor)
     }
 }
 
@@ -134,8 +135,8 @@ pub(crate) fn run(
     let mut write = |pending: Vec<Pending>, sink: &mut Box<dyn Sink>| {
         for p in pending {
             sequence += 1;
-            let window = cutter.cut(p, sequence);
-            match guarded(|| sink.write(&window)) {
+            let cut = cutter.cut(p, sequence);
+            match guarded(|| sink.write_cut(&cut)) {
                 Ok(()) => bump(&counters.windows_written, 1),
                 Err(_) => bump(&counters.sink_errors, 1),
             };
