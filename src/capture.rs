@@ -895,7 +895,7 @@ impl Capture {
     /// Copies and decodes the segments with events in `[from, to]` (raw
     /// clock), or all of them, into one lane per thread, oldest event first.
     pub(crate) fn lanes(&self, range: Option<(u64, u64)>) -> Vec<RawLane> {
-        self.segment_lanes(range)
+        self.segment_lanes(range, None)
             .into_iter()
             .map(SegmentLane::decode)
             .collect()
@@ -904,12 +904,23 @@ impl Capture {
     /// Copies the segments with events in `[from, to]` (raw clock), or all
     /// of them, into one lane per thread, not decoded: the copy is the
     /// buffer's compact form (a few bytes an event, against 16 decoded).
-    pub(crate) fn segment_lanes(&self, range: Option<(u64, u64)>) -> Vec<SegmentLane> {
+    /// With a `limit`, about that many bytes at most: the range's oldest
+    /// segments, the rest left out and counted as lost.
+    pub(crate) fn segment_lanes(
+        &self,
+        range: Option<(u64, u64)>,
+        limit: Option<usize>,
+    ) -> Vec<SegmentLane> {
         let now = self.clock.raw();
-        let snapshot = self.shared.segments.snapshot(range, now);
+        let snapshot = self.shared.segments.snapshot(range, now, limit);
         let mut by_thread: BTreeMap<u32, Vec<crate::segments::SegmentCopy>> = BTreeMap::new();
+        let mut left_out: HashMap<u32, u64> = HashMap::new();
         for s in snapshot.segments {
             by_thread.entry(s.claim.thread).or_default().push(s);
+        }
+        for (thread, events) in snapshot.left_out {
+            by_thread.entry(thread).or_default();
+            *left_out.entry(thread).or_default() += events.max(1);
         }
         let names = {
             let mut names = lock(&self.shared.threads.names);
@@ -931,6 +942,7 @@ impl Capture {
                     lane: thread,
                     thread: names.get(&thread).cloned().unwrap_or_default(),
                     segs,
+                    left_out: left_out.get(&thread).copied().unwrap_or(0),
                     range,
                     now,
                 }
@@ -946,6 +958,8 @@ pub(crate) struct SegmentLane {
     pub(crate) lane: u32,
     pub(crate) thread: String,
     segs: Vec<crate::segments::SegmentCopy>,
+    /// Events of the range left out of the copy (the snapshot's limit).
+    left_out: u64,
     range: Option<(u64, u64)>,
     now: u64,
 }
@@ -1047,7 +1061,7 @@ impl SegmentLane {
             let rate = count as f64 / newest.saturating_sub(oldest).max(1) as f64;
             lost += ((rate * oldest.saturating_sub(from) as f64) as u64).max(1);
         }
-        lost
+        lost + self.left_out
     }
 }
 

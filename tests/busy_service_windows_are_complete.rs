@@ -1,6 +1,8 @@
 //! A busy service: two workers running 50,000 short tasks a second
-//! (about 300,000 events a second) beside their requests, with a small buffer that wraps many times
-//! during the run (5 MiB: about 1.9 s at the rate this test reaches, so a window of 1.2 s fits even when a loaded machine delays the capture). Every window of a slow request is still complete: no
+//! (about 300,000 events a second) beside their requests, with a small buffer that wraps during
+//! the run (6 MiB: about 2.3 s at the rate this test reaches, so a window of 1.2 s fits even when a
+//! loaded machine delays the capture; a cut copies at most half the buffer, `Cut::BUFFER_SHARE`,
+//! and the window is about 2.7 MiB of it). Every window of a slow request is still complete: no
 //! event of the window lost, and the whole `before` present on every worker.
 
 mod support;
@@ -14,7 +16,7 @@ fn busy_service_windows_are_complete() {
         tokio_blackbox::Blackbox::builder()
             .latency_threshold(Duration::from_millis(200))
             .window(before, Duration::from_millis(100))
-            .buffer_memory(5 << 20),
+            .buffer_memory(6 << 20),
         2,
     );
     let started = Instant::now();
@@ -65,7 +67,7 @@ fn busy_service_windows_are_complete() {
         stats.pins_refused
     );
     assert!(
-        stats.events_overwritten > stats.events_recorded / 2,
+        stats.events_overwritten > stats.events_recorded / 3,
         "the buffer wrapped during the run: {stats:?}"
     );
     assert_eq!(stats.events_dropped, 0);

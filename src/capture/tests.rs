@@ -214,7 +214,7 @@ mod cuts {
                 lanes: Window::cut(c.lanes(Some((from, to))), from_ns, to_ns, &anchor),
                 ..header.clone()
             };
-            let cut = Cut::new(header, c.segment_lanes(Some((from, to))), anchor);
+            let cut = Cut::new(header, c.segment_lanes(Some((from, to)), None), anchor);
             let window = cut.to_window();
             prop_assert_eq!(&window, &decoded);
             prop_assert_eq!(cut.events(), decoded.events());
@@ -231,6 +231,64 @@ mod cuts {
             prop_assert_eq!(
                 crate::export::plan::plan_of(&cut, budget),
                 crate::export::plan::plan(&decoded, budget)
+            );
+        }
+    }
+}
+
+/// A cut's copy is bounded: with a byte limit it keeps the oldest segments
+/// of the range, on every thread up to one moment, and counts the events
+/// it leaves out as lost.
+#[test]
+fn a_limited_copy_keeps_the_oldest_part_and_counts_the_rest() {
+    let c = Arc::new(Capture::with_segment_words(Clock::new(), 256, 16, true));
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..150u64 {
+                    c.record(EventKind::TaskSpawn, t * 1000 + i, 0);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let all = c.segment_lanes(None, None);
+    let everything: usize = all.iter().map(SegmentLane::bytes).sum();
+    let recorded: u64 = c.lanes(None).iter().map(|l| l.events.len() as u64).sum();
+    assert_eq!(recorded, 450);
+    let limit = everything / 3;
+    let some = c.segment_lanes(Some((0, u64::MAX)), Some(limit));
+    let kept: usize = some.iter().map(SegmentLane::bytes).sum();
+    assert!(kept <= limit, "{kept} bytes copied, limit {limit}");
+    assert!(
+        kept + 3 * 16 * 4 > limit,
+        "as much as fits is kept: {kept} of {limit}"
+    );
+    let (mut events, mut lost, mut newest_kept) = (0u64, 0u64, 0u64);
+    for lane in some {
+        lost += lane.decode_with(|e| {
+            events += 1;
+            newest_kept = newest_kept.max(e.ts);
+        });
+    }
+    assert_eq!(events + lost, 450, "every event is kept or counted lost");
+    assert!(lost > 0);
+    // What is kept is everything up to one moment, on every thread.
+    let oldest_left: u64 = c
+        .lanes(None)
+        .iter()
+        .flat_map(|l| l.events.iter().map(|e| e.ts))
+        .filter(|&t| t > newest_kept)
+        .min()
+        .unwrap();
+    for lane in c.lanes(None) {
+        for e in &lane.events {
+            assert!(
+                e.ts > newest_kept || e.ts < oldest_left,
+                "an event before the moment kept was left out"
             );
         }
     }

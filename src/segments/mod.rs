@@ -123,6 +123,9 @@ pub(crate) struct Snapshot {
     pub(crate) segments: Vec<SegmentCopy>,
     /// Segments recycled while they were being copied.
     pub(crate) discarded: u64,
+    /// Segments of the range left out for the snapshot's byte limit: their
+    /// thread and events.
+    pub(crate) left_out: Vec<(u32, u64)>,
 }
 
 /// The segments of one recorder.
@@ -328,8 +331,20 @@ impl Segments {
     /// Copies the segments holding events in `[from, to]` (raw clock), or all
     /// of them with `None`, without stopping any writer. `now` stands for the
     /// end of segments still being written.
-    pub(crate) fn snapshot(&self, range: Option<(u64, u64)>, now: u64) -> Snapshot {
+    ///
+    /// With a `limit`, at most about that many bytes are copied: the oldest
+    /// segments of the range first, and those starting at or after the
+    /// first one that does not fit are left out (listed in `left_out`), on
+    /// every thread alike, so what is copied is the whole range up to one
+    /// moment.
+    pub(crate) fn snapshot(
+        &self,
+        range: Option<(u64, u64)>,
+        now: u64,
+        limit: Option<usize>,
+    ) -> Snapshot {
         let mut out = Snapshot::default();
+        let cutoff = limit.map_or(u64::MAX, |limit| self.cutoff(range, now, limit));
         for (i, h) in self.headers.iter().enumerate() {
             let c1 = h.ctl.load(Ordering::Acquire);
             let state = c1 & STATE;
@@ -361,6 +376,10 @@ impl Segments {
             }
             let (words, fill) = self.segment(i as u32);
             let fill = fill.load(Ordering::Acquire);
+            if claim.base >= cutoff {
+                out.left_out.push((claim.thread, u64::from(fill >> 16)));
+                continue;
+            }
             // `next` counts the fill word itself (see the protocol).
             let len = ((fill & 0xffff) as usize)
                 .saturating_sub(1)
@@ -386,6 +405,41 @@ impl Segments {
             });
         }
         out
+    }
+
+    /// The start of the oldest segment of `range` that does not fit in
+    /// `limit` bytes with the older ones (`u64::MAX` when all fit). Read
+    /// from the headers alone, racing with writers: a segment recycled
+    /// meanwhile moves the moment a little, and is dropped by the copy
+    /// anyway.
+    fn cutoff(&self, range: Option<(u64, u64)>, now: u64, limit: usize) -> u64 {
+        let mut starts: Vec<(u64, usize)> = Vec::new();
+        for (i, h) in self.headers.iter().enumerate() {
+            let state = h.ctl.load(Ordering::Acquire) & STATE;
+            if state != WRITING && state != SEALED {
+                continue;
+            }
+            let base = h.base.load(Ordering::Relaxed);
+            let end = if state == SEALED {
+                h.end.load(Ordering::Relaxed)
+            } else {
+                now
+            };
+            if range.is_some_and(|(from, to)| base > to || end < from) {
+                continue;
+            }
+            let fill = self.fill(i as u32).load(Ordering::Relaxed);
+            starts.push((base, ((fill & 0xffff) as usize).saturating_sub(1) * 4));
+        }
+        starts.sort_unstable();
+        let mut total = 0usize;
+        for (base, bytes) in starts {
+            total += bytes;
+            if total > limit {
+                return base;
+            }
+        }
+        u64::MAX
     }
 
     /// Pins segment `i` if it still holds generation `generation`; `false`

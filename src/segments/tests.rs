@@ -30,7 +30,7 @@ mod plain {
         s.seal(b, 10);
         s.seal(a, 20);
         s.seal(c, 30);
-        let snap = s.snapshot(None, 0);
+        let snap = s.snapshot(None, 0, None);
         let gen_b = snap
             .segments
             .iter()
@@ -172,7 +172,7 @@ mod models {
                     }
                 })
             };
-            let snap = s.snapshot(None, 0);
+            let snap = s.snapshot(None, 0, None);
             for seg in &snap.segments {
                 for &v in &seg.words {
                     assert_eq!(v, seg.claim.thread, "a word of another generation");
@@ -190,7 +190,7 @@ mod models {
             let s = Arc::new(Segments::new(1, 8));
             let i = s.claim(claim_for(1, 0)).unwrap();
             s.seal(i, 5);
-            let g = s.snapshot(None, 0).segments[0].generation;
+            let g = s.snapshot(None, 0, None).segments[0].generation;
             let claimer = {
                 let s = s.clone();
                 thread::spawn(move || s.claim(claim_for(2, 1)).is_some())
