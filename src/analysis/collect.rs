@@ -114,54 +114,161 @@ fn string(strings: &[String], i: u16) -> Option<String> {
         .flatten()
 }
 
-/// What the export plan and the verdict know of one task: its activity with
-/// only the polls inside a focus interval, and the sums over all of them.
-/// A storm's window has millions of polls; keeping each (48 bytes, three
-/// times its two events) was most of a cut's memory.
-#[derive(Debug, Clone, Default)]
+/// Stands for "none" in a [`TaskDigest`]'s times and ids.
+const NONE: u64 = u64::MAX;
+
+/// `v` unless it is [`NONE`].
+fn some(v: u64) -> Option<u64> {
+    (v != NONE).then_some(v)
+}
+
+/// What the export plan and the verdict know of one task: the sums over
+/// all its polls, and only the polls inside a focus interval. A storm's
+/// window has millions of polls (48 bytes each, three times their two
+/// events) and tens of thousands of tasks, so a digest is kept small: its
+/// times are plain integers ([`NONE`] for none), and what most tasks do
+/// not have (a second request, polls in the focus) is boxed.
+#[derive(Debug, Clone)]
 pub(crate) struct TaskDigest {
-    /// The task; `polls` holds only those that end at or after the focus's
-    /// start and start at or before its end. Its `location` and
-    /// `span_name` are set by [`resolve`](TaskDigest::resolve).
-    pub(crate) task: TaskActivity,
+    /// Tokio's task id.
+    pub(crate) id: u64,
+    parent: u64,
+    spawned: u64,
+    terminated: u64,
     /// All its polls in the window.
     pub(crate) polls: u64,
     /// Time spent being polled, all polls.
     pub(crate) busy_ns: u64,
     /// Its longest poll.
     pub(crate) longest_ns: u64,
-    /// Polls longer than the window's `long_poll`.
-    pub(crate) long_polls: u64,
     /// Total recorded scheduling delay.
     pub(crate) sched_delay_ns: u64,
-    /// When its first poll started and its last one ended.
-    pub(crate) polled: Option<(u64, u64)>,
+    /// When its first poll started and its last one ended ([`NONE`], 0 without polls).
+    first_start: u64,
+    last_end: u64,
     /// When its last poll before the focus ended.
-    pub(crate) end_before_focus: Option<u64>,
+    end_before: u64,
     /// When its first poll after the focus started.
-    pub(crate) start_after_focus: Option<u64>,
+    start_after: u64,
+    /// The first request it worked for.
+    request: u64,
+    /// Polls longer than the window's `long_poll`.
+    pub(crate) long_polls: u32,
     /// Its spawn location and span name, as string indexes.
-    location: Option<u16>,
-    span_name: Option<u16>,
+    location: u16,
+    span_name: u16,
+    more: Option<Box<DigestMore>>,
+}
+
+/// What few tasks have.
+#[derive(Debug, Clone, Default)]
+struct DigestMore {
+    /// Requests after the first.
+    requests: Vec<u64>,
+    /// Its polls in the focus, in time order once digested.
+    polls: Vec<Poll>,
 }
 
 impl TaskDigest {
-    /// Sets the task's location and span name from the window's strings
-    /// (left unset while scanning: one string each for a storm's tasks).
-    pub(crate) fn resolve(&mut self, strings: &[String]) {
-        self.task.location = self.location.and_then(|i| string(strings, i));
-        self.task.span_name = self.span_name.and_then(|i| string(strings, i));
+    fn new(id: u64) -> TaskDigest {
+        TaskDigest {
+            id,
+            parent: NONE,
+            spawned: NONE,
+            terminated: NONE,
+            polls: 0,
+            busy_ns: 0,
+            longest_ns: 0,
+            sched_delay_ns: 0,
+            first_start: NONE,
+            last_end: 0,
+            end_before: NONE,
+            start_after: NONE,
+            request: NONE,
+            long_polls: 0,
+            location: NO_STRING,
+            span_name: NO_STRING,
+            more: None,
+        }
+    }
+
+    fn more(&mut self) -> &mut DigestMore {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    /// The task it was spawned by, when the spawn is in the window.
+    pub(crate) fn parent(&self) -> Option<u64> {
+        some(self.parent)
+    }
+
+    /// When it was spawned, if inside the window.
+    pub(crate) fn spawned_ns(&self) -> Option<u64> {
+        some(self.spawned)
+    }
+
+    /// When its first poll started and its last one ended.
+    pub(crate) fn polled(&self) -> Option<(u64, u64)> {
+        some(self.first_start).map(|a| (a, self.last_end))
+    }
+
+    /// When its last poll before the focus ended.
+    pub(crate) fn end_before_focus(&self) -> Option<u64> {
+        some(self.end_before)
+    }
+
+    /// When its first poll after the focus started.
+    pub(crate) fn start_after_focus(&self) -> Option<u64> {
+        some(self.start_after)
+    }
+
+    /// Its polls in the focus, in time order.
+    pub(crate) fn focus_polls(&self) -> &[Poll] {
+        self.more.as_ref().map_or(&[], |m| &m.polls)
+    }
+
+    /// The requests it worked for, first first.
+    pub(crate) fn requests(&self) -> impl Iterator<Item = u64> + '_ {
+        some(self.request)
+            .into_iter()
+            .chain(self.more.iter().flat_map(|m| m.requests.iter().copied()))
+    }
+
+    /// Whether it worked for `request`.
+    pub(crate) fn worked_for(&self, request: u64) -> bool {
+        self.requests().any(|r| r == request)
+    }
+
+    fn add_request(&mut self, request: u64) {
+        if self.request == NONE {
+            self.request = request;
+        } else if !self.worked_for(request) {
+            self.more().requests.push(request);
+        }
+    }
+
+    /// The task's activity, with its focus polls and its strings.
+    pub(crate) fn activity(&self, strings: &[String]) -> TaskActivity {
+        TaskActivity {
+            id: self.id,
+            location: string(strings, self.location),
+            span_name: string(strings, self.span_name),
+            spawned_ns: self.spawned_ns(),
+            terminated_ns: some(self.terminated),
+            polls: self.focus_polls().to_vec(),
+            requests: self.requests().collect(),
+            parent: self.parent(),
+        }
     }
 
     /// The task's display name ([`TaskActivity::name`]).
     pub(crate) fn name(&self, strings: &[String]) -> String {
-        let mut named = TaskActivity {
-            id: self.task.id,
+        TaskActivity {
+            id: self.id,
+            location: string(strings, self.location),
+            span_name: string(strings, self.span_name),
             ..TaskActivity::default()
-        };
-        named.location = self.location.and_then(|i| string(strings, i));
-        named.span_name = self.span_name.and_then(|i| string(strings, i));
-        named.name()
+        }
+        .name()
     }
 }
 
@@ -203,13 +310,7 @@ impl<'w> Tasks<'w> {
         let next = self.tasks.len() as u32;
         let at = *self.index.entry(id).or_insert(next);
         if at == next {
-            self.tasks.push(TaskDigest {
-                task: TaskActivity {
-                    id,
-                    ..TaskActivity::default()
-                },
-                ..TaskDigest::default()
-            });
+            self.tasks.push(TaskDigest::new(id));
         }
         &mut self.tasks[at as usize]
     }
@@ -224,15 +325,14 @@ impl<'w> Tasks<'w> {
         let _ = self.tasks.try_reserve_exact(tasks);
     }
 
-    /// The digests, ordered by task id, each with its kept polls in time
-    /// order, not [resolved](TaskDigest::resolve).
+    /// The digests, ordered by task id, each with its kept polls in time order.
     pub(crate) fn digests(self) -> Vec<TaskDigest> {
         drop(self.index);
         let mut out = self.tasks;
-        for d in &mut out {
-            d.task.polls.sort_by_key(|p| p.start_ns);
+        for m in out.iter_mut().filter_map(|d| d.more.as_mut()) {
+            m.polls.sort_by_key(|p| p.start_ns);
         }
-        out.sort_unstable_by_key(|d| d.task.id);
+        out.sort_unstable_by_key(|d| d.id);
         out
     }
 
@@ -241,19 +341,16 @@ impl<'w> Tasks<'w> {
         let strings = self.strings;
         self.digests()
             .into_iter()
-            .map(|mut d| {
-                d.resolve(strings);
-                d.task
-            })
+            .map(|d| d.activity(strings))
             .collect()
     }
 }
 
 /// Sets `slot` to the string index `i` the first time one is known (in
 /// the table: a damaged file may hold others).
-fn first_string(slot: &mut Option<u16>, i: u16, strings: &[String]) {
-    if slot.is_none() && i != NO_STRING && usize::from(i) < strings.len() {
-        *slot = Some(i);
+fn first_string(slot: &mut u16, i: u16, strings: &[String]) {
+    if *slot == NO_STRING && usize::from(i) < strings.len() {
+        *slot = i;
     }
 }
 
@@ -272,38 +369,37 @@ impl Visitor for Tasks<'_> {
         d.polls += 1;
         d.busy_ns = d.busy_ns.saturating_add(len);
         d.longest_ns = d.longest_ns.max(len);
-        d.long_polls += u64::from(len > long);
+        d.long_polls += u32::from(len > long);
         d.sched_delay_ns = d
             .sched_delay_ns
             .saturating_add(p.sched_delay_ns.unwrap_or(0));
-        d.polled = Some(d.polled.map_or((p.start_ns, p.end_ns), |(a, b)| {
-            (a.min(p.start_ns), b.max(p.end_ns))
-        }));
+        d.first_start = d.first_start.min(p.start_ns);
+        d.last_end = d.last_end.max(p.end_ns);
         if p.end_ns < from {
-            d.end_before_focus = d.end_before_focus.max(Some(p.end_ns));
+            d.end_before = match d.end_before {
+                NONE => p.end_ns,
+                t => t.max(p.end_ns),
+            };
         } else if p.start_ns <= to {
-            d.task.polls.push(*p);
+            d.more().polls.push(*p);
         } else {
-            d.start_after_focus = Some(
-                d.start_after_focus
-                    .map_or(p.start_ns, |t| t.min(p.start_ns)),
-            );
+            d.start_after = d.start_after.min(p.start_ns);
         }
     }
 
     fn spawn(&mut self, _lane: u32, task: u64, location: u16, ts: u64) {
         let strings = self.strings;
         let d = self.task(task);
-        d.task.spawned_ns = Some(ts);
+        d.spawned = ts;
         first_string(&mut d.location, location, strings);
     }
 
     fn spawned_by(&mut self, task: u64, parent: u64) {
-        self.task(task).task.parent = Some(parent);
+        self.task(task).parent = parent;
     }
 
     fn terminate(&mut self, _lane: u32, task: u64, ts: u64) {
-        self.task(task).task.terminated_ns = Some(ts);
+        self.task(task).terminated = ts;
     }
 
     fn task_name(&mut self, task: u64, name: u16) {
@@ -312,10 +408,7 @@ impl Visitor for Tasks<'_> {
     }
 
     fn task_request(&mut self, task: u64, request: u64) {
-        let t = &mut self.task(task).task;
-        if !t.requests.contains(&request) {
-            t.requests.push(request);
-        }
+        self.task(task).add_request(request);
     }
 }
 

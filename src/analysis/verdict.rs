@@ -278,13 +278,13 @@ pub(crate) fn digest(
     let own = own_tasks(&tasks, request.request_id);
     let next = tasks
         .iter()
-        .filter(|d| own.contains(&d.task.id))
+        .filter(|d| own.contains(&d.id))
         .filter(|d| {
-            d.end_before_focus.is_some()
-                || !d.task.polls.is_empty()
-                || d.task.spawned_ns.is_some_and(|t| t <= e)
+            d.end_before_focus().is_some()
+                || !d.focus_polls().is_empty()
+                || d.spawned_ns().is_some_and(|t| t <= e)
         })
-        .filter_map(|d| d.start_after_focus)
+        .filter_map(TaskDigest::start_after_focus)
         .max();
     let tasks = match next {
         Some(to) => {
@@ -337,7 +337,7 @@ pub(crate) fn explain_from(
         .map(|w| (w.lane, Vec::new()))
         .collect();
     for t in tasks {
-        for p in &t.task.polls {
+        for p in t.focus_polls() {
             lanes.entry(p.lane).or_default().push(p);
         }
     }
@@ -380,17 +380,16 @@ pub(crate) fn explain_from(
     let mut own_cpu_by_task: BTreeMap<u64, u64> = BTreeMap::new();
     let mut culprits: Vec<Culprit> = Vec::new();
     let mut culprit_index: HashMap<(u64, u32), usize> = HashMap::new();
-    for d in tasks.iter().filter(|d| own.contains(&d.task.id)) {
-        let t = &d.task;
+    for d in tasks.iter().filter(|d| own.contains(&d.id)) {
         // The end of its poll before the first one kept, or its spawn.
-        let mut prev_end = d.end_before_focus.or(t.spawned_ns);
+        let mut prev_end = d.end_before_focus().or(d.spawned_ns());
         if d.polls > 0 {
             // Listed when polled in the window, even if not near the request.
-            own_cpu_by_task.entry(t.id).or_default();
+            own_cpu_by_task.entry(d.id).or_default();
         }
-        for p in &t.polls {
+        for p in d.focus_polls() {
             marks.push((p.start_ns, p.end_ns, Class::Own));
-            let cpu = own_cpu_by_task.entry(t.id).or_default();
+            let cpu = own_cpu_by_task.entry(d.id).or_default();
             // Saturating: a damaged file may hold overlapping polls of any length.
             *cpu = cpu.saturating_add(p.overlap_ns(s, e));
             // When was it runnable before this poll?
@@ -484,7 +483,7 @@ pub(crate) fn explain_from(
             c.held_ns = c.held_ns.saturating_add(q.overlap_ns(s, e));
         }
         c.longest_poll_ns = tasks
-            .binary_search_by_key(&c.task, |d| d.task.id)
+            .binary_search_by_key(&c.task, |d| d.id)
             .map_or(0, |i| tasks[i].longest_ns);
     }
 
@@ -626,7 +625,7 @@ fn culprit(
 /// The display name of task `id` ([`TaskActivity::name`](super::TaskActivity::name)).
 fn name_of(tasks: &[TaskDigest], strings: &[String], id: u64) -> String {
     tasks
-        .binary_search_by_key(&id, |d| d.task.id)
+        .binary_search_by_key(&id, |d| d.id)
         .map_or_else(|_| format!("task {id}"), |i| tasks[i].name(strings))
 }
 
@@ -634,13 +633,13 @@ fn name_of(tasks: &[TaskDigest], strings: &[String], id: u64) -> String {
 fn own_tasks(tasks: &[TaskDigest], request: u64) -> BTreeSet<u64> {
     let mut own: BTreeSet<u64> = tasks
         .iter()
-        .filter(|d| d.task.requests.contains(&request))
-        .map(|d| d.task.id)
+        .filter(|d| d.worked_for(request))
+        .map(|d| d.id)
         .collect();
     loop {
         let before = own.len();
-        for t in tasks.iter().map(|d| &d.task) {
-            if let Some(parent) = t.parent
+        for t in tasks {
+            if let Some(parent) = t.parent()
                 && own.contains(&parent)
             {
                 own.insert(t.id);

@@ -175,20 +175,19 @@ pub(crate) fn plan_of(source: &dyn Source, budget: Budget) -> Option<Plan> {
     let mut tasks = digests;
     tasks.sort_by_cached_key(|t| task_rank(t, &first, &captured));
     let tasks_total = tasks.len();
-    let split = tasks.partition_point(|t| first.contains(&t.task.id));
+    let split = tasks.partition_point(|t| first.contains(&t.id));
     let mut polls_omitted = 0u64;
     let mut shown = show(&tasks[..split], 0, &mut left, &mut polls_omitted);
     shown.extend(show(&tasks[split..], split, &mut left, &mut polls_omitted));
     // The second pass: each shown task's longest polls, as many as its share.
-    let mut longest = LongestPolls::new(shown.iter().map(|&(i, share)| (tasks[i].task.id, share)));
+    let mut longest = LongestPolls::new(shown.iter().map(|&(i, share)| (tasks[i].id, share)));
     source.scan(&mut longest);
     let mut kept = longest.finish();
     let tasks = shown
         .into_iter()
         .map(|(i, _)| {
-            let mut d = std::mem::take(&mut tasks[i]);
-            d.resolve(&window.strings);
-            let mut task = d.task;
+            let d = &tasks[i];
+            let mut task = d.activity(&window.strings);
             task.polls = kept.remove(&task.id).unwrap_or_default();
             ShownTask {
                 in_request: task.requests.iter().any(|r| captured.contains(r)),
@@ -196,9 +195,9 @@ pub(crate) fn plan_of(source: &dyn Source, budget: Budget) -> Option<Plan> {
                 polls_total: d.polls,
                 busy_ns: d.busy_ns,
                 longest_poll_ns: d.longest_ns,
-                long_polls: d.long_polls,
+                long_polls: u64::from(d.long_polls),
                 sched_delay_ns: d.sched_delay_ns,
-                polled: d.polled,
+                polled: d.polled(),
             }
         })
         .collect();
@@ -257,15 +256,14 @@ fn task_rank(
     first: &HashSet<u64>,
     captured: &[u64],
 ) -> (u8, std::cmp::Reverse<u64>, u64) {
-    let t = &d.task;
-    let class = if first.contains(&t.id) {
+    let class = if first.contains(&d.id) {
         0
-    } else if t.requests.iter().any(|r| captured.contains(r)) {
+    } else if d.requests().any(|r| captured.contains(&r)) {
         1
     } else {
         2
     };
-    (class, std::cmp::Reverse(d.busy_ns), t.id)
+    (class, std::cmp::Reverse(d.busy_ns), d.id)
 }
 
 /// Shares `budget` poll spans among tasks wanting `wants[i]` polls: equal
