@@ -47,7 +47,8 @@ pub struct BlackboxStats {
     pub slow_requests_dropped: u64,
     /// Windows handed to the sink successfully.
     pub windows_written: u64,
-    /// Windows the sink failed to write.
+    /// Windows the sink failed to write, or that were still waiting to be
+    /// cut when the shutdown's deadline passed.
     pub sink_errors: u64,
     /// Bytes of event memory held (segments and their headers).
     pub buffer_bytes: usize,

@@ -142,12 +142,27 @@ impl Trigger {
     }
 
     /// Removes and returns the captures whose windows have ended by `now_ns`.
+    #[cfg(test)]
     pub(crate) fn due(&mut self, now_ns: u64) -> Vec<Pending> {
         let (due, keep) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| p.to_ns <= now_ns);
         self.pending = keep;
         due
+    }
+
+    /// Removes and returns the due capture that ended first, if any: the
+    /// capture thread cuts one at a time, reading its messages in between.
+    pub(crate) fn next(&mut self, now_ns: u64) -> Option<Pending> {
+        let i = (0..self.pending.len())
+            .filter(|&i| self.pending[i].to_ns <= now_ns)
+            .min_by_key(|&i| self.pending[i].to_ns)?;
+        Some(self.pending.remove(i))
+    }
+
+    /// Puts back captures taken out and not written (a flush past its deadline).
+    pub(crate) fn restore(&mut self, captures: Vec<Pending>) {
+        self.pending.extend(captures);
     }
 
     /// Removes and returns every pending capture (shutdown, flush).

@@ -322,7 +322,7 @@ impl Window {
 ///         self.0 += window.events();
 ///         Ok(())
 ///     }
-///     fn write_cut(&mut self, cut: &Cut) -> Result<(), SinkError> {
+///     fn write_cut(&mut self, cut: Cut) -> Result<(), SinkError> {
 ///         self.0 += cut.events();
 ///         Ok(())
 ///     }

@@ -107,7 +107,7 @@ macro_rules! pipeline_sink {
                 self.pipeline.write(window)
             }
 
-            fn write_cut(&mut self, cut: &Cut) -> Result<(), SinkError> {
+            fn write_cut(&mut self, cut: Cut) -> Result<(), SinkError> {
                 self.pipeline.write_cut(cut)
             }
 

@@ -18,9 +18,10 @@
 //! consumes its copy): one request of at most [`MAX_REQUEST_BYTES`], not a
 //! copy per queued job.
 //!
-//! A window is mapped to its spans ([`otlp::window_spans`]) by the writer,
-//! before it is queued: the queue holds spans, never a window's events.
-//! On the thread:
+//! A window reaches the queue as its [`Cut`] (the recorder's segment
+//! copies, at most half the buffer), or, written as a decoded [`Window`], as
+//! its spans: the queue never holds decoded events. On the thread:
+//! - a cut is mapped ([`otlp::window_spans`], reading its events as it goes);
 //! - the spans are split into requests that each encode under
 //!   [`MAX_REQUEST_BYTES`] (every common OTLP receiver refuses more);
 //! - each request gets [`RETRIES`] retries with a doubling back-off, then its
@@ -39,9 +40,8 @@ use super::queue::{Job, MappedWindow, PushError, Queue};
 use super::resource::resource;
 use super::shared::{ExportShared, quietly};
 use super::split::{SPLIT_AT, split};
-use crate::analysis::Source;
 use crate::error::{BuildError, SinkError};
-use crate::window::{Cut, Window};
+use crate::window::{Cut, SlowRequest, Window};
 use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::trace::SpanData;
 use std::fmt;
@@ -74,7 +74,7 @@ impl Drop for ThreadDone {
 fn count_abandoned(job: Job, c: &ExportCounters) {
     add(&c.export_failures, 1);
     match job {
-        Job::Window(_) => add(&c.windows_dropped, 1),
+        Job::Window(_) | Job::Cut(_) => add(&c.windows_dropped, 1),
         Job::Spans(spans) => add(&c.spans_dropped, spans.len() as u64),
     }
 }
@@ -120,7 +120,7 @@ impl Pipeline {
             .spawn(move || {
                 // Set however the thread ends, a panicking exporter included.
                 let _done = ThreadDone(thread_queue.clone());
-                export_thread(target, &thread_shared, &thread_queue, ready_tx);
+                export_thread(target, budget, &thread_shared, &thread_queue, ready_tx);
             })
             .map_err(|source| BuildError::Thread {
                 thread: "blackbox-export",
@@ -146,40 +146,46 @@ impl Pipeline {
         })
     }
 
-    /// Maps `window` to its spans here, on the caller's thread (the capture
-    /// thread), and queues the spans: the queue never holds a window's
-    /// events, only the at most [`Budget::max_spans`] spans it becomes.
+    /// Maps `window` to its spans here, on the caller's thread, and queues
+    /// the spans: the queue never holds a window's decoded events, only the
+    /// at most [`Budget::max_spans`] spans it becomes.
     pub(crate) fn write(&mut self, window: &Window) -> Result<(), SinkError> {
-        self.write_source(window)
-    }
-
-    /// [`write`](Pipeline::write) for a cut, decoded as it is mapped: the
-    /// decoded window is never held.
-    pub(crate) fn write_cut(&mut self, cut: &Cut) -> Result<(), SinkError> {
-        self.write_source(cut)
-    }
-
-    fn write_source(&mut self, source: &dyn Source) -> Result<(), SinkError> {
-        let c = &self.shared.counters;
-        let full = || {
-            add(&c.windows_dropped, 1);
-            SinkError::new(
-                "the export queue is full (64 jobs or 64 MiB): the window is dropped and counted",
-            )
-        };
-        // Checked before the mapping: a full queue costs no work.
         if !self.queue.has_room(0) {
-            return Err(full());
+            return Err(self.full());
         }
-        let (spans, _) = otlp::spans_of(source, self.budget);
+        let (spans, _) = otlp::spans_of(window, self.budget);
         let job = MappedWindow {
             spans,
-            requests: source.window().requests.clone(),
+            requests: window.requests.clone(),
         };
         let bytes = job.bytes();
-        match self.queue.push(Job::Window(job), bytes, c) {
+        self.push(Job::Window(job), bytes)
+    }
+
+    /// Queues a cut as it is (its compact segment copies, at most half the
+    /// buffer): the export thread maps it, so the capture thread only
+    /// copies, and is never held up by the mapping.
+    pub(crate) fn write_cut(&mut self, cut: Cut) -> Result<(), SinkError> {
+        let bytes = cut.bytes() + std::mem::size_of::<Cut>();
+        if !self.queue.has_room(bytes) {
+            return Err(self.full());
+        }
+        self.push(Job::Cut(Box::new(cut)), bytes)
+    }
+
+    /// Counts a refused window and says why.
+    fn full(&self) -> SinkError {
+        add(&self.shared.counters.windows_dropped, 1);
+        SinkError::new(
+            "the export queue is full (64 jobs or 64 MiB): the window is dropped and counted",
+        )
+    }
+
+    fn push(&mut self, job: Job, bytes: usize) -> Result<(), SinkError> {
+        let c = &self.shared.counters;
+        match self.queue.push(job, bytes, c) {
             Ok(()) => Ok(()),
-            Err(PushError::Full) => Err(full()),
+            Err(PushError::Full) => Err(self.full()),
             Err(PushError::Closed) => {
                 add(&c.windows_dropped, 1);
                 Err(SinkError::new("the export thread has stopped"))
@@ -236,6 +242,7 @@ impl Drop for Pipeline {
 
 fn export_thread(
     target: Target,
+    budget: Budget,
     shared: &ExportShared,
     queue: &Queue,
     ready: SyncSender<Result<(), BuildError>>,
@@ -284,17 +291,14 @@ fn export_thread(
                 mut spans,
                 requests,
             }) => {
-                if shared.sampler_active.load(Ordering::Relaxed) {
-                    // The app's spans go through the tail sampler: a request
-                    // whose trace it did not keep would leave the window
-                    // under a missing parent, so send the request span too.
-                    otlp::attach_request_spans(
-                        &requests,
-                        &mut spans,
-                        super::names::SOURCE_TAIL_SAMPLER_MISSED,
-                        |r| !shared.was_kept(r.trace_id),
-                    );
-                }
+                attach_missed(shared, &requests, &mut spans);
+                add(&c.windows_exported, 1);
+                spans
+            }
+            Job::Cut(cut) => {
+                let (mut spans, _) = quietly(|| otlp::spans_of(cut.as_ref(), budget));
+                attach_missed(shared, &cut.header().requests, &mut spans);
+                drop(cut);
                 add(&c.windows_exported, 1);
                 spans
             }
@@ -323,6 +327,20 @@ fn export_thread(
         drop(exporter);
         drop(rt);
     });
+}
+
+/// With the tail sampler on, the app's spans go through it: a request whose
+/// trace it did not keep would leave the window under a missing parent, so
+/// the request span is sent too.
+fn attach_missed(shared: &ExportShared, requests: &[SlowRequest], spans: &mut Vec<SpanData>) {
+    if shared.sampler_active.load(Ordering::Relaxed) {
+        otlp::attach_request_spans(
+            requests,
+            spans,
+            super::names::SOURCE_TAIL_SAMPLER_MISSED,
+            |r| !shared.was_kept(r.trace_id),
+        );
+    }
 }
 
 /// Sends `batch` with [`RETRIES`] retries; `true` when one try succeeded.

@@ -28,6 +28,8 @@ pub const QUEUE_MAX_BYTES: usize = 64 << 20;
 pub(crate) enum Job {
     /// A window, already mapped to its spans.
     Window(MappedWindow),
+    /// A window as cut, mapped on the export thread.
+    Cut(Box<crate::window::Cut>),
     /// A kept trace's spans.
     Spans(Vec<SpanData>),
 }

@@ -36,8 +36,8 @@ pub trait Sink: Send + 'static {
     /// sink that reads the events as it goes ([`Cut::header`], and
     /// [`analysis::scan_cut`](crate::analysis::scan_cut)) holds only the
     /// cut's compact copy: the recorder's [`OtlpSink`](super::OtlpSink) and
-    /// [`JsonFileSink`](super::JsonFileSink) do.
-    fn write_cut(&mut self, cut: &Cut) -> Result<(), SinkError> {
+    /// [`JsonFileSink`](super::JsonFileSink) do, on their export thread.
+    fn write_cut(&mut self, cut: Cut) -> Result<(), SinkError> {
         self.write(&cut.to_window())
     }
 

@@ -17,7 +17,7 @@ use crate::window::{Cut, SlowRequest, Window};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the capture thread (and a dump) cut windows from.
 #[derive(Debug, Clone)]
@@ -83,6 +83,10 @@ impl Cutter {
     }
 }
 
+/// Messages the capture thread reads in one turn, at most, before it cuts
+/// the next due window.
+const MESSAGES_PER_TURN: usize = 4096;
+
 /// How often the capture thread looks for requests that are slow while open:
 /// a quarter of the threshold, between 5 ms and 100 ms.
 fn scan_interval(threshold: Duration) -> Duration {
@@ -136,15 +140,24 @@ pub(crate) fn run(
     let mut sequence = 0u64;
     let mut last_scan = clock.raw();
     let interval_ticks = ticks(interval);
-    let mut write = |pending: Vec<Pending>, sink: &mut Box<dyn Sink>| {
+    // Writes `pending` (each window is cut and mapped here); with a deadline
+    // (a flush's or the shutdown's), what is not written by then is
+    // returned.
+    let mut write = |pending: Vec<Pending>, sink: &mut Box<dyn Sink>, until: Option<Instant>| {
+        let mut left = Vec::new();
         for p in pending {
+            if until.is_some_and(|t| Instant::now() >= t) {
+                left.push(p);
+                continue;
+            }
             sequence += 1;
             let cut = cutter.cut(p, sequence);
-            match guarded(|| sink.write_cut(&cut)) {
+            match guarded(|| sink.write_cut(cut)) {
                 Ok(()) => bump(&counters.windows_written, 1),
                 Err(_) => bump(&counters.sink_errors, 1),
             };
         }
+        left
     };
     let offer = |trigger: &mut Trigger, req: SlowRequest, start: u64, end: u64, now: u64| {
         let counter = match trigger.offer(req, start, end, now) {
@@ -154,40 +167,50 @@ pub(crate) fn run(
         };
         bump(counter, 1);
     };
-    loop {
+    'run: loop {
         let now = clock.raw();
         let timeout = match trigger.next_due() {
             Some(due) => clock.duration(due.saturating_sub(now)).min(interval),
             None => interval,
         };
-        let msg = match rx.recv_timeout(timeout) {
+        let first = match rx.recv_timeout(timeout) {
             Ok(msg) => Some(msg),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let now = clock.raw();
-        match msg {
-            Some(Msg::Slow(req, start, end)) => offer(&mut trigger, req, start, end, now),
-            Some(Msg::Flush(ack, deadline)) => {
-                write(trigger.drain(), &mut sink);
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if guarded(|| sink.flush_within(left)).is_err() {
-                    bump(&counters.sink_errors, 1);
+        // Every message waiting is read before the next window is cut (a
+        // cut and its mapping take milliseconds; an offer, nanoseconds), so
+        // a flush or the shutdown never waits behind a backlog.
+        let waiting = std::iter::from_fn(|| rx.try_recv().ok()).take(MESSAGES_PER_TURN);
+        for msg in first.into_iter().chain(waiting) {
+            let now = clock.raw();
+            match msg {
+                Msg::Slow(req, start, end) => offer(&mut trigger, req, start, end, now),
+                Msg::Flush(ack, deadline) => {
+                    // Past the deadline the rest waits for the next turns.
+                    let left = write(trigger.drain(), &mut sink, Some(deadline));
+                    trigger.restore(left);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if guarded(|| sink.flush_within(left)).is_err() {
+                        bump(&counters.sink_errors, 1);
+                    }
+                    let _ = ack.try_send(());
                 }
-                let _ = ack.try_send(());
-            }
-            Some(Msg::Shutdown(ack, deadline)) => {
-                write(trigger.drain(), &mut sink);
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if guarded(|| sink.flush_within(left)).is_err() {
-                    bump(&counters.sink_errors, 1);
+                Msg::Shutdown(ack, deadline) => {
+                    // A shutdown ends in time: what it could not cut is counted.
+                    let left = write(trigger.drain(), &mut sink, Some(deadline));
+                    bump(&counters.sink_errors, left.len() as u64);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if guarded(|| sink.flush_within(left)).is_err() {
+                        bump(&counters.sink_errors, 1);
+                    }
+                    let _ = ack.try_send(());
+                    pinner.release(segments);
+                    break 'run;
                 }
-                let _ = ack.try_send(());
-                pinner.release(segments);
-                break;
             }
-            None => {}
         }
+        let now = clock.raw();
         // Once per interval (not per message: a storm sends thousands a
         // second): requests slow while still open keep their history from
         // now on, and those open past `stuck_after` are captured without waiting.
@@ -212,7 +235,11 @@ pub(crate) fn run(
                 }
             }
         }
-        write(trigger.due(now), &mut sink);
+        // One window a turn: messages (a flush, the shutdown, slow
+        // requests) are read between two cuts.
+        if let Some(p) = trigger.next(now) {
+            write(vec![p], &mut sink, None);
+        }
         let needed = match (trigger.earliest_from(), open_needed) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
