@@ -347,7 +347,9 @@ pub(crate) struct Capture {
     pub(crate) enabled: bool,
 }
 
-/// One thread's events in a snapshot, decoded, raw clock.
+/// One thread's events in a snapshot, decoded, raw clock (the tests'
+/// view: the recorder reads a [`SegmentLane`] as it goes).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RawLane {
     pub(crate) lane: u32,
@@ -894,6 +896,7 @@ impl Capture {
 
     /// Copies and decodes the segments with events in `[from, to]` (raw
     /// clock), or all of them, into one lane per thread, oldest event first.
+    #[cfg(test)]
     pub(crate) fn lanes(&self, range: Option<(u64, u64)>) -> Vec<RawLane> {
         self.segment_lanes(range, None)
             .into_iter()
@@ -981,6 +984,7 @@ impl SegmentLane {
     }
 
     /// Decodes the lane into memory.
+    #[cfg(test)]
     pub(crate) fn decode(self) -> RawLane {
         // Sized once: a storm's window is millions of events, and growing by
         // doubling would hold two copies while moving.

@@ -7,7 +7,7 @@
 //! into the activity a person looks at ([`Window::tasks`],
 //! [`Window::workers`], [`Window::request_spans`]).
 
-use crate::capture::{RawLane, SegmentLane};
+use crate::capture::SegmentLane;
 use crate::clock::TimeAnchor;
 use crate::event::{Event, NO_STRING};
 use opentelemetry::trace::{SpanId, TraceId};
@@ -136,34 +136,6 @@ pub struct Window {
 }
 
 impl Window {
-    /// Cuts a window from decoded lanes (raw clock): converts to UNIX
-    /// nanoseconds and keeps the events in `[from, to]`.
-    pub(crate) fn cut(
-        lanes: Vec<RawLane>,
-        from_unix_ns: u64,
-        to_unix_ns: u64,
-        anchor: &TimeAnchor,
-    ) -> Vec<Lane> {
-        lanes
-            .into_iter()
-            .filter_map(|l| {
-                // In place: a storm's window is millions of events.
-                let mut events = l.events;
-                events.retain_mut(|e| {
-                    e.ts = anchor.to_unix_ns(e.ts);
-                    e.ts >= from_unix_ns && e.ts <= to_unix_ns
-                });
-                events.shrink_to_fit();
-                (!events.is_empty() || l.events_lost > 0).then_some(Lane {
-                    index: l.lane,
-                    thread: l.thread,
-                    events,
-                    events_lost: l.events_lost,
-                })
-            })
-            .collect()
-    }
-
     /// Folds `other`, a window of the same process that overlaps this one
     /// in time, into this one: one lane per thread (by lane index), each
     /// event once, the union of bounds and requests. Strings are matched by

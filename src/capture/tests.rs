@@ -210,8 +210,31 @@ mod cuts {
                 task_hooks: true,
                 ..Window::default()
             };
+            // The model: every lane decoded at once, in UNIX time, cut to
+            // the range; a lane stays when it has events there or lost some.
+            let lanes = c
+                .lanes(Some((from, to)))
+                .into_iter()
+                .filter_map(|l| {
+                    let events: Vec<Event> = l
+                        .events
+                        .into_iter()
+                        .map(|mut e| {
+                            e.ts = anchor.to_unix_ns(e.ts);
+                            e
+                        })
+                        .filter(|e| e.ts >= from_ns && e.ts <= to_ns)
+                        .collect();
+                    (!events.is_empty() || l.events_lost > 0).then_some(crate::window::Lane {
+                        index: l.lane,
+                        thread: l.thread,
+                        events,
+                        events_lost: l.events_lost,
+                    })
+                })
+                .collect();
             let decoded = Window {
-                lanes: Window::cut(c.lanes(Some((from, to))), from_ns, to_ns, &anchor),
+                lanes,
                 ..header.clone()
             };
             let cut = Cut::new(header, c.segment_lanes(Some((from, to)), None), anchor);

@@ -43,8 +43,17 @@ impl Cutter {
     pub(crate) fn snapshot_all(&self) -> Window {
         let capture = &self.shared.capture;
         let now = crate::clock::unix_now_ns();
-        let lanes = capture.lanes(None);
-        let lanes = Window::cut(lanes, 0, u64::MAX, &capture.clock.anchor());
+        let header = Window {
+            from_unix_ns: 0,
+            to_unix_ns: u64::MAX,
+            ..Window::default()
+        };
+        let all = Cut::new(
+            header,
+            capture.segment_lanes(None, None),
+            capture.clock.anchor(),
+        );
+        let lanes = all.to_window().lanes;
         let from = lanes
             .iter()
             .filter_map(|l| l.events.first().map(|e| e.ts))
