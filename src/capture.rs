@@ -23,7 +23,7 @@
 use crate::clock::Clock;
 use crate::event::{Event, EventKind, NO_STRING};
 use crate::segments::codec::{self, DELTA_NEXT, head};
-use crate::segments::{Claim, SEGMENT_WORDS, Segments};
+use crate::segments::{Claim, SEGMENT_WORDS, Segments, Words};
 use crate::sync::lock;
 pub(crate) use address_table::AddressTable;
 use std::cell::{Cell, RefCell};
@@ -898,7 +898,7 @@ impl Capture {
     /// clock), or all of them, into one lane per thread, oldest event first.
     #[cfg(test)]
     pub(crate) fn lanes(&self, range: Option<(u64, u64)>) -> Vec<RawLane> {
-        self.segment_lanes(range, None)
+        self.segment_lanes(range, None, false)
             .into_iter()
             .map(SegmentLane::decode)
             .collect()
@@ -908,14 +908,19 @@ impl Capture {
     /// of them, into one lane per thread, not decoded: the copy is the
     /// buffer's compact form (a few bytes an event, against 16 decoded).
     /// With a `limit`, about that many bytes at most: the range's oldest
-    /// segments, the rest left out and counted as lost.
+    /// segments, the rest left out and counted as lost. With `hold`, sealed
+    /// segments are held in place instead of copied, while the holds last
+    /// (half the buffer, see the segments' protocol), and released when the
+    /// lane is dropped.
     pub(crate) fn segment_lanes(
         &self,
         range: Option<(u64, u64)>,
         limit: Option<usize>,
+        hold: bool,
     ) -> Vec<SegmentLane> {
         let now = self.clock.raw();
-        let snapshot = self.shared.segments.snapshot(range, now, limit);
+        let segments = self.shared.segments;
+        let snapshot = segments.snapshot(range, now, limit, hold);
         let mut by_thread: BTreeMap<u32, Vec<crate::segments::SegmentCopy>> = BTreeMap::new();
         let mut left_out: HashMap<u32, u64> = HashMap::new();
         for s in snapshot.segments {
@@ -944,6 +949,7 @@ impl Capture {
                 SegmentLane {
                     lane: thread,
                     thread: names.get(&thread).cloned().unwrap_or_default(),
+                    segments,
                     segs,
                     left_out: left_out.get(&thread).copied().unwrap_or(0),
                     range,
@@ -954,12 +960,13 @@ impl Capture {
     }
 }
 
-/// One thread's segment copies from a snapshot (sorted by sequence), decoded
-/// each time they are read.
-#[derive(Debug, Clone)]
+/// One thread's segments from a snapshot (sorted by sequence), copied or
+/// held in place, decoded each time they are read. Dropping it releases its
+/// holds; a clone copies the held segments.
 pub(crate) struct SegmentLane {
     pub(crate) lane: u32,
     pub(crate) thread: String,
+    segments: &'static Segments,
     segs: Vec<crate::segments::SegmentCopy>,
     /// Events of the range left out of the copy (the snapshot's limit).
     left_out: u64,
@@ -967,10 +974,83 @@ pub(crate) struct SegmentLane {
     now: u64,
 }
 
+impl std::fmt::Debug for SegmentLane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentLane")
+            .field("lane", &self.lane)
+            .field("thread", &self.thread)
+            .field("segs", &self.segs)
+            .field("left_out", &self.left_out)
+            .field("range", &self.range)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SegmentLane {
+    fn drop(&mut self) {
+        for s in &self.segs {
+            if let Words::Held(_) = s.words {
+                self.segments.release(s.index, s.generation);
+            }
+        }
+    }
+}
+
+impl Clone for SegmentLane {
+    fn clone(&self) -> SegmentLane {
+        let mut scratch = Vec::new();
+        let segs = self
+            .segs
+            .iter()
+            .map(|s| {
+                let mut s = s.clone();
+                if let Words::Held(len) = s.words {
+                    // Read now; a segment a reset recycled reads as empty.
+                    s.words = if self
+                        .segments
+                        .read_held(s.index, s.generation, len, &mut scratch)
+                    {
+                        Words::Copied(scratch.clone())
+                    } else {
+                        s.events = 0;
+                        Words::Copied(Vec::new())
+                    };
+                }
+                s
+            })
+            .collect();
+        SegmentLane {
+            lane: self.lane,
+            thread: self.thread.clone(),
+            segments: self.segments,
+            segs,
+            left_out: self.left_out,
+            range: self.range,
+            now: self.now,
+        }
+    }
+}
+
 impl SegmentLane {
-    /// Bytes the copies hold.
+    /// Bytes the copies hold (held segments are the buffer's own).
     pub(crate) fn bytes(&self) -> usize {
-        self.segs.iter().map(|s| s.words.len() * 4).sum()
+        self.segs
+            .iter()
+            .map(|s| match &s.words {
+                Words::Copied(w) => w.len() * 4,
+                Words::Held(_) => 0,
+            })
+            .sum()
+    }
+
+    /// Segments held in place.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.segs
+            .iter()
+            .filter(|s| matches!(s.words, Words::Held(_)))
+            .count()
     }
 
     /// At most how many events the copies decode to.
@@ -985,14 +1065,14 @@ impl SegmentLane {
 
     /// Decodes the lane into memory.
     #[cfg(test)]
-    pub(crate) fn decode(self) -> RawLane {
+    pub(crate) fn decode(mut self) -> RawLane {
         // Sized once: a storm's window is millions of events, and growing by
         // doubling would hold two copies while moving.
         let mut events = Vec::with_capacity(self.events_hint());
         let events_lost = self.decode_with(|e| events.push(e));
         RawLane {
             lane: self.lane,
-            thread: self.thread,
+            thread: std::mem::take(&mut self.thread),
             events,
             events_lost,
         }
@@ -1027,13 +1107,35 @@ impl SegmentLane {
         let mut head_lost = false;
         let mut state = codec::LaneState::default();
         let mut prev: Option<&crate::segments::SegmentCopy> = None;
+        let mut scratch = Vec::new();
+        // The segment before was recycled: counted already, no gap to add.
+        let mut gone = false;
         for s in segs {
+            let words: &[u32] = match &s.words {
+                Words::Copied(w) => w,
+                Words::Held(len) => {
+                    if !self
+                        .segments
+                        .read_held(s.index, s.generation, *len, &mut scratch)
+                    {
+                        // Recycled by a reset (a new recorder on this
+                        // memory): its events are lost, and the next
+                        // segment starts afresh.
+                        lost += u64::from(s.events);
+                        state.settle(&mut held, s.claim.base);
+                        release(&mut held, &mut state, true);
+                        (prev, gone) = (None, true);
+                        continue;
+                    }
+                    &scratch
+                }
+            };
             let follows = prev.is_some_and(|p| p.claim.seq + 1 == s.claim.seq);
             if !follows {
                 // The segment before this one ended at `base` (the thread's last
                 // timed event then): a gap matters when that is inside the range.
                 let in_range = range.is_some_and(|(from, _)| s.claim.base >= from);
-                if in_range && s.claim.seq > 0 {
+                if in_range && s.claim.seq > 0 && !gone {
                     match prev {
                         Some(p) => {
                             lost += s
@@ -1050,11 +1152,11 @@ impl SegmentLane {
                 state = codec::LaneState::fresh(s.claim.base, u64::from(s.claim.task_high));
             }
             let before = held.len();
-            codec::decode(&s.words, &mut state, &mut held);
+            codec::decode(words, &mut state, &mut held);
             count += (held.len() - before) as u64;
             newest = held.last().map(|e| e.ts).or(newest);
             release(&mut held, &mut state, false);
-            prev = Some(s);
+            (prev, gone) = (Some(s), false);
         }
         state.settle(&mut held, self.now);
         newest = held.last().map(|e| e.ts).or(newest);

@@ -18,11 +18,15 @@ pub struct BlackboxStats {
     pub events_recorded: u64,
     /// Events overwritten by newer ones (the buffer is full; this is normal).
     pub events_overwritten: u64,
-    /// Events not recorded: every segment was some thread's current one or
-    /// pinned, or the thread was exiting.
+    /// Events not recorded: every segment was some thread's current one,
+    /// pinned or held, or the thread was exiting.
     pub events_dropped: u64,
     /// Segments pinned now for windows not yet cut.
     pub segments_pinned: u64,
+    /// Segments held now by windows cut and not yet exported: read in place
+    /// rather than copied (at most half the buffer; past that a window is
+    /// copied).
+    pub segments_held: u64,
     /// Times a segment a window needed could not be pinned (at most a
     /// quarter of the buffer is pinned); that window may be incomplete.
     pub pins_refused: u64,
@@ -127,6 +131,12 @@ impl BlackboxStats {
                 "Segments pinned now for windows not yet cut",
                 false,
                 self.segments_pinned,
+            ),
+            metric(
+                "blackbox.segments.held",
+                "Segments held by windows cut and not yet exported",
+                false,
+                self.segments_held,
             ),
             metric(
                 "blackbox.pins.refused",
@@ -320,6 +330,7 @@ pub(crate) fn assemble(
         events_overwritten: segments.overwritten(),
         events_dropped: capture.dropped(),
         segments_pinned: segments.pinned(),
+        segments_held: segments.held(),
         pins_refused: get(&c.pins_refused),
         requests_captured_open: get(&c.captured_open),
         requests_untracked: shared.requests.untracked_total(),

@@ -307,7 +307,7 @@ pub struct Cut {
     /// Everything but the events: its lanes are the threads with events in
     /// the window (or losses), with `events` empty.
     header: Window,
-    /// The segment copies of `header.lanes`, in the same order.
+    /// The segments of `header.lanes` (copied or held), in the same order.
     lanes: Vec<SegmentLane>,
     /// When each lane's first event in the window happened, UNIX ns.
     first: Vec<Option<u64>>,
@@ -316,13 +316,19 @@ pub struct Cut {
 }
 
 impl Cut {
-    /// A cut copies at most `1 / BUFFER_SHARE` of the buffer memory
-    /// (`BLACKBOX_BUFFER_MEMORY`), so a capture holds at most one and a half
-    /// times the buffer: when a window's segments are more (a storm's
-    /// merged requests span the whole buffer), its oldest part is kept, up
-    /// to one moment on every thread, and the rest is counted in each
-    /// lane's `events_lost`. A busy service's window of 2.5 s at 300,000
-    /// events a second is about 5 MiB: whole with the default 16 MiB.
+    /// A cut takes at most `1 / BUFFER_SHARE` of the buffer memory
+    /// (`BLACKBOX_BUFFER_MEMORY`): when a window's segments are more (a
+    /// storm's merged requests span the whole buffer), its oldest part is
+    /// kept, up to one moment on every thread, and the rest is counted in
+    /// each lane's `events_lost`. A busy service's window of 2.5 s at
+    /// 300,000 events a second is about 5 MiB: whole with the default 16 MiB.
+    ///
+    /// Its sealed segments are held in place, out of the rotation, until the
+    /// cut is dropped (at most half the buffer's segments are held by all
+    /// cuts together; the `blackbox.segments.held` gauge): only the
+    /// segments still being written, and those past that bound, are
+    /// copied. So a capture adds at most half the buffer to the recorder's
+    /// memory, and usually almost nothing.
     pub const BUFFER_SHARE: usize = 2;
 
     /// Cuts `header`'s interval out of `lanes` (raw clock): one pass over
@@ -374,7 +380,8 @@ impl Cut {
         self.events
     }
 
-    /// Bytes of the compact segment copies the cut holds.
+    /// Bytes of the compact segment copies the cut holds (segments held in
+    /// place are the buffer's own memory, not counted).
     pub fn bytes(&self) -> usize {
         self.lanes.iter().map(SegmentLane::bytes).sum()
     }

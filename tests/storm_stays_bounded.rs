@@ -63,6 +63,10 @@ fn a_storm_stays_bounded_and_adds_up() {
         rss_growth >> 20
     );
     assert!(served > 10_000, "full load: {served} requests");
+    assert_eq!(
+        s.segments_held, 0,
+        "a window's segments are held until it is written, then released"
+    );
     assert_eq!(s.slow_requests, served);
     assert_eq!(
         s.captures + s.requests_merged + s.requests_skipped + s.slow_requests_dropped,

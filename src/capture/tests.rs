@@ -155,15 +155,18 @@ mod cuts {
 
     proptest! {
         /// A cut read as it goes (one segment decoded at a time, events
-        /// waiting for a later segment's time held back) holds what the
-        /// same segments decoded at once hold: the same events, losses,
-        /// first times, polls and export plan, over overwrites and any range.
+        /// waiting for a later segment's time held back), its segments
+        /// copied or held in place, holds what the same segments decoded
+        /// at once hold: the same events, losses, first times, polls and
+        /// export plan, over overwrites and any range. Dropped, it releases
+        /// every hold.
         #[test]
         fn a_cut_streams_what_decoding_at_once_gives(
             steps in prop::collection::vec((0u8..4, 1u64..50), 1..400),
             segments in 3usize..12,
             from_pct in 0u64..100,
             len_pct in 0u64..100,
+            hold in any::<bool>(),
         ) {
             // 16-word segments: a switch every few events, so a request
             // exit waiting for its poll's end crosses segments often.
@@ -237,7 +240,12 @@ mod cuts {
                 lanes,
                 ..header.clone()
             };
-            let cut = Cut::new(header, c.segment_lanes(Some((from, to)), None), anchor);
+            let lanes = c.segment_lanes(Some((from, to)), None, hold);
+            let held_segments: usize = lanes.iter().map(SegmentLane::held).sum();
+            prop_assert_eq!(held_segments as u64, c.segments().held());
+            prop_assert!(held_segments <= segments / crate::segments::HOLD_SHARE);
+            prop_assert!(hold || held_segments == 0);
+            let cut = Cut::new(header, lanes, anchor);
             let window = cut.to_window();
             prop_assert_eq!(&window, &decoded);
             prop_assert_eq!(cut.events(), decoded.events());
@@ -255,6 +263,11 @@ mod cuts {
                 crate::export::plan::plan_of(&cut, budget),
                 crate::export::plan::plan(&decoded, budget)
             );
+            // A clone reads its own copy of what the cut holds.
+            let copy = cut.clone();
+            drop(cut);
+            prop_assert_eq!(c.segments().held(), 0);
+            prop_assert_eq!(&copy.to_window(), &decoded);
         }
     }
 }
@@ -278,12 +291,12 @@ fn a_limited_copy_keeps_the_oldest_part_and_counts_the_rest() {
     for t in threads {
         t.join().unwrap();
     }
-    let all = c.segment_lanes(None, None);
+    let all = c.segment_lanes(None, None, false);
     let everything: usize = all.iter().map(SegmentLane::bytes).sum();
     let recorded: u64 = c.lanes(None).iter().map(|l| l.events.len() as u64).sum();
     assert_eq!(recorded, 450);
     let limit = everything / 3;
-    let some = c.segment_lanes(Some((0, u64::MAX)), Some(limit));
+    let some = c.segment_lanes(Some((0, u64::MAX)), Some(limit), false);
     let kept: usize = some.iter().map(SegmentLane::bytes).sum();
     assert!(kept <= limit, "{kept} bytes copied, limit {limit}");
     assert!(

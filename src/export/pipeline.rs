@@ -18,8 +18,8 @@
 //! consumes its copy): one request of at most [`MAX_REQUEST_BYTES`], not a
 //! copy per queued job.
 //!
-//! A window reaches the queue as its [`Cut`] (the recorder's segment
-//! copies, at most half the buffer), or, written as a decoded [`Window`], as
+//! A window reaches the queue as its [`Cut`] (the recorder's segments,
+//! held in place or copied, at most half the buffer), or, written as a decoded [`Window`], as
 //! its spans: the queue never holds decoded events. On the thread:
 //! - a cut is mapped ([`otlp::window_spans`], reading its events as it goes);
 //! - the spans are split into requests that each encode under

@@ -50,7 +50,7 @@ impl Cutter {
         };
         let all = Cut::new(
             header,
-            capture.segment_lanes(None, None),
+            capture.segment_lanes(None, None, false),
             capture.clock.anchor(),
         );
         let lanes = all.to_window().lanes;
@@ -69,15 +69,15 @@ impl Cutter {
     }
 
     /// Cuts a due capture (its bounds in raw clock ticks) from the buffer:
-    /// a copy of its segments, not decoded, of at most half the buffer
-    /// memory ([`Cut::BUFFER_SHARE`]): a window larger than that
+    /// its segments held in place (or copied past the holds' bound), not
+    /// decoded, at most half the buffer memory ([`Cut::BUFFER_SHARE`]): a window larger than that
     /// (a storm's merged requests) keeps its oldest part, where its first
     /// request is, and counts the rest in `events_lost`.
     fn cut(&self, p: Pending, sequence: u64) -> Cut {
         let capture = &self.shared.capture;
         let anchor = capture.clock.anchor();
         let limit = self.settings.buffer_memory / Cut::BUFFER_SHARE;
-        let lanes = capture.segment_lanes(Some((p.from_ns, p.to_ns)), Some(limit));
+        let lanes = capture.segment_lanes(Some((p.from_ns, p.to_ns)), Some(limit), true);
         let (from, to) = (anchor.to_unix_ns(p.from_ns), anchor.to_unix_ns(p.to_ns));
         debug_assert!(from <= to, "a capture ends after it starts");
         let header = Window {

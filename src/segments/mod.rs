@@ -40,6 +40,17 @@
 //!   generation is still the one a copy saw and it is `WRITING` or `SEALED`.
 //!   A pinned segment is never claimed, so its generation cannot change until
 //!   it is unpinned (a `fetch_and`).
+//! - **Hold** (a cut, instead of a copy): CAS `ctl` adding one `HOLD` (bits
+//!   3 to 7 count them) when it is `SEALED` and its generation is the one
+//!   the snapshot read. Like a pin, a hold keeps the segment from being
+//!   claimed, so its words stay those of that generation until the last
+//!   hold is released (a CAS that checks the generation: a [`reset`]
+//!   forgets every hold). A held segment is read in place, later, on any
+//!   thread: copy its words, `Acquire` fence, check the generation (only a
+//!   reset changes it). At most half the segments are held at once
+//!   ([`HOLD_SHARE`]); past that a cut copies.
+//!
+//! [`reset`]: Segments::reset
 //!
 //! The words are atomics used with `Relaxed` stores and loads, which compile
 //! to plain moves: no `unsafe`. The protocol is model-checked with loom
@@ -67,7 +78,13 @@ const WRITING: u64 = 2;
 const SEALED: u64 = 3;
 const STATE: u64 = 3;
 const PINNED: u64 = 4;
+/// One hold (bits 3 to 7 count them).
+const HOLD: u64 = 8;
+const HOLDS: u64 = 0xf8;
 const GEN_SHIFT: u32 = 8;
+
+/// At most `1 / HOLD_SHARE` of the segments are held by cuts at once.
+pub(crate) const HOLD_SHARE: usize = 2;
 
 fn generation(ctl: u64) -> u64 {
     ctl >> GEN_SHIFT
@@ -114,7 +131,28 @@ pub(crate) struct SegmentCopy {
     pub(crate) sealed: bool,
     /// Events in `words`.
     pub(crate) events: u32,
-    pub(crate) words: Vec<u32>,
+    pub(crate) words: Words,
+}
+
+/// A segment's event words, as a snapshot took them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Words {
+    /// Copied out of the buffer.
+    Copied(Vec<u32>),
+    /// Held in place (see the protocol): this many words, read when needed
+    /// with [`Segments::read_held`], released with [`Segments::release`].
+    Held(usize),
+}
+
+impl Words {
+    /// The copied words (none for a held segment).
+    #[cfg(all(test, blackbox_loom))]
+    pub(crate) fn copied(&self) -> &[u32] {
+        match self {
+            Words::Copied(w) => w,
+            Words::Held(_) => &[],
+        }
+    }
 }
 
 /// What a snapshot found.
@@ -142,6 +180,8 @@ pub(crate) struct Segments {
     sealed_events: AtomicU64,
     /// Segments pinned now (only the capture thread changes it).
     pinned: AtomicU64,
+    /// Holds taken by cuts and not released.
+    held: AtomicU64,
 }
 
 impl Segments {
@@ -171,6 +211,7 @@ impl Segments {
             overwritten: AtomicU64::new(0),
             sealed_events: AtomicU64::new(0),
             pinned: AtomicU64::new(0),
+            held: AtomicU64::new(0),
         };
         for i in 0..count {
             s.fifo.push(i as u32);
@@ -205,6 +246,7 @@ impl Segments {
         self.overwritten.store(0, Ordering::Relaxed);
         self.sealed_events.store(0, Ordering::Relaxed);
         self.pinned.store(0, Ordering::Relaxed);
+        self.held.store(0, Ordering::Relaxed);
     }
 
     /// The event words and the published fill (`next | events << 16`, see the protocol) of segment `i`.
@@ -249,7 +291,7 @@ impl Segments {
     }
 
     /// Takes the oldest unpinned sealed segment for a writer; `None` when
-    /// every segment is some thread's current one or pinned.
+    /// every segment is some thread's current one, pinned or held.
     pub(crate) fn claim(&self, claim: Claim) -> Option<u32> {
         // Each pinned segment popped is pushed back once; at most `count` tries.
         for _ in 0..self.headers.len() {
@@ -258,7 +300,7 @@ impl Segments {
             let mut ctl = h.ctl.load(Ordering::Acquire);
             loop {
                 let state = ctl & STATE;
-                if ctl & PINNED != 0 || !(state == FREE || state == SEALED) {
+                if ctl & (PINNED | HOLDS) != 0 || !(state == FREE || state == SEALED) {
                     break;
                 }
                 let next = (generation(ctl) + 1) << GEN_SHIFT | CLAIMING;
@@ -289,8 +331,10 @@ impl Segments {
                     Err(now) => ctl = now,
                 }
             }
-            // Pinned (or, by a bug, not sealed): back to the end of the queue.
-            debug_assert!(ctl & STATE == SEALED || ctl & STATE == FREE || ctl & PINNED != 0);
+            // Pinned or held (or, by a bug, not sealed): back to the end of the queue.
+            debug_assert!(
+                ctl & STATE == SEALED || ctl & STATE == FREE || ctl & (PINNED | HOLDS) != 0
+            );
             self.fifo.push(i);
         }
         None
@@ -337,11 +381,16 @@ impl Segments {
     /// first one that does not fit are left out (listed in `left_out`), on
     /// every thread alike, so what is copied is the whole range up to one
     /// moment.
+    ///
+    /// With `hold`, a sealed segment is held in place rather than copied
+    /// (while fewer than `1 / HOLD_SHARE` of the segments are held): the
+    /// caller releases it with [`release`](Segments::release).
     pub(crate) fn snapshot(
         &self,
         range: Option<(u64, u64)>,
         now: u64,
         limit: Option<usize>,
+        hold: bool,
     ) -> Snapshot {
         let mut out = Snapshot::default();
         let cutoff = limit.map_or(u64::MAX, |limit| self.cutoff(range, now, limit));
@@ -384,6 +433,18 @@ impl Segments {
             let len = ((fill & 0xffff) as usize)
                 .saturating_sub(1)
                 .min(words.len());
+            if hold && sealed && self.hold(i as u32, generation(c1)) {
+                out.segments.push(SegmentCopy {
+                    index: i as u32,
+                    generation: generation(c1),
+                    claim,
+                    end,
+                    sealed,
+                    events: fill >> 16,
+                    words: Words::Held(len),
+                });
+                continue;
+            }
             let copy: Vec<u32> = words[..len]
                 .iter()
                 .map(|w| w.load(Ordering::Relaxed))
@@ -401,7 +462,7 @@ impl Segments {
                 end,
                 sealed,
                 events: fill >> 16,
-                words: copy,
+                words: Words::Copied(copy),
             });
         }
         out
@@ -468,6 +529,77 @@ impl Segments {
                 Err(now) => ctl = now,
             }
         }
+    }
+
+    /// Holds sealed segment `i` in generation `gen_seen` for a cut: it is
+    /// not claimed until released. `false` when it was recycled, is not
+    /// sealed, or the holds are at their limit.
+    fn hold(&self, i: u32, gen_seen: u64) -> bool {
+        let limit = (self.headers.len() / HOLD_SHARE) as u64;
+        if self.held.load(Ordering::Relaxed) >= limit {
+            return false;
+        }
+        let h = &self.headers[i as usize];
+        let mut ctl = h.ctl.load(Ordering::Acquire);
+        loop {
+            if generation(ctl) != gen_seen || ctl & STATE != SEALED || ctl & HOLDS == HOLDS {
+                return false;
+            }
+            match h
+                .ctl
+                .compare_exchange_weak(ctl, ctl + HOLD, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    self.held.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Err(now) => ctl = now,
+            }
+        }
+    }
+
+    /// Releases one hold of segment `i` in generation `gen_seen` (a no-op
+    /// once a reset forgot it).
+    pub(crate) fn release(&self, i: u32, gen_seen: u64) {
+        let h = &self.headers[i as usize];
+        let mut ctl = h.ctl.load(Ordering::Acquire);
+        loop {
+            if generation(ctl) != gen_seen || ctl & HOLDS == 0 {
+                return;
+            }
+            match h
+                .ctl
+                .compare_exchange_weak(ctl, ctl - HOLD, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => ctl = now,
+            }
+        }
+        // A reset may have zeroed the count meanwhile.
+        let _ = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+
+    /// Reads the first `len` words of held segment `i` (generation
+    /// `gen_seen`) into `out`; `false` when a reset recycled it.
+    pub(crate) fn read_held(&self, i: u32, gen_seen: u64, len: usize, out: &mut Vec<u32>) -> bool {
+        let (words, _) = self.segment(i);
+        out.clear();
+        out.extend(
+            words[..len.min(words.len())]
+                .iter()
+                .map(|w| w.load(Ordering::Relaxed)),
+        );
+        fence(Ordering::Acquire);
+        generation(self.headers[i as usize].ctl.load(Ordering::Relaxed)) == gen_seen
+    }
+
+    /// Holds taken by cuts and not released.
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Unpins segment `i` (a no-op if it is not pinned).

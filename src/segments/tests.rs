@@ -11,6 +11,19 @@ fn claim_for(thread: u32, seq: u64) -> Claim {
     }
 }
 
+/// Claims a segment for `thread`, writes `value` into its first two words
+/// and seals it.
+fn write_and_seal(s: &Segments, thread: u32, value: u32, end: u64) -> Option<u32> {
+    let i = s.claim(claim_for(thread, 0))?;
+    let (words, fill) = s.segment(i);
+    words[0].store(value, Ordering::Relaxed);
+    words[1].store(value, Ordering::Relaxed);
+    // Next word 3: the fill word, then the two written.
+    fill.store(3 | 1 << 16, Ordering::Release);
+    s.seal(i, end);
+    Some(i)
+}
+
 #[cfg(not(blackbox_loom))]
 mod plain {
     use super::*;
@@ -30,7 +43,7 @@ mod plain {
         s.seal(b, 10);
         s.seal(a, 20);
         s.seal(c, 30);
-        let snap = s.snapshot(None, 0, None);
+        let snap = s.snapshot(None, 0, None, false);
         let gen_b = snap
             .segments
             .iter()
@@ -48,6 +61,60 @@ mod plain {
             !s.pin(b, gen_b),
             "a recycled segment cannot be pinned by an old copy"
         );
+    }
+
+    #[test]
+    fn a_held_segment_stays_out_of_the_rotation_until_released() {
+        let s = Segments::new(4, 8);
+        for t in 0..4 {
+            write_and_seal(&s, t, 100 + t, u64::from(t)).unwrap();
+        }
+        let snap = s.snapshot(None, 0, None, true);
+        let held: Vec<&SegmentCopy> = snap
+            .segments
+            .iter()
+            .filter(|c| matches!(c.words, Words::Held(_)))
+            .collect();
+        assert_eq!(held.len(), 2, "at most half the segments are held");
+        assert_eq!(s.held(), 2);
+        assert_eq!(snap.segments.len(), 4, "the rest are copied");
+        // Writers go round the two others only, and the held ones read as sealed.
+        for round in 0..3 {
+            let i = write_and_seal(&s, 9, 900 + round, 50).unwrap();
+            assert!(
+                held.iter().all(|c| c.index != i),
+                "a held segment was claimed"
+            );
+        }
+        let mut words = Vec::new();
+        for c in &held {
+            assert!(s.read_held(c.index, c.generation, 2, &mut words));
+            assert_eq!(words, vec![100 + c.claim.thread; 2]);
+        }
+        for c in &held {
+            s.release(c.index, c.generation);
+            s.release(c.index, c.generation);
+        }
+        assert_eq!(s.held(), 0, "a second release is a no-op");
+        let claimed: Vec<u32> = (0..4)
+            .filter_map(|t| write_and_seal(&s, t, 1, 60))
+            .collect();
+        assert!(
+            held.iter().all(|c| claimed.contains(&c.index)),
+            "released segments rotate again"
+        );
+        // A reset (a new recorder on this memory) forgets holds; a late read fails.
+        let snap = s.snapshot(None, 0, None, true);
+        let c = snap
+            .segments
+            .iter()
+            .find(|c| matches!(c.words, Words::Held(_)))
+            .unwrap();
+        s.reset();
+        assert_eq!(s.held(), 0);
+        assert!(!s.read_held(c.index, c.generation, 2, &mut words));
+        s.release(c.index, c.generation);
+        assert_eq!(s.held(), 0);
     }
 
     #[test]
@@ -172,13 +239,48 @@ mod models {
                     }
                 })
             };
-            let snap = s.snapshot(None, 0, None);
+            let snap = s.snapshot(None, 0, None, false);
             for seg in &snap.segments {
-                for &v in &seg.words {
+                for &v in seg.words.copied() {
                     assert_eq!(v, seg.claim.thread, "a word of another generation");
                 }
             }
             w.join().unwrap();
+        });
+    }
+
+    /// A cut holds a sealed segment while a writer wants to recycle it:
+    /// either the hold wins, the segment is not reused and reads as
+    /// sealed, or the claim wins and the segment is copied instead.
+    #[test]
+    fn a_held_segment_reads_as_sealed() {
+        loom::model(|| {
+            let s = Arc::new(Segments::new(2, 8));
+            write_and_seal(&s, 1, 1, 5).unwrap();
+            let w = {
+                let s = s.clone();
+                thread::spawn(move || {
+                    // The other segment, then the one the reader may hold.
+                    let _ = write_and_seal(&s, 2, 2, 6);
+                    let _ = write_and_seal(&s, 3, 3, 7);
+                })
+            };
+            let snap = s.snapshot(None, 0, None, true);
+            let mut words = Vec::new();
+            for seg in &snap.segments {
+                match seg.words {
+                    Words::Held(len) => {
+                        assert!(s.read_held(seg.index, seg.generation, len, &mut words));
+                        assert!(words.iter().all(|&v| v == seg.claim.thread), "{words:?}");
+                        s.release(seg.index, seg.generation);
+                    }
+                    Words::Copied(ref w) => {
+                        assert!(w.iter().all(|&v| v == seg.claim.thread), "{w:?}");
+                    }
+                }
+            }
+            w.join().unwrap();
+            assert_eq!(s.held(), 0);
         });
     }
 
@@ -190,7 +292,7 @@ mod models {
             let s = Arc::new(Segments::new(1, 8));
             let i = s.claim(claim_for(1, 0)).unwrap();
             s.seal(i, 5);
-            let g = s.snapshot(None, 0, None).segments[0].generation;
+            let g = s.snapshot(None, 0, None, false).segments[0].generation;
             let claimer = {
                 let s = s.clone();
                 thread::spawn(move || s.claim(claim_for(2, 1)).is_some())
