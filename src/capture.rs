@@ -163,19 +163,36 @@ struct Local {
     segment: Cell<u32>,
     /// Raw time of the last timed event.
     last: Cell<u64>,
-    /// High 32 bits of the task ids written last.
-    task_high: Cell<u32>,
+    /// The owner's id in the high 32 bits, the high 32 bits of the task ids
+    /// written last in the low ones: a poll start checks both in one
+    /// compare (see [`Capture::task_key`]).
+    task_key: Cell<u64>,
     /// The thread's number in its recorder.
     thread: Cell<u32>,
     /// Segments this thread claimed, and events it wrote before the current one.
     seq: Cell<u64>,
     events_before: Cell<u64>,
-    /// `(location pointer, string index)`, direct-mapped.
-    locations: [Cell<(usize, u16)>; LOCATION_CACHE],
+    /// `(location pointer, poll end head)`, direct-mapped: the head is
+    /// [`codec::K_POLL_END`] with the location's string index, ready to write.
+    locations: [Cell<(usize, u32)>; LOCATION_CACHE],
     /// The task being polled on this thread (0: none), set by the poll hooks.
     task: Cell<u64>,
     /// Tasks already named on this thread, direct-mapped by task id.
     named: [Cell<u64>; NAMED_CACHE],
+}
+
+impl Local {
+    /// High 32 bits of the task ids written last.
+    #[inline(always)]
+    fn task_high(&self) -> u32 {
+        self.task_key.get() as u32
+    }
+
+    #[inline(always)]
+    fn set_task_high(&self, high: u32) {
+        self.task_key
+            .set(self.task_key.get() & !0xffff_ffff | u64::from(high));
+    }
 }
 
 /// Seals the thread's segment and marks it exited when the thread exits or
@@ -211,7 +228,7 @@ macro_rules! empty_local {
             fill: Cell::new(0),
             segment: Cell::new(0),
             last: Cell::new(0),
-            task_high: Cell::new(0),
+            task_key: Cell::new(0),
             thread: Cell::new(0),
             seq: Cell::new(0),
             events_before: Cell::new(0),
@@ -340,6 +357,8 @@ impl Drop for Shared {
 pub(crate) struct Capture {
     /// The recorder's id (a copy of `shared.id`, one pointer hop closer).
     pub(crate) id: u64,
+    /// `id << 32`, the high half of a thread's `task_key` for this recorder.
+    key: u64,
     pub(crate) clock: Clock,
     pub(crate) shared: Arc<Shared>,
     pub(crate) strings: Strings,
@@ -389,6 +408,7 @@ impl Capture {
         let id = NEXT_RECORDER.fetch_add(1, StdOrdering::Relaxed);
         Capture {
             id,
+            key: id << 32,
             clock,
             shared: Arc::new(Shared {
                 id,
@@ -400,6 +420,13 @@ impl Capture {
             locations: AddressTable::new(),
             enabled,
         }
+    }
+
+    /// What a thread's `task_key` is when it writes for this recorder and
+    /// last wrote a task id with the high bits of `task`.
+    #[inline(always)]
+    fn task_key(&self, task: u64) -> u64 {
+        self.key | task >> 32
     }
 
     pub(crate) fn segments(&self) -> &'static Segments {
@@ -454,7 +481,7 @@ impl Capture {
         let high = (subject >> 32) as u32;
         let task = is_task_kind(kind);
         let done = LOCAL.try_with(|l| {
-            if l.owner.get() != self.id || task && high != l.task_high.get() {
+            if l.owner.get() != self.id || task && high != l.task_high() {
                 return false;
             }
             let field = match stamp {
@@ -584,7 +611,7 @@ impl Capture {
     #[inline(always)]
     fn poll_start_at(&self, now: u64, task: u64, delay: u16) {
         let done = LOCAL.try_with(|l| {
-            if l.owner.get() != self.id || (task >> 32) as u32 != l.task_high.get() {
+            if l.task_key.get() != self.task_key(task) {
                 return false;
             }
             let d = now.wrapping_sub(l.last.get());
@@ -630,12 +657,12 @@ impl Capture {
     pub(crate) fn poll_end(&self, loc: &'static Location<'static>) {
         let key = loc as *const Location<'static> as usize;
         let done = LOCAL.try_with(|l| {
-            let (k, i) = l.locations[(key >> 3) & (LOCATION_CACHE - 1)].get();
+            let (k, end) = l.locations[(key >> 3) & (LOCATION_CACHE - 1)].get();
             if l.owner.get() != self.id || k != key {
                 return false;
             }
             l.task.set(0);
-            put(l, [head(codec::K_POLL_END, u64::from(i))])
+            put(l, [end])
         });
         if done != Ok(true) {
             self.poll_end_slow(loc);
@@ -669,8 +696,8 @@ impl Capture {
         let slot = (key >> 3) & (LOCATION_CACHE - 1);
         let cached = LOCAL
             .try_with(|l| {
-                let (k, i) = l.locations[slot].get();
-                (l.owner.get() == self.id && k == key).then_some(i)
+                let (k, end) = l.locations[slot].get();
+                (l.owner.get() == self.id && k == key).then_some((end >> 5) as u16)
             })
             .ok()
             .flatten();
@@ -697,7 +724,7 @@ impl Capture {
         };
         let _ = LOCAL.try_with(|l| {
             if l.owner.get() == self.id {
-                l.locations[slot].set((key, i));
+                l.locations[slot].set((key, head(codec::K_POLL_END, u64::from(i))));
             }
         });
         i
@@ -778,7 +805,7 @@ impl Capture {
                 }
             };
             if let Some(h) = task_high
-                && h != l.task_high.get()
+                && h != l.task_high()
             {
                 push(head(codec::K_TASK_HIGH, 0));
                 push(h);
@@ -816,7 +843,7 @@ impl Capture {
                 l.last.set(t);
             }
             if let Some(h) = task_high {
-                l.task_high.set(h);
+                l.set_task_high(h);
             }
             match code {
                 codec::K_POLL_START | codec::K_POLL_START_DELAY => {
@@ -852,7 +879,7 @@ impl Capture {
         l.words.set(&[]);
         l.fill.set(0);
         l.last.set(0);
-        l.task_high.set(0);
+        l.task_key.set(self.task_key(0));
         l.thread.set(thread);
         l.seq.set(0);
         l.events_before.set(0);
@@ -882,7 +909,7 @@ impl Capture {
             seq: l.seq.get(),
             base,
             events_before: l.events_before.get(),
-            task_high: l.task_high.get(),
+            task_high: l.task_high(),
         }) else {
             return false;
         };

@@ -175,7 +175,7 @@ settings! {
         var "BLACKBOX_BUFFER_MEMORY", method "buffer_memory", shown "16MiB",
         parse |s: &str| parse_size(s).filter(|n| BUFFER_MEMORY_RANGE.contains(n)),
         accepts "a size such as 16MiB, 64M or 1GiB, from 256KiB to 16GiB",
-        doc "memory for events, all threads together: 4 KiB segments, one per recording thread, the rest the shared history, overwritten oldest first; a poll takes 12 bytes. A capture copies at most half of it (a larger window keeps its oldest part and counts the rest as lost), so a window should fit in half. Replaces `BLACKBOX_EVENTS_PER_THREAD` and `BLACKBOX_MAX_THREADS`, which are now refused with an error saying so";
+        doc "memory for events, all threads together: 4 KiB segments, one per recording thread, the rest the shared history, overwritten oldest first; a poll takes 12 bytes. A capture takes at most half of it (a larger window keeps its oldest part and counts the rest as lost), so a window should fit in half; its segments are held in place until it is exported, not copied. Replaces `BLACKBOX_EVENTS_PER_THREAD` and `BLACKBOX_MAX_THREADS`, which are now refused with an error saying so";
     env stuck_after: Duration = (latency_threshold * 10).max(Duration::from_secs(1));
         var "BLACKBOX_STUCK_AFTER", method "stuck_after", shown "10 × threshold (≥ 1s)",
         parse parse_duration, accepts "a duration such as 5s, at least the latency threshold",
