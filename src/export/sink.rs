@@ -35,8 +35,13 @@ pub trait Sink: Send + 'static {
     /// the cut ([`Cut::to_window`], 16 bytes an event) and calls `write`. A
     /// sink that reads the events as it goes ([`Cut::header`], and
     /// [`analysis::scan_cut`](crate::analysis::scan_cut)) holds only the
-    /// cut's compact copy: the recorder's [`OtlpSink`](super::OtlpSink) and
+    /// cut's compact form: the recorder's [`OtlpSink`](super::OtlpSink) and
     /// [`JsonFileSink`](super::JsonFileSink) do, on their export thread.
+    ///
+    /// A cut holds its segments out of the buffer's rotation until it is
+    /// dropped (see [`Cut::BUFFER_SHARE`]): drop it once written. A sink that
+    /// keeps cuts makes later ones copy their segments instead (at most half
+    /// the buffer is held), and the held part records no new history.
     fn write_cut(&mut self, cut: Cut) -> Result<(), SinkError> {
         self.write(&cut.to_window())
     }

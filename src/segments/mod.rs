@@ -433,28 +433,21 @@ impl Segments {
             let len = ((fill & 0xffff) as usize)
                 .saturating_sub(1)
                 .min(words.len());
-            if hold && sealed && self.hold(i as u32, generation(c1)) {
-                out.segments.push(SegmentCopy {
-                    index: i as u32,
-                    generation: generation(c1),
-                    claim,
-                    end,
-                    sealed,
-                    events: fill >> 16,
-                    words: Words::Held(len),
-                });
-                continue;
-            }
-            let copy: Vec<u32> = words[..len]
-                .iter()
-                .map(|w| w.load(Ordering::Relaxed))
-                .collect();
-            fence(Ordering::Acquire);
-            let c2 = h.ctl.load(Ordering::Relaxed);
-            if generation(c2) != generation(c1) {
-                out.discarded += 1;
-                continue;
-            }
+            let words = if hold && sealed && self.hold(i as u32, generation(c1)) {
+                Words::Held(len)
+            } else {
+                let copy: Vec<u32> = words[..len]
+                    .iter()
+                    .map(|w| w.load(Ordering::Relaxed))
+                    .collect();
+                fence(Ordering::Acquire);
+                let c2 = h.ctl.load(Ordering::Relaxed);
+                if generation(c2) != generation(c1) {
+                    out.discarded += 1;
+                    continue;
+                }
+                Words::Copied(copy)
+            };
             out.segments.push(SegmentCopy {
                 index: i as u32,
                 generation: generation(c1),
@@ -462,7 +455,7 @@ impl Segments {
                 end,
                 sealed,
                 events: fill >> 16,
-                words: Words::Copied(copy),
+                words,
             });
         }
         out
