@@ -1031,20 +1031,14 @@ impl Clone for SegmentLane {
             .segs
             .iter()
             .map(|s| {
-                let mut s = s.clone();
-                if let Words::Held(len) = s.words {
+                let mut copy = s.clone();
+                if let Words::Held(_) = s.words {
                     // Read now; a segment a reset recycled reads as empty.
-                    s.words = if self
-                        .segments
-                        .read_held(s.index, s.generation, len, &mut scratch)
-                    {
-                        Words::Copied(scratch.clone())
-                    } else {
-                        s.events = 0;
-                        Words::Copied(Vec::new())
-                    };
+                    let words = self.words_of(s, &mut scratch).map(<[u32]>::to_vec);
+                    copy.events = if words.is_some() { s.events } else { 0 };
+                    copy.words = Words::Copied(words.unwrap_or_default());
                 }
-                s
+                copy
             })
             .collect();
         SegmentLane {
@@ -1069,6 +1063,22 @@ impl SegmentLane {
                 Words::Held(_) => 0,
             })
             .sum()
+    }
+
+    /// The words of `s`: its copy, or the held segment read into
+    /// `scratch`; `None` when a reset recycled it.
+    fn words_of<'a>(
+        &self,
+        s: &'a crate::segments::SegmentCopy,
+        scratch: &'a mut Vec<u32>,
+    ) -> Option<&'a [u32]> {
+        match &s.words {
+            Words::Copied(w) => Some(w),
+            Words::Held(len) => self
+                .segments
+                .read_held(s.index, s.generation, *len, scratch)
+                .then_some(&scratch[..]),
+        }
     }
 
     /// Segments held in place.
@@ -1138,24 +1148,14 @@ impl SegmentLane {
         // The segment before was recycled: counted already, no gap to add.
         let mut gone = false;
         for s in segs {
-            let words: &[u32] = match &s.words {
-                Words::Copied(w) => w,
-                Words::Held(len) => {
-                    if !self
-                        .segments
-                        .read_held(s.index, s.generation, *len, &mut scratch)
-                    {
-                        // Recycled by a reset (a new recorder on this
-                        // memory): its events are lost, and the next
-                        // segment starts afresh.
-                        lost += u64::from(s.events);
-                        state.settle(&mut held, s.claim.base);
-                        release(&mut held, &mut state, true);
-                        (prev, gone) = (None, true);
-                        continue;
-                    }
-                    &scratch
-                }
+            let Some(words) = self.words_of(s, &mut scratch) else {
+                // Recycled by a reset (a new recorder on this memory): its
+                // events are lost, and the next segment starts afresh.
+                lost += u64::from(s.events);
+                state.settle(&mut held, s.claim.base);
+                release(&mut held, &mut state, true);
+                (prev, gone) = (None, true);
+                continue;
             };
             let follows = prev.is_some_and(|p| p.claim.seq + 1 == s.claim.seq);
             if !follows {
