@@ -330,7 +330,7 @@ impl<'w> Tasks<'w> {
         drop(self.index);
         let mut out = self.tasks;
         for m in out.iter_mut().filter_map(|d| d.more.as_mut()) {
-            m.polls.sort_by_key(|p| p.start_ns);
+            m.polls.sort_by_key(Poll::time_order);
         }
         out.sort_unstable_by_key(|d| d.id);
         out
@@ -440,7 +440,7 @@ impl LongestPolls {
         let mut kept = self.kept;
         for (task, polls) in &mut kept {
             LongestPolls::trim(polls, self.shares[task]);
-            polls.sort_by_key(|p| p.start_ns);
+            polls.sort_by_key(Poll::time_order);
         }
         kept
     }

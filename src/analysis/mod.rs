@@ -123,6 +123,16 @@ impl Poll {
     pub fn overlap_ns(&self, from_ns: u64, to_ns: u64) -> u64 {
         overlap(self.start_ns, self.end_ns, from_ns, to_ns)
     }
+
+    /// Where the poll goes in a lane's time order: by start, then by end.
+    /// Polls never overlap on a lane, but a `PollEnd` of another task than
+    /// the open one (rule 3) leaves a zero-length poll at the instant the
+    /// next poll may start: it comes first, as it happened, and an order
+    /// by start alone would put it either side (so "the poll before" would
+    /// depend on which other polls are at hand).
+    pub(crate) fn time_order(&self) -> (u64, u64) {
+        (self.start_ns, self.end_ns)
+    }
 }
 
 /// The length of the intersection of `[a0, a1]` and `[b0, b1]`.

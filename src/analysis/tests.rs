@@ -325,6 +325,63 @@ mod verdicts {
             "blocked worker: task src/jobs.rs:88 held worker 0 for 290 ms of this 301 ms request"
         );
     }
+
+    #[test]
+    fn a_lost_poll_start_at_a_neighbours_long_poll_does_not_hide_it() {
+        // Task 5 polls from 120 ms; task 12's poll end at 150 ms has no
+        // start (rule 3: task 5's poll is cut there, and task 12 gets a
+        // zero-length poll); task 9's poll end at 400 ms has no start
+        // either, so it ran 150-400 ms. Task 7 runs right after it: the
+        // poll before task 7's is task 9's, not the zero-length one that
+        // begins at the same instant.
+        let mut w = lane_with((100 * MS, 110 * MS), 0);
+        w.lanes[0].events.extend([
+            ev(120 * MS, EventKind::PollStart, 5),
+            ev(150 * MS, EventKind::PollEnd, 12),
+            ev(400 * MS, EventKind::PollEnd, 9),
+            ev(400 * MS, EventKind::PollStart, 7),
+            ev(401 * MS, EventKind::PollEnd, 7),
+        ]);
+        // Another worker is active meanwhile, so not every worker is held.
+        w.lanes.push(Lane {
+            index: 1,
+            thread: "tokio-runtime-worker".into(),
+            events: vec![
+                ev(200 * MS, EventKind::PollStart, 20),
+                ev(201 * MS, EventKind::PollEnd, 20),
+            ],
+            events_lost: 0,
+        });
+        let e = explain(&w, &request(100 * MS, 401 * MS));
+        assert_eq!(e.cause, Cause::BlockedWorker, "{e:?}");
+        assert_eq!(e.culprits[0].task, 9, "{e:?}");
+        assert_eq!(e.culprits[0].blocked_ns, 250 * MS, "{e:?}");
+    }
+
+    #[test]
+    fn every_worker_held_at_once_is_charged_to_the_lower_lane_on_a_tie() {
+        // Task 7 (the request's) ran 100-110 ms, then waited; from 200 ms
+        // both workers ran a long poll of another task, begun at once.
+        let mut w = lane_with((100 * MS, 110 * MS), 0);
+        w.lanes[0].events.extend([
+            ev(200 * MS, EventKind::PollStart, 9),
+            ev(400 * MS, EventKind::PollEnd, 9),
+        ]);
+        w.lanes.push(Lane {
+            index: 1,
+            thread: "tokio-runtime-worker".into(),
+            events: vec![
+                ev(200 * MS, EventKind::PollStart, 8),
+                ev(400 * MS, EventKind::PollEnd, 8),
+            ],
+            events_lost: 0,
+        });
+        let e = explain(&w, &request(100 * MS, 400 * MS));
+        assert_eq!(e.cause, Cause::BlockedWorker, "{e:?}");
+        assert_eq!(e.blocked_ns, 200 * MS);
+        assert_eq!(e.culprits.len(), 1, "{e:?}");
+        assert_eq!((e.culprits[0].task, e.culprits[0].lane), (9, 0), "{e:?}");
+    }
 }
 
 #[test]

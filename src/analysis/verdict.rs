@@ -342,7 +342,7 @@ pub(crate) fn explain_from(
         }
     }
     for polls in lanes.values_mut() {
-        polls.sort_by_key(|p| p.start_ns);
+        polls.sort_by_key(|p| p.time_order());
     }
     let idle: HashMap<u32, Vec<u64>> = workers
         .iter()
@@ -447,7 +447,8 @@ pub(crate) fn explain_from(
         })
         .map(|(&lane, _)| lane)
         .collect();
-    let mut held: Vec<(u64, i64, usize)> = Vec::new(); // (time, +1/-1, culprit)
+    // (time, +1/-1, culprit, when its poll began)
+    let mut held: Vec<(u64, i64, usize, u64)> = Vec::new();
     for &lane in &active_lanes {
         for q in lanes[&lane].iter().filter(|q| {
             q.duration_ns() >= long_poll && !own.contains(&q.task) && q.end_ns > s && q.start_ns < e
@@ -458,25 +459,43 @@ pub(crate) fn explain_from(
                 (tasks, &window.strings),
                 q,
             );
-            held.push((q.start_ns.max(s), 1, i));
-            held.push((q.end_ns.min(e), -1, i));
+            held.push((q.start_ns.max(s), 1, i, q.start_ns));
+            held.push((q.end_ns.min(e), -1, i, q.start_ns));
         }
     }
-    held.sort_unstable_by_key(|&(t, d, _)| (t, d));
-    let mut holding: Vec<usize> = Vec::new();
+    held.sort_unstable_by_key(|&(t, d, _, _)| (t, d));
+    let mut holding: Vec<(u64, u32, usize)> = Vec::new(); // (poll start, lane, culprit)
     let mut since = s;
-    for (t, d, i) in held {
+    for (t, d, i, began) in held {
         if !active_lanes.is_empty() && holding.len() == active_lanes.len() && t > since {
-            // Charged to the one of them that has held its worker longest.
-            let first = holding[0];
-            marks.push((since, t, Class::Blocked(first)));
+            // Charged to the one of them that has held its worker longest
+            // (the lower lane when they began at once).
+            if let Some(&(_, _, first)) = holding.iter().min() {
+                marks.push((since, t, Class::Blocked(first)));
+            }
         }
         if d > 0 {
-            holding.push(i);
-        } else if let Some(pos) = holding.iter().position(|&x| x == i) {
+            holding.push((began, culprits[i].lane, i));
+        } else if let Some(pos) = holding.iter().position(|&(_, _, x)| x == i) {
             holding.remove(pos);
         }
         since = t;
+    }
+    // Culprits were numbered as found, which depends on which polls are at
+    // hand; number them by task and lane, so that where two culprits' marks
+    // overlap the sweep below picks the same one however they were found.
+    let mut order: Vec<usize> = (0..culprits.len()).collect();
+    order.sort_by_key(|&i| (culprits[i].task, culprits[i].lane));
+    let mut rank = vec![0; culprits.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r;
+    }
+    let mut found: Vec<Option<Culprit>> = culprits.into_iter().map(Some).collect();
+    let mut culprits: Vec<Culprit> = order.iter().filter_map(|&i| found[i].take()).collect();
+    for (_, _, class) in &mut marks {
+        if let Class::Blocked(i) = class {
+            *i = rank[*i];
+        }
     }
     for c in &mut culprits {
         for q in lanes[&c.lane].iter().filter(|q| q.task == c.task) {
@@ -534,6 +553,7 @@ pub(crate) fn explain_from(
         }
     }
     culprits.retain(|c| c.blocked_ns > 0);
+    // Stable: equal shares stay in task order.
     culprits.sort_by_key(|c| std::cmp::Reverse(c.blocked_ns));
 
     let duration = e - s;
@@ -664,7 +684,7 @@ fn inferred_runnable(
         idle.get(&p.lane)
             .is_some_and(|v| v.iter().any(|&t| t > a && t < b))
     };
-    let at = lane.partition_point(|q| q.start_ns < p.start_ns);
+    let at = lane.partition_point(|q| q.time_order() < p.time_order());
     let (before, earlier) = lane[..at].split_last()?;
     // Polled again right after its own poll, or after the worker was idle:
     // it was not waiting for a worker.
