@@ -264,6 +264,19 @@ mod verdicts {
         }
     }
 
+    /// A second worker (lane 1) that polls `task` once, over `poll`.
+    fn second_worker(task: u64, poll: (u64, u64)) -> Lane {
+        Lane {
+            index: 1,
+            thread: "tokio-runtime-worker".into(),
+            events: vec![
+                ev(poll.0, EventKind::PollStart, task),
+                ev(poll.1, EventKind::PollEnd, task),
+            ],
+            events_lost: 0,
+        }
+    }
+
     #[test]
     fn without_task_hooks_the_verdict_is_unclear() {
         let mut w = lane_with((100 * MS, 150 * MS), 0);
@@ -343,19 +356,32 @@ mod verdicts {
             ev(401 * MS, EventKind::PollEnd, 7),
         ]);
         // Another worker is active meanwhile, so not every worker is held.
-        w.lanes.push(Lane {
-            index: 1,
-            thread: "tokio-runtime-worker".into(),
-            events: vec![
-                ev(200 * MS, EventKind::PollStart, 20),
-                ev(201 * MS, EventKind::PollEnd, 20),
-            ],
-            events_lost: 0,
-        });
+        w.lanes.push(second_worker(20, (200 * MS, 201 * MS)));
         let e = explain(&w, &request(100 * MS, 401 * MS));
         assert_eq!(e.cause, Cause::BlockedWorker, "{e:?}");
         assert_eq!(e.culprits[0].task, 9, "{e:?}");
         assert_eq!(e.culprits[0].blocked_ns, 250 * MS, "{e:?}");
+    }
+
+    #[test]
+    fn a_task_from_before_the_window_waits_from_its_workers_run() {
+        // Task 7 (the request's) was neither spawned nor polled in the
+        // window before 500 ms: it existed before the window. Its worker ran
+        // task 3's short polls back to back from 150 ms, so task 7 may have
+        // waited since then: 10 ms of the request (100-160 ms) is queued.
+        let mut w = lane_with((500 * MS, 510 * MS), 0);
+        let run = (0..70).flat_map(|i| {
+            let at = (150 + 5 * i) * MS;
+            [
+                ev(at, EventKind::PollStart, 3),
+                ev(at + 5 * MS, EventKind::PollEnd, 3),
+            ]
+        });
+        w.lanes[0].events.splice(0..0, run);
+        let e = explain(&w, &request(100 * MS, 160 * MS));
+        assert_eq!(e.saturated_ns, 10 * MS, "{e:?}");
+        assert_eq!(e.waiting_ns, 50 * MS, "{e:?}");
+        assert_eq!(e.cause, Cause::Waiting, "{e:?}");
     }
 
     #[test]
@@ -367,15 +393,7 @@ mod verdicts {
             ev(200 * MS, EventKind::PollStart, 9),
             ev(400 * MS, EventKind::PollEnd, 9),
         ]);
-        w.lanes.push(Lane {
-            index: 1,
-            thread: "tokio-runtime-worker".into(),
-            events: vec![
-                ev(200 * MS, EventKind::PollStart, 8),
-                ev(400 * MS, EventKind::PollEnd, 8),
-            ],
-            events_lost: 0,
-        });
+        w.lanes.push(second_worker(8, (200 * MS, 400 * MS)));
         let e = explain(&w, &request(100 * MS, 400 * MS));
         assert_eq!(e.cause, Cause::BlockedWorker, "{e:?}");
         assert_eq!(e.blocked_ns, 200 * MS);

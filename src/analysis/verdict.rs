@@ -261,9 +261,9 @@ pub fn explain_cut(cut: &Cut, request: &SlowRequest) -> Explanation {
 ///
 /// Those polls are the ones ending from [`ADJACENT_NS`] before its start
 /// and starting before its end; and, when one of its own tasks alive in
-/// the interval is next polled after it (its wait for a worker may reach
-/// back into the interval), every poll up to that one, so the worker's run
-/// of polls before it is at hand. A poll that ended earlier tells no more
+/// the interval (not spawned after it) is next polled after it (its wait
+/// for a worker may reach back into the interval), every poll up to that
+/// one, so the worker's run of polls before it is at hand. A poll that ended earlier tells no more
 /// than when it ended, which the digest keeps (`end_before_focus`).
 pub(crate) fn digest(
     window: &dyn Source,
@@ -279,10 +279,12 @@ pub(crate) fn digest(
     let next = tasks
         .iter()
         .filter(|d| own.contains(&d.id))
+        // Alive in the interval: polled by then, or spawned by then, or
+        // not spawned in the window at all (so before it began).
         .filter(|d| {
             d.end_before_focus().is_some()
                 || !d.focus_polls().is_empty()
-                || d.spawned_ns().is_some_and(|t| t <= e)
+                || d.spawned_ns().is_none_or(|t| t <= e)
         })
         .filter_map(TaskDigest::start_after_focus)
         .max();
