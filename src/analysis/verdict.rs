@@ -239,8 +239,9 @@ impl Explanation {
 enum Class {
     Own,
     Unknown,
-    /// Blocked behind the culprit with this index.
-    Blocked(usize),
+    /// Blocked behind the culprit with this key (task, lane): where two
+    /// culprits' marks overlap, the lower task wins, whichever was found first.
+    Blocked((u64, u32)),
     Saturated,
 }
 
@@ -380,8 +381,8 @@ pub(crate) fn explain_from(
         marks.push((a, b, Class::Own));
     }
     let mut own_cpu_by_task: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut culprits: Vec<Culprit> = Vec::new();
-    let mut culprit_index: HashMap<(u64, u32), usize> = HashMap::new();
+    // By (task, lane): the order does not depend on which polls are at hand.
+    let mut culprits: BTreeMap<(u64, u32), Culprit> = BTreeMap::new();
     for d in tasks.iter().filter(|d| own.contains(&d.id)) {
         // The end of its poll before the first one kept, or its spawn.
         let mut prev_end = d.end_before_focus().or(d.spawned_ns());
@@ -422,16 +423,11 @@ pub(crate) fn explain_from(
                 .take_while(|q| q.start_ns < p.start_ns)
                 .filter(|q| q.duration_ns() >= long_poll && !own.contains(&q.task))
             {
-                let i = culprit(
-                    &mut culprits,
-                    &mut culprit_index,
-                    (tasks, &window.strings),
-                    q,
-                );
+                let key = culprit(&mut culprits, (tasks, &window.strings), q);
                 marks.push((
                     q.start_ns.max(from),
                     q.end_ns.min(p.start_ns),
-                    Class::Blocked(i),
+                    Class::Blocked(key),
                 ));
             }
         }
@@ -449,57 +445,39 @@ pub(crate) fn explain_from(
         })
         .map(|(&lane, _)| lane)
         .collect();
-    // (time, +1/-1, culprit, when its poll began)
-    let mut held: Vec<(u64, i64, usize, u64)> = Vec::new();
+    // (time, +1/-1, when its poll began, culprit)
+    let mut held: Vec<(u64, i64, u64, (u64, u32))> = Vec::new();
     for &lane in &active_lanes {
         for q in lanes[&lane].iter().filter(|q| {
             q.duration_ns() >= long_poll && !own.contains(&q.task) && q.end_ns > s && q.start_ns < e
         }) {
-            let i = culprit(
-                &mut culprits,
-                &mut culprit_index,
-                (tasks, &window.strings),
-                q,
-            );
-            held.push((q.start_ns.max(s), 1, i, q.start_ns));
-            held.push((q.end_ns.min(e), -1, i, q.start_ns));
+            let key = culprit(&mut culprits, (tasks, &window.strings), q);
+            held.push((q.start_ns.max(s), 1, q.start_ns, key));
+            held.push((q.end_ns.min(e), -1, q.start_ns, key));
         }
     }
     held.sort_unstable_by_key(|&(t, d, _, _)| (t, d));
-    let mut holding: Vec<(u64, u32, usize)> = Vec::new(); // (poll start, lane, culprit)
+    let mut holding: Vec<(u64, (u64, u32))> = Vec::new(); // (poll start, culprit)
     let mut since = s;
-    for (t, d, i, began) in held {
+    for (t, d, began, key) in held {
         if !active_lanes.is_empty() && holding.len() == active_lanes.len() && t > since {
             // Charged to the one of them that has held its worker longest
             // (the lower lane when they began at once).
-            if let Some(&(_, _, first)) = holding.iter().min() {
+            if let Some(&(_, first)) = holding
+                .iter()
+                .min_by_key(|&&(began, (_, lane))| (began, lane))
+            {
                 marks.push((since, t, Class::Blocked(first)));
             }
         }
         if d > 0 {
-            holding.push((began, culprits[i].lane, i));
-        } else if let Some(pos) = holding.iter().position(|&(_, _, x)| x == i) {
+            holding.push((began, key));
+        } else if let Some(pos) = holding.iter().position(|&(_, k)| k == key) {
             holding.remove(pos);
         }
         since = t;
     }
-    // Culprits were numbered as found, which depends on which polls are at
-    // hand; number them by task and lane, so that where two culprits' marks
-    // overlap the sweep below picks the same one however they were found.
-    let mut order: Vec<usize> = (0..culprits.len()).collect();
-    order.sort_by_key(|&i| (culprits[i].task, culprits[i].lane));
-    let mut rank = vec![0; culprits.len()];
-    for (r, &i) in order.iter().enumerate() {
-        rank[i] = r;
-    }
-    let mut found: Vec<Option<Culprit>> = culprits.into_iter().map(Some).collect();
-    let mut culprits: Vec<Culprit> = order.iter().filter_map(|&i| found[i].take()).collect();
-    for (_, _, class) in &mut marks {
-        if let Class::Blocked(i) = class {
-            *i = rank[*i];
-        }
-    }
-    for c in &mut culprits {
+    for c in culprits.values_mut() {
         for q in lanes[&c.lane].iter().filter(|q| q.task == c.task) {
             c.held_ns = c.held_ns.saturating_add(q.overlap_ns(s, e));
         }
@@ -541,9 +519,11 @@ pub(crate) fn explain_from(
         match active.iter().next().map(|&(c, _, _)| c) {
             Some(Class::Unknown) => unknown_ns += len,
             Some(Class::Own) => own_ns += len,
-            Some(Class::Blocked(i)) => {
+            Some(Class::Blocked(key)) => {
                 blocked_ns += len;
-                culprits[i].blocked_ns += len;
+                if let Some(c) = culprits.get_mut(&key) {
+                    c.blocked_ns += len;
+                }
             }
             Some(Class::Saturated) => saturated_ns += len,
             None => {
@@ -554,7 +534,10 @@ pub(crate) fn explain_from(
             }
         }
     }
-    culprits.retain(|c| c.blocked_ns > 0);
+    let mut culprits: Vec<Culprit> = culprits
+        .into_values()
+        .filter(|c| c.blocked_ns > 0)
+        .collect();
     // Stable: equal shares stay in task order.
     culprits.sort_by_key(|c| std::cmp::Reverse(c.blocked_ns));
 
@@ -623,25 +606,22 @@ pub(crate) fn explain_from(
     out
 }
 
-/// The index of the culprit for the task and lane of poll `q`, added if new.
+/// The key of the culprit for the task and lane of poll `q`, added if new.
 fn culprit(
-    culprits: &mut Vec<Culprit>,
-    index: &mut HashMap<(u64, u32), usize>,
+    culprits: &mut BTreeMap<(u64, u32), Culprit>,
     (tasks, strings): (&[TaskDigest], &[String]),
     q: &Poll,
-) -> usize {
-    *index.entry((q.task, q.lane)).or_insert_with(|| {
-        let name = name_of(tasks, strings, q.task);
-        culprits.push(Culprit {
-            task: q.task,
-            name,
-            lane: q.lane,
-            held_ns: 0,
-            blocked_ns: 0,
-            longest_poll_ns: 0,
-        });
-        culprits.len() - 1
-    })
+) -> (u64, u32) {
+    let key = (q.task, q.lane);
+    culprits.entry(key).or_insert_with(|| Culprit {
+        task: q.task,
+        name: name_of(tasks, strings, q.task),
+        lane: q.lane,
+        held_ns: 0,
+        blocked_ns: 0,
+        longest_poll_ns: 0,
+    });
+    key
 }
 
 /// The display name of task `id` ([`TaskActivity::name`](super::TaskActivity::name)).
