@@ -13,6 +13,15 @@
 //! | request exit, task terminate inside a poll | the poll's end (as a poll end) |
 //! | any of these outside a poll | its own clock reading |
 //!
+//! A request span left inside a poll is not written when it is left: its
+//! exit waits in the thread-local state and is written with the poll's end
+//! (the time it would have had anyway), or before the next other event of the
+//! poll, so that a task spawned after it is not the request's. Entering the
+//! span again in the same poll (an `Instrumented` future polled, then dropped)
+//! cancels the waiting exit, so an enter and exit pair is written once per
+//! poll however often the poll enters the span. Readers see the events they
+//! always did.
+//!
 //! Slow paths, taken about once per 4 KiB of events: sealing a full segment
 //! and claiming the next (lock-free, see [`segments`](crate::segments)), a
 //! clock delta too large for 27 bits (a `TimeBase` event). Once per thread
@@ -179,6 +188,14 @@ struct Local {
     task: Cell<u64>,
     /// Tasks already named on this thread, direct-mapped by task id.
     named: [Cell<u64>; NAMED_CACHE],
+    /// The request span whose enter this thread wrote last inside a poll
+    /// (span id, 0: none), and `layer tag << 32 | request id` of it.
+    entered: Cell<u64>,
+    entered_word: Cell<u64>,
+    /// `entered`'s span id when it has exited and its exit is not written
+    /// yet (0: none): the poll's end writes it, or the next other event.
+    /// See [`Capture::defer_exit`].
+    deferred: Cell<u64>,
 }
 
 impl Local {
@@ -235,6 +252,9 @@ macro_rules! empty_local {
             locations: [const { Cell::new((0, 0)) }; LOCATION_CACHE],
             task: Cell::new(0),
             named: [const { Cell::new(0) }; NAMED_CACHE],
+            entered: Cell::new(0),
+            entered_word: Cell::new(0),
+            deferred: Cell::new(0),
         }
     };
 }
@@ -477,6 +497,7 @@ impl Capture {
 
     #[inline(always)]
     fn write(&self, kind: EventKind, stamp: Stamp, subject: u64, arg: u16) {
+        self.flush_deferred_exit();
         let (code, a, b, words) = encode(kind, subject, arg);
         let high = (subject >> 32) as u32;
         let task = is_task_kind(kind);
@@ -519,47 +540,176 @@ impl Capture {
     /// Records that the thread entered request `request` (the poll's start
     /// time inside a poll), and names the task being polled after the
     /// request's span (`name`) when it has no name on this thread yet.
+    /// `span` and `tag` (the request's span id and its layer's tag) let the
+    /// span's exit in the same poll be deferred ([`defer_exit`](Self::defer_exit)).
     #[inline(always)]
-    pub(crate) fn request_enter(&self, request: u64, name: u16) {
-        self.request_edge(EventKind::RequestEnter, codec::K_REQ_ENTER, request, false);
+    pub(crate) fn request_enter(&self, request: u64, name: u16, span: u64, tag: u16) {
+        // A thread owned by this recorder implies it is enabled (threads are
+        // adopted on the general path, which checks).
+        const GENERAL: u64 = u64::MAX;
+        // 0: written; GENERAL: take the general path; else written, and the
+        // task being polled (this value) has no name on this thread yet.
+        let to_do = LOCAL
+            .try_with(|l| {
+                if l.owner.get() != self.id {
+                    return GENERAL;
+                }
+                let task = l.task.get();
+                if task == 0 {
+                    return if self.edge_now(l, codec::K_REQ_ENTER, request) {
+                        0
+                    } else {
+                        GENERAL
+                    };
+                }
+                if l.deferred.get() != 0 || !put(l, [head(codec::K_REQ_ENTER, 0), request as u32]) {
+                    return GENERAL;
+                }
+                l.entered.set(span);
+                l.entered_word
+                    .set(u64::from(tag) << 32 | request & 0xffff_ffff);
+                if l.named[(task as usize) & (NAMED_CACHE - 1)].get() == task {
+                    0
+                } else {
+                    task
+                }
+            })
+            .unwrap_or(GENERAL);
+        match to_do {
+            0 => {}
+            GENERAL => self.request_enter_slow(request, name, span, tag),
+            task => self.name_task(task, name),
+        }
+    }
+
+    /// A request enter off the fast path (a full segment, a thread new to
+    /// the recorder, a deferred exit to write first: through `write`).
+    #[cold]
+    #[inline(never)]
+    fn request_enter_slow(&self, request: u64, name: u16, span: u64, tag: u16) {
+        self.record_in_poll(EventKind::RequestEnter, request, 0, false);
+        let _ = LOCAL.try_with(|l| {
+            if l.owner.get() == self.id && l.task.get() != 0 {
+                l.entered.set(span);
+                l.entered_word
+                    .set(u64::from(tag) << 32 | request & 0xffff_ffff);
+            }
+        });
         if let Some(task) = self.unnamed_task() {
             self.name_task(task, name);
         }
     }
 
-    /// Records that the thread left request `request` (the poll's end inside a poll).
+    /// A request span entered again inside the poll whose exit of it is
+    /// deferred (an `Instrumented` future polled, then dropped, in one poll):
+    /// the exit is dropped and nothing is written. `true` when so.
     #[inline(always)]
-    pub(crate) fn request_exit(&self, request: u64) {
-        self.request_edge(EventKind::RequestExit, codec::K_REQ_EXIT, request, true);
+    pub(crate) fn reenter(&self, span: u64, tag: u16) -> bool {
+        LOCAL
+            .try_with(|l| {
+                let again = l.deferred.get() == span
+                    && l.owner.get() == self.id
+                    && (l.entered_word.get() >> 32) as u16 == tag;
+                if again {
+                    l.deferred.set(0);
+                }
+                again
+            })
+            .unwrap_or(false)
     }
 
-    /// A request enter or exit, two words: inside a poll (a request's
-    /// future polled in a task) at the poll's start or end, outside one
-    /// (a future driven by `block_on`) with a clock reading of its own. One
-    /// thread-local check; a full segment or a thread new to the recorder
-    /// takes [`record_in_poll`](Capture::record_in_poll)'s general path.
+    /// The exit of the request span this thread entered last inside the
+    /// current poll: not written now but with the poll's end (or before the
+    /// next other event on this thread, so a spawn after it is not the
+    /// request's), with the same time it would have had (the poll's end).
+    /// `true` when deferred; `false`: record it with
+    /// [`request_exit`](Self::request_exit).
+    ///
+    /// The events a reader sees are the same as when every exit is written at
+    /// once, save that an enter and exit pair repeated within one poll is
+    /// written once: an exit inside a poll has always been stamped at the
+    /// poll's end, so the repeated pair covered the same time.
     #[inline(always)]
-    fn request_edge(&self, kind: EventKind, code: u32, request: u64, at_end: bool) {
-        if !self.enabled {
-            return;
+    pub(crate) fn defer_exit(&self, span: u64, tag: u16) -> bool {
+        LOCAL
+            .try_with(|l| {
+                let defer = l.entered.get() == span
+                    && l.task.get() != 0
+                    && l.owner.get() == self.id
+                    && (l.entered_word.get() >> 32) as u16 == tag;
+                if defer {
+                    l.deferred.set(span);
+                }
+                defer
+            })
+            .unwrap_or(false)
+    }
+
+    /// Writes a deferred request exit, if any, before another event.
+    #[inline(always)]
+    fn flush_deferred_exit(&self) {
+        let done = LOCAL.try_with(|l| {
+            if l.deferred.get() == 0 {
+                return true;
+            }
+            let request = l.entered_word.get() as u32;
+            let ok =
+                l.owner.get() == self.id && put(l, [head(codec::K_REQ_EXIT, DELTA_NEXT), request]);
+            if ok {
+                l.deferred.set(0);
+                l.entered.set(0);
+            }
+            ok
+        });
+        if done == Ok(false) {
+            self.write_deferred_exit();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn write_deferred_exit(&self) {
+        let request = LOCAL
+            .try_with(|l| {
+                // Another recorder's deferred exit stays: this thread moving
+                // to this recorder (`adopt`) drops it.
+                if l.owner.get() != self.id || l.deferred.replace(0) == 0 {
+                    return None;
+                }
+                l.entered.set(0);
+                Some(l.entered_word.get() & 0xffff_ffff)
+            })
+            .ok()
+            .flatten();
+        if let Some(request) = request {
+            self.write_slow(
+                0,
+                Slow::pack(head(codec::K_REQ_EXIT, 0), Stamp::Next, 2, false),
+                request,
+                0,
+            );
+        }
+    }
+
+    /// Records that the thread left request `request` (at the poll's end
+    /// inside a poll), when [`defer_exit`](Self::defer_exit) did not take
+    /// it: two words. One thread-local check; a full segment or a thread new
+    /// to the recorder takes [`record_in_poll`](Capture::record_in_poll)'s
+    /// general path.
+    #[inline(always)]
+    pub(crate) fn request_exit(&self, request: u64) {
+        // No `enabled` check: an owned thread implies it (see `request_enter`).
         let done = LOCAL.try_with(|l| {
             if l.owner.get() != self.id {
                 return false;
             }
             if l.task.get() == 0 {
-                return self.edge_now(l, code, request);
+                return self.edge_now(l, codec::K_REQ_EXIT, request);
             }
-            put(
-                l,
-                [
-                    head(code, if at_end { DELTA_NEXT } else { 0 }),
-                    request as u32,
-                ],
-            )
+            put(l, [head(codec::K_REQ_EXIT, DELTA_NEXT), request as u32])
         });
         if done != Ok(true) {
-            self.request_edge_slow(kind, request, at_end);
+            self.request_edge_slow(EventKind::RequestExit, request, true);
         }
     }
 
@@ -662,7 +812,17 @@ impl Capture {
                 return false;
             }
             l.task.set(0);
-            put(l, [end])
+            if l.deferred.get() == 0 {
+                return put(l, [end]);
+            }
+            // The exit deferred by `defer_exit`, then the poll's end.
+            let request = l.entered_word.get() as u32;
+            let ok = put(l, [head(codec::K_REQ_EXIT, DELTA_NEXT), request, end]);
+            if ok {
+                l.deferred.set(0);
+                l.entered.set(0);
+            }
+            ok
         });
         if done != Ok(true) {
             self.poll_end_slow(loc);
@@ -675,6 +835,7 @@ impl Capture {
     #[cold]
     #[inline(never)]
     fn poll_end_slow(&self, loc: &'static Location<'static>) {
+        self.flush_deferred_exit();
         let slot = (loc as *const Location<'static> as usize >> 3) & (LOCATION_CACHE - 1);
         let i = self.location_index(loc, slot);
         self.write_slow(
@@ -890,6 +1051,9 @@ impl Capture {
         for slot in &l.named {
             slot.set(0);
         }
+        l.entered.set(0);
+        l.entered_word.set(0);
+        l.deferred.set(0);
         true
     }
 

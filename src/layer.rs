@@ -251,7 +251,7 @@ impl BlackboxLayer {
             match ext.get::<RequestState>() {
                 Some(state) if state.layer != self.tag => return,
                 Some(state) => {
-                    capture.request_enter(state.id, state.name);
+                    capture.request_enter(state.id, state.name, id.into_u64(), self.tag);
                     state.ids.get().is_none()
                 }
                 None => {
@@ -349,8 +349,12 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        let requests = &self.shared.requests;
         let span_id = id.into_u64();
+        if self.shared.capture.reenter(span_id, self.tag) {
+            // Entered again in the poll that exited it: nothing to write.
+            return;
+        }
+        let requests = &self.shared.requests;
         let Some(word) = requests.get(span_id) else {
             // Not in the table: a request past it, or a span that names the
             // task it is entered in; both rare, so the rest is out of line.
@@ -364,7 +368,9 @@ where
             return;
         }
         let (request, name) = unpack(word);
-        self.shared.capture.request_enter(request, name);
+        self.shared
+            .capture
+            .request_enter(request, name, span_id, self.tag);
         if word & IDS_LOOKED_UP == 0
             && !self.no_otel.load(Ordering::Relaxed)
             && requests.mark_ids(span_id)
@@ -377,8 +383,13 @@ where
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        let span_id = id.into_u64();
+        if self.shared.capture.defer_exit(span_id, self.tag) {
+            // Written with the poll's end.
+            return;
+        }
         let requests = &self.shared.requests;
-        match requests.get(id.into_u64()) {
+        match requests.get(span_id) {
             Some(word) if layer_of(word) == self.tag => {
                 self.shared.capture.request_exit(unpack(word).0);
             }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! blackbox-bench run <variant> <polls|requests|http> [--secs S]   one measurement, one RESULT line
-//! blackbox-bench count <variant> <polls|requests> [--n N]         the fixed workload for callgrind
+//! blackbox-bench count <variant> <polls|requests|clients> [--n N] the fixed workload for callgrind
 //! blackbox-bench bytes <blackbox|otel-all|dial9> [--secs S]       bytes exported at 1,000 req/s, 0.1% slow
 //! blackbox-bench compare [--rounds R] [--secs S] [--console-bin PATH] [--out FILE]
 //! ```
@@ -35,7 +35,7 @@ fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 fn usage() -> ! {
     eprintln!(
         "usage: blackbox-bench run <variant> <polls|requests|http> [--secs S]\n       \
-         blackbox-bench count <variant> <polls|requests> [--n N]\n       \
+         blackbox-bench count <variant> <polls|requests|clients> [--n N]\n       \
          blackbox-bench bytes <blackbox|otel-all|dial9> [--secs S]\n       \
          blackbox-bench compare [--rounds R] [--secs S] [--console-bin PATH] [--out FILE]\n\
          variants: plain registry blackbox blackbox-storm tokio-metrics otel-all dial9 console"
@@ -160,6 +160,16 @@ pub fn bench_measured_region(s: &Setup, workload: &str, n: u64) -> u64 {
     let ctx = s.ctx.clone();
     match workload {
         "polls" => s.rt.block_on(workloads::polls(&ctx, 4, n, None)),
+        // The timed workload's clients (spawned tasks, so every request
+        // span is entered inside a task's poll), on this one thread.
+        "clients" => s.rt.block_on(workloads::requests(
+            &ctx,
+            workloads::REQUEST_CLIENTS,
+            n / workloads::REQUEST_CLIENTS,
+            None,
+        )),
+        // Requests driven by `block_on` itself: their spans are entered
+        // outside any task's poll (with a clock reading each).
         "requests" => s.rt.block_on(async {
             let server = workloads::spawn_server();
             for i in 0..n {

@@ -329,3 +329,82 @@ fn a_limited_copy_keeps_the_oldest_part_and_counts_the_rest() {
         }
     }
 }
+
+/// The kinds and subjects of a lane's events, for comparing sequences.
+fn kinds(events: &[Event]) -> Vec<(EventKind, u64)> {
+    events
+        .iter()
+        .map(|e| (e.kind().expect("known kind"), e.subject()))
+        .collect()
+}
+
+#[test]
+fn a_request_exit_inside_a_poll_is_written_with_the_polls_end() {
+    use EventKind::*;
+    let c = Capture::with_segment_words(Clock::new(), 64, 1024, true);
+    let here = Location::caller();
+    let (span, tag) = (0x4000_0001, 3);
+    // Poll 1: an `Instrumented` future polled, then dropped: enter, exit,
+    // enter, exit. One pair is written, its exit with the poll's end.
+    c.poll_start(1, 0);
+    c.request_enter(7, 0, span, tag);
+    assert!(c.defer_exit(span, tag));
+    assert!(!c.reenter(span, tag + 1), "another layer's span");
+    assert!(c.reenter(span, tag));
+    assert!(c.defer_exit(span, tag));
+    c.poll_end(here);
+    // Poll 2: a spawn after the exit is not the request's: the exit goes first.
+    c.poll_start(2, 0);
+    c.request_enter(7, 0, span, tag);
+    c.spawn(3, here);
+    assert!(c.defer_exit(span, tag));
+    c.spawn(4, here);
+    c.poll_end(here);
+    // Poll 3: another request entered after the exit: the exit goes first.
+    c.poll_start(1, 0);
+    c.request_enter(7, 0, span, tag);
+    assert!(c.defer_exit(span, tag));
+    c.request_enter(8, 0, span + 1, tag);
+    assert!(!c.defer_exit(span, tag), "not the span entered last");
+    assert!(c.defer_exit(span + 1, tag));
+    c.poll_end(here);
+    // Outside a poll an exit is never deferred.
+    c.request_enter(9, 0, span + 2, tag);
+    assert!(!c.defer_exit(span + 2, tag));
+    c.request_exit(9);
+
+    let l = lanes(&c);
+    let ev = &l[0].events;
+    assert_eq!(
+        kinds(ev),
+        vec![
+            (PollStart, 1),
+            (RequestEnter, 7),
+            (TaskName, 1),
+            (RequestExit, 7),
+            (PollEnd, 1),
+            (PollStart, 2),
+            (RequestEnter, 7),
+            (TaskName, 2),
+            (TaskSpawn, 3),
+            (RequestExit, 7),
+            (TaskSpawn, 4),
+            (PollEnd, 2),
+            (PollStart, 1),
+            (RequestEnter, 7),
+            (RequestExit, 7),
+            (RequestEnter, 8),
+            (RequestExit, 8),
+            (PollEnd, 1),
+            (RequestEnter, 9),
+            (RequestExit, 9),
+        ]
+    );
+    // Every exit inside a poll has the time of the poll's end, as before.
+    for (i, e) in ev.iter().enumerate() {
+        if e.kind() == Some(RequestExit) && e.subject() != 9 {
+            let end = ev[i..].iter().find(|e| e.kind() == Some(PollEnd));
+            assert_eq!(Some(e.ts), end.map(|e| e.ts), "exit {i}");
+        }
+    }
+}
