@@ -815,7 +815,9 @@ impl Capture {
             if l.deferred.get() == 0 {
                 return put(l, [end]);
             }
-            // The exit deferred by `defer_exit`, then the poll's end.
+            // The exit deferred by `defer_exit`, then the poll's end. Off
+            // the fall-through path: most polls enter no request span.
+            std::hint::cold_path();
             let request = l.entered_word.get() as u32;
             let ok = put(l, [head(codec::K_REQ_EXIT, DELTA_NEXT), request, end]);
             if ok {
