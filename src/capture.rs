@@ -449,6 +449,46 @@ impl Capture {
         self.key | task >> 32
     }
 
+    /// A task event inside a poll, stamped at the poll's start or end (in
+    /// `w`'s head), on the fast path: the thread is this recorder's (which
+    /// implies it is enabled), in a poll, and `task`'s high bits are those
+    /// written last. A deferred request exit is written first. `false`: take
+    /// the general path.
+    #[inline(always)]
+    fn task_event_in_poll<const N: usize>(&self, l: &Local, task: u64, w: [u32; N]) -> bool {
+        if l.task_key.get() != self.task_key(task) || l.task.get() == 0 {
+            return false;
+        }
+        if l.deferred.get() != 0 {
+            // A deferred request exit goes first (a task ends in the poll
+            // that left its span: the `Instrumented` future's drop).
+            let request = l.entered_word.get() as u32;
+            if !put(l, [head(codec::K_REQ_EXIT, DELTA_NEXT), request]) {
+                return false;
+            }
+            l.deferred.set(0);
+            l.entered.set(0);
+        }
+        put(l, w)
+    }
+
+    /// Records that task `task` terminated (inside its last poll: at the
+    /// poll's end).
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn terminate(&self, task: u64) {
+        let words = [head(codec::K_TERMINATE, DELTA_NEXT), task as u32];
+        if LOCAL.try_with(|l| self.task_event_in_poll(l, task, words)) != Ok(true) {
+            self.terminate_slow(task);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn terminate_slow(&self, task: u64) {
+        self.record_in_poll(EventKind::TaskTerminate, task, 0, true);
+    }
+
     pub(crate) fn segments(&self) -> &'static Segments {
         self.shared.segments
     }
@@ -852,11 +892,31 @@ impl Capture {
     #[cfg_attr(not(tokio_unstable), allow(dead_code))]
     #[inline]
     pub(crate) fn spawn(&self, task: u64, loc: &'static Location<'static>) {
+        let key = loc as *const Location<'static> as usize;
+        let slot = (key >> 3) & (LOCATION_CACHE - 1);
+        let done = LOCAL.try_with(|l| {
+            let (k, end) = l.locations[slot].get();
+            k == key
+                && self.task_event_in_poll(
+                    l,
+                    task,
+                    [head(codec::K_SPAWN, 0), task as u32, end >> 5],
+                )
+        });
+        if done != Ok(true) {
+            self.spawn_slow(task, loc, slot);
+        }
+    }
+
+    /// A spawn outside a poll, from a location not in the thread's cache, or
+    /// off the fast path otherwise.
+    #[cold]
+    #[inline(never)]
+    fn spawn_slow(&self, task: u64, loc: &'static Location<'static>, slot: usize) {
         if !self.enabled {
             return;
         }
         let key = loc as *const Location<'static> as usize;
-        let slot = (key >> 3) & (LOCATION_CACHE - 1);
         let cached = LOCAL
             .try_with(|l| {
                 let (k, end) = l.locations[slot].get();
@@ -911,10 +971,14 @@ impl Capture {
 
     /// Records the span name a task runs in, once per task and thread.
     pub(crate) fn name_task(&self, task: u64, name: u16) {
-        let _ = LOCAL.try_with(|l| {
+        let words = [head(codec::K_TASK_NAME, 0), task as u32, u32::from(name)];
+        let done = LOCAL.try_with(|l| {
             l.named[(task as usize) & (NAMED_CACHE - 1)].set(task);
+            self.task_event_in_poll(l, task, words)
         });
-        self.record_in_poll(EventKind::TaskName, task, name, false);
+        if done != Ok(true) {
+            self.record_in_poll(EventKind::TaskName, task, name, false);
+        }
     }
 
     /// Everything that does not fit the fast path: a thread new to this

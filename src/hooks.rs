@@ -113,8 +113,7 @@ impl BlackboxHooks {
     #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
     #[inline]
     pub fn on_task_terminate(&self, meta: &TaskMeta<'_>) {
-        self.capture
-            .record_in_poll(EventKind::TaskTerminate, task_id_u64(&meta.id()), 0, true);
+        self.capture.terminate(task_id_u64(&meta.id()));
     }
 
     /// Records that this worker parked. For `on_thread_park`.
