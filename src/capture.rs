@@ -199,6 +199,50 @@ struct Local {
 }
 
 impl Local {
+    /// Remembers the request span whose enter was just written in a poll.
+    #[inline(always)]
+    fn set_entered(&self, span: u64, tag: u16, request: u64) {
+        self.entered.set(span);
+        self.entered_word
+            .set(u64::from(tag) << 32 | request & 0xffff_ffff);
+    }
+
+    /// Whether the span entered last belongs to the layer tagged `tag`.
+    #[inline(always)]
+    fn entered_by(&self, tag: u16) -> bool {
+        (self.entered_word.get() >> 32) as u16 == tag
+    }
+
+    /// The deferred exit's two words (see [`Capture::defer_exit`]).
+    #[inline(always)]
+    fn deferred_exit_words(&self) -> [u32; 2] {
+        [
+            head(codec::K_REQ_EXIT, DELTA_NEXT),
+            self.entered_word.get() as u32,
+        ]
+    }
+
+    /// The deferred exit is written: nothing waits, no span is entered.
+    #[inline(always)]
+    fn exit_written(&self) {
+        self.deferred.set(0);
+        self.entered.set(0);
+    }
+
+    /// Writes the deferred exit, if any, on the fast path; `false` when it
+    /// waits still (the segment is full).
+    #[inline(always)]
+    fn put_deferred_exit(&self) -> bool {
+        if self.deferred.get() == 0 {
+            return true;
+        }
+        let ok = put(self, self.deferred_exit_words());
+        if ok {
+            self.exit_written();
+        }
+        ok
+    }
+
     /// High 32 bits of the task ids written last.
     #[inline(always)]
     fn task_high(&self) -> u32 {
@@ -456,20 +500,12 @@ impl Capture {
     /// the general path.
     #[inline(always)]
     fn task_event_in_poll<const N: usize>(&self, l: &Local, task: u64, w: [u32; N]) -> bool {
-        if l.task_key.get() != self.task_key(task) || l.task.get() == 0 {
-            return false;
-        }
-        if l.deferred.get() != 0 {
-            // A deferred request exit goes first (a task ends in the poll
-            // that left its span: the `Instrumented` future's drop).
-            let request = l.entered_word.get() as u32;
-            if !put(l, [head(codec::K_REQ_EXIT, DELTA_NEXT), request]) {
-                return false;
-            }
-            l.deferred.set(0);
-            l.entered.set(0);
-        }
-        put(l, w)
+        // A deferred request exit goes first (a task ends in the poll that
+        // left its span: the `Instrumented` future's drop).
+        l.task_key.get() == self.task_key(task)
+            && l.task.get() != 0
+            && l.put_deferred_exit()
+            && put(l, w)
     }
 
     /// Records that task `task` terminated (inside its last poll: at the
@@ -605,9 +641,7 @@ impl Capture {
                 if l.deferred.get() != 0 || !put(l, [head(codec::K_REQ_ENTER, 0), request as u32]) {
                     return GENERAL;
                 }
-                l.entered.set(span);
-                l.entered_word
-                    .set(u64::from(tag) << 32 | request & 0xffff_ffff);
+                l.set_entered(span, tag, request);
                 if l.named[(task as usize) & (NAMED_CACHE - 1)].get() == task {
                     0
                 } else {
@@ -630,9 +664,7 @@ impl Capture {
         self.record_in_poll(EventKind::RequestEnter, request, 0, false);
         let _ = LOCAL.try_with(|l| {
             if l.owner.get() == self.id && l.task.get() != 0 {
-                l.entered.set(span);
-                l.entered_word
-                    .set(u64::from(tag) << 32 | request & 0xffff_ffff);
+                l.set_entered(span, tag, request);
             }
         });
         if let Some(task) = self.unnamed_task() {
@@ -647,9 +679,8 @@ impl Capture {
     pub(crate) fn reenter(&self, span: u64, tag: u16) -> bool {
         LOCAL
             .try_with(|l| {
-                let again = l.deferred.get() == span
-                    && l.owner.get() == self.id
-                    && (l.entered_word.get() >> 32) as u16 == tag;
+                let again =
+                    l.deferred.get() == span && l.owner.get() == self.id && l.entered_by(tag);
                 if again {
                     l.deferred.set(0);
                 }
@@ -676,7 +707,7 @@ impl Capture {
                 let defer = l.entered.get() == span
                     && l.task.get() != 0
                     && l.owner.get() == self.id
-                    && (l.entered_word.get() >> 32) as u16 == tag;
+                    && l.entered_by(tag);
                 if defer {
                     l.deferred.set(span);
                 }
@@ -689,17 +720,7 @@ impl Capture {
     #[inline(always)]
     fn flush_deferred_exit(&self) {
         let done = LOCAL.try_with(|l| {
-            if l.deferred.get() == 0 {
-                return true;
-            }
-            let request = l.entered_word.get() as u32;
-            let ok =
-                l.owner.get() == self.id && put(l, [head(codec::K_REQ_EXIT, DELTA_NEXT), request]);
-            if ok {
-                l.deferred.set(0);
-                l.entered.set(0);
-            }
-            ok
+            l.deferred.get() == 0 || l.owner.get() == self.id && l.put_deferred_exit()
         });
         if done == Ok(false) {
             self.write_deferred_exit();
@@ -713,11 +734,12 @@ impl Capture {
             .try_with(|l| {
                 // Another recorder's deferred exit stays: this thread moving
                 // to this recorder (`adopt`) drops it.
-                if l.owner.get() != self.id || l.deferred.replace(0) == 0 {
+                if l.owner.get() != self.id || l.deferred.get() == 0 {
                     return None;
                 }
-                l.entered.set(0);
-                Some(l.entered_word.get() & 0xffff_ffff)
+                let [_, request] = l.deferred_exit_words();
+                l.exit_written();
+                Some(u64::from(request))
             })
             .ok()
             .flatten();
@@ -858,11 +880,10 @@ impl Capture {
             // The exit deferred by `defer_exit`, then the poll's end. Off
             // the fall-through path: most polls enter no request span.
             std::hint::cold_path();
-            let request = l.entered_word.get() as u32;
-            let ok = put(l, [head(codec::K_REQ_EXIT, DELTA_NEXT), request, end]);
+            let [exit, request] = l.deferred_exit_words();
+            let ok = put(l, [exit, request, end]);
             if ok {
-                l.deferred.set(0);
-                l.entered.set(0);
+                l.exit_written();
             }
             ok
         });

@@ -4,24 +4,20 @@
 //! span was left is not the request's, and every interval the request's span
 //! was entered starts and ends inside the request.
 
+mod support;
+
 use std::time::Duration;
-use tokio_blackbox::{Blackbox, DirSink};
+use tokio_blackbox::Blackbox;
 use tracing::Instrument;
-use tracing_subscriber::prelude::*;
 
 #[test]
 fn a_spawn_after_the_request_span_is_left_is_not_the_requests() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (blackbox, guard) = Blackbox::builder()
-        .latency_threshold(Duration::from_millis(50))
-        .window(Duration::from_millis(200), Duration::from_millis(20))
-        .sink(DirSink::new(dir.path()))
-        .build()
-        .expect("build");
-    tracing_subscriber::registry().with(blackbox.layer()).init();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    blackbox.install_hooks(builder.worker_threads(2).enable_all());
-    let rt = builder.build().expect("runtime");
+    let (blackbox, guard, rt, sink) = support::windows::recorder(
+        Blackbox::builder()
+            .latency_threshold(Duration::from_millis(50))
+            .window(Duration::from_millis(200), Duration::from_millis(20)),
+        2,
+    );
     let inside_line = line!() + 9;
     let outside_line = line!() + 9;
     rt.block_on(async {
@@ -51,14 +47,9 @@ fn a_spawn_after_the_request_span_is_left_is_not_the_requests() {
     });
     assert!(blackbox.flush(Duration::from_secs(10)));
     drop(guard);
-    let files: Vec<_> = std::fs::read_dir(dir.path())
-        .expect("dir")
-        .flatten()
-        .collect();
-    assert_eq!(files.len(), 1, "one capture");
-    let window = tokio_blackbox::dump::read_file(files[0].path())
-        .expect("read")
-        .window;
+    let windows = sink.windows();
+    assert_eq!(windows.len(), 1, "one capture");
+    let window = &windows[0];
     let slow = window.requests[0].request_id;
     let tasks = window.tasks();
     let at = |line: u32| {

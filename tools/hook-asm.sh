@@ -12,8 +12,9 @@
 # path from its entry to its first `ret`: the path a poll takes when the
 # thread's segment has room (every jump on it is a not-taken branch to the
 # slow path). The poll start is the closure that reads the TSC without first
-# testing a setting (no `cmpb`); the poll end is the one that stores 0 (the
-# thread's current task) and reads no clock. The `rdtsc` sequence (from the
+# testing a setting (no `cmpb`); the poll end is the one that reads no clock,
+# stores 0 (the thread's current task) and writes one word (adds 0x10001 to
+# the segment's fill: the spawn and terminate hooks write two or three). The `rdtsc` sequence (from the
 # `rdtsc` to the `or` that joins its two halves) is reported apart.
 #
 # Why `--lto` matters: a library is compiled as position-independent code, so
@@ -41,7 +42,7 @@ inf && !done && /^ +[0-9a-f]+:/ {
   if ($0 ~ /\tret/) {
     done = 1; what = ""
     if (body ~ /rdtsc/ && body !~ /cmpb/) what = "poll start"
-    else if (body !~ /rdtsc/ && body ~ /movq +\$0x0,/) what = "poll end"
+    else if (body !~ /rdtsc/ && body ~ /movq +\$0x0,/ && body ~ /\$0x10001,/) what = "poll end"
     if (what == "") next
     own = n - clock
     printf "%s: %d instructions on its fast path (%d without the rdtsc sequence)\n", what, n, own
