@@ -186,7 +186,9 @@ struct Local {
     locations: [Cell<(usize, u32)>; LOCATION_CACHE],
     /// The task being polled on this thread (0: none), set by the poll hooks.
     task: Cell<u64>,
-    /// Tasks already named on this thread, direct-mapped by task id.
+    /// Tasks already named on this thread, direct-mapped by task id: a
+    /// name written, or a request span entered first (the reader names the
+    /// task after that request).
     named: [Cell<u64>; NAMED_CACHE],
     /// The request span whose enter this thread wrote last inside a poll
     /// (span id, 0: none), and `layer tag << 32 | request id` of it.
@@ -614,45 +616,34 @@ impl Capture {
     }
 
     /// Records that the thread entered request `request` (the poll's start
-    /// time inside a poll), and names the task being polled after the
-    /// request's span (`name`) when it has no name on this thread yet.
+    /// time inside a poll), and marks the task being polled as named on this
+    /// thread: a task whose first span is a request's is named after the
+    /// request by the reader (its enter links them), so no name is written.
     /// `span` and `tag` (the request's span id and its layer's tag) let the
     /// span's exit in the same poll be deferred ([`defer_exit`](Self::defer_exit)).
     #[inline(always)]
-    pub(crate) fn request_enter(&self, request: u64, name: u16, span: u64, tag: u16) {
+    pub(crate) fn request_enter(&self, request: u64, span: u64, tag: u16) {
         // A thread owned by this recorder implies it is enabled (threads are
         // adopted on the general path, which checks).
-        const GENERAL: u64 = u64::MAX;
-        // 0: written; GENERAL: take the general path; else written, and the
-        // task being polled (this value) has no name on this thread yet.
-        let to_do = LOCAL
+        let done = LOCAL
             .try_with(|l| {
                 if l.owner.get() != self.id {
-                    return GENERAL;
+                    return false;
                 }
                 let task = l.task.get();
                 if task == 0 {
-                    return if self.edge_now(l, codec::K_REQ_ENTER, request) {
-                        0
-                    } else {
-                        GENERAL
-                    };
+                    return self.edge_now(l, codec::K_REQ_ENTER, request);
                 }
                 if l.deferred.get() != 0 || !put(l, [head(codec::K_REQ_ENTER, 0), request as u32]) {
-                    return GENERAL;
+                    return false;
                 }
                 l.set_entered(span, tag, request);
-                if l.named[(task as usize) & (NAMED_CACHE - 1)].get() == task {
-                    0
-                } else {
-                    task
-                }
+                l.named[(task as usize) & (NAMED_CACHE - 1)].set(task);
+                true
             })
-            .unwrap_or(GENERAL);
-        match to_do {
-            0 => {}
-            GENERAL => self.request_enter_slow(request, name, span, tag),
-            task => self.name_task(task, name),
+            .unwrap_or(false);
+        if !done {
+            self.request_enter_slow(request, span, tag);
         }
     }
 
@@ -660,16 +651,15 @@ impl Capture {
     /// the recorder, a deferred exit to write first: through `write`).
     #[cold]
     #[inline(never)]
-    fn request_enter_slow(&self, request: u64, name: u16, span: u64, tag: u16) {
+    fn request_enter_slow(&self, request: u64, span: u64, tag: u16) {
         self.record_in_poll(EventKind::RequestEnter, request, 0, false);
         let _ = LOCAL.try_with(|l| {
-            if l.owner.get() == self.id && l.task.get() != 0 {
+            let task = l.task.get();
+            if l.owner.get() == self.id && task != 0 {
                 l.set_entered(span, tag, request);
+                l.named[(task as usize) & (NAMED_CACHE - 1)].set(task);
             }
         });
-        if let Some(task) = self.unnamed_task() {
-            self.name_task(task, name);
-        }
     }
 
     /// A request span entered again inside the poll whose exit of it is

@@ -251,7 +251,7 @@ impl BlackboxLayer {
             match ext.get::<RequestState>() {
                 Some(state) if state.layer != self.tag => return,
                 Some(state) => {
-                    capture.request_enter(state.id, state.name, id.into_u64(), self.tag);
+                    capture.request_enter(state.id, id.into_u64(), self.tag);
                     state.ids.get().is_none()
                 }
                 None => {
@@ -367,10 +367,9 @@ where
         if layer_of(word) != self.tag {
             return;
         }
-        let (request, name) = unpack(word);
         self.shared
             .capture
-            .request_enter(request, name, span_id, self.tag);
+            .request_enter(unpack(word).0, span_id, self.tag);
         if word & IDS_LOOKED_UP == 0
             && !self.no_otel.load(Ordering::Relaxed)
             && requests.mark_ids(span_id)

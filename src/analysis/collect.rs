@@ -283,6 +283,11 @@ pub(crate) struct Tasks<'w> {
     /// Where each task is in `tasks`.
     index: HashMap<u64, u32>,
     tasks: Vec<TaskDigest>,
+    /// The first request each task entered in its polls, and the requests'
+    /// names (string indexes): a task with no `TaskName` is named after that
+    /// request (pairing rule 7).
+    entered: HashMap<u64, u64>,
+    request_names: HashMap<u64, u16>,
 }
 
 impl<'w> Tasks<'w> {
@@ -303,6 +308,8 @@ impl<'w> Tasks<'w> {
             long_poll_ns,
             index: HashMap::new(),
             tasks: Vec::new(),
+            entered: HashMap::new(),
+            request_names: HashMap::new(),
         }
     }
 
@@ -328,9 +335,17 @@ impl<'w> Tasks<'w> {
     /// The digests, ordered by task id, each with its kept polls in time order.
     pub(crate) fn digests(self) -> Vec<TaskDigest> {
         drop(self.index);
+        let (entered, names, strings) = (self.entered, self.request_names, self.strings);
         let mut out = self.tasks;
-        for m in out.iter_mut().filter_map(|d| d.more.as_mut()) {
-            m.polls.sort_by_key(Poll::time_order);
+        for d in &mut out {
+            if d.span_name == NO_STRING
+                && let Some(name) = entered.get(&d.id).and_then(|r| names.get(r))
+            {
+                first_string(&mut d.span_name, *name, strings);
+            }
+            if let Some(m) = d.more.as_mut() {
+                m.polls.sort_by_key(Poll::time_order);
+            }
         }
         out.sort_unstable_by_key(|d| d.id);
         out
@@ -409,6 +424,14 @@ impl Visitor for Tasks<'_> {
 
     fn task_request(&mut self, task: u64, request: u64) {
         self.task(task).add_request(request);
+    }
+
+    fn task_entered(&mut self, task: u64, request: u64) {
+        self.entered.entry(task).or_insert(request);
+    }
+
+    fn request_open(&mut self, request: u64, name: u16, _ts: u64) {
+        self.request_names.insert(request, name);
     }
 }
 

@@ -30,6 +30,10 @@
 //!    span is entered on the lane (the innermost one), or when the request's
 //!    span is entered during one of its polls. A task spawned during a poll
 //!    of another task is that task's child.
+//! 7. A task is named after the first span it enters: a `TaskName` event,
+//!    or, when it has none, the first request whose span it entered in one
+//!    of its polls (the recorder writes no name for those: the enter says
+//!    it), by the name in that request's `RequestOpen`.
 //!
 //! Polls never overlap on a lane, so a worker's busy time
 //! ([`WorkerActivity::busy_ns`]) is the sum of its polls' durations, which
@@ -198,6 +202,9 @@ pub trait Visitor {
     /// `task` worked for `request`: it entered the request's span, or was
     /// spawned inside it. May repeat.
     fn task_request(&mut self, _task: u64, _request: u64) {}
+    /// `task` entered `request`'s span in one of its polls (after
+    /// [`task_request`](Visitor::task_request) for the same pair). May repeat.
+    fn task_entered(&mut self, _task: u64, _request: u64) {}
     /// The lane ended.
     fn lane_end(&mut self, _lane: u32) {}
 }
@@ -297,6 +304,7 @@ impl LaneScan {
                 self.entered.push((subject, ts));
                 if let Some((task, _, _)) = self.open {
                     v.task_request(task, subject);
+                    v.task_entered(task, subject);
                 }
             }
             EventKind::RequestExit => {

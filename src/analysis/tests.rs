@@ -98,6 +98,48 @@ fn a_task_works_for_the_request_entered_in_its_poll() {
     assert_eq!(w.tasks()[0].requests, vec![42]);
 }
 
+#[test]
+fn a_task_is_named_after_the_first_request_it_entered_unless_it_has_a_name() {
+    use EventKind::*;
+    let mut w = window(vec![
+        Event::new(150, RequestOpen, 42, 0),
+        Event::new(160, RequestOpen, 43, 1),
+        // Task 5 enters request 42, then 43: named after 42.
+        ev(200, PollStart, 5),
+        ev(200, RequestEnter, 42),
+        ev(230, RequestExit, 42),
+        ev(230, PollEnd, 5),
+        ev(240, PollStart, 5),
+        ev(240, RequestEnter, 43),
+        ev(250, RequestExit, 43),
+        ev(250, PollEnd, 5),
+        // Task 6 has a name of its own, then enters request 42.
+        ev(300, PollStart, 6),
+        Event::new(300, TaskName, 6, 2),
+        ev(300, RequestEnter, 42),
+        ev(330, RequestExit, 42),
+        ev(330, PollEnd, 6),
+        // Task 7 is spawned inside request 42 but never enters it.
+        ev(400, PollStart, 5),
+        ev(400, RequestEnter, 42),
+        Event::new(410, TaskSpawn, 7, NO_STRING),
+        ev(420, RequestExit, 42),
+        ev(420, PollEnd, 5),
+        ev(430, PollStart, 7),
+        ev(440, PollEnd, 7),
+    ]);
+    w.strings = vec!["GET /a".into(), "GET /b".into(), "backend".into()];
+    let tasks = w.tasks();
+    let name = |id: u64| tasks.iter().find(|t| t.id == id).map(|t| t.name());
+    assert_eq!(name(5).as_deref(), Some("GET /a"));
+    assert_eq!(name(6).as_deref(), Some("backend"));
+    assert_eq!(name(7).as_deref(), Some("task 7"));
+    assert_eq!(
+        tasks.iter().find(|t| t.id == 7).map(|t| t.requests.clone()),
+        Some(vec![42])
+    );
+}
+
 fn arb_lane() -> impl Strategy<Value = Vec<Event>> {
     let kinds = prop::sample::select(vec![
         EventKind::PollStart,

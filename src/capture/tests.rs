@@ -347,7 +347,7 @@ fn a_request_exit_inside_a_poll_is_written_with_the_polls_end() {
     // Poll 1: an `Instrumented` future polled, then dropped: enter, exit,
     // enter, exit. One pair is written, its exit with the poll's end.
     c.poll_start(1, 0);
-    c.request_enter(7, 0, span, tag);
+    c.request_enter(7, span, tag);
     assert!(c.defer_exit(span, tag));
     assert!(!c.reenter(span, tag + 1), "another layer's span");
     assert!(c.reenter(span, tag));
@@ -355,21 +355,21 @@ fn a_request_exit_inside_a_poll_is_written_with_the_polls_end() {
     c.poll_end(here);
     // Poll 2: a spawn after the exit is not the request's: the exit goes first.
     c.poll_start(2, 0);
-    c.request_enter(7, 0, span, tag);
+    c.request_enter(7, span, tag);
     c.spawn(3, here);
     assert!(c.defer_exit(span, tag));
     c.spawn(4, here);
     c.poll_end(here);
     // Poll 3: another request entered after the exit: the exit goes first.
     c.poll_start(1, 0);
-    c.request_enter(7, 0, span, tag);
+    c.request_enter(7, span, tag);
     assert!(c.defer_exit(span, tag));
-    c.request_enter(8, 0, span + 1, tag);
+    c.request_enter(8, span + 1, tag);
     assert!(!c.defer_exit(span, tag), "not the span entered last");
     assert!(c.defer_exit(span + 1, tag));
     c.poll_end(here);
     // Outside a poll an exit is never deferred.
-    c.request_enter(9, 0, span + 2, tag);
+    c.request_enter(9, span + 2, tag);
     assert!(!c.defer_exit(span + 2, tag));
     c.request_exit(9);
 
@@ -380,12 +380,10 @@ fn a_request_exit_inside_a_poll_is_written_with_the_polls_end() {
         vec![
             (PollStart, 1),
             (RequestEnter, 7),
-            (TaskName, 1),
             (RequestExit, 7),
             (PollEnd, 1),
             (PollStart, 2),
             (RequestEnter, 7),
-            (TaskName, 2),
             (TaskSpawn, 3),
             (RequestExit, 7),
             (TaskSpawn, 4),
