@@ -765,6 +765,53 @@ impl Capture {
         }
     }
 
+    /// Records that request `request`, named `name`, opened at `now` (the
+    /// clock reading the layer took for the request's duration).
+    #[inline(always)]
+    pub(crate) fn request_open(&self, request: u64, name: u16, now: u64) {
+        let tail = [request as u32, u32::from(name)];
+        if !self.put_timed(now, |d| [head(codec::K_REQ_OPEN, d), tail[0], tail[1]]) {
+            self.timed_slow(EventKind::RequestOpen, request, name, now);
+        }
+    }
+
+    /// Records that request `request` closed at `now` (the layer's reading).
+    #[inline(always)]
+    pub(crate) fn request_close(&self, request: u64, now: u64) {
+        if !self.put_timed(now, |d| [head(codec::K_REQ_CLOSE, d), request as u32]) {
+            self.timed_slow(EventKind::RequestClose, request, 0, now);
+        }
+    }
+
+    /// Writes the words `words(delta)` at time `now` in one thread-local
+    /// access (a deferred request exit first), when the thread is this
+    /// recorder's (which implies it is enabled) and `now` is within a delta
+    /// of the thread's last time. `false`: take the general path.
+    #[inline(always)]
+    fn put_timed<const N: usize>(&self, now: u64, words: impl FnOnce(u64) -> [u32; N]) -> bool {
+        LOCAL
+            .try_with(|l| {
+                let d = now.wrapping_sub(l.last.get());
+                if l.owner.get() != self.id || d >= DELTA_NEXT {
+                    return false;
+                }
+                // A deferred request exit goes first (a request closed or
+                // opened in the poll that left another), stamped as this.
+                let ok = l.put_deferred_exit() && put(l, words(d));
+                if ok {
+                    l.last.set(now);
+                }
+                ok
+            })
+            .unwrap_or(false)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn timed_slow(&self, kind: EventKind, subject: u64, arg: u16, now: u64) {
+        self.record_at_time(kind, subject, arg, now);
+    }
+
     /// A request enter or exit outside a poll, on the thread's own segment:
     /// two words at a clock reading of its own.
     #[inline(always)]

@@ -17,7 +17,7 @@
 
 use crate::capture::AddressTable;
 use crate::config::RequestSpans;
-use crate::event::{EventKind, NO_STRING};
+use crate::event::NO_STRING;
 use crate::requests::{IDS_LOOKED_UP, LAYER_TAG_MASK, layer_of, pack, unpack};
 use crate::shared::Shared;
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
@@ -345,7 +345,7 @@ where
                 error: AtomicBool::new(false),
             });
         }
-        capture.record_at_time(EventKind::RequestOpen, req, info.name, start);
+        capture.request_open(req, info.name, start);
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
@@ -451,7 +451,7 @@ where
         let (request, name, start, ids, error) = closed;
         let capture = &self.shared.capture;
         let end = capture.clock.raw();
-        capture.record_at_time(EventKind::RequestClose, request, 0, end);
+        capture.request_close(request, end);
         let duration_ns = capture.clock.delta_ns(start, end);
         let slow = duration_ns >= self.shared.settings.latency_threshold.as_nanos() as u64;
         if !slow {
