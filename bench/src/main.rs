@@ -182,6 +182,17 @@ pub fn bench_measured_region(s: &Setup, workload: &str, n: u64) -> u64 {
 }
 
 fn count(v: Variant, workload: &str, n: u64) {
+    // Every variant counts in a process with more than one thread, as every
+    // service (and every timed run here, on 2 workers) is: libc takes
+    // single-thread shortcuts (malloc without its arena lock, syscalls
+    // without the cancellation wrappers) while a process has one thread, and
+    // a variant that starts a thread of its own (the recorder's capture
+    // thread) would be charged for libc losing them. An idle thread turns
+    // them off for all alike; it stays parked, outside the region.
+    let _idle = std::thread::Builder::new()
+        .name("bench-idle".into())
+        .spawn(std::thread::park)
+        .expect("idle thread");
     let s = setup(v, 0, None);
     // Warm up outside the region: first-touch allocations, lazy statics, rings.
     bench_warmup(&s, workload);
