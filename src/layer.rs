@@ -234,6 +234,43 @@ impl BlackboxLayer {
     }
 }
 
+impl BlackboxLayer {
+    /// A span entered, past [`Capture::reenter`](crate::capture::Capture::reenter):
+    /// a request's enter is recorded; the rest is rare.
+    #[inline(never)]
+    fn enter_span<S>(&self, id: &Id, ctx: Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let span_id = id.into_u64();
+        let requests = &self.shared.requests;
+        let Some(word) = requests.get(span_id) else {
+            // Not in the table: a request past it, or a span that names the
+            // task it is entered in; both rare, so the rest is out of line.
+            let unnamed = self.shared.capture.unnamed_task();
+            if unnamed.is_some() || requests.any_fallbacks() {
+                self.enter_other(id, &ctx, unnamed);
+            }
+            return;
+        };
+        if layer_of(word) != self.tag {
+            return;
+        }
+        self.shared
+            .capture
+            .request_enter(unpack(word).0, span_id, self.tag);
+        if word & IDS_LOOKED_UP == 0
+            && !self.no_otel.load(Ordering::Relaxed)
+            && requests.mark_ids(span_id)
+        {
+            // The first enter: the OpenTelemetry ids exist by now.
+            if let Some((trace, span)) = self.otel_ids(id) {
+                requests.set_ids(span_id, trace, span);
+            }
+        }
+    }
+}
+
 /// The layer's rare paths, out of line so the hooks' fast paths stay small:
 /// spans outside the open-request table (a request whose bucket was full, a
 /// span that names the task it is entered in).
@@ -349,35 +386,11 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        let span_id = id.into_u64();
-        if self.shared.capture.reenter(span_id, self.tag) {
-            // Entered again in the poll that exited it: nothing to write.
-            return;
-        }
-        let requests = &self.shared.requests;
-        let Some(word) = requests.get(span_id) else {
-            // Not in the table: a request past it, or a span that names the
-            // task it is entered in; both rare, so the rest is out of line.
-            let unnamed = self.shared.capture.unnamed_task();
-            if unnamed.is_some() || requests.any_fallbacks() {
-                self.enter_other(id, &ctx, unnamed);
-            }
-            return;
-        };
-        if layer_of(word) != self.tag {
-            return;
-        }
-        self.shared
-            .capture
-            .request_enter(unpack(word).0, span_id, self.tag);
-        if word & IDS_LOOKED_UP == 0
-            && !self.no_otel.load(Ordering::Relaxed)
-            && requests.mark_ids(span_id)
-        {
-            // The first enter: the OpenTelemetry ids exist by now.
-            if let Some((trace, span)) = self.otel_ids(id) {
-                requests.set_ids(span_id, trace, span);
-            }
+        // Entered again in the poll that exited it (an `Instrumented`
+        // future dropped in the poll that polled it): nothing to write, and
+        // this small function returns without the rest's register saves.
+        if !self.shared.capture.reenter(id.into_u64(), self.tag) {
+            self.enter_span(id, ctx);
         }
     }
 
