@@ -975,15 +975,32 @@ impl Capture {
             return;
         }
         let key = loc as *const Location<'static> as usize;
+        // Outside a poll (a task spawned from `block_on`, or from a thread
+        // of the service's own) from a cached location: one thread-local
+        // access and a clock reading, as `put_timed` does for requests.
+        let now = self.clock.raw();
         let cached = LOCAL
             .try_with(|l| {
                 let (k, end) = l.locations[slot].get();
-                (l.owner.get() == self.id && k == key).then_some((end >> 5) as u16)
+                if l.owner.get() != self.id || k != key {
+                    return None;
+                }
+                let d = now.wrapping_sub(l.last.get());
+                let written = l.task.get() == 0
+                    && l.task_key.get() == self.task_key(task)
+                    && d < DELTA_NEXT
+                    && l.put_deferred_exit()
+                    && put(l, [head(codec::K_SPAWN, d), task as u32, end >> 5]);
+                if written {
+                    l.last.set(now);
+                }
+                Some((written, (end >> 5) as u16))
             })
             .ok()
             .flatten();
         let i = match cached {
-            Some(i) => i,
+            Some((true, _)) => return,
+            Some((false, i)) => i,
             None => self.location_index(loc, slot),
         };
         self.record_in_poll(EventKind::TaskSpawn, task, i, false);
