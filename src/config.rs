@@ -483,7 +483,9 @@ pub(crate) const TABLE_END: &str = "<!-- end of settings table -->";
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum RequestSpans {
-    /// Every span with no parent (the default).
+    /// Every span with no parent (the default). Tokio's own spans (with its
+    /// `tracing` feature, a task's or `block_on`'s `runtime.spawn`) do not
+    /// count as parents, and are never requests.
     #[default]
     Root,
     /// Spans with one of these names, or whose target starts with one of these prefixes.

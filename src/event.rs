@@ -42,7 +42,9 @@ pub enum EventKind {
     RequestClose = 12,
     /// The span a task runs in (its `.instrument(..)` span, or the first span
     /// entered in its polls), seen once per task and thread. Subject: task id.
-    /// Argument: span name (string index).
+    /// Argument: span name (string index). Not written when that span is a
+    /// request's: the request's enter in the task's poll names it (see the
+    /// [pairing rules](crate::analysis#pairing-rules)).
     TaskName = 13,
 }
 

@@ -53,6 +53,16 @@ fn in_module(target: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
 }
 
+/// Whether a span is Tokio's own (a task's `runtime.spawn`, `block_on`'s):
+/// never a request, and transparent to request detection, so a span made
+/// inside a task is a root span when only Tokio's spans are above it.
+fn is_runtime_span(meta: &Metadata<'_>) -> bool {
+    let target = meta.target();
+    in_module(target, "tokio")
+        || in_module(target, "runtime")
+        || meta.name().starts_with("runtime.")
+}
+
 impl RequestSpans {
     /// Decides for a callsite: `Some(true)` request, `Some(false)` never,
     /// `None` depends on the span (root or not).
@@ -235,6 +245,50 @@ impl BlackboxLayer {
 }
 
 impl BlackboxLayer {
+    /// Whether a new span is a root span: it has no parent, or only Tokio's
+    /// own spans above it (with Tokio's `tracing` feature every task and
+    /// `block_on`'s future run inside one, whose parent is the span current
+    /// where the task was spawned).
+    #[inline]
+    fn is_root<S>(attrs: &Attributes<'_>, ctx: &Context<'_, S>) -> bool
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        if attrs.is_root() {
+            return true;
+        }
+        let parent = if attrs.is_contextual() {
+            let current = ctx.current_span();
+            match current.metadata() {
+                None => return true,
+                Some(meta) if !is_runtime_span(meta) => return false,
+                Some(_) => current.id().cloned(),
+            }
+        } else {
+            attrs.parent().cloned()
+        };
+        parent.is_none_or(|p| Self::only_runtime_spans_from(&p, ctx))
+    }
+
+    /// Whether span `id` and all its ancestors are Tokio's own spans.
+    #[cold]
+    #[inline(never)]
+    fn only_runtime_spans_from<S>(id: &Id, ctx: &Context<'_, S>) -> bool
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let mut span = ctx.span(id);
+        while let Some(s) = span {
+            if !is_runtime_span(s.metadata()) {
+                return false;
+            }
+            span = s.parent();
+        }
+        true
+    }
+}
+
+impl BlackboxLayer {
     /// A span entered, past [`Capture::reenter`](crate::capture::Capture::reenter):
     /// a request's enter is recorded; the rest is rare.
     #[inline(never)]
@@ -293,8 +347,11 @@ impl BlackboxLayer {
                 }
                 None => {
                     // Not a request: the first span a task enters names it
-                    // (its `.instrument(..)` span is entered first in every poll).
-                    if let Some(task) = unnamed {
+                    // (its `.instrument(..)` span is entered first in every
+                    // poll), Tokio's own `runtime.spawn` around it aside.
+                    if let Some(task) = unnamed
+                        && !is_runtime_span(span.metadata())
+                    {
                         capture.name_task(task, self.info(span.metadata()).name);
                     }
                     return;
@@ -348,7 +405,7 @@ where
         let info = self.info(attrs.metadata());
         let is_request = match info.request {
             Some(r) => r,
-            None => attrs.is_root() || (attrs.is_contextual() && ctx.current_span().id().is_none()),
+            None => Self::is_root(attrs, &ctx),
         };
         if !is_request {
             return;

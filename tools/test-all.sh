@@ -62,8 +62,9 @@ cargo fmt --all -- --check
 step "clippy"
 # The default members: the library and the command (cli/).
 cargo clippy --all-targets --all-features -- -D warnings
-# The bench workspace member (not a default member: checked by name).
+# The bench and tokio-tracing-check members (not default members: checked by name).
 cargo clippy -p blackbox-bench --all-targets -- -D warnings
+cargo clippy -p tokio-blackbox-tokio-tracing-check --all-targets -- -D warnings
 
 step "the library's default dependencies carry no command crate"
 # What a service that depends on tokio-blackbox builds: no clap, indicatif or
@@ -80,6 +81,11 @@ step "tests (tokio_unstable)"
 # about 300,000 events/s; 20 s when run on its own.
 export SOAK_SECS="${SOAK_SECS:-120}"
 ctest --all-features --no-fail-fast
+
+step "tests with Tokio's tracing feature (tokio-tracing-check/)"
+# Its own package, built alone: Tokio's `tracing` feature reaches only this
+# build, not the library's other tests (workspace features unify per build).
+ctest -p tokio-blackbox-tokio-tracing-check
 
 step "tests without tokio_unstable"
 RUSTFLAGS="" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/no-unstable" \

@@ -272,6 +272,12 @@ impl<V: View + ?Sized> Visitor for Clip<'_, V> {
         }
     }
 
+    fn task_entered(&mut self, task: u64, request: u64) {
+        if self.slow.contains(&request) {
+            self.inner.task_entered(task, request);
+        }
+    }
+
     fn lane_end(&mut self, lane: u32) {
         // Still parked at the end of the lane: the visitor closes the interval.
         if let Some(since) = self.parked_at.take()

@@ -152,6 +152,9 @@ pub(crate) struct TaskDigest {
     start_after: u64,
     /// The first request it worked for.
     request: u64,
+    /// The first request whose span it entered in one of its polls: names
+    /// it when it has no `TaskName` (pairing rule 7).
+    entered: u64,
     /// Polls longer than the window's `long_poll`.
     pub(crate) long_polls: u32,
     /// Its spawn location and span name, as string indexes.
@@ -185,6 +188,7 @@ impl TaskDigest {
             end_before: NONE,
             start_after: NONE,
             request: NONE,
+            entered: NONE,
             long_polls: 0,
             location: NO_STRING,
             span_name: NO_STRING,
@@ -283,10 +287,8 @@ pub(crate) struct Tasks<'w> {
     /// Where each task is in `tasks`.
     index: HashMap<u64, u32>,
     tasks: Vec<TaskDigest>,
-    /// The first request each task entered in its polls, and the requests'
-    /// names (string indexes): a task with no `TaskName` is named after that
-    /// request (pairing rule 7).
-    entered: HashMap<u64, u64>,
+    /// The requests' names (string indexes): a task with no `TaskName` is
+    /// named after the first request it entered (pairing rule 7).
     request_names: HashMap<u64, u16>,
 }
 
@@ -308,7 +310,6 @@ impl<'w> Tasks<'w> {
             long_poll_ns,
             index: HashMap::new(),
             tasks: Vec::new(),
-            entered: HashMap::new(),
             request_names: HashMap::new(),
         }
     }
@@ -335,11 +336,11 @@ impl<'w> Tasks<'w> {
     /// The digests, ordered by task id, each with its kept polls in time order.
     pub(crate) fn digests(self) -> Vec<TaskDigest> {
         drop(self.index);
-        let (entered, names, strings) = (self.entered, self.request_names, self.strings);
+        let (names, strings) = (self.request_names, self.strings);
         let mut out = self.tasks;
         for d in &mut out {
             if d.span_name == NO_STRING
-                && let Some(name) = entered.get(&d.id).and_then(|r| names.get(r))
+                && let Some(name) = names.get(&d.entered)
             {
                 first_string(&mut d.span_name, *name, strings);
             }
@@ -427,7 +428,10 @@ impl Visitor for Tasks<'_> {
     }
 
     fn task_entered(&mut self, task: u64, request: u64) {
-        self.entered.entry(task).or_insert(request);
+        let d = self.task(task);
+        if d.entered == NONE {
+            d.entered = request;
+        }
     }
 
     fn request_open(&mut self, request: u64, name: u16, _ts: u64) {
