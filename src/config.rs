@@ -194,7 +194,7 @@ settings! {
         var "BLACKBOX_REQUEST_SPANS", method "request_spans", shown "root",
         parse |s: &str| s.parse::<RequestSpans>().ok(),
         accepts "`root`, or span names and `target:PREFIX` items, comma-separated",
-        doc "which spans are requests";
+        doc "which spans are requests (`root`: spans with no parent but Tokio's own `runtime.spawn`, which its `tracing` feature puts around every task)";
     env schedule_delay: bool = DEFAULT_SCHEDULE_DELAY;
         var "BLACKBOX_SCHEDULE_DELAY", method "schedule_delay", shown "false",
         parse parse_bool, accepts "true or false",
