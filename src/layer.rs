@@ -186,6 +186,7 @@ impl fmt::Debug for BlackboxLayer {
 
 impl BlackboxLayer {
     pub(crate) fn new(shared: Arc<Shared>) -> BlackboxLayer {
+        shared.layers.fetch_add(1, Ordering::Relaxed);
         static NEXT_TAG: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         BlackboxLayer {
             shared,
@@ -413,8 +414,9 @@ where
         let requests = &self.shared.requests;
         let span_id = id.into_u64();
         // Another layer of this recorder already watches this span (in the
-        // table, or in the extensions when its bucket was full).
-        if requests.get(span_id).is_some()
+        // table, or in the extensions when its bucket was full). A layer made
+        // later sees this span's open already, so one layer never looks.
+        if self.shared.layers.load(Ordering::Relaxed) > 1 && requests.get(span_id).is_some()
             || requests.any_fallbacks()
                 && ctx
                     .span(id)

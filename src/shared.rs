@@ -48,6 +48,9 @@ pub(crate) struct Shared {
     /// The open request spans, shared by the layer and the capture thread.
     pub(crate) requests: OpenRequests,
     next_request_id: AtomicU64,
+    /// Layers made for this recorder (`Blackbox::layer` called more than
+    /// once): with one, a new span cannot be another layer's already.
+    pub(crate) layers: AtomicU64,
     /// The bounded queue to the capture thread.
     tx: SyncSender<Msg>,
     /// Request spans that ran at least the threshold (closed or stuck).
@@ -68,6 +71,7 @@ impl Shared {
             capture,
             requests: OpenRequests::default(),
             next_request_id: AtomicU64::new(1),
+            layers: AtomicU64::new(0),
             tx,
             slow_requests: AtomicU64::new(0),
             slow_dropped: AtomicU64::new(0),
