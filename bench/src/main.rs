@@ -89,7 +89,14 @@ fn exported(s: &Setup) -> (u64, u64, usize) {
 /// one unit: CPU ns of the whole process per poll / per request, and for
 /// http wall ns per request (1 / throughput).
 fn run(v: Variant, workload: &str, secs: f64) {
-    let s = setup(v, WORKERS, None);
+    // `BENCH_WORKERS` (default 2): one worker takes the cores' shared cache
+    // lines out of the comparison.
+    let workers = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .filter(|&w| w > 0)
+        .unwrap_or(WORKERS);
+    let s = setup(v, workers, None);
     let ctx = s.ctx.clone();
     let mut line = format!("RESULT variant={} workload={workload}", v.name());
     match workload {
