@@ -174,6 +174,8 @@ pub struct BlackboxLayer {
     /// built, so no request asks again (asking upgrades the subscriber's
     /// `Arc`, two atomic operations on one cache line shared by every thread).
     no_otel: AtomicBool,
+    /// The latency threshold in raw clock ticks: a close compares ticks.
+    threshold_ticks: u64,
 }
 
 impl fmt::Debug for BlackboxLayer {
@@ -187,6 +189,10 @@ impl fmt::Debug for BlackboxLayer {
 impl BlackboxLayer {
     pub(crate) fn new(shared: Arc<Shared>) -> BlackboxLayer {
         shared.layers.fetch_add(1, Ordering::Relaxed);
+        let threshold_ticks = shared
+            .capture
+            .clock
+            .ticks(shared.settings.latency_threshold);
         static NEXT_TAG: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         BlackboxLayer {
             shared,
@@ -194,6 +200,7 @@ impl BlackboxLayer {
             callsites: AddressTable::new(),
             dispatch: OnceLock::new(),
             no_otel: AtomicBool::new(false),
+            threshold_ticks,
         }
     }
 
@@ -494,8 +501,11 @@ where
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let requests = &self.shared.requests;
         let span_id = id.into_u64();
+        let capture = &self.shared.capture;
+        let end = capture.clock.raw();
+        let slow = |start: u64| end.saturating_sub(start) >= self.threshold_ticks;
         // (request, name, start, ids, error)
-        let closed = match requests.take(span_id, self.tag) {
+        let closed = match requests.take(span_id, self.tag, slow) {
             Some(c) => {
                 let (request, name) = unpack(c.word);
                 (request, name, c.start_raw, c.ids, c.error())
@@ -521,12 +531,8 @@ where
             }
         };
         let (request, name, start, ids, error) = closed;
-        let capture = &self.shared.capture;
-        let end = capture.clock.raw();
         capture.request_close(request, end);
-        let duration_ns = capture.clock.delta_ns(start, end);
-        let slow = duration_ns >= self.shared.settings.latency_threshold.as_nanos() as u64;
-        if !slow {
+        if !slow(start) {
             return;
         }
         // The OpenTelemetry ids, or those the capture thread made for a

@@ -113,7 +113,8 @@ pub(crate) struct Closed {
     pub(crate) word: u64,
     pub(crate) start_raw: u64,
     /// The ids set while it was open (by the layer from OpenTelemetry, or
-    /// by the capture thread for a stuck request), and whether the recorder made them.
+    /// by the capture thread for a stuck request), and whether the recorder
+    /// made them; read only for a slow request (see [`OpenRequests::take`]).
     pub(crate) ids: Option<(TraceId, SpanId, bool)>,
 }
 
@@ -311,17 +312,30 @@ impl OpenRequests {
 
     /// Frees a request span's slot and returns what it held, when the slot
     /// is held by the layer tagged `layer` (`None`: the span holds no slot,
-    /// or another layer's). Called by the span's closer, its owner.
-    pub(crate) fn take(&self, span_id: u64, layer: u16) -> Option<Closed> {
+    /// or another layer's). Called by the span's closer, its owner. The ids
+    /// are read only when `slow(start)` says the request is slow: a fast
+    /// request's close touches none of their lines.
+    #[inline]
+    pub(crate) fn take(
+        &self,
+        span_id: u64,
+        layer: u16,
+        slow: impl FnOnce(u64) -> bool,
+    ) -> Option<Closed> {
         let i = self.find(span_id)?;
         let word = self.words[i].load(Ordering::Acquire);
         if layer_of(word) != layer & LAYER_TAG_MASK {
             return None;
         }
+        let start_raw = self.starts[i].load(Ordering::Relaxed);
         let closed = Closed {
             word,
-            start_raw: self.starts[i].load(Ordering::Relaxed),
-            ids: self.ids_at(i),
+            start_raw,
+            ids: if slow(start_raw) {
+                self.ids_at(i)
+            } else {
+                None
+            },
         };
         self.words[i].store(0, Ordering::Relaxed);
         self.tags[i].store(0, Ordering::Release);
@@ -429,16 +443,16 @@ mod tests {
         assert!(!t.mark_ids(ids[0]), "ids are looked up once");
         assert_eq!(t.get(3), None);
         assert!(t.mark_error(ids[0]));
-        let closed = t.take(ids[0], 0).expect("open");
+        let closed = t.take(ids[0], 0, |_| true).expect("open");
         assert_eq!(unpack(closed.word), (1, 7));
         assert_eq!(closed.start_raw, 100);
         assert!(closed.error() && closed.ids.is_none());
         assert_eq!(t.get(ids[0]), None);
-        assert_eq!(t.take(ids[0], 0), None, "taken once");
+        assert_eq!(t.take(ids[0], 0, |_| true), None, "taken once");
         // A reopened slot starts without the old request's flags.
         assert!(t.open(ids[0], pack(99, 7, 3), 5));
-        assert_eq!(t.take(ids[0], 0), None, "another layer's");
-        assert!(!t.take(ids[0], 3).expect("open").error());
+        assert_eq!(t.take(ids[0], 0, |_| true), None, "another layer's");
+        assert!(!t.take(ids[0], 3, |_| true).expect("open").error());
         // A full bucket falls back and counts.
         let same_bucket: Vec<u64> = (1..100_000u64)
             .filter(|&id| OpenRequests::bucket(id) == OpenRequests::bucket(1))
@@ -450,7 +464,11 @@ mod tests {
         }
         assert!(!t.open(same_bucket[BUCKET], pack(2, 0, 0), 0));
         assert!(t.any_fallbacks());
-        assert_eq!(t.take(same_bucket[BUCKET], 0), None, "not in the table");
+        assert_eq!(
+            t.take(same_bucket[BUCKET], 0, |_| true),
+            None,
+            "not in the table"
+        );
         t.close_fallback();
         assert!(!t.any_fallbacks());
     }
@@ -495,7 +513,7 @@ mod models {
                 let t = t.clone();
                 thread::spawn(move || {
                     assert!(t.open(7, pack(1, 0, 0), 10));
-                    assert!(t.take(7, 0).is_some());
+                    assert!(t.take(7, 0, |_| true).is_some());
                     assert!(t.open(7, pack(2, 0, 0), 1_000));
                 })
             };
