@@ -47,6 +47,8 @@ const LOCATION_CACHE: usize = 256;
 
 /// Entries in each thread's cache of named tasks (a power of two).
 const NAMED_CACHE: usize = 64;
+/// Span ids of Tokio's own spans seen entered on a thread (direct-mapped).
+const RUNTIME_SPAN_CACHE: usize = 16;
 
 /// The most strings the table holds: indices are 16 bits and `u16::MAX` means none.
 const MAX_STRINGS: usize = NO_STRING as usize;
@@ -190,6 +192,12 @@ struct Local {
     /// name written, or a request span entered first (the reader names the
     /// task after that request).
     named: [Cell<u64>; NAMED_CACHE],
+    /// Span ids of Tokio's own spans (`runtime.spawn`, with its `tracing`
+    /// feature) entered on this thread, direct-mapped by id: they name no
+    /// task, so a task in one is left unnamed, and every poll would look the
+    /// span up again to find that out. Best effort: a reused id only skips a
+    /// name.
+    runtime_spans: [Cell<u64>; RUNTIME_SPAN_CACHE],
     /// The request span whose enter this thread wrote last inside a poll
     /// (span id, 0: none), and `layer tag << 32 | request id` of it.
     entered: Cell<u64>,
@@ -298,6 +306,7 @@ macro_rules! empty_local {
             locations: [const { Cell::new((0, 0)) }; LOCATION_CACHE],
             task: Cell::new(0),
             named: [const { Cell::new(0) }; NAMED_CACHE],
+            runtime_spans: [const { Cell::new(0) }; RUNTIME_SPAN_CACHE],
             entered: Cell::new(0),
             entered_word: Cell::new(0),
             deferred: Cell::new(0),
@@ -1029,19 +1038,32 @@ impl Capture {
     }
 
     /// The task this thread is polling, when it has not been named on this
-    /// thread yet: the layer then names it after the span being entered.
+    /// thread yet and `span` (being entered) is not one of Tokio's known
+    /// ones: the layer then names it after the span.
     #[inline]
-    pub(crate) fn unnamed_task(&self) -> Option<u64> {
+    pub(crate) fn unnamed_task(&self, span: u64) -> Option<u64> {
         LOCAL
             .try_with(|l| {
                 let task = l.task.get();
                 (task != 0
                     && l.owner.get() == self.id
-                    && l.named[(task as usize) & (NAMED_CACHE - 1)].get() != task)
+                    && l.named[(task as usize) & (NAMED_CACHE - 1)].get() != task
+                    && l.runtime_spans[(span as usize) & (RUNTIME_SPAN_CACHE - 1)].get() != span)
                     .then_some(task)
             })
             .ok()
             .flatten()
+    }
+
+    /// Remembers that span `span` is one of Tokio's own (see
+    /// [`unnamed_task`](Self::unnamed_task)).
+    #[cold]
+    pub(crate) fn remember_runtime_span(&self, span: u64) {
+        let _ = LOCAL.try_with(|l| {
+            if l.owner.get() == self.id {
+                l.runtime_spans[(span as usize) & (RUNTIME_SPAN_CACHE - 1)].set(span);
+            }
+        });
     }
 
     /// Records the span name a task runs in, once per task and thread.
@@ -1189,7 +1211,7 @@ impl Capture {
         for slot in &l.locations {
             slot.set((0, 0));
         }
-        for slot in &l.named {
+        for slot in l.named.iter().chain(&l.runtime_spans) {
             slot.set(0);
         }
         l.entered.set(0);

@@ -309,7 +309,7 @@ impl BlackboxLayer {
         let Some(word) = requests.get(span_id) else {
             // Not in the table: a request past it, or a span that names the
             // task it is entered in; both rare, so the rest is out of line.
-            let unnamed = self.shared.capture.unnamed_task();
+            let unnamed = self.shared.capture.unnamed_task(span_id);
             if unnamed.is_some() || requests.any_fallbacks() {
                 self.enter_other(id, &ctx, unnamed);
             }
@@ -357,9 +357,9 @@ impl BlackboxLayer {
                     // Not a request: the first span a task enters names it
                     // (its `.instrument(..)` span is entered first in every
                     // poll), Tokio's own `runtime.spawn` around it aside.
-                    if let Some(task) = unnamed
-                        && !is_runtime_span(span.metadata())
-                    {
+                    if is_runtime_span(span.metadata()) {
+                        capture.remember_runtime_span(id.into_u64());
+                    } else if let Some(task) = unnamed {
                         capture.name_task(task, self.info(span.metadata()).name);
                     }
                     return;

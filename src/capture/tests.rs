@@ -406,3 +406,31 @@ fn a_request_exit_inside_a_poll_is_written_with_the_polls_end() {
         }
     }
 }
+
+#[test]
+fn a_known_runtime_span_leaves_the_task_unnamed_without_asking_again() {
+    let c = Capture::with_segment_words(Clock::new(), 64, 1024, true);
+    let here = Location::caller();
+    let (tokio_span, own_span) = (0x4000_0011, 0x4000_0012);
+    c.poll_start(5, 0);
+    // The thread is adopted by its first event: the poll start.
+    assert_eq!(
+        c.unnamed_task(tokio_span),
+        Some(5),
+        "not known yet: the layer looks"
+    );
+    c.remember_runtime_span(tokio_span);
+    assert_eq!(
+        c.unnamed_task(tokio_span),
+        None,
+        "known: nothing to look up"
+    );
+    assert_eq!(
+        c.unnamed_task(own_span),
+        Some(5),
+        "the task's own span still names it"
+    );
+    c.name_task(5, 0);
+    assert_eq!(c.unnamed_task(own_span), None, "named");
+    c.poll_end(here);
+}

@@ -69,6 +69,14 @@ fn requests_inside_tokio_task_spans_are_requests() {
                             .in_current_span(),
                         );
                         child.await.expect("child");
+                        // A task with a span of its own (not a request: its
+                        // parent is the request) is named after it, Tokio's
+                        // span around it aside.
+                        let refresh = tokio::spawn(
+                            async { tokio::task::yield_now().await }
+                                .instrument(tracing::info_span!("cache_refresh")),
+                        );
+                        refresh.await.expect("refresh");
                         tokio::time::sleep(Duration::from_millis(60)).await;
                     }
                     .instrument(request)
@@ -111,6 +119,7 @@ fn requests_inside_tokio_task_spans_are_requests() {
             2,
             "{own:?}"
         );
+        assert!(own.iter().any(|n| *n == "cache_refresh"), "{own:?}");
     }
     drop(rt);
     drop(guard);
