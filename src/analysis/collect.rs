@@ -4,7 +4,7 @@
 use super::{Poll, Visitor, scan_window};
 use crate::event::{Event, NO_STRING};
 use crate::window::{Lane, Window};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What one task did inside a window.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -288,8 +288,13 @@ pub(crate) struct Tasks<'w> {
     index: HashMap<u64, u32>,
     tasks: Vec<TaskDigest>,
     /// The requests' names (string indexes): a task with no `TaskName` is
-    /// named after the first request it entered (pairing rule 7).
-    request_names: HashMap<u64, u16>,
+    /// named after the first request it entered (pairing rule 7). Keyed by
+    /// the 32-bit id events carry.
+    request_names: HashMap<u32, u16>,
+    /// Only these requests' names are kept (`None`: every request's): a
+    /// storm's window opens hundreds of thousands of requests, and the
+    /// verdict and the export plan name tasks after the slow ones only.
+    named_requests: Option<HashSet<u64>>,
 }
 
 impl<'w> Tasks<'w> {
@@ -311,6 +316,7 @@ impl<'w> Tasks<'w> {
             index: HashMap::new(),
             tasks: Vec::new(),
             request_names: HashMap::new(),
+            named_requests: None,
         }
     }
 
@@ -321,6 +327,12 @@ impl<'w> Tasks<'w> {
             self.tasks.push(TaskDigest::new(id));
         }
         &mut self.tasks[at as usize]
+    }
+
+    /// Names tasks after these requests only (pairing rule 7), keeping no
+    /// name of the others.
+    pub(crate) fn name_after(&mut self, requests: impl IntoIterator<Item = u64>) {
+        self.named_requests = Some(requests.into_iter().collect());
     }
 
     /// Makes room for at most `tasks` digests up front, if the address
@@ -340,7 +352,7 @@ impl<'w> Tasks<'w> {
         let mut out = self.tasks;
         for d in &mut out {
             if d.span_name == NO_STRING
-                && let Some(name) = names.get(&d.entered)
+                && let Some(name) = u32::try_from(d.entered).ok().and_then(|r| names.get(&r))
             {
                 first_string(&mut d.span_name, *name, strings);
             }
@@ -435,7 +447,16 @@ impl Visitor for Tasks<'_> {
     }
 
     fn request_open(&mut self, request: u64, name: u16, _ts: u64) {
-        self.request_names.insert(request, name);
+        if self
+            .named_requests
+            .as_ref()
+            .is_some_and(|only| !only.contains(&request))
+        {
+            return;
+        }
+        if let Ok(request) = u32::try_from(request) {
+            self.request_names.insert(request, name);
+        }
     }
 }
 

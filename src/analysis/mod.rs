@@ -33,7 +33,10 @@
 //! 7. A task is named after the first span it enters: a `TaskName` event,
 //!    or, when it has none, the first request whose span it entered in one
 //!    of its polls (the recorder writes no name for those: the enter says
-//!    it), by the name in that request's `RequestOpen`.
+//!    it), by the name in that request's `RequestOpen`. The verdict and the
+//!    export plan name tasks so after the window's slow requests only (a
+//!    storm's window opens hundreds of thousands of requests); the others'
+//!    tasks go by their spawn location there.
 //!
 //! Polls never overlap on a lane, so a worker's busy time
 //! ([`WorkerActivity::busy_ns`]) is the sum of its polls' durations, which

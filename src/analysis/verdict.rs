@@ -306,6 +306,7 @@ pub(crate) fn tasks_in(source: &dyn Source, focus: (u64, u64)) -> Vec<TaskDigest
     let window = source.window();
     let long_poll = window.long_poll.as_nanos().min(u128::from(u64::MAX)) as u64;
     let mut tasks = Tasks::focused(&window.strings, focus, long_poll);
+    tasks.name_after(window.requests.iter().map(|r| r.request_id));
     // A task has at least two events (a spawn or poll start, and more).
     tasks.expect(source.events() / 2);
     source.scan(&mut tasks);
