@@ -253,6 +253,19 @@ impl Local {
         ok
     }
 
+    /// Writes `words(delta)`, stamped at `now` (a clock reading of the
+    /// event's own), when `now` is within a delta of the thread's last time
+    /// and the words fit; `false` otherwise (the general path).
+    #[inline(always)]
+    fn put_at<const N: usize>(&self, now: u64, words: impl FnOnce(u64) -> [u32; N]) -> bool {
+        let d = now.wrapping_sub(self.last.get());
+        if d >= DELTA_NEXT || !put(self, words(d)) {
+            return false;
+        }
+        self.last.set(now);
+        true
+    }
+
     /// High 32 bits of the task ids written last.
     #[inline(always)]
     fn task_high(&self) -> u32 {
@@ -798,20 +811,10 @@ impl Capture {
     /// of the thread's last time. `false`: take the general path.
     #[inline(always)]
     fn put_timed<const N: usize>(&self, now: u64, words: impl FnOnce(u64) -> [u32; N]) -> bool {
+        // A deferred request exit goes first (a request closed or opened in
+        // the poll that left another), stamped as this.
         LOCAL
-            .try_with(|l| {
-                let d = now.wrapping_sub(l.last.get());
-                if l.owner.get() != self.id || d >= DELTA_NEXT {
-                    return false;
-                }
-                // A deferred request exit goes first (a request closed or
-                // opened in the poll that left another), stamped as this.
-                let ok = l.put_deferred_exit() && put(l, words(d));
-                if ok {
-                    l.last.set(now);
-                }
-                ok
-            })
+            .try_with(|l| l.owner.get() == self.id && l.put_deferred_exit() && l.put_at(now, words))
             .unwrap_or(false)
     }
 
@@ -825,13 +828,7 @@ impl Capture {
     /// two words at a clock reading of its own.
     #[inline(always)]
     fn edge_now(&self, l: &Local, code: u32, request: u64) -> bool {
-        let now = self.clock.raw();
-        let d = now.wrapping_sub(l.last.get());
-        if d >= DELTA_NEXT || !put(l, [head(code, d), request as u32]) {
-            return false;
-        }
-        l.last.set(now);
-        true
+        l.put_at(self.clock.raw(), |d| [head(code, d), request as u32])
     }
 
     #[cold]
@@ -994,15 +991,10 @@ impl Capture {
                 if l.owner.get() != self.id || k != key {
                     return None;
                 }
-                let d = now.wrapping_sub(l.last.get());
                 let written = l.task.get() == 0
                     && l.task_key.get() == self.task_key(task)
-                    && d < DELTA_NEXT
                     && l.put_deferred_exit()
-                    && put(l, [head(codec::K_SPAWN, d), task as u32, end >> 5]);
-                if written {
-                    l.last.set(now);
-                }
+                    && l.put_at(now, |d| [head(codec::K_SPAWN, d), task as u32, end >> 5]);
                 Some((written, (end >> 5) as u16))
             })
             .ok()
