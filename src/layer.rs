@@ -32,19 +32,9 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 /// Span targets that are never requests: the export path's (its transport
-/// would otherwise be recorded and exported too) and Tokio's own (with Tokio's
-/// `tracing` feature, as for every tokio-console user, each spawned task has a
-/// root span `runtime.spawn` of target `tokio::task`).
-const NEVER_TARGETS: &[&str] = &[
-    "h2",
-    "tonic",
-    "hyper",
-    "tower",
-    "reqwest",
-    "opentelemetry",
-    "tokio",
-    "runtime",
-];
+/// would otherwise be recorded and exported too). Tokio's own spans never are
+/// either ([`is_runtime_span`]).
+const NEVER_TARGETS: &[&str] = &["h2", "tonic", "hyper", "tower", "reqwest", "opentelemetry"];
 
 /// Whether `target` is `prefix` or one of its submodules.
 fn in_module(target: &str, prefix: &str) -> bool {
@@ -53,9 +43,11 @@ fn in_module(target: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
 }
 
-/// Whether a span is Tokio's own (a task's `runtime.spawn`, `block_on`'s):
-/// never a request, and transparent to request detection, so a span made
-/// inside a task is a root span when only Tokio's spans are above it.
+/// Whether a span is Tokio's own (with Tokio's `tracing` feature, as for
+/// every tokio-console user, each task and `block_on`'s future run in a root
+/// span `runtime.spawn` of target `tokio::task`): never a request, and
+/// transparent to request detection, so a span made inside a task is a root
+/// span when only Tokio's spans are above it.
 fn is_runtime_span(meta: &Metadata<'_>) -> bool {
     let target = meta.target();
     in_module(target, "tokio")
@@ -68,8 +60,7 @@ impl RequestSpans {
     /// `None` depends on the span (root or not).
     fn classify(&self, meta: &Metadata<'_>) -> Option<bool> {
         let target = meta.target();
-        if NEVER_TARGETS.iter().any(|t| in_module(target, t)) || meta.name().starts_with("runtime.")
-        {
+        if is_runtime_span(meta) || NEVER_TARGETS.iter().any(|t| in_module(target, t)) {
             return Some(false);
         }
         match self {
@@ -252,11 +243,10 @@ impl BlackboxLayer {
     }
 }
 
+/// The new-span and enter callbacks' bodies past their first checks.
 impl BlackboxLayer {
     /// Whether a new span is a root span: it has no parent, or only Tokio's
-    /// own spans above it (with Tokio's `tracing` feature every task and
-    /// `block_on`'s future run inside one, whose parent is the span current
-    /// where the task was spawned).
+    /// own spans above it ([`is_runtime_span`]).
     #[inline]
     fn is_root<S>(attrs: &Attributes<'_>, ctx: &Context<'_, S>) -> bool
     where
@@ -294,9 +284,7 @@ impl BlackboxLayer {
         }
         true
     }
-}
 
-impl BlackboxLayer {
     /// A span entered, past [`Capture::reenter`](crate::capture::Capture::reenter):
     /// a request's enter is recorded; the rest is rare.
     #[inline(never)]
