@@ -79,7 +79,8 @@ pub struct BlackboxStats {
     pub export_windows_dropped: u64,
     /// Bytes held in the export queue now (estimated).
     pub export_queue_bytes: u64,
-    /// Extra export requests made to stay under 4 MiB each.
+    /// Extra export requests: a window goes in requests of at most 256 spans
+    /// and 4 MiB each.
     pub export_requests_split: u64,
     /// Traces the [`TailSampler`](crate::TailSampler) kept (slow, failed or baseline).
     pub traces_kept: u64,
@@ -243,7 +244,7 @@ impl BlackboxStats {
             ),
             metric(
                 "blackbox.export.requests_split",
-                "Extra export requests made to stay under 4 MiB",
+                "Extra export requests: a window goes in requests of at most 256 spans and 4 MiB",
                 true,
                 self.export_requests_split,
             ),

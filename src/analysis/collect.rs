@@ -173,7 +173,7 @@ struct DigestMore {
 }
 
 impl TaskDigest {
-    fn new(id: u64) -> TaskDigest {
+    pub(crate) fn new(id: u64) -> TaskDigest {
         TaskDigest {
             id,
             parent: NONE,

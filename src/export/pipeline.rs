@@ -39,7 +39,7 @@ use super::otlp::{self, Budget};
 use super::queue::{Job, MappedWindow, PushError, Queue};
 use super::resource::resource;
 use super::shared::{ExportShared, quietly};
-use super::split::{SPLIT_AT, split};
+use super::split::{MAX_REQUEST_SPANS, SPLIT_AT, split};
 use crate::error::{BuildError, SinkError};
 use crate::window::{Cut, SlowRequest, Window};
 use opentelemetry_sdk::error::OTelSdkError;
@@ -304,7 +304,7 @@ fn export_thread(
             }
             Job::Spans(spans) => spans,
         };
-        let requests = split(spans, SPLIT_AT);
+        let requests = split(spans, SPLIT_AT, MAX_REQUEST_SPANS);
         if requests.len() > 1 {
             add(&c.requests_split, requests.len() as u64 - 1);
         }

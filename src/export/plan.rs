@@ -170,12 +170,15 @@ pub(crate) fn plan_of(source: &dyn Source, budget: Budget) -> Option<Plan> {
         .map(|&(id, _)| id)
         .chain(verdict.culprits.iter().map(|c| c.task))
         .collect();
-    // Sorted and shown in place: a storm's window has tens of thousands of
-    // tasks, and each copy of their digests would be megabytes.
+    // Ranked in place, and only as far as can be shown (at most `left`
+    // of each part): a storm's window has tens of thousands of tasks, and a
+    // full sort would cache a key for each, or copy their digests.
     let mut tasks = digests;
-    tasks.sort_by_cached_key(|t| task_rank(t, &first, &captured));
     let tasks_total = tasks.len();
-    let split = tasks.partition_point(|t| first.contains(&t.id));
+    let split = partition(&mut tasks, |t| first.contains(&t.id));
+    let rank = |t: &TaskDigest| task_rank(t, &first, &captured);
+    rank_prefix(&mut tasks[..split], left, rank);
+    rank_prefix(&mut tasks[split..], left, rank);
     let mut polls_omitted = 0u64;
     let mut shown = show(&tasks[..split], 0, &mut left, &mut polls_omitted);
     shown.extend(show(&tasks[split..], split, &mut left, &mut polls_omitted));
@@ -248,6 +251,31 @@ fn show(
         .collect()
 }
 
+/// Moves the tasks `first` holds to the front, returning how many there are.
+fn partition(tasks: &mut [TaskDigest], first: impl Fn(&TaskDigest) -> bool) -> usize {
+    let mut split = 0;
+    for i in 0..tasks.len() {
+        if first(&tasks[i]) {
+            tasks.swap(split, i);
+            split += 1;
+        }
+    }
+    split
+}
+
+/// Puts the `k` first of `tasks` by `rank` at the front, in order; the
+/// rest follow in no order. Linear in `tasks` plus a sort of `k`.
+fn rank_prefix<K: Ord>(tasks: &mut [TaskDigest], k: usize, rank: impl Fn(&TaskDigest) -> K + Copy) {
+    let k = k.min(tasks.len());
+    if k == 0 {
+        return;
+    }
+    if k < tasks.len() {
+        tasks.select_nth_unstable_by_key(k - 1, rank);
+    }
+    tasks[..k].sort_unstable_by_key(rank);
+}
+
 /// A task's place in the export order: the primary request's own tasks and
 /// its verdict's culprits (`first`), then the other captured requests'
 /// tasks, then the rest; ties by busy time, longest first.
@@ -286,6 +314,41 @@ fn share_polls(wants: &[usize], budget: usize) -> Vec<usize> {
 mod tests {
     use super::*;
     use crate::export::testing;
+
+    #[test]
+    fn ranking_a_prefix_shows_what_a_full_sort_shows() {
+        // Busy times with ties (the id breaks them), a few tasks first.
+        let mut x = 7u64;
+        let digests: Vec<TaskDigest> = (1..=500)
+            .map(|id| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let mut d = TaskDigest::new(id);
+                d.busy_ns = (x >> 33) % 50;
+                d
+            })
+            .collect();
+        let first: HashSet<u64> = (1..=500).filter(|id| id % 37 == 0).collect();
+        let rank = |t: &TaskDigest| task_rank(t, &first, &[]);
+        let mut sorted = digests.clone();
+        sorted.sort_by_key(rank);
+        let ids = |t: &[TaskDigest]| t.iter().map(|d| d.id).collect::<Vec<_>>();
+        for k in [0, 1, 5, 13, 100, 499, 500, 600] {
+            let mut tasks = digests.clone();
+            let split = partition(&mut tasks, |t| first.contains(&t.id));
+            assert_eq!(split, first.len());
+            rank_prefix(&mut tasks[..split], k, rank);
+            rank_prefix(&mut tasks[split..], k, rank);
+            let (a, b) = (k.min(split), k.min(tasks.len() - split));
+            assert_eq!(ids(&tasks[..a]), ids(&sorted[..a]), "first part, k {k}");
+            assert_eq!(
+                ids(&tasks[split..split + b]),
+                ids(&sorted[split..split + b]),
+                "the rest, k {k}"
+            );
+        }
+    }
 
     #[test]
     fn poll_shares_fill_like_water() {

@@ -1,5 +1,6 @@
 //! Sizes: what a queued job holds in memory (estimated), and the split of
-//! spans into export requests that each encode under [`MAX_REQUEST_BYTES`].
+//! spans into export requests that each encode under [`MAX_REQUEST_BYTES`]
+//! and carry at most [`MAX_REQUEST_SPANS`].
 
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
@@ -7,6 +8,15 @@ use opentelemetry_sdk::trace::SpanData;
 /// The largest export request sent: 4 MiB, the default limit of the
 /// Collector's, Jaeger's and Tempo's OTLP gRPC receivers.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most spans one export request carries: 256 (half the OpenTelemetry
+/// SDK's default export batch, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`). What the
+/// export thread holds while it sends (the retry copy, the OTLP messages,
+/// the encoded request) is one request's: a window of 1,000 spans goes in
+/// four, each with a quarter of that memory, which the allocator keeps
+/// for the next window (on a storm's 30 s, 3 MB less resident at the peak
+/// than one request a window; see BENCHMARKS.md).
+pub(crate) const MAX_REQUEST_SPANS: usize = 256;
 
 /// Requests are cut at this estimate, leaving room for the resource, the
 /// scope and the estimate's own error (it over-counts; see `estimated_len`).
@@ -117,15 +127,16 @@ pub(crate) fn estimated_len(s: &SpanData) -> usize {
         }
 }
 
-/// Splits spans into requests estimated under `limit` bytes each. A span
-/// larger than `limit` on its own goes alone (the receiver decides).
-pub(crate) fn split(spans: Vec<SpanData>, limit: usize) -> Vec<Vec<SpanData>> {
+/// Splits spans into requests estimated under `limit` bytes and of at most
+/// `max_spans` spans each. A span larger than `limit` on its own goes alone
+/// (the receiver decides).
+pub(crate) fn split(spans: Vec<SpanData>, limit: usize, max_spans: usize) -> Vec<Vec<SpanData>> {
     let mut out = Vec::new();
     let mut cur = Vec::new();
     let mut size = 0;
     for s in spans {
         let n = estimated_len(&s);
-        if !cur.is_empty() && size + n > limit {
+        if !cur.is_empty() && (size + n > limit || cur.len() >= max_spans) {
             out.push(std::mem::take(&mut cur));
             size = 0;
         }
@@ -147,6 +158,21 @@ mod tests {
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
     use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
     use prost::Message;
+
+    #[test]
+    fn a_window_of_1000_spans_goes_in_requests_of_at_most_256_in_order() {
+        let (spans, _) = otlp::window_spans(
+            &crate::export::testing::window(100, 9, 2),
+            Budget::default(),
+        );
+        let names: Vec<_> = spans.iter().map(|s| s.name.clone()).collect();
+        assert!(spans.len() > 3 * MAX_REQUEST_SPANS, "{} spans", spans.len());
+        let parts = split(spans, SPLIT_AT, MAX_REQUEST_SPANS);
+        assert_eq!(parts.len(), names.len().div_ceil(MAX_REQUEST_SPANS));
+        assert!(parts.iter().all(|p| p.len() <= MAX_REQUEST_SPANS));
+        let back: Vec<_> = parts.into_iter().flatten().map(|s| s.name).collect();
+        assert_eq!(back, names);
+    }
 
     #[test]
     fn estimate_bounds_the_encoded_size_and_splits_stay_under_4_mib() {
@@ -175,7 +201,7 @@ mod tests {
             );
         }
         let total = spans.len();
-        let parts = split(spans, SPLIT_AT);
+        let parts = split(spans, SPLIT_AT, usize::MAX);
         assert!(parts.len() >= 3, "{} parts", parts.len());
         assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), total);
         for p in parts {
