@@ -2,7 +2,7 @@
 //! (issue 9). One binary, a variant argument:
 //!
 //! ```text
-//! blackbox-bench run <variant> <polls|requests|http> [--secs S]   one measurement, one RESULT line
+//! blackbox-bench run <variant> <polls|requests|http|opens> [--secs S]   one measurement, one RESULT line
 //! blackbox-bench count <variant> <polls|requests|clients> [--n N] the fixed workload for callgrind
 //! blackbox-bench bytes <blackbox|otel-all|dial9> [--secs S]       bytes exported at 1,000 req/s, 0.1% slow
 //! blackbox-bench compare [--rounds R] [--secs S] [--console-bin PATH] [--out FILE]
@@ -34,7 +34,7 @@ fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: blackbox-bench run <variant> <polls|requests|http> [--secs S]\n       \
+        "usage: blackbox-bench run <variant> <polls|requests|http|opens> [--secs S]\n       \
          blackbox-bench count <variant> <polls|requests|clients> [--n N]\n       \
          blackbox-bench bytes <blackbox|otel-all|dial9> [--secs S]\n       \
          blackbox-bench compare [--rounds R] [--secs S] [--console-bin PATH] [--out FILE]\n\
@@ -114,6 +114,17 @@ fn run(v: Variant, workload: &str, secs: f64) {
             let (n, wall, cpu) = workloads::timed(&s.rt, secs, async |stop| {
                 workloads::requests(&ctx, workloads::REQUEST_CLIENTS, u64::MAX, Some(stop)).await
             });
+            line += &format!(
+                " units={n} cost_ns={:.1} wall_ns={:.1}",
+                cpu.as_nanos() as f64 / n as f64,
+                wall.as_nanos() as f64 / n as f64
+            );
+        }
+        "opens" => {
+            // Request spans opened and closed back to back on `workers`
+            // plain threads at once: what every request open shares with
+            // the other threads shows here.
+            let (n, wall, cpu) = workloads::opens(workers, secs);
             line += &format!(
                 " units={n} cost_ns={:.1} wall_ns={:.1}",
                 cpu.as_nanos() as f64 / n as f64,

@@ -280,6 +280,39 @@ pub fn http(rt: &tokio::runtime::Runtime, s: &Ctx, secs: f64) -> HttpResult {
     }
 }
 
+/// `threads` threads open and close root spans (requests, to the
+/// recorder) for `secs`: spans opened, wall time, process CPU time.
+pub fn opens(threads: usize, secs: f64) -> (u64, Duration, Duration) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicU64::new(0));
+    let (t0, cpu0) = (Instant::now(), process_cpu());
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (stop, total) = (stop.clone(), total.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1000 {
+                        let _span = tracing::info_span!("GET /open").entered();
+                    }
+                    n += 1000;
+                }
+                total.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().expect("thread");
+    }
+    (
+        total.load(Ordering::Relaxed),
+        t0.elapsed(),
+        process_cpu().saturating_sub(cpu0),
+    )
+}
+
 pub fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
