@@ -35,6 +35,7 @@ use crate::segments::codec::{self, DELTA_NEXT, head};
 use crate::segments::{Claim, SEGMENT_WORDS, Segments, Words};
 use crate::sync::lock;
 pub(crate) use address_table::AddressTable;
+use crossbeam_utils::CachePadded;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -124,37 +125,97 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 
 // === Threads ===
 
-/// The threads that recorded: their number (the lane) and name.
+/// The threads that recorded: their number (the lane) and name, and the
+/// request ids and counts they hand out (see [`Capture::new_request_id`]).
 #[derive(Debug, Default)]
 struct Threads {
     next: AtomicU32,
     names: Mutex<HashMap<u32, ThreadEntry>>,
+    /// Request ids not yet handed to a thread's block.
+    next_request_id: AtomicU64,
+    /// Requests opened by threads that have ended or moved to another
+    /// recorder (their counters folded in), and outside any block.
+    opened_elsewhere: AtomicU64,
 }
 
 #[derive(Debug)]
 struct ThreadEntry {
     name: String,
     exited: bool,
+    /// The thread's count of requests opened, while it writes for this recorder.
+    opened: Option<&'static Counter>,
 }
 
 impl Threads {
-    fn register(&self) -> u32 {
+    fn register(&self) -> (u32, &'static Counter) {
         let n = self.next.fetch_add(1, StdOrdering::Relaxed);
         let current = std::thread::current();
         let name = current
             .name()
             .map(str::to_owned)
             .unwrap_or_else(|| format!("{:?}", current.id()));
+        let counter = lock(&FREE_COUNTERS)
+            .pop()
+            .unwrap_or_else(|| Box::leak(Box::new(CachePadded::new(AtomicU64::new(0)))));
+        counter.store(0, StdOrdering::Relaxed);
         lock(&self.names).insert(
             n,
             ThreadEntry {
                 name,
                 exited: false,
+                opened: Some(counter),
             },
         );
-        n
+        (n, counter)
+    }
+
+    /// Thread `n` ended or moved on: its count joins `opened_elsewhere`
+    /// (under the lock [`opened`](Threads::opened) sums in, so no request
+    /// is counted twice or not at all) and its counter goes back to the pool.
+    fn retire(&self, n: u32) {
+        let mut names = lock(&self.names);
+        if let Some(t) = names.get_mut(&n) {
+            t.exited = true;
+            if let Some(c) = t.opened.take() {
+                self.opened_elsewhere
+                    .fetch_add(c.load(StdOrdering::Relaxed), StdOrdering::Relaxed);
+                lock(&FREE_COUNTERS).push(c);
+            }
+        }
+    }
+
+    /// Requests opened so far, by every thread.
+    fn opened(&self) -> u64 {
+        let names = lock(&self.names);
+        let live: u64 = names
+            .values()
+            .filter_map(|t| t.opened)
+            .map(|c| c.load(StdOrdering::Relaxed))
+            .sum();
+        live + self.opened_elsewhere.load(StdOrdering::Relaxed)
     }
 }
+
+// === Request ids ===
+
+/// Request ids a thread takes from its recorder at once: one shared
+/// read-modify-write per 256 requests a thread opens, not one per request.
+/// A power of two, so a block never straddles a multiple of 2^32 (the id
+/// whose low 32 bits are 0 is skipped: events carry the low 32 bits).
+const ID_BLOCK: u64 = 256;
+
+/// A thread's count of requests opened, on a line of its own: written by
+/// that thread alone (a load and a store, no read-modify-write), summed by
+/// [`Capture::requests_opened`].
+type Counter = CachePadded<AtomicU64>;
+
+/// Counters of threads that ended, for new threads: each is leaked once and
+/// reused, so churning thread pools do not grow memory.
+static FREE_COUNTERS: Mutex<Vec<&'static Counter>> = Mutex::new(Vec::new());
+
+/// What a thread points at before it writes for a recorder (never written:
+/// a thread counts only while it is its recorder's).
+static NO_COUNTER: Counter = CachePadded::new(AtomicU64::new(0));
 
 // === Thread-local state ===
 
@@ -206,6 +267,12 @@ struct Local {
     /// yet (0: none): the poll's end writes it, or the next other event.
     /// See [`Capture::defer_exit`].
     deferred: Cell<u64>,
+    /// The thread's block of request ids: the next one and the block's end
+    /// (equal: none left). See [`Capture::new_request_id`].
+    next_id: Cell<u64>,
+    ids_end: Cell<u64>,
+    /// The thread's count of requests opened for its recorder.
+    opened: Cell<&'static Counter>,
 }
 
 impl Local {
@@ -292,14 +359,18 @@ impl Drop for Lease {
             return;
         };
         let _ = LOCAL.try_with(|l| {
-            if l.owner.get() == shared.id && !l.words.get().is_empty() {
-                shared.segments.seal(l.segment.get(), l.last.get());
-                l.words.set(&[]);
+            if l.owner.get() == shared.id {
+                if !l.words.get().is_empty() {
+                    shared.segments.seal(l.segment.get(), l.last.get());
+                    l.words.set(&[]);
+                }
+                // Its counter goes back to the pool below: no more counting.
+                l.opened.set(&NO_COUNTER);
+                l.next_id.set(0);
+                l.ids_end.set(0);
             }
         });
-        if let Some(t) = lock(&shared.threads.names).get_mut(&self.thread) {
-            t.exited = true;
-        }
+        shared.threads.retire(self.thread);
     }
 }
 
@@ -323,6 +394,9 @@ macro_rules! empty_local {
             entered: Cell::new(0),
             entered_word: Cell::new(0),
             deferred: Cell::new(0),
+            next_id: Cell::new(0),
+            ids_end: Cell::new(0),
+            opened: Cell::new(&NO_COUNTER),
         }
     };
 }
@@ -437,6 +511,12 @@ pub(crate) struct Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         lock(&POOL).push(self.segments);
+        // Threads still alive keep pointing at their counters, but write
+        // them only for this recorder, which is gone.
+        let mut free = lock(&FREE_COUNTERS);
+        for t in lock(&self.threads.names).values_mut() {
+            free.extend(t.opened.take());
+        }
     }
 }
 
@@ -785,6 +865,68 @@ impl Capture {
         if done != Ok(true) {
             self.request_edge_slow(EventKind::RequestExit, request, true);
         }
+    }
+
+    /// A new request id, counted in [`requests_opened`](Self::requests_opened):
+    /// 32 bits in events, never 0 there. It comes from the thread's block
+    /// (a thread takes [`ID_BLOCK`] ids from the recorder at once), and the
+    /// count is the thread's own: an open touches no line another thread
+    /// writes. Ids stay unique until 2^32 of them were handed out.
+    ///
+    /// A thread not yet writing for this recorder is adopted first; one
+    /// that cannot be (the recorder is disabled, or the thread is exiting)
+    /// takes one id from the recorder's counter.
+    #[inline(always)]
+    pub(crate) fn new_request_id(&self) -> u64 {
+        LOCAL
+            .try_with(|l| {
+                let id = l.next_id.get();
+                if l.owner.get() != self.id || id == l.ids_end.get() {
+                    return None;
+                }
+                l.next_id.set(id + 1);
+                let c = l.opened.get();
+                c.store(c.load(StdOrdering::Relaxed) + 1, StdOrdering::Relaxed);
+                Some(id)
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| self.new_request_id_slow())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn new_request_id_slow(&self) -> u64 {
+        let threads = &self.shared.threads;
+        let from_block = LOCAL.try_with(|l| {
+            if !self.enabled || l.owner.get() != self.id && !self.adopt(l) {
+                return None;
+            }
+            let start = threads
+                .next_request_id
+                .fetch_add(ID_BLOCK, StdOrdering::Relaxed);
+            let id = start + u64::from(start as u32 == 0);
+            l.next_id.set(id + 1);
+            l.ids_end.set(start + ID_BLOCK);
+            let c = l.opened.get();
+            c.store(c.load(StdOrdering::Relaxed) + 1, StdOrdering::Relaxed);
+            Some(id)
+        });
+        if let Ok(Some(id)) = from_block {
+            return id;
+        }
+        // A whole block for one id, so that blocks stay aligned (rare: a
+        // disabled recorder records nothing keyed by these ids).
+        threads.opened_elsewhere.fetch_add(1, StdOrdering::Relaxed);
+        let start = threads
+            .next_request_id
+            .fetch_add(ID_BLOCK, StdOrdering::Relaxed);
+        start + u64::from(start as u32 == 0)
+    }
+
+    /// Request ids handed out so far ([`new_request_id`](Self::new_request_id)).
+    pub(crate) fn requests_opened(&self) -> u64 {
+        self.shared.threads.opened()
     }
 
     /// Records that request `request`, named `name`, opened at `now` (the
@@ -1180,7 +1322,7 @@ impl Capture {
     fn adopt(&self, l: &Local) -> bool {
         // Seals the segment of the recorder the thread wrote for before (if alive).
         let _ = LEASE.try_with(|lease| lease.borrow_mut().take());
-        let thread = self.shared.threads.register();
+        let (thread, opened) = self.shared.threads.register();
         let leased = LEASE.try_with(|lease| {
             *lease.borrow_mut() = Some(Lease {
                 shared: Arc::downgrade(&self.shared),
@@ -1209,6 +1351,9 @@ impl Capture {
         l.entered.set(0);
         l.entered_word.set(0);
         l.deferred.set(0);
+        l.next_id.set(0);
+        l.ids_end.set(0);
+        l.opened.set(opened);
         true
     }
 

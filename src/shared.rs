@@ -47,7 +47,6 @@ pub(crate) struct Shared {
     pub(crate) capture: Arc<Capture>,
     /// The open request spans, shared by the layer and the capture thread.
     pub(crate) requests: OpenRequests,
-    next_request_id: AtomicU64,
     /// Layers made for this recorder (`Blackbox::layer` called more than
     /// once): with one, a new span cannot be another layer's already.
     pub(crate) layers: AtomicU64,
@@ -70,7 +69,6 @@ impl Shared {
             settings,
             capture,
             requests: OpenRequests::default(),
-            next_request_id: AtomicU64::new(1),
             layers: AtomicU64::new(0),
             tx,
             slow_requests: AtomicU64::new(0),
@@ -79,19 +77,16 @@ impl Shared {
         }
     }
 
-    /// A new request id: 32 bits, never 0 (events keep the low 32 bits).
+    /// A new request id: 32 bits in events, never 0 there
+    /// ([`Capture::new_request_id`]: from the thread's block of ids).
+    #[inline(always)]
     pub(crate) fn new_request_id(&self) -> u64 {
-        loop {
-            let id = self.next_request_id.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
-            if id != 0 {
-                return id;
-            }
-        }
+        self.capture.new_request_id()
     }
 
     /// Request spans opened so far.
     pub(crate) fn requests_seen(&self) -> u64 {
-        self.next_request_id.load(Ordering::Relaxed) - 1
+        self.capture.requests_opened()
     }
 
     /// A slow request closed; it ran over `[start, end]` (raw clock). It is
