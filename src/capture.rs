@@ -513,8 +513,10 @@ impl Drop for Shared {
         lock(&POOL).push(self.segments);
         // Threads still alive keep pointing at their counters, but write
         // them only for this recorder, which is gone.
+        // (The names' lock first, then the pool's, as `Threads::retire`.)
+        let mut names = lock(&self.threads.names);
         let mut free = lock(&FREE_COUNTERS);
-        for t in lock(&self.threads.names).values_mut() {
+        for t in names.values_mut() {
             free.extend(t.opened.take());
         }
     }
@@ -900,6 +902,10 @@ impl Capture {
         let threads = &self.shared.threads;
         let from_block = LOCAL.try_with(|l| {
             if !self.enabled || l.owner.get() != self.id && !self.adopt(l) {
+                return None;
+            }
+            // Exiting: the thread's lease (and its counter) is already gone.
+            if std::ptr::eq(l.opened.get(), &NO_COUNTER) {
                 return None;
             }
             let start = threads
