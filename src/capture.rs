@@ -276,6 +276,15 @@ struct Local {
 }
 
 impl Local {
+    /// Hands out request id `id` of the thread's block and counts the open.
+    #[inline(always)]
+    fn hand_out(&self, id: u64) -> u64 {
+        self.next_id.set(id + 1);
+        let c = self.opened.get();
+        c.store(c.load(StdOrdering::Relaxed) + 1, StdOrdering::Relaxed);
+        id
+    }
+
     /// Remembers the request span whose enter was just written in a poll.
     #[inline(always)]
     fn set_entered(&self, span: u64, tag: u16, request: u64) {
@@ -886,10 +895,7 @@ impl Capture {
                 if l.owner.get() != self.id || id == l.ids_end.get() {
                     return None;
                 }
-                l.next_id.set(id + 1);
-                let c = l.opened.get();
-                c.store(c.load(StdOrdering::Relaxed) + 1, StdOrdering::Relaxed);
-                Some(id)
+                Some(l.hand_out(id))
             })
             .ok()
             .flatten()
@@ -911,12 +917,8 @@ impl Capture {
             let start = threads
                 .next_request_id
                 .fetch_add(ID_BLOCK, StdOrdering::Relaxed);
-            let id = start + u64::from(start as u32 == 0);
-            l.next_id.set(id + 1);
             l.ids_end.set(start + ID_BLOCK);
-            let c = l.opened.get();
-            c.store(c.load(StdOrdering::Relaxed) + 1, StdOrdering::Relaxed);
-            Some(id)
+            Some(l.hand_out(start + u64::from(start as u32 == 0)))
         });
         if let Ok(Some(id)) = from_block {
             return id;

@@ -419,8 +419,8 @@ where
         {
             return;
         }
-        let req = self.shared.new_request_id();
         let capture = &self.shared.capture;
+        let req = capture.new_request_id();
         let start = capture.clock.raw();
         if !requests.open(span_id, pack(req, info.name, self.tag), start) {
             let Some(span) = ctx.span(id) else {

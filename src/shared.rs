@@ -77,18 +77,6 @@ impl Shared {
         }
     }
 
-    /// A new request id: 32 bits in events, never 0 there
-    /// ([`Capture::new_request_id`]: from the thread's block of ids).
-    #[inline(always)]
-    pub(crate) fn new_request_id(&self) -> u64 {
-        self.capture.new_request_id()
-    }
-
-    /// Request spans opened so far.
-    pub(crate) fn requests_seen(&self) -> u64 {
-        self.capture.requests_opened()
-    }
-
     /// A slow request closed; it ran over `[start, end]` (raw clock). It is
     /// counted, remembered for dumps and queued for the capture thread
     /// (counted as dropped when the queue is full: never blocks).

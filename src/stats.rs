@@ -336,7 +336,7 @@ pub(crate) fn assemble(
         requests_captured_open: get(&c.captured_open),
         requests_untracked: shared.requests.untracked_total(),
         panic_dumps_skipped: get(&c.panic_dumps_skipped),
-        requests_seen: shared.requests_seen(),
+        requests_seen: shared.capture.requests_opened(),
         slow_requests: get(&shared.slow_requests),
         captures: get(&c.captures),
         requests_merged: get(&c.merged),

@@ -14,8 +14,8 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// export thread holds while it sends (the retry copy, the OTLP messages,
 /// the encoded request) is one request's: a window of 1,000 spans goes in
 /// four, each with a quarter of that memory, which the allocator keeps
-/// for the next window (on a storm's 30 s, 3 MB less resident at the peak
-/// than one request a window; see BENCHMARKS.md).
+/// for the next window (on a storm's 30 s, 2 to 3 MB less resident at the
+/// peak than one request a window; see BENCHMARKS.md).
 pub(crate) const MAX_REQUEST_SPANS: usize = 256;
 
 /// Requests are cut at this estimate, leaving room for the resource, the
