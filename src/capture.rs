@@ -113,16 +113,6 @@ pub(crate) fn location_string(loc: &Location<'_>) -> String {
     format!("{}:{}:{}", loc.file(), loc.line(), loc.column())
 }
 
-/// A 64-bit mixer (splitmix64's finalizer): spreads ids whose low bits repeat.
-#[inline]
-pub(crate) fn mix(mut x: u64) -> u64 {
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 // === Threads ===
 
 /// The threads that recorded: their number (the lane) and name, and the

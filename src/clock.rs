@@ -85,6 +85,13 @@ impl Clock {
         if self.tsc {
             return rdtsc();
         }
+        self.raw_other()
+    }
+
+    /// `quanta`'s reading; out of line where the TSC is the usual case, so
+    /// its callers stay small.
+    #[cfg_attr(target_arch = "x86_64", inline(never))]
+    fn raw_other(&self) -> u64 {
         self.inner.raw()
     }
 

@@ -309,14 +309,8 @@ impl BlackboxLayer {
         self.shared
             .capture
             .request_enter(unpack(word).0, span_id, self.tag);
-        if word & IDS_LOOKED_UP == 0
-            && !self.no_otel.load(Ordering::Relaxed)
-            && requests.mark_ids(span_id)
-        {
-            // The first enter: the OpenTelemetry ids exist by now.
-            if let Some((trace, span)) = self.otel_ids(id) {
-                requests.set_ids(span_id, trace, span);
-            }
+        if word & IDS_LOOKED_UP == 0 && !self.no_otel.load(Ordering::Relaxed) {
+            self.first_enter(id);
         }
     }
 }
@@ -364,6 +358,136 @@ impl BlackboxLayer {
         }
     }
 
+    /// A span exited, past [`Capture::defer_exit`](crate::capture::Capture::defer_exit):
+    /// a request's exit outside a poll (or not the span entered last) is
+    /// written now.
+    #[inline(never)]
+    fn exit_span<S>(&self, id: &Id, ctx: Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let requests = &self.shared.requests;
+        match requests.get(id.into_u64()) {
+            Some(word) if layer_of(word) == self.tag => {
+                self.shared.capture.request_exit(unpack(word).0);
+            }
+            Some(_) => {}
+            None if requests.any_fallbacks() => self.exit_fallback(id, &ctx),
+            None => {}
+        }
+    }
+
+    /// A request's first enter with OpenTelemetry on: its ids exist by
+    /// now, and are kept for the window (once per request, out of line).
+    #[cold]
+    #[inline(never)]
+    fn first_enter(&self, id: &Id) {
+        let requests = &self.shared.requests;
+        let span_id = id.into_u64();
+        if requests.mark_ids(span_id)
+            && let Some((trace, span)) = self.otel_ids(id)
+        {
+            requests.set_ids(span_id, trace, span);
+        }
+    }
+
+    /// Whether another layer of this recorder watches span `id` already (in
+    /// the table, or in the extensions when its bucket was full). A layer
+    /// made later sees the span's open already.
+    #[cold]
+    #[inline(never)]
+    fn watched_elsewhere<S>(&self, id: &Id, ctx: &Context<'_, S>) -> bool
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let requests = &self.shared.requests;
+        self.shared.layers.load(Ordering::Relaxed) > 1 && requests.get(id.into_u64()).is_some()
+            || requests.any_fallbacks()
+                && ctx
+                    .span(id)
+                    .is_some_and(|s| s.extensions().get::<RequestState>().is_some())
+    }
+
+    /// A request whose bucket was full: its state goes in the span's
+    /// extensions. `false` when the span is gone (nothing to record).
+    #[cold]
+    #[inline(never)]
+    fn open_fallback<S>(
+        &self,
+        id: &Id,
+        ctx: &Context<'_, S>,
+        req: u64,
+        name: u16,
+        start: u64,
+    ) -> bool
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(span) = ctx.span(id) else {
+            self.shared.requests.close_fallback();
+            return false;
+        };
+        span.extensions_mut().insert(RequestState {
+            layer: self.tag,
+            id: req,
+            name,
+            start,
+            ids: OnceLock::new(),
+            error: AtomicBool::new(false),
+        });
+        true
+    }
+
+    /// The close of a request kept in the span's extensions: `(request,
+    /// name, start, ids, error)`, or `None` when the span is no request of
+    /// this layer's.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::type_complexity)]
+    fn close_fallback<S>(
+        &self,
+        id: &Id,
+        ctx: &Context<'_, S>,
+    ) -> Option<(u64, u16, u64, Option<(TraceId, SpanId, bool)>, bool)>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let span = ctx.span(id)?;
+        let ext = span.extensions();
+        let state = ext.get::<RequestState>().filter(|s| s.layer == self.tag)?;
+        self.shared.requests.close_fallback();
+        let ids = state
+            .ids
+            .get()
+            .copied()
+            .flatten()
+            .map(|(t, s)| (t, s, false));
+        let error = state.error.load(Ordering::Relaxed);
+        Some((state.id, state.name, state.start, ids, error))
+    }
+
+    /// A slow request closed: its window is offered to the trigger, with
+    /// the OpenTelemetry ids, or those the capture thread made for a stuck
+    /// capture, or fresh ones.
+    #[cold]
+    #[inline(never)]
+    fn closed_slow(
+        &self,
+        request: u64,
+        name: u16,
+        (start, end): (u64, u64),
+        ids: Option<(TraceId, SpanId, bool)>,
+        error: bool,
+    ) {
+        let ids = ids.unwrap_or_else(|| {
+            let g = RandomIdGenerator::default();
+            (g.new_trace_id(), g.new_span_id(), true)
+        });
+        let mut req = self.shared.slow_request(request, name, ids, start, end);
+        req.error = error;
+        self.shared.on_slow_request(req, start, end);
+    }
+
     #[cold]
     #[inline(never)]
     fn exit_fallback<S>(&self, id: &Id, ctx: &Context<'_, S>)
@@ -408,33 +532,20 @@ where
         }
         let requests = &self.shared.requests;
         let span_id = id.into_u64();
-        // Another layer of this recorder already watches this span (in the
-        // table, or in the extensions when its bucket was full). A layer made
-        // later sees this span's open already, so one layer never looks.
-        if self.shared.layers.load(Ordering::Relaxed) > 1 && requests.get(span_id).is_some()
-            || requests.any_fallbacks()
-                && ctx
-                    .span(id)
-                    .is_some_and(|s| s.extensions().get::<RequestState>().is_some())
+        // Another layer of this recorder may watch this span already (one
+        // layer alone never looks).
+        if (self.shared.layers.load(Ordering::Relaxed) > 1 || requests.any_fallbacks())
+            && self.watched_elsewhere(id, &ctx)
         {
             return;
         }
         let capture = &self.shared.capture;
         let req = capture.new_request_id();
         let start = capture.clock.raw();
-        if !requests.open(span_id, pack(req, info.name, self.tag), start) {
-            let Some(span) = ctx.span(id) else {
-                requests.close_fallback();
-                return;
-            };
-            span.extensions_mut().insert(RequestState {
-                layer: self.tag,
-                id: req,
-                name: info.name,
-                start,
-                ids: OnceLock::new(),
-                error: AtomicBool::new(false),
-            });
+        if !requests.open(span_id, pack(req, info.name, self.tag), start)
+            && !self.open_fallback(id, &ctx, req, info.name, start)
+        {
+            return;
         }
         capture.request_open(req, info.name, start);
     }
@@ -449,22 +560,12 @@ where
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        let span_id = id.into_u64();
-        if self.shared.capture.defer_exit(span_id, self.tag) {
-            // Written with the poll's end.
-            return;
-        }
-        let requests = &self.shared.requests;
-        match requests.get(span_id) {
-            Some(word) if layer_of(word) == self.tag => {
-                self.shared.capture.request_exit(unpack(word).0);
-            }
-            Some(_) => {}
-            None if requests.any_fallbacks() => self.exit_fallback(id, &ctx),
-            None => {}
+        // Written with the poll's end, when deferred; this small function
+        // returns without the rest's register saves.
+        if !self.shared.capture.defer_exit(id.into_u64(), self.tag) {
+            self.exit_span(id, ctx);
         }
     }
-
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         if *event.metadata().level() != Level::ERROR {
             return;
@@ -498,39 +599,16 @@ where
                 let (request, name) = unpack(c.word);
                 (request, name, c.start_raw, c.ids, c.error())
             }
-            None => {
-                if !requests.any_fallbacks() {
-                    return;
-                }
-                let Some(span) = ctx.span(&id) else { return };
-                let ext = span.extensions();
-                let Some(state) = ext.get::<RequestState>().filter(|s| s.layer == self.tag) else {
-                    return;
-                };
-                requests.close_fallback();
-                let ids = state
-                    .ids
-                    .get()
-                    .copied()
-                    .flatten()
-                    .map(|(t, s)| (t, s, false));
-                let error = state.error.load(Ordering::Relaxed);
-                (state.id, state.name, state.start, ids, error)
-            }
+            None if requests.any_fallbacks() => match self.close_fallback(&id, &ctx) {
+                Some(c) => c,
+                None => return,
+            },
+            None => return,
         };
         let (request, name, start, ids, error) = closed;
         capture.request_close(request, end);
-        if !slow(start) {
-            return;
+        if slow(start) {
+            self.closed_slow(request, name, (start, end), ids, error);
         }
-        // The OpenTelemetry ids, or those the capture thread made for a
-        // stuck capture, or fresh ones.
-        let ids = ids.unwrap_or_else(|| {
-            let g = RandomIdGenerator::default();
-            (g.new_trace_id(), g.new_span_id(), true)
-        });
-        let mut req = self.shared.slow_request(request, name, ids, start, end);
-        req.error = error;
-        self.shared.on_slow_request(req, start, end);
     }
 }

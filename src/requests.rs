@@ -4,7 +4,10 @@
 //!
 //! Lock-free: a span id hashes (the whole id, mixed, so tracing-subscriber's
 //! ids, which share their low bits across threads, spread out) to a bucket of
-//! 8 slots in one cache line of tags. A slot holds all of an open request's
+//! 8 slots, each slot's tag beside its word, four slots to a cache line: a
+//! request in its bucket's first slot (nearly every one, in a sparse table)
+//! is found and read in one line, by a probe the layer's hooks inline; the
+//! other slots are probed out of line. A slot holds all of an open request's
 //! state (its id, name, start, OpenTelemetry ids and error flag), so the
 //! layer keeps nothing in the span's extensions: no allocation and no
 //! registry lookup per request. A request whose bucket is full falls back to
@@ -13,8 +16,8 @@
 //!
 //! # Protocol
 //!
-//! A slot `i` is six words: `tags[i]` (0: free, else the owning span id),
-//! `words[i]` (0 while unpublished, else [`pack`]ed request id, name and
+//! A slot `i` is six words: `tags[i]` (0: free, else the owning span id; the
+//! code's `tag(i)`), `words[i]` (`word(i)`; 0 while unpublished, else [`pack`]ed request id, name and
 //! layer tag in the low 58 bits, flags above), `starts[i]` and three id words.
 //!
 //! - **open** (layer, the span's opener): CAS `tags[i]` 0 → span id
@@ -53,10 +56,10 @@
 //! table is small (2 buckets of 2 slots) and the models in `tests` check
 //! open/close against scan and the two id writers against each other.
 
-use crate::sync::{AtomicU64, Ordering, fence};
+use crate::sync::{AtomicU64, Ordering, fence, hash_slot};
 use opentelemetry::trace::{SpanId, TraceId};
 
-/// Slots per bucket: 8 tags of 8 bytes, one cache line.
+/// Slots per bucket: 8 slots of 16 bytes, two cache lines.
 #[cfg(not(blackbox_loom))]
 const BUCKET: usize = 8;
 /// Under loom, small enough to explore.
@@ -128,6 +131,22 @@ impl Closed {
 /// One word per slot. A fixed length, so that a masked index needs no bounds check.
 type Column = Box<[AtomicU64; BUCKET * BUCKETS]>;
 
+/// A slot's tag and word side by side: finding a request and reading its
+/// state touch one cache line.
+#[derive(Debug, Default)]
+#[repr(C)]
+struct Slot {
+    tag: AtomicU64,
+    word: AtomicU64,
+}
+
+/// A bucket's slots, aligned so that each cache line holds four whole slots
+/// (a bucket of 8 is two lines; a request in the first four slots, nearly
+/// every one in a sparse table, is found in one).
+#[derive(Debug, Default)]
+#[repr(C, align(128))]
+struct Bucket([Slot; BUCKET]);
+
 /// An open request the capture thread found past a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OpenRequest {
@@ -144,8 +163,8 @@ pub(crate) struct OpenRequest {
 /// The open-request table.
 #[derive(Debug)]
 pub(crate) struct OpenRequests {
-    tags: Column,
-    words: Column,
+    /// Slot `i` is slot `i % BUCKET` of bucket `i / BUCKET`.
+    slots: Box<[Bucket; BUCKETS]>,
     starts: Column,
     trace_hi: Column,
     trace_lo: Column,
@@ -163,9 +182,11 @@ impl Default for OpenRequests {
             let v: Box<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
             Column::try_from(v).unwrap_or_else(|_| unreachable!("{n} slots"))
         };
+        let slots: Box<[Bucket]> = (0..BUCKETS).map(|_| Bucket::default()).collect();
         OpenRequests {
-            tags: zeros(),
-            words: zeros(),
+            slots: slots
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("{BUCKETS} buckets")),
             starts: zeros(),
             trace_hi: zeros(),
             trace_lo: zeros(),
@@ -177,43 +198,96 @@ impl Default for OpenRequests {
 }
 
 impl OpenRequests {
+    /// Slot `i`.
+    #[inline(always)]
+    fn slot(&self, i: usize) -> &Slot {
+        let i = i & (BUCKET * BUCKETS - 1);
+        &self.slots[i / BUCKET].0[i % BUCKET]
+    }
+
+    /// Slot `i`'s tag: 0 when free, else the span id that owns it.
+    #[inline(always)]
+    fn tag(&self, i: usize) -> &AtomicU64 {
+        &self.slot(i).tag
+    }
+
+    /// Slot `i`'s word: [`pack`] plus flags, 0 while unpublished.
+    #[inline(always)]
+    fn word(&self, i: usize) -> &AtomicU64 {
+        &self.slot(i).word
+    }
+
     /// The span's bucket: the top bits of a multiplicative (Fibonacci)
     /// hash, which depend on every bit of the id, so tracing-subscriber's
     /// ids, which share their low bits across threads, spread out.
     #[inline(always)]
     fn bucket(span_id: u64) -> std::ops::Range<usize> {
-        let b = (span_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - BUCKETS.trailing_zeros()))
-            as usize
-            & (BUCKETS - 1);
+        let b = hash_slot(span_id, BUCKETS.trailing_zeros()) & (BUCKETS - 1);
         b * BUCKET..(b + 1) * BUCKET
     }
 
-    /// The slot of a live request span, if it holds one.
+    /// The slot of a live request span, if it holds one: the bucket's first
+    /// slot inline, the others out of line (a span that is no request, or a
+    /// request that found the first slot taken).
     #[inline(always)]
     fn find(&self, span_id: u64) -> Option<usize> {
-        Self::bucket(span_id).find(|&i| self.tags[i].load(Ordering::Acquire) == span_id)
+        let first = Self::bucket(span_id).start;
+        if self.tag(first).load(Ordering::Acquire) == span_id {
+            return Some(first);
+        }
+        self.find_after(first, span_id)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn find_after(&self, first: usize, span_id: u64) -> Option<usize> {
+        (first + 1..first + BUCKET).find(|&i| self.tag(i).load(Ordering::Acquire) == span_id)
     }
 
     /// Claims a slot for a new request span; `false` (and counted) when its bucket is full.
+    #[inline]
     pub(crate) fn open(&self, span_id: u64, word: u64, start_raw: u64) -> bool {
         debug_assert!(span_id != 0, "span ids are never 0");
         debug_assert!(
             word != 0 && word & !ID_BITS == 0,
             "a new slot word is published without flags"
         );
-        for i in Self::bucket(span_id) {
-            if self.tags[i].load(Ordering::Relaxed) == 0
-                && self.tags[i]
-                    .compare_exchange(0, span_id, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                // Pairs with the scan's fence: a start read there that is
-                // this one's makes the re-read word this open's (or later).
-                fence(Ordering::Release);
-                self.starts[i].store(start_raw, Ordering::Relaxed);
-                self.words[i].store(word, Ordering::Release);
-                return true;
-            }
+        let first = Self::bucket(span_id).start;
+        if self.claim(first, span_id) {
+            self.publish(first, word, start_raw);
+            return true;
+        }
+        self.open_after(first, span_id, word, start_raw)
+    }
+
+    /// Takes free slot `i` for `span_id`; `false` when it is taken.
+    #[inline(always)]
+    fn claim(&self, i: usize, span_id: u64) -> bool {
+        self.tag(i).load(Ordering::Relaxed) == 0
+            && self
+                .tag(i)
+                .compare_exchange(0, span_id, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Publishes a claimed slot's start and word.
+    #[inline(always)]
+    fn publish(&self, i: usize, word: u64, start_raw: u64) {
+        // Pairs with the scan's fence: a start read there that is this
+        // one's makes the re-read word this open's (or later).
+        fence(Ordering::Release);
+        self.starts[i].store(start_raw, Ordering::Relaxed);
+        self.word(i).store(word, Ordering::Release);
+    }
+
+    /// An open whose bucket's first slot is taken: the other slots, then
+    /// the fallback (counted).
+    #[cold]
+    #[inline(never)]
+    fn open_after(&self, first: usize, span_id: u64, word: u64, start_raw: u64) -> bool {
+        if let Some(i) = (first + 1..first + BUCKET).find(|&i| self.claim(i, span_id)) {
+            self.publish(i, word, start_raw);
+            return true;
         }
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
         self.fallbacks_total.fetch_add(1, Ordering::Relaxed);
@@ -223,14 +297,25 @@ impl OpenRequests {
     /// The slot word of a live request span (`pack` plus flags).
     #[inline(always)]
     pub(crate) fn get(&self, span_id: u64) -> Option<u64> {
-        self.find(span_id)
-            .map(|i| self.words[i].load(Ordering::Acquire))
+        let first = Self::bucket(span_id).start;
+        let s = self.slot(first);
+        if s.tag.load(Ordering::Acquire) == span_id {
+            return Some(s.word.load(Ordering::Acquire));
+        }
+        self.get_after(first, span_id)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn get_after(&self, first: usize, span_id: u64) -> Option<u64> {
+        self.find_after(first, span_id)
+            .map(|i| self.word(i).load(Ordering::Acquire))
     }
 
     /// Marks the ids as looked up; `true` for the caller that marked them.
     pub(crate) fn mark_ids(&self, span_id: u64) -> bool {
         self.find(span_id).is_some_and(|i| {
-            self.words[i].fetch_or(IDS_LOOKED_UP, Ordering::AcqRel) & IDS_LOOKED_UP == 0
+            self.word(i).fetch_or(IDS_LOOKED_UP, Ordering::AcqRel) & IDS_LOOKED_UP == 0
         })
     }
 
@@ -244,13 +329,13 @@ impl OpenRequests {
     /// Writes the slot's ids if this caller claims them first (and the
     /// slot still holds the open whose word was read); `true` when written.
     fn store_ids(&self, i: usize, trace: TraceId, span: SpanId, own: u64) -> bool {
-        let mut cur = self.words[i].load(Ordering::Acquire);
+        let mut cur = self.word(i).load(Ordering::Acquire);
         let open = cur & ID_BITS;
         loop {
             if cur & (IDS_CLAIMED | IDS_SET) != 0 || cur & ID_BITS != open || open == 0 {
                 return false;
             }
-            match self.words[i].compare_exchange_weak(
+            match self.word(i).compare_exchange_weak(
                 cur,
                 cur | IDS_CLAIMED,
                 Ordering::Acquire,
@@ -264,14 +349,16 @@ impl OpenRequests {
         self.trace_hi[i].store((t >> 64) as u64, Ordering::Relaxed);
         self.trace_lo[i].store(t as u64, Ordering::Relaxed);
         self.span[i].store(u64::from_be_bytes(span.to_bytes()), Ordering::Relaxed);
-        let before = self.words[i].fetch_or(IDS_SET | own, Ordering::Release);
+        let before = self.word(i).fetch_or(IDS_SET | own, Ordering::Release);
         debug_assert!(before & IDS_SET == 0, "only the claimer publishes the ids");
         true
     }
 
-    /// The ids stored for a slot, and whether the recorder made them.
+    /// The ids stored for a slot, and whether the recorder made them (read
+    /// for a slow request only: out of the close's line).
+    #[inline(never)]
     fn ids_at(&self, i: usize) -> Option<(TraceId, SpanId, bool)> {
-        let w = self.words[i].load(Ordering::Acquire);
+        let w = self.word(i).load(Ordering::Acquire);
         (w & IDS_SET != 0).then(|| {
             let t = u128::from(self.trace_hi[i].load(Ordering::Relaxed)) << 64
                 | u128::from(self.trace_lo[i].load(Ordering::Relaxed));
@@ -305,7 +392,7 @@ impl OpenRequests {
     /// Marks a live request span as having had an `ERROR` event.
     pub(crate) fn mark_error(&self, span_id: u64) -> bool {
         self.find(span_id).is_some_and(|i| {
-            self.words[i].fetch_or(ERROR, Ordering::Relaxed);
+            self.word(i).fetch_or(ERROR, Ordering::Relaxed);
             true
         })
     }
@@ -323,7 +410,7 @@ impl OpenRequests {
         slow: impl FnOnce(u64) -> bool,
     ) -> Option<Closed> {
         let i = self.find(span_id)?;
-        let word = self.words[i].load(Ordering::Acquire);
+        let word = self.word(i).load(Ordering::Acquire);
         if layer_of(word) != layer & LAYER_TAG_MASK {
             return None;
         }
@@ -337,8 +424,8 @@ impl OpenRequests {
                 None
             },
         };
-        self.words[i].store(0, Ordering::Relaxed);
-        self.tags[i].store(0, Ordering::Release);
+        self.word(i).store(0, Ordering::Relaxed);
+        self.tag(i).store(0, Ordering::Release);
         Some(closed)
     }
 
@@ -364,19 +451,19 @@ impl OpenRequests {
     /// are flagged `stuck` and marked captured.
     pub(crate) fn scan(&self, now_raw: u64, slow_ticks: u64, stuck_ticks: u64) -> Vec<OpenRequest> {
         let mut out = Vec::new();
-        'slots: for i in 0..self.tags.len() {
-            let tag = self.tags[i].load(Ordering::Acquire);
+        'slots: for i in 0..BUCKET * BUCKETS {
+            let tag = self.tag(i).load(Ordering::Acquire);
             if tag == 0 {
                 continue;
             }
-            let word = self.words[i].load(Ordering::Acquire);
+            let word = self.word(i).load(Ordering::Acquire);
             if word == 0 {
                 continue; // opening or closing right now
             }
             let start = self.starts[i].load(Ordering::Relaxed);
             fence(Ordering::Acquire);
-            if self.words[i].load(Ordering::Relaxed) & ID_BITS != word & ID_BITS
-                || self.tags[i].load(Ordering::Relaxed) != tag
+            if self.word(i).load(Ordering::Relaxed) & ID_BITS != word & ID_BITS
+                || self.tag(i).load(Ordering::Relaxed) != tag
             {
                 continue; // closed (and maybe reopened) meanwhile
             }
@@ -392,7 +479,7 @@ impl OpenRequests {
                 if cur & ID_BITS != word & ID_BITS {
                     continue 'slots; // closed meanwhile: mark nothing
                 }
-                match self.words[i].compare_exchange_weak(
+                match self.word(i).compare_exchange_weak(
                     cur,
                     cur | mark,
                     Ordering::AcqRel,

@@ -18,6 +18,15 @@ pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+/// The slot of `key` in a lock-free table of `2^bits` slots: the top bits
+/// of a multiplicative (Fibonacci) hash, which depend on every bit of the
+/// key (so span ids that share their low bits, and aligned addresses,
+/// spread out), in three instructions on the hooks' paths.
+#[inline(always)]
+pub(crate) fn hash_slot(key: u64, bits: u32) -> usize {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+}
+
 /// Locks a mutex, ignoring poisoning.
 ///
 /// Telemetry must not crash the application because some unrelated thread

@@ -26,8 +26,7 @@
 //! The loom model `get_never_sees_another_keys_value` checks the claim and
 //! publish against a racing reader.
 
-use crate::capture::mix;
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, hash_slot};
 
 /// Slots of the table (a power of two).
 #[cfg(not(blackbox_loom))]
@@ -41,27 +40,48 @@ const PROBES: usize = 16;
 /// See the module's protocol.
 #[derive(Debug)]
 pub(crate) struct AddressTable {
-    keys: Box<[AtomicU64]>,
+    /// Fixed lengths, so that a masked index needs no bounds check.
+    keys: Box<[AtomicU64; SLOTS]>,
     /// Value + 1 (0: claimed, not published yet).
-    values: Box<[AtomicU32]>,
+    values: Box<[AtomicU32; SLOTS]>,
 }
 
 impl AddressTable {
     pub(crate) fn new() -> AddressTable {
+        let keys: Box<[AtomicU64]> = (0..SLOTS).map(|_| AtomicU64::new(0)).collect();
+        let values: Box<[AtomicU32]> = (0..SLOTS).map(|_| AtomicU32::new(0)).collect();
         AddressTable {
-            keys: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            values: (0..SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            keys: keys
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("{SLOTS} slots")),
+            values: values
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("{SLOTS} slots")),
         }
     }
 
+    /// The key's own slot ([`hash_slot`]: on every new span's callsite
+    /// lookup), then the next ones.
+    #[inline(always)]
     fn slot(key: u64, probe: usize) -> usize {
-        (mix(key) as usize).wrapping_add(probe) & (SLOTS - 1)
+        hash_slot(key, SLOTS.trailing_zeros()).wrapping_add(probe) & (SLOTS - 1)
     }
 
-    /// The value stored for `key` (never 0: an address), if published.
+    /// The value stored for `key` (never 0: an address), if published: the
+    /// key's own slot inline, the other probes out of line.
     #[inline]
     pub(crate) fn get(&self, key: u64) -> Option<u32> {
         debug_assert!(key != 0, "0 marks an empty slot");
+        let s = Self::slot(key, 0);
+        if self.keys[s].load(Ordering::Acquire) == key {
+            return self.values[s].load(Ordering::Acquire).checked_sub(1);
+        }
+        self.get_probing(key)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn get_probing(&self, key: u64) -> Option<u32> {
         for probe in 0..PROBES.min(SLOTS) {
             let s = Self::slot(key, probe);
             match self.keys[s].load(Ordering::Acquire) {
