@@ -158,8 +158,8 @@ fn run(v: Variant, workload: &str, secs: f64) {
     if let Some(bb) = &s.blackbox {
         let st = bb.stats();
         line += &format!(
-            " captures={} windows={} skipped={}",
-            st.captures, st.windows_exported, st.requests_skipped
+            " captures={} windows={} skipped={} events={}",
+            st.captures, st.windows_exported, st.requests_skipped, st.events_recorded
         );
     }
     println!("{line}");
