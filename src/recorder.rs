@@ -185,6 +185,7 @@ impl Blackbox {
     /// blackbox.install_hooks(builder.worker_threads(2).enable_all());
     /// let _rt = builder.build().unwrap();
     /// ```
+    #[inline]
     pub fn install_hooks<'a>(
         &self,
         builder: &'a mut tokio::runtime::Builder,
