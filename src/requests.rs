@@ -5,9 +5,12 @@
 //! Lock-free: a span id hashes (the whole id, mixed, so tracing-subscriber's
 //! ids, which share their low bits across threads, spread out) to a bucket of
 //! 8 slots, each slot's tag beside its word, four slots to a cache line: a
-//! request in its bucket's first slot (nearly every one, in a sparse table)
-//! is found and read in one line, by a probe the layer's hooks inline; the
-//! other slots are probed out of line. A slot holds all of an open request's
+//! request in its bucket's first four slots (nearly every one, in a sparse
+//! table) is found and read in one line. The enter and exit lookup (`get`)
+//! compares the bucket's eight tags inline, unrolled: every enter and exit of
+//! a span that is no request (a child span, Tokio's `runtime.spawn`) takes
+//! it. The close and the rarer lookups probe the first slot inline and the
+//! others out of line. A slot holds all of an open request's
 //! state (its id, name, start, OpenTelemetry ids and error flag), so the
 //! layer keeps nothing in the span's extensions: no allocation and no
 //! registry lookup per request. A request whose bucket is full falls back to
@@ -222,8 +225,13 @@ impl OpenRequests {
     /// ids, which share their low bits across threads, spread out.
     #[inline(always)]
     fn bucket(span_id: u64) -> std::ops::Range<usize> {
-        let b = hash_slot(span_id, BUCKETS.trailing_zeros()) & (BUCKETS - 1);
+        let b = Self::bucket_index(span_id);
         b * BUCKET..(b + 1) * BUCKET
+    }
+
+    #[inline(always)]
+    fn bucket_index(span_id: u64) -> usize {
+        hash_slot(span_id, BUCKETS.trailing_zeros()) & (BUCKETS - 1)
     }
 
     /// The slot of a live request span, if it holds one: the bucket's first
@@ -241,7 +249,20 @@ impl OpenRequests {
     #[cold]
     #[inline(never)]
     fn find_after(&self, first: usize, span_id: u64) -> Option<usize> {
-        (first + 1..first + BUCKET).find(|&i| self.tag(i).load(Ordering::Acquire) == span_id)
+        self.scan_after(first, span_id)
+    }
+
+    /// The bucket's slots after `first` that hold `span_id`.
+    #[inline(always)]
+    fn scan_after(&self, first: usize, span_id: u64) -> Option<usize> {
+        // Over the bucket's fixed-length array (not slot by slot through
+        // `tag`): unrolled, three instructions a slot. Every enter and exit
+        // of a span that is no request comes here.
+        let bucket = &self.slots[(first / BUCKET) & (BUCKETS - 1)].0;
+        let k = bucket[1..]
+            .iter()
+            .position(|s| s.tag.load(Ordering::Acquire) == span_id)?;
+        Some(first + 1 + k)
     }
 
     /// Claims a slot for a new request span; `false` (and counted) when its bucket is full.
@@ -294,22 +315,16 @@ impl OpenRequests {
         false
     }
 
-    /// The slot word of a live request span (`pack` plus flags).
+    /// The slot word of a live request span (`pack` plus flags): the
+    /// bucket's slots compared inline, unrolled (every enter and exit of a
+    /// span that is no request compares them all).
     #[inline(always)]
     pub(crate) fn get(&self, span_id: u64) -> Option<u64> {
-        let first = Self::bucket(span_id).start;
-        let s = self.slot(first);
-        if s.tag.load(Ordering::Acquire) == span_id {
-            return Some(s.word.load(Ordering::Acquire));
-        }
-        self.get_after(first, span_id)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn get_after(&self, first: usize, span_id: u64) -> Option<u64> {
-        self.find_after(first, span_id)
-            .map(|i| self.word(i).load(Ordering::Acquire))
+        self.slots[Self::bucket_index(span_id)]
+            .0
+            .iter()
+            .find(|s| s.tag.load(Ordering::Acquire) == span_id)
+            .map(|s| s.word.load(Ordering::Acquire))
     }
 
     /// Marks the ids as looked up; `true` for the caller that marked them.
