@@ -443,12 +443,7 @@ impl BlackboxLayer {
     /// this layer's.
     #[cold]
     #[inline(never)]
-    #[allow(clippy::type_complexity)]
-    fn close_fallback<S>(
-        &self,
-        id: &Id,
-        ctx: &Context<'_, S>,
-    ) -> Option<(u64, u16, u64, Option<(TraceId, SpanId, bool)>, bool)>
+    fn close_fallback<S>(&self, id: &Id, ctx: &Context<'_, S>) -> Option<ClosedRequest>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
@@ -502,6 +497,10 @@ impl BlackboxLayer {
         }
     }
 }
+
+/// A closed request as the close reads it, from the table or the span's
+/// extensions: `(request, name, start, ids, error)`.
+type ClosedRequest = (u64, u16, u64, Option<(TraceId, SpanId, bool)>, bool);
 
 impl<S> tracing_subscriber::Layer<S> for BlackboxLayer
 where
@@ -593,8 +592,7 @@ where
         let capture = &self.shared.capture;
         let end = capture.clock.raw();
         let slow = |start: u64| end.saturating_sub(start) >= self.threshold_ticks;
-        // (request, name, start, ids, error)
-        let closed = match requests.take(span_id, self.tag, slow) {
+        let closed: ClosedRequest = match requests.take(span_id, self.tag, slow) {
             Some(c) => {
                 let (request, name) = unpack(c.word);
                 (request, name, c.start_raw, c.ids, c.error())

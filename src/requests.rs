@@ -6,11 +6,9 @@
 //! ids, which share their low bits across threads, spread out) to a bucket of
 //! 8 slots, each slot's tag beside its word, four slots to a cache line: a
 //! request in its bucket's first four slots (nearly every one, in a sparse
-//! table) is found and read in one line. The enter and exit lookup (`get`)
-//! compares the bucket's eight tags inline, unrolled: every enter and exit of
-//! a span that is no request (a child span, Tokio's `runtime.spawn`) takes
-//! it. The close and the rarer lookups probe the first slot inline and the
-//! others out of line. A slot holds all of an open request's
+//! table) is found and read in one line; a lookup compares the bucket's
+//! eight tags inline, unrolled, and an open tries the first slot inline and
+//! the others out of line. A slot holds all of an open request's
 //! state (its id, name, start, OpenTelemetry ids and error flag), so the
 //! layer keeps nothing in the span's extensions: no allocation and no
 //! registry lookup per request. A request whose bucket is full falls back to
@@ -19,9 +17,10 @@
 //!
 //! # Protocol
 //!
-//! A slot `i` is six words: `tags[i]` (0: free, else the owning span id; the
-//! code's `tag(i)`), `words[i]` (`word(i)`; 0 while unpublished, else [`pack`]ed request id, name and
-//! layer tag in the low 58 bits, flags above), `starts[i]` and three id words.
+//! A slot `i` is six words: `tags[i]` (the code's `tag(i)`; 0: free, else
+//! the owning span id), `words[i]` (`word(i)`; 0 while unpublished, else
+//! [`pack`]ed request id, name and layer tag in the low 58 bits, flags
+//! above), `starts[i]` and three id words.
 //!
 //! - **open** (layer, the span's opener): CAS `tags[i]` 0 → span id
 //!   (`Acquire`: it follows the previous owner's close), a `Release` fence,
@@ -224,45 +223,29 @@ impl OpenRequests {
     /// hash, which depend on every bit of the id, so tracing-subscriber's
     /// ids, which share their low bits across threads, spread out.
     #[inline(always)]
-    fn bucket(span_id: u64) -> std::ops::Range<usize> {
-        let b = Self::bucket_index(span_id);
-        b * BUCKET..(b + 1) * BUCKET
-    }
-
-    #[inline(always)]
     fn bucket_index(span_id: u64) -> usize {
         hash_slot(span_id, BUCKETS.trailing_zeros()) & (BUCKETS - 1)
     }
 
-    /// The slot of a live request span, if it holds one: the bucket's first
-    /// slot inline, the others out of line (a span that is no request, or a
-    /// request that found the first slot taken).
+    /// The slot of a live request span, if it holds one: the bucket's eight
+    /// tags compared inline, unrolled over its fixed-length array (three
+    /// instructions a slot; every enter and exit of a span that is no
+    /// request, a child span or Tokio's `runtime.spawn`, compares them all).
+    #[inline(always)]
+    fn lookup(&self, span_id: u64) -> Option<(usize, &Slot)> {
+        let b = Self::bucket_index(span_id);
+        let (k, slot) = self.slots[b]
+            .0
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.tag.load(Ordering::Acquire) == span_id)?;
+        Some((b * BUCKET + k, slot))
+    }
+
+    /// The index of a live request span's slot ([`lookup`](Self::lookup)).
     #[inline(always)]
     fn find(&self, span_id: u64) -> Option<usize> {
-        let first = Self::bucket(span_id).start;
-        if self.tag(first).load(Ordering::Acquire) == span_id {
-            return Some(first);
-        }
-        self.find_after(first, span_id)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn find_after(&self, first: usize, span_id: u64) -> Option<usize> {
-        self.scan_after(first, span_id)
-    }
-
-    /// The bucket's slots after `first` that hold `span_id`.
-    #[inline(always)]
-    fn scan_after(&self, first: usize, span_id: u64) -> Option<usize> {
-        // Over the bucket's fixed-length array (not slot by slot through
-        // `tag`): unrolled, three instructions a slot. Every enter and exit
-        // of a span that is no request comes here.
-        let bucket = &self.slots[(first / BUCKET) & (BUCKETS - 1)].0;
-        let k = bucket[1..]
-            .iter()
-            .position(|s| s.tag.load(Ordering::Acquire) == span_id)?;
-        Some(first + 1 + k)
+        self.lookup(span_id).map(|(i, _)| i)
     }
 
     /// Claims a slot for a new request span; `false` (and counted) when its bucket is full.
@@ -273,7 +256,7 @@ impl OpenRequests {
             word != 0 && word & !ID_BITS == 0,
             "a new slot word is published without flags"
         );
-        let first = Self::bucket(span_id).start;
+        let first = Self::bucket_index(span_id) * BUCKET;
         if self.claim(first, span_id) {
             self.publish(first, word, start_raw);
             return true;
@@ -315,16 +298,11 @@ impl OpenRequests {
         false
     }
 
-    /// The slot word of a live request span (`pack` plus flags): the
-    /// bucket's slots compared inline, unrolled (every enter and exit of a
-    /// span that is no request compares them all).
+    /// The slot word of a live request span (`pack` plus flags).
     #[inline(always)]
     pub(crate) fn get(&self, span_id: u64) -> Option<u64> {
-        self.slots[Self::bucket_index(span_id)]
-            .0
-            .iter()
-            .find(|s| s.tag.load(Ordering::Acquire) == span_id)
-            .map(|s| s.word.load(Ordering::Acquire))
+        self.lookup(span_id)
+            .map(|(_, s)| s.word.load(Ordering::Acquire))
     }
 
     /// Marks the ids as looked up; `true` for the caller that marked them.
@@ -557,7 +535,7 @@ mod tests {
         assert!(!t.take(ids[0], 3, |_| true).expect("open").error());
         // A full bucket falls back and counts.
         let same_bucket: Vec<u64> = (1..100_000u64)
-            .filter(|&id| OpenRequests::bucket(id) == OpenRequests::bucket(1))
+            .filter(|&id| OpenRequests::bucket_index(id) == OpenRequests::bucket_index(1))
             .take(BUCKET + 1)
             .collect();
         let t = OpenRequests::default();
