@@ -1,7 +1,7 @@
 //! The smallest real service with the recorder and `tracing-opentelemetry`.
 //!
 //! ```text
-//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 OTEL_SERVICE_NAME=axum-demo \
+//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 OTEL_SERVICE_NAME=axum-demo \
 //!   cargo run --example axum          # then: curl localhost:3000/slow
 //! ```
 //! Without an endpoint, captures go to `./blackbox/traces.otlp.jsonl`.

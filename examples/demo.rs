@@ -11,7 +11,7 @@
 //! ```text
 //! cargo run --release --example demo                   # 10 s, files in ./blackbox
 //! cargo run --release --example demo -- --duration 30s
-//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 cargo run --release --example demo
+//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 cargo run --release --example demo
 //! ```
 //!
 //! The threshold is 200 ms unless `BLACKBOX_LATENCY_THRESHOLD` says otherwise.

@@ -245,9 +245,9 @@ pub(crate) const OTEL_ROWS: &[Setting] = &[
     Setting {
         var: Some("OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
         method: None,
-        default: "grpc",
-        accepts: "`grpc` or `http/protobuf`",
-        doc: "the OTLP transport",
+        default: "http/protobuf",
+        accepts: "`http/protobuf` or `grpc`",
+        doc: "the OTLP transport (the specification's default, as the app's own SDK reads it: port 4318; gRPC on 4317)",
     },
     Setting {
         var: Some("OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
@@ -267,17 +267,17 @@ pub(crate) const OTEL_ROWS: &[Setting] = &[
         var: Some("OTEL_EXPORTER_OTLP_COMPRESSION, OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"),
         method: None,
         default: "none",
-        accepts: "`none` (gzip and zstd are not compiled in)",
-        doc: "compression",
+        accepts: "`gzip` (the default feature `gzip`) or `none`",
+        doc: "compression of export requests",
     },
     Setting {
         var: Some(
             "OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE, ..._CLIENT_CERTIFICATE, ..._CLIENT_KEY",
         ),
         method: None,
-        default: "system roots, no client identity",
+        default: "the roots of the `tls-roots` or `tls-webpki-roots` feature, no client identity",
         accepts: "PEM file paths",
-        doc: "TLS for an `https` gRPC endpoint: extra CA, client certificate and key",
+        doc: "TLS for an `https` endpoint (gRPC or HTTP; needs the `tls-ring` or `tls-aws-lc` feature): extra CA, client certificate and key",
     },
     Setting {
         var: Some("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"),

@@ -57,6 +57,20 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// A setting asks for something this build of the crate leaves out:
+    /// turn on the feature named (`tokio-blackbox = { version = "…",
+    /// features = ["…"] }`) or change the setting.
+    #[error(
+        "{what} needs tokio-blackbox's `{feature}` feature, which this build does not have: {fix}"
+    )]
+    MissingFeature {
+        /// What was asked for, with the variable that asked.
+        what: String,
+        /// The crate feature that provides it.
+        feature: &'static str,
+        /// What to do instead.
+        fix: &'static str,
+    },
     /// The exporter could not be built (see the source for why).
     #[error("could not build the span exporter: {0}")]
     Exporter(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -50,6 +50,7 @@ fn counters_reach_a_real_collector_as_otlp_metrics() {
         .window(Duration::from_millis(100), Duration::from_millis(20))
         .with_env(move |var| match var {
             "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".into()),
             "OTEL_METRIC_EXPORT_INTERVAL" => Some("300".into()),
             _ => None,
         })

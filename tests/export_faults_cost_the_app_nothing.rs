@@ -191,6 +191,7 @@ impl App {
         let dir = tempfile::tempdir().expect("tempdir");
         let vars = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_string()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_string()),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".to_string()),
             ("BLACKBOX_DIR", dir.path().to_string_lossy().into_owned()),
         ];

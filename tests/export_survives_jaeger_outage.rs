@@ -75,7 +75,11 @@ fn jaeger_outage_costs_the_service_nothing_and_export_recovers() {
     let builder = Blackbox::builder()
         .latency_threshold(Duration::from_millis(250))
         .window(Duration::from_millis(300), Duration::from_millis(50))
-        .with_env(move |var| (var == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| endpoint.clone()));
+        .with_env(move |var| match var {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".into()),
+            _ => None,
+        });
     let svc = TestService::start(builder);
 
     // Warm up, then a baseline with Jaeger up.

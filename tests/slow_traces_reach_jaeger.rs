@@ -54,7 +54,9 @@ fn slow_requests_open_in_jaeger_with_their_task_timeline() {
     // SAFETY: the only test in this binary, before any thread reads the environment.
     unsafe { std::env::set_var("OTEL_SERVICE_NAME", SERVICE) };
     let jaeger = Jaeger::start();
-    let endpoint = jaeger.otlp_grpc_endpoint();
+    // Jaeger's OTLP/HTTP port with no protocol variable: the specification's
+    // default, http/protobuf, as the app's own SDK would send.
+    let endpoint = jaeger.otlp_http_url();
     let builder = Blackbox::builder()
         .latency_threshold(Duration::from_millis(250))
         .window(Duration::from_millis(500), Duration::from_millis(100))

@@ -92,6 +92,7 @@ fn one_slow_request(endpoint: String, ca: Option<String>) -> BlackboxStats {
         .window(Duration::from_millis(100), Duration::from_millis(20))
         .with_env(move |var| match var {
             "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".into()),
             "OTEL_EXPORTER_OTLP_CERTIFICATE" => ca.clone(),
             _ => None,
         })

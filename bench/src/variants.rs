@@ -99,7 +99,11 @@ pub fn blackbox(
         .latency_threshold(threshold)
         .dir(temp_dir("blackbox"));
     if let Some(endpoint) = otlp_endpoint {
-        b = b.with_env(move |var| (var == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| endpoint.clone()));
+        b = b.with_env(move |var| match var {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".into()),
+            _ => None,
+        });
     }
     b.build().expect("blackbox build")
 }

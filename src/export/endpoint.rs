@@ -7,8 +7,9 @@ use crate::sync::lock;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Which OTLP transport: `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`'s `grpc`
-/// (the default) or `http/protobuf`.
+/// Which OTLP transport: `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`'s
+/// `http/protobuf` (the specification's default, as for the application's
+/// own OpenTelemetry SDK) or `grpc`.
 ///
 /// # Examples
 ///
@@ -17,14 +18,15 @@ use std::time::Duration;
 /// assert_eq!(Protocol::parse("http/protobuf"), Some(Protocol::HttpProtobuf));
 /// assert_eq!(Protocol::Grpc.as_str(), "grpc");
 /// assert_eq!(Protocol::parse("http/json"), None);
-/// assert_eq!(Protocol::default(), Protocol::Grpc);
+/// assert_eq!(Protocol::default(), Protocol::HttpProtobuf);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Protocol {
     /// OTLP/gRPC (tonic), port 4317 by convention.
-    #[default]
     Grpc,
-    /// OTLP/HTTP with a protobuf body, port 4318 by convention, path `/v1/traces`.
+    /// OTLP/HTTP with a protobuf body, port 4318 by convention, path
+    /// `/v1/traces`: the OTLP specification's default.
+    #[default]
     HttpProtobuf,
 }
 
@@ -142,7 +144,9 @@ fn metrics_endpoint(traces: &str, protocol: Protocol) -> String {
 /// let _exporter = rt.block_on(async { settings.build_exporter() })?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` shows the headers' names, never their values (API keys).
+#[derive(Clone, PartialEq, Eq)]
 pub struct OtlpSettings {
     /// The traces endpoint, complete (`/v1/traces` added for HTTP when it
     /// came from `OTEL_EXPORTER_OTLP_ENDPOINT`).
@@ -157,9 +161,27 @@ pub struct OtlpSettings {
     pub(crate) timeout: Option<Duration>,
     /// `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`, decoded, keys lowercase.
     pub(crate) headers: Vec<(String, String)>,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION=gzip`.
+    pub(crate) gzip: bool,
     /// TLS files for an `https` endpoint: `(variable, path)` of the CA
     /// certificate, the client certificate and the client key (PEM).
     pub(crate) tls: TlsFiles,
+}
+
+impl std::fmt::Debug for OtlpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("OtlpSettings")
+            .field("endpoint", &self.endpoint)
+            .field("endpoint_var", &self.endpoint_var)
+            .field("metrics_endpoint", &self.metrics_endpoint)
+            .field("protocol", &self.protocol)
+            .field("timeout", &self.timeout)
+            .field("headers (values hidden)", &header_names)
+            .field("gzip", &self.gzip)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// The PEM files named by `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`,
@@ -179,8 +201,33 @@ const TIMEOUT_EXPECTED: &str =
     "a whole number of milliseconds, at least 1, such as 10000 (the OTLP exporter's form: no unit)";
 /// What `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS` accepts.
 const HEADERS_EXPECTED: &str = "comma-separated key=value pairs, such as api-key=secret,x-team=obs: keys of letters, digits, '-', '_' or '.' (not ending in -bin), values percent-encoded printable ASCII";
-/// What `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` accepts in this build.
-const COMPRESSION_EXPECTED: &str = "none (this build of tokio-blackbox sends uncompressed OTLP; gzip and zstd are not compiled in)";
+/// What `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION` accepts.
+const COMPRESSION_EXPECTED: &str = "gzip or none (zstd is not supported)";
+
+/// The exporter's timeout when none is set (the OTLP specification's 10 s).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The error for an `https` endpoint in a build without TLS.
+pub(crate) fn no_tls_error() -> BuildError {
+    BuildError::MissingFeature {
+        what: "an https:// endpoint".into(),
+        feature: "tls-ring",
+        fix: "turn on `tls-ring` or `tls-aws-lc` (the rustls crypto provider your app already uses), with `tls-roots` for the system's roots",
+    }
+}
+
+/// A headers value as an error may show it: the keys, never the values
+/// (they hold API keys), and the position of an item that is not `k=v`.
+fn redact_headers(raw: &str) -> String {
+    raw.split(',')
+        .map(|item| match item.split_once('=') {
+            Some((k, _)) => format!("{}=<hidden>", k.trim()),
+            None if item.trim().is_empty() => String::new(),
+            None => "<an item without '='>".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// Decodes `%XX` escapes (the OTLP headers variable is URL-encoded).
 fn percent_decode(s: &str) -> Option<String> {
@@ -256,15 +303,18 @@ macro_rules! build_otlp {
                         // Checked by `parse_headers`: a valid key, printable ASCII.
                         let value = v.parse().map_err(|_| BuildError::InvalidEnv {
                             var: "OTEL_EXPORTER_OTLP_HEADERS",
-                            value: format!("{k}={v}"),
+                            value: format!("{k}=<hidden>"),
                             expected: HEADERS_EXPECTED,
                         })?;
                         map.insert(static_key(k), value);
                     }
                     builder = builder.with_metadata(map);
                 }
+                if $self.gzip {
+                    builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
+                }
                 if $endpoint.starts_with("https:") {
-                    builder = builder.with_tls_config($self.tls.client_config()?);
+                    builder = $self.tls.with_tls(builder)?;
                 }
                 builder.build().map_err(err)?
             }
@@ -280,6 +330,16 @@ macro_rules! build_otlp {
                 if !$self.headers.is_empty() {
                     builder = builder.with_headers($self.headers.iter().cloned().collect());
                 }
+                if $self.gzip {
+                    builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
+                }
+                // Our own client, never one of opentelemetry-otlp's client
+                // features (they would change the app's exporter too).
+                builder = builder.with_http_client(super::http_client::client(
+                    &$endpoint,
+                    $self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                    &$self.tls,
+                )?);
                 builder.build().map_err(err)?
             }
         })
@@ -304,6 +364,7 @@ impl OtlpSettings {
             protocol,
             timeout: None,
             headers: Vec::new(),
+            gzip: false,
             tls: TlsFiles::default(),
         }
     }
@@ -362,10 +423,14 @@ impl OtlpSettings {
             "OTEL_EXPORTER_OTLP_PROTOCOL",
         );
         let protocol = match &protocol_setting {
-            None => Protocol::Grpc,
-            Some((var, p)) => {
-                Protocol::parse(p).ok_or_else(|| invalid(var, p, "grpc or http/protobuf"))?
-            }
+            None => Protocol::default(),
+            Some((var, p)) => Protocol::parse(p).ok_or_else(|| {
+                invalid(
+                    var,
+                    p,
+                    "http/protobuf (the default) or grpc; http/json is not supported",
+                )
+            })?,
         };
         let (endpoint_var, endpoint) = match pick(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -389,12 +454,10 @@ impl OtlpSettings {
                 "an http:// or https:// URL with a host, such as http://localhost:4317",
             ));
         }
-        if protocol == Protocol::HttpProtobuf && endpoint.starts_with("https:") {
-            return Err(invalid(
-                endpoint_var,
-                &endpoint,
-                "an http:// endpoint for http/protobuf (TLS is supported over grpc: set the protocol variable to grpc)",
-            ));
+        if endpoint.starts_with("https:")
+            && !cfg!(any(feature = "tls-ring", feature = "tls-aws-lc"))
+        {
+            return Err(no_tls_error());
         }
         // The spec: the signal path is appended for HTTP to the general endpoint only.
         let kind = if endpoint_var == "OTEL_EXPORTER_OTLP_ENDPOINT" {
@@ -423,17 +486,27 @@ impl OtlpSettings {
             "OTEL_EXPORTER_OTLP_HEADERS",
         ) {
             None => Vec::new(),
-            Some((var, raw)) => {
-                parse_headers(&raw).ok_or_else(|| invalid(var, &raw, HEADERS_EXPECTED))?
-            }
+            Some((var, raw)) => parse_headers(&raw)
+                .ok_or_else(|| invalid(var, &redact_headers(&raw), HEADERS_EXPECTED))?,
         };
-        if let Some((var, raw)) = pick(
+        let gzip = match pick(
             "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
             "OTEL_EXPORTER_OTLP_COMPRESSION",
-        ) && raw != "none"
-        {
-            return Err(invalid(var, &raw, COMPRESSION_EXPECTED));
-        }
+        ) {
+            None => false,
+            Some((_, raw)) if raw == "none" => false,
+            Some((var, raw)) if raw == "gzip" => {
+                if !cfg!(feature = "gzip") {
+                    return Err(BuildError::MissingFeature {
+                        what: format!("{var}=gzip"),
+                        feature: "gzip",
+                        fix: "keep tokio-blackbox's default features (or add `gzip`), or set the variable to none",
+                    });
+                }
+                true
+            }
+            Some((var, raw)) => return Err(invalid(var, &raw, COMPRESSION_EXPECTED)),
+        };
         let tls = TlsFiles {
             ca: pick(
                 "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
@@ -455,6 +528,7 @@ impl OtlpSettings {
             protocol,
             timeout,
             headers,
+            gzip,
             tls,
         }))
     }
@@ -500,37 +574,76 @@ impl OtlpSettings {
 }
 
 impl TlsFiles {
-    /// The TLS settings for an `https` endpoint: the system's roots, plus the
-    /// CA certificate and client identity from the files, when named.
-    fn client_config(
+    /// The contents of a file named by a variable.
+    #[cfg_attr(
+        not(any(feature = "tls-ring", feature = "tls-aws-lc")),
+        allow(dead_code)
+    )]
+    pub(crate) fn read(&self, (var, path): &(&'static str, String)) -> Result<Vec<u8>, BuildError> {
+        std::fs::read(path).map_err(|_| BuildError::InvalidEnv {
+            var,
+            value: path.clone(),
+            expected: "the path of a readable PEM file",
+        })
+    }
+
+    /// The client certificate and key files, both or neither.
+    #[allow(clippy::type_complexity)]
+    #[cfg_attr(
+        not(any(feature = "tls-ring", feature = "tls-aws-lc")),
+        allow(dead_code)
+    )]
+    pub(crate) fn identity_files(
         &self,
-    ) -> Result<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig, BuildError> {
-        use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
-        let read = |(var, path): &(&'static str, String)| {
-            std::fs::read(path).map_err(|_| BuildError::InvalidEnv {
+    ) -> Result<Option<(&(&'static str, String), &(&'static str, String))>, BuildError> {
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some((var, path)), None) | (None, Some((var, path))) => Err(BuildError::InvalidEnv {
                 var,
                 value: path.clone(),
-                expected: "the path of a readable PEM file",
-            })
-        };
-        let mut config = ClientTlsConfig::new().with_native_roots();
+                expected: "both a client certificate and a client key (OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY)",
+            }),
+        }
+    }
+
+    /// The gRPC exporter `builder` with TLS for an `https` endpoint: the
+    /// roots the features name, plus the CA certificate and client identity
+    /// from the files, when named.
+    #[cfg(any(feature = "tls-ring", feature = "tls-aws-lc"))]
+    fn with_tls<B: opentelemetry_otlp::WithTonicConfig>(
+        &self,
+        builder: B,
+    ) -> Result<B, BuildError> {
+        use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut config = ClientTlsConfig::new();
+        #[cfg(feature = "tls-roots")]
+        {
+            config = config.with_native_roots();
+        }
+        #[cfg(feature = "tls-webpki-roots")]
+        {
+            config = config.with_webpki_roots();
+        }
         if let Some(ca) = &self.ca {
-            config = config.ca_certificate(Certificate::from_pem(read(ca)?));
+            config = config.ca_certificate(Certificate::from_pem(self.read(ca)?));
+        } else if !cfg!(any(feature = "tls-roots", feature = "tls-webpki-roots")) {
+            return Err(BuildError::MissingFeature {
+                what: "an https endpoint with no CA file (OTEL_EXPORTER_OTLP_CERTIFICATE)".into(),
+                feature: "tls-roots",
+                fix: "turn on `tls-roots` (the system's roots) or `tls-webpki-roots`, or name a CA file in OTEL_EXPORTER_OTLP_CERTIFICATE",
+            });
         }
-        match (&self.client_cert, &self.client_key) {
-            (Some(cert), Some(key)) => {
-                config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
-            }
-            (None, None) => {}
-            (Some((var, path)), None) | (None, Some((var, path))) => {
-                return Err(BuildError::InvalidEnv {
-                    var,
-                    value: path.clone(),
-                    expected: "both a client certificate and a client key (OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY)",
-                });
-            }
+        if let Some((cert, key)) = self.identity_files()? {
+            config = config.identity(Identity::from_pem(self.read(cert)?, self.read(key)?));
         }
-        Ok(config)
+        Ok(builder.with_tls_config(config))
+    }
+
+    /// Without a TLS feature an `https` endpoint is an error saying which to add.
+    #[cfg(not(any(feature = "tls-ring", feature = "tls-aws-lc")))]
+    fn with_tls<B>(&self, _builder: B) -> Result<B, BuildError> {
+        Err(no_tls_error())
     }
 }
 
@@ -553,9 +666,12 @@ mod tests {
     #[test]
     fn otlp_env_is_read_like_the_spec() {
         assert_eq!(OtlpSettings::read(env(&[])).unwrap(), None);
-        let grpc = OtlpSettings::read(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317")]))
-            .unwrap()
-            .unwrap();
+        let grpc = OtlpSettings::read(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]))
+        .unwrap()
+        .unwrap();
         assert_eq!(
             grpc,
             OtlpSettings {
@@ -565,6 +681,7 @@ mod tests {
                 protocol: Protocol::Grpc,
                 timeout: None,
                 headers: Vec::new(),
+                gzip: false,
                 tls: TlsFiles::default(),
             }
         );
@@ -585,19 +702,35 @@ mod tests {
                 "/etc/traces-ca.pem".into()
             ))
         );
+        // The spec's default protocol, as the app's SDK reads the same variables.
+        let http = OtlpSettings::read(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(http.protocol, Protocol::HttpProtobuf);
+        assert_eq!(http.endpoint, "http://c:4318/v1/traces");
         let https_http = OtlpSettings::read(env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ]));
+        if cfg!(any(feature = "tls-ring", feature = "tls-aws-lc")) {
+            let https_http = https_http.unwrap().unwrap();
+            assert_eq!(https_http.endpoint, "https://c:4318/v1/traces");
+            assert!(https_http.gzip);
+        } else {
+            let err = https_http.unwrap_err();
+            assert!(err.to_string().contains("tls-ring"), "{err}");
+        }
+        let zstd = OtlpSettings::read(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd"),
         ]))
         .unwrap_err();
-        assert!(https_http.to_string().contains("grpc"), "{https_http}");
-        let http = OtlpSettings::read(env(&[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ]))
-        .unwrap()
-        .unwrap();
-        assert_eq!(http.endpoint, "http://c:4318/v1/traces");
+        assert!(
+            zstd.to_string()
+                .contains("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"),
+            "{zstd}"
+        );
         let traces = OtlpSettings::read(env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4318/custom"),
@@ -616,6 +749,32 @@ mod tests {
                 .contains("OTEL_EXPORTER_OTLP_PROTOCOL=\"carrier-pigeon\""),
             "{err}"
         );
+    }
+
+    /// A malformed headers value and the settings' `Debug` never show a
+    /// header's value (an API key would land in the app's startup log).
+    #[test]
+    fn header_values_never_reach_errors_or_debug() {
+        let err = OtlpSettings::read(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%20s3cr3t-token,broken",
+            ),
+        ]))
+        .unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(text.contains("authorization=<hidden>"), "{text}");
+        let ok = OtlpSettings::read(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr3t-token"),
+        ]))
+        .unwrap()
+        .unwrap();
+        let debug = format!("{ok:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        assert!(debug.contains("api-key"), "{debug}");
     }
 
     #[test]

@@ -318,6 +318,7 @@ mod tests {
                 protocol,
                 timeout: None,
                 headers: Vec::new(),
+                gzip: false,
                 tls: TlsFiles::default(),
             };
             let err = OtlpSink::start(

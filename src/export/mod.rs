@@ -35,6 +35,7 @@ mod counters;
 pub mod endpoint;
 mod export_sink;
 pub(crate) mod exporter;
+mod http_client;
 pub mod json;
 pub(crate) mod metrics;
 pub mod names;

@@ -235,6 +235,7 @@ pub fn run_demo(otlp_endpoint: &str, duration: &str) -> DemoRun {
         }
     }
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_SERVICE_NAME", SERVICE)
         .env("BLACKBOX_BASELINE_RATIO", "1")
         .env("BLACKBOX_LATENCY_THRESHOLD", format!("{THRESHOLD_MS}ms"))
@@ -244,7 +245,7 @@ pub fn run_demo(otlp_endpoint: &str, duration: &str) -> DemoRun {
         + DEMO_GRACE;
     let started = Instant::now();
     eprintln!(
-        "running {} --duration {duration} with OTEL_EXPORTER_OTLP_ENDPOINT={otlp_endpoint} \
+        "running {} --duration {duration} with OTEL_EXPORTER_OTLP_ENDPOINT={otlp_endpoint} OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
          BLACKBOX_BASELINE_RATIO=1",
         exe.display()
     );
