@@ -49,6 +49,7 @@ pub struct Builder {
     use_env: bool,
     env: Option<EnvLookup>,
     pub(crate) sink: Option<Box<dyn Sink>>,
+    resource: Option<opentelemetry_sdk::Resource>,
 }
 
 impl fmt::Debug for Builder {
@@ -229,6 +230,29 @@ impl Builder {
         self
     }
 
+    /// The application's OpenTelemetry [`Resource`](opentelemetry_sdk::Resource):
+    /// windows, kept traces and the recorder's metrics are exported under
+    /// it (its `service.name` set in code included), over what the
+    /// environment says (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`).
+    ///
+    /// Not needed when the app's tracer provider has the
+    /// [`tail_sampler`](crate::Blackbox::tail_sampler) as a span processor:
+    /// the provider hands its resource to it when built.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let resource = opentelemetry_sdk::Resource::builder().with_service_name("checkout").build();
+    /// let (_blackbox, _guard) = tokio_blackbox::Blackbox::builder()
+    ///     .resource(resource.clone())
+    ///     .build()?;
+    /// # Ok::<(), tokio_blackbox::BuildError>(())
+    /// ```
+    pub fn resource(mut self, resource: opentelemetry_sdk::Resource) -> Self {
+        self.resource = Some(resource);
+        self
+    }
+
     /// The most spans one window becomes; what does not fit is counted in
     /// attributes of the window and task spans.
     ///
@@ -324,6 +348,9 @@ impl Builder {
         }
         let metrics = otlp.clone().zip(metrics_interval);
         let export = Arc::new(ExportShared::new(settings.shutdown_timeout));
+        if let Some(resource) = &self.resource {
+            export.set_app_resource(resource);
+        }
         // The sink: one set in code, else the recorder's export pipeline
         // (an exporter set in code, the OTLP endpoint from the environment,
         // or the OTLP JSON file), which the tail sampler shares.
@@ -353,7 +380,7 @@ impl Builder {
                 let source: metrics::Source = Arc::new(move || stats.stats().metrics());
                 guard.with_metrics(metrics::MetricsExport::start(
                     &otlp,
-                    crate::export::resource(),
+                    export_shared.resource(),
                     interval,
                     source,
                     export_shared,

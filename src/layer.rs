@@ -23,7 +23,7 @@ use crate::shared::Shared;
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use tracing_core::span::{Attributes, Id};
 use tracing_core::subscriber::Interest;
@@ -88,6 +88,17 @@ pub(crate) fn filter() -> BlackboxFilter {
     tracing_subscriber::filter::FilterFn::new(reads as fn(&Metadata<'_>) -> bool)
 }
 
+/// Nothing known yet about the subscriber's OpenTelemetry layer.
+const OTEL_UNKNOWN: u8 = 0;
+/// A span had an OpenTelemetry context: the subscriber has the layer.
+const OTEL_SEEN: u8 = 1;
+/// [`OTEL_MISSES`] requests found no context and none ever did.
+const OTEL_ABSENT: u8 = 2;
+/// Misses, with no context ever found, before the layer is taken as absent.
+const OTEL_MISSES: u32 = 64;
+/// Once taken as absent, one request in this many asks again.
+const OTEL_RECHECK: u64 = 1024;
+
 /// A callsite's decision, made once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct CallsiteInfo {
@@ -126,7 +137,7 @@ struct RequestState {
     id: u64,
     name: u16,
     start: u64,
-    ids: OnceLock<Option<(TraceId, SpanId)>>,
+    ids: OnceLock<Option<(TraceId, SpanId, bool)>>,
     error: AtomicBool,
 }
 
@@ -160,11 +171,17 @@ pub struct BlackboxLayer {
     /// The subscriber this layer is part of, once it became a dispatcher:
     /// OpenTelemetry ids are asked of it.
     dispatch: OnceLock<tracing::dispatcher::WeakDispatch>,
-    /// The subscriber has no `tracing-opentelemetry` layer: its context was
-    /// asked for once and it had none. A subscriber's layers are fixed once
-    /// built, so no request asks again (asking upgrades the subscriber's
-    /// `Arc`, two atomic operations on one cache line shared by every thread).
-    no_otel: AtomicBool,
+    /// What asking for OpenTelemetry contexts found so far ([`OTEL_UNKNOWN`],
+    /// [`OTEL_SEEN`], [`OTEL_ABSENT`]). A span tracing-opentelemetry did not
+    /// build (its per-layer filter left it out) has no context either, so
+    /// no single miss decides: only [`OTEL_MISSES`] misses with no context
+    /// ever found make it "absent", and even then one request in
+    /// [`OTEL_RECHECK`] asks again. Asking upgrades the subscriber's `Arc`
+    /// (two atomic operations on one line every thread shares), which a
+    /// subscriber without the layer should not pay on every request.
+    otel: AtomicU8,
+    /// Requests that found no context while the state was unknown.
+    otel_misses: AtomicU32,
     /// The latency threshold in raw clock ticks: a close compares ticks.
     threshold_ticks: u64,
 }
@@ -190,7 +207,8 @@ impl BlackboxLayer {
             tag: (NEXT_TAG.fetch_add(1, Ordering::Relaxed) as u16) & LAYER_TAG_MASK,
             callsites: AddressTable::new(),
             dispatch: OnceLock::new(),
-            no_otel: AtomicBool::new(false),
+            otel: AtomicU8::new(OTEL_UNKNOWN),
+            otel_misses: AtomicU32::new(0),
             threshold_ticks,
         }
     }
@@ -227,19 +245,41 @@ impl BlackboxLayer {
     /// layer is part of (not the thread's default, which may be another
     /// subscriber: a scoped one, or one whose OpenTelemetry layer does not
     /// know this span).
-    fn otel_ids(&self, id: &Id) -> Option<(TraceId, SpanId)> {
-        if self.no_otel.load(Ordering::Relaxed) {
-            return None;
-        }
+    ///
+    /// The third value is `true` when the app's sampler dropped the trace
+    /// (not sampled): the app will never export that request span, so the
+    /// window carries it, under the app's trace and span ids.
+    fn otel_ids(&self, id: &Id) -> Option<(TraceId, SpanId, bool)> {
         let dispatch = self.dispatch.get()?.upgrade()?;
-        // `None` only when the subscriber has no OpenTelemetry layer (with
-        // one, every span has a context, valid or not).
+        // `None` when the subscriber has no OpenTelemetry layer, or when
+        // that layer did not build this span (its per-layer filter).
         let Some(cx) = tracing_opentelemetry::get_otel_context(id, &dispatch) else {
-            self.no_otel.store(true, Ordering::Relaxed);
+            if self.otel.load(Ordering::Relaxed) == OTEL_UNKNOWN
+                && self.otel_misses.fetch_add(1, Ordering::Relaxed) + 1 >= OTEL_MISSES
+            {
+                let _ = self.otel.compare_exchange(
+                    OTEL_UNKNOWN,
+                    OTEL_ABSENT,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
             return None;
         };
+        if self.otel.load(Ordering::Relaxed) != OTEL_SEEN {
+            self.otel.store(OTEL_SEEN, Ordering::Relaxed);
+        }
         let sc = cx.span().span_context().clone();
-        sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
+        sc.is_valid()
+            .then(|| (sc.trace_id(), sc.span_id(), !sc.is_sampled()))
+    }
+
+    /// Whether request `request`'s first enter asks for its OpenTelemetry
+    /// ids: always, unless the subscriber looks like it has no
+    /// OpenTelemetry layer; then one request in [`OTEL_RECHECK`].
+    #[inline]
+    fn asks_otel(&self, request: u64) -> bool {
+        self.otel.load(Ordering::Relaxed) != OTEL_ABSENT || request % OTEL_RECHECK == 0
     }
 }
 
@@ -309,7 +349,7 @@ impl BlackboxLayer {
         self.shared
             .capture
             .request_enter(unpack(word).0, span_id, self.tag);
-        if word & IDS_LOOKED_UP == 0 && !self.no_otel.load(Ordering::Relaxed) {
+        if word & IDS_LOOKED_UP == 0 && self.asks_otel(unpack(word).0) {
             self.first_enter(id);
         }
     }
@@ -385,9 +425,9 @@ impl BlackboxLayer {
         let requests = &self.shared.requests;
         let span_id = id.into_u64();
         if requests.mark_ids(span_id)
-            && let Some((trace, span)) = self.otel_ids(id)
+            && let Some((trace, span, own)) = self.otel_ids(id)
         {
-            requests.set_ids(span_id, trace, span);
+            requests.set_ids(span_id, trace, span, own);
         }
     }
 
@@ -451,12 +491,7 @@ impl BlackboxLayer {
         let ext = span.extensions();
         let state = ext.get::<RequestState>().filter(|s| s.layer == self.tag)?;
         self.shared.requests.close_fallback();
-        let ids = state
-            .ids
-            .get()
-            .copied()
-            .flatten()
-            .map(|(t, s)| (t, s, false));
+        let ids = state.ids.get().copied().flatten();
         let error = state.error.load(Ordering::Relaxed);
         Some((state.id, state.name, state.start, ids, error))
     }
@@ -475,6 +510,11 @@ impl BlackboxLayer {
         error: bool,
     ) {
         let ids = ids.unwrap_or_else(|| {
+            // The app traces with OpenTelemetry, but this request had no
+            // context: its window goes into a trace of its own (counted).
+            if self.otel.load(Ordering::Relaxed) == OTEL_SEEN {
+                self.shared.windows_unlinked.fetch_add(1, Ordering::Relaxed);
+            }
             let g = RandomIdGenerator::default();
             (g.new_trace_id(), g.new_span_id(), true)
         });

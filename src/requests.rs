@@ -312,10 +312,11 @@ impl OpenRequests {
         })
     }
 
-    /// Stores the request's OpenTelemetry ids (once).
-    pub(crate) fn set_ids(&self, span_id: u64, trace: TraceId, span: SpanId) {
+    /// Stores the request's OpenTelemetry ids (once); `own`: the window
+    /// exports the request span itself (the app's sampler dropped it).
+    pub(crate) fn set_ids(&self, span_id: u64, trace: TraceId, span: SpanId, own: bool) {
         if let Some(i) = self.find(span_id) {
-            self.store_ids(i, trace, span, 0);
+            self.store_ids(i, trace, span, if own { OWN_IDS } else { 0 });
         }
     }
 

@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     pub(crate) slow_requests: AtomicU64,
     /// Slow requests lost because the capture queue was full.
     pub(crate) slow_dropped: AtomicU64,
+    /// Slow requests with no OpenTelemetry context although the app has an
+    /// OpenTelemetry layer: their windows went into traces of their own.
+    pub(crate) windows_unlinked: AtomicU64,
     recent_slow: Mutex<VecDeque<SlowRequest>>,
 }
 
@@ -73,6 +76,7 @@ impl Shared {
             tx,
             slow_requests: AtomicU64::new(0),
             slow_dropped: AtomicU64::new(0),
+            windows_unlinked: AtomicU64::new(0),
             recent_slow: Mutex::new(VecDeque::new()),
         }
     }

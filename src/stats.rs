@@ -49,6 +49,12 @@ pub struct BlackboxStats {
     pub requests_skipped: u64,
     /// Slow requests lost because the capture queue was full.
     pub slow_requests_dropped: u64,
+    /// Slow requests whose span had no OpenTelemetry context although the
+    /// app's subscriber has a `tracing-opentelemetry` layer (its per-layer
+    /// filter left the span out, or another version of the crate built it):
+    /// their windows went into a trace of the recorder's own, with the
+    /// request span, not into the app's trace.
+    pub windows_unlinked: u64,
     /// Windows handed to the sink successfully.
     pub windows_written: u64,
     /// Windows the sink failed to write, or that were still waiting to be
@@ -187,6 +193,12 @@ impl BlackboxStats {
                 "Slow requests lost to a full capture queue",
                 true,
                 self.slow_requests_dropped,
+            ),
+            metric(
+                "blackbox.windows.unlinked",
+                "Slow requests with no OpenTelemetry context though the app has the layer: windows in traces of their own",
+                true,
+                self.windows_unlinked,
             ),
             metric(
                 "blackbox.windows.written",
@@ -342,6 +354,7 @@ pub(crate) fn assemble(
         requests_merged: get(&c.merged),
         requests_skipped: get(&c.skipped),
         slow_requests_dropped: get(&shared.slow_dropped),
+        windows_unlinked: get(&shared.windows_unlinked),
         windows_written: get(&c.windows_written),
         sink_errors: get(&c.sink_errors),
         buffer_bytes: if capture.enabled { segments.bytes() } else { 0 },

@@ -37,7 +37,6 @@ use super::endpoint::OtlpSettings;
 use super::exporter::DynExporter;
 use super::otlp::{self, Budget};
 use super::queue::{Job, MappedWindow, PushError, Queue};
-use super::resource::resource;
 use super::shared::{ExportShared, quietly};
 use super::split::{MAX_REQUEST_SPANS, SPLIT_AT, split};
 use crate::error::{BuildError, SinkError};
@@ -275,7 +274,8 @@ fn export_thread(
     });
     let exporter = match built {
         Ok(mut e) => {
-            e.set_resource_dyn(&resource());
+            shared.resource_change();
+            e.set_resource_dyn(&shared.resource());
             let _ = ready.send(Ok(()));
             e
         }
@@ -285,7 +285,13 @@ fn export_thread(
         }
     };
     let c = &shared.counters;
+    let mut exporter = exporter;
     while let Some((job, bytes)) = queue.pop() {
+        // The app's resource arrived (its tracer provider was built after
+        // the recorder): every later export goes under it.
+        if let Some(r) = shared.resource_change() {
+            exporter.set_resource_dyn(&r);
+        }
         let spans = match job {
             Job::Window(MappedWindow {
                 mut spans,

@@ -26,6 +26,21 @@ pub fn resource() -> Resource {
         .build()
 }
 
+/// The resource spans are exported under when the application gave its
+/// own (`app`): the environment's [`resource()`] with every attribute of the
+/// app's over it, so a service name set in code wins over `unknown_service`.
+pub(crate) fn merged(app: Option<&Resource>) -> Resource {
+    let base = resource();
+    let Some(app) = app else { return base };
+    let mut attrs: Vec<KeyValue> = base
+        .iter()
+        .filter(|(k, _)| app.get(k).is_none())
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    attrs.extend(app.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
+    Resource::builder_empty().with_attributes(attrs).build()
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

@@ -256,6 +256,12 @@ impl TailSampler {
 impl SpanProcessor for TailSampler {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
+    /// The app's tracer provider gives its resource when built: windows
+    /// and kept traces are exported under it from then on.
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.shared.set_app_resource(resource);
+    }
+
     fn on_end(&self, span: SpanData) {
         let c = &self.shared.counters;
         let trace = span.span_context.trace_id();

@@ -8,7 +8,8 @@ use crate::sync::lock;
 use opentelemetry::trace::TraceId;
 use opentelemetry_sdk::trace::SpanData;
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::AtomicBool;
+use opentelemetry_sdk::Resource;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +47,11 @@ pub(crate) struct ExportShared {
     queue: Mutex<Option<Arc<Queue>>>,
     /// How long a sink's flush waits for the export thread.
     pub(crate) flush_timeout: Duration,
+    /// The application's resource, when it gave one (the builder's
+    /// `resource`, or its tracer provider through the tail sampler).
+    app_resource: Mutex<Option<Resource>>,
+    /// `app_resource` changed since the export thread last read it.
+    resource_changed: AtomicBool,
 }
 
 impl Default for ExportShared {
@@ -62,7 +68,28 @@ impl ExportShared {
             sampler_active: AtomicBool::new(false),
             queue: Mutex::new(None),
             flush_timeout,
+            app_resource: Mutex::new(None),
+            resource_changed: AtomicBool::new(false),
         }
+    }
+
+    /// The application's resource: what every window and kept trace is
+    /// exported under from now on (over the environment's).
+    pub(crate) fn set_app_resource(&self, resource: &Resource) {
+        *lock(&self.app_resource) = Some(resource.clone());
+        self.resource_changed.store(true, Ordering::Release);
+    }
+
+    /// The resource to export under: the environment's, with the app's over it.
+    pub(crate) fn resource(&self) -> Resource {
+        super::resource::merged(lock(&self.app_resource).as_ref())
+    }
+
+    /// The resource, when it changed since the last call (once per change).
+    pub(crate) fn resource_change(&self) -> Option<Resource> {
+        self.resource_changed
+            .swap(false, Ordering::AcqRel)
+            .then(|| self.resource())
     }
 
     /// Remembers that the tail sampler kept `trace`.
