@@ -548,11 +548,17 @@ where
 {
     fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
         let _ = self.dispatch.set(subscriber.downgrade());
+        self.shared.setup.set_dispatch(subscriber.downgrade());
     }
 
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
         if meta.is_span() {
-            self.info(meta);
+            let info = self.info(meta);
+            // Checked later, on the capture thread: does the subscriber's
+            // filter hide this request callsite from every layer?
+            self.shared
+                .setup
+                .note_callsite(meta, info.request == Some(true));
         }
         Interest::always()
     }

@@ -24,6 +24,7 @@ mod layer;
 mod recorder;
 mod requests;
 mod segments;
+mod setup_check;
 mod shared;
 mod stats;
 mod sync;

@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     /// Slow requests with no OpenTelemetry context although the app has an
     /// OpenTelemetry layer: their windows went into traces of their own.
     pub(crate) windows_unlinked: AtomicU64,
+    /// What the app's log is told about a setup that leaves the recorder blind.
+    pub(crate) setup: crate::setup_check::SetupCheck,
     recent_slow: Mutex<VecDeque<SlowRequest>>,
 }
 
@@ -77,6 +79,7 @@ impl Shared {
             slow_requests: AtomicU64::new(0),
             slow_dropped: AtomicU64::new(0),
             windows_unlinked: AtomicU64::new(0),
+            setup: Default::default(),
             recent_slow: Mutex::new(VecDeque::new()),
         }
     }

@@ -55,6 +55,11 @@ pub struct BlackboxStats {
     /// their windows went into a trace of the recorder's own, with the
     /// request span, not into the app's trace.
     pub windows_unlinked: u64,
+    /// Request span callsites that the subscriber's filter disables for
+    /// every layer (tower-http's `DEBUG` spans under an `info` filter): the
+    /// recorder never sees those requests. Each is named in a `WARN` event
+    /// of target `tokio_blackbox`, with the fix.
+    pub request_callsites_hidden: u64,
     /// Windows handed to the sink successfully.
     pub windows_written: u64,
     /// Windows the sink failed to write, or that were still waiting to be
@@ -355,6 +360,7 @@ pub(crate) fn assemble(
         requests_skipped: get(&c.skipped),
         slow_requests_dropped: get(&shared.slow_dropped),
         windows_unlinked: get(&shared.windows_unlinked),
+        request_callsites_hidden: shared.setup.hidden(),
         windows_written: get(&c.windows_written),
         sink_errors: get(&c.sink_errors),
         buffer_bytes: if capture.enabled { segments.bytes() } else { 0 },

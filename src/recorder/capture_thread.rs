@@ -149,6 +149,10 @@ pub(crate) fn run(
     let mut sequence = 0u64;
     let mut last_scan = clock.raw();
     let interval_ticks = ticks(interval);
+    // The setup checks (a filter hiding request spans, no task hooks) run
+    // about once a second, the first a second after the start.
+    let setup_every = ticks(Duration::from_secs(1));
+    let mut last_setup_check = clock.raw();
     // Writes `pending` (each window is cut and mapped here); with a deadline
     // (a flush's or the shutdown's), what is not written by then is
     // returned.
@@ -228,6 +232,10 @@ pub(crate) fn run(
             continue;
         }
         last_scan = now;
+        if now.saturating_sub(last_setup_check) >= setup_every {
+            last_setup_check = now;
+            shared.setup.check();
+        }
         let mut open_needed: Option<u64> = None;
         if shared.capture.enabled {
             for r in shared.requests.scan(now, threshold, stuck) {

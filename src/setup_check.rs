@@ -1,0 +1,186 @@
+//! What the recorder tells the application's log, once, about a setup that
+//! leaves it blind: request spans that the subscriber's filter disables
+//! (tower-http's `TraceLayer` makes its spans at `DEBUG`, below the usual
+//! `info` default), and a build without `--cfg tokio_unstable` (no task hooks).
+//!
+//! A global filter (`registry().with(EnvFilter)`) disables a callsite for
+//! every layer: the recorder's layer never sees those spans. When the
+//! recorder's layer is registered after the filter (as the README shows),
+//! tracing still asks it about every callsite first; the callsites that
+//! look like requests are kept here (a few, under a lock, once each), and
+//! the capture thread asks the whole subscriber whether it enables them
+//! (`Dispatch::enabled`). One that it does not is named in a `WARN` event
+//! (target `tokio_blackbox`) with the fix.
+//!
+//! Nothing here runs on the hot path: callsite registration happens once
+//! per callsite, and the check runs on the capture thread about once a second.
+
+use crate::sync::lock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use tracing::dispatcher::WeakDispatch;
+use tracing_core::Metadata;
+
+/// Callsites kept for the check at most (a service has a handful of
+/// request callsites).
+const MAX_CANDIDATES: usize = 64;
+
+/// How request spans are marked in the ecosystem: a callsite with any of
+/// these fields is a server request span (OpenTelemetry's semantic
+/// conventions, as axum-tracing-opentelemetry, tonic's and others' spans
+/// carry them).
+const REQUEST_FIELDS: &[&str] = &["otel.kind", "http.request.method", "rpc.system"];
+
+/// Whether a span callsite looks like a request span of the ecosystem:
+/// tower-http's `TraceLayer` (target `tower_http::trace`), or a span
+/// with a field of [`REQUEST_FIELDS`].
+pub(crate) fn looks_like_request(meta: &Metadata<'_>) -> bool {
+    meta.target().starts_with("tower_http::trace")
+        || meta
+            .fields()
+            .iter()
+            .any(|f| REQUEST_FIELDS.contains(&f.name()))
+}
+
+/// The fix for a hidden request callsite, in words a user can act on.
+fn fix_for(meta: &Metadata<'_>) -> String {
+    let target = meta.target();
+    let module = target.split("::").next().unwrap_or(target);
+    let level = meta.level().as_str().to_ascii_lowercase();
+    let mut fix = format!("add `{module}={level}` to the filter (RUST_LOG or the EnvFilter's default)");
+    if target.starts_with("tower_http::trace") {
+        fix.push_str(
+            ", or make the spans at INFO: `TraceLayer::new_for_http().make_span_with(\
+             tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO))`",
+        );
+    }
+    fix
+}
+
+/// The checks' state, one per recorder (in its shared state).
+#[derive(Debug, Default)]
+pub(crate) struct SetupCheck {
+    /// Request-like callsites, and whether each was checked.
+    candidates: Mutex<Vec<(&'static Metadata<'static>, bool)>>,
+    /// The subscriber the recorder's layer is part of.
+    dispatch: OnceLock<WeakDispatch>,
+    /// Request callsites found disabled by the subscriber's filter.
+    hidden: AtomicU64,
+    /// The `tokio_unstable` line was written.
+    told_unstable: AtomicBool,
+}
+
+impl SetupCheck {
+    /// The subscriber the layer became part of.
+    pub(crate) fn set_dispatch(&self, dispatch: WeakDispatch) {
+        let _ = self.dispatch.set(dispatch);
+    }
+
+    /// A span callsite was registered: kept for the check when it looks
+    /// like a request (or the configured rule says it is one).
+    #[cold]
+    pub(crate) fn note_callsite(&self, meta: &'static Metadata<'static>, request_by_rule: bool) {
+        if !(request_by_rule || looks_like_request(meta)) {
+            return;
+        }
+        let mut c = lock(&self.candidates);
+        if c.len() < MAX_CANDIDATES && !c.iter().any(|(m, _)| std::ptr::eq(*m, meta)) {
+            c.push((meta, false));
+        }
+    }
+
+    /// Request callsites found disabled by the subscriber's filter so far.
+    pub(crate) fn hidden(&self) -> u64 {
+        self.hidden.load(Ordering::Relaxed)
+    }
+
+    /// Runs the checks (on the capture thread): each kept callsite once,
+    /// and the `tokio_unstable` line once. Each finding is one `WARN` event.
+    pub(crate) fn check(&self) {
+        if !cfg!(tokio_unstable) && !self.told_unstable.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "tokio_blackbox",
+                "tokio-blackbox was built without `--cfg tokio_unstable`: Tokio's task hooks are off, \
+                 so windows show request spans and worker park/unpark but no task, poll or spawn. \
+                 Build with RUSTFLAGS=\"--cfg tokio_unstable\" (or `[build] rustflags = [\"--cfg\", \
+                 \"tokio_unstable\"]` in .cargo/config.toml) to record them"
+            );
+        }
+        let pending: Vec<&'static Metadata<'static>> = lock(&self.candidates)
+            .iter()
+            .filter(|(_, checked)| !checked)
+            .map(|(m, _)| *m)
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        // Not part of a subscriber yet: checked next time.
+        let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade) else {
+            return;
+        };
+        for (_, checked) in lock(&self.candidates).iter_mut() {
+            *checked = true;
+        }
+        for meta in pending {
+            if dispatch.enabled(meta) {
+                continue;
+            }
+            self.hidden.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                target: "tokio_blackbox",
+                "request spans `{}` (target {}, level {}) are disabled by the subscriber's filter, so \
+                 tokio-blackbox never sees these requests and captures none of them: {}",
+                meta.name(),
+                meta.target(),
+                meta.level(),
+                fix_for(meta)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::prelude::*;
+
+    /// tower-http's request span's callsite (as `TraceLayer` makes it).
+    fn tower_http_request() -> &'static Metadata<'static> {
+        let span = tracing::debug_span!(target: "tower_http::trace::make_span", "request", method = "GET");
+        span.metadata().expect("a disabled span keeps its metadata")
+    }
+
+    #[test]
+    fn a_filter_that_hides_request_spans_is_named_with_its_fix() {
+        let meta = tower_http_request();
+        assert!(looks_like_request(meta));
+        let fix = fix_for(meta);
+        assert!(fix.contains("`tower_http=debug`"), "{fix}");
+        assert!(fix.contains("level(tracing::Level::INFO)"), "{fix}");
+        for (filter, hidden) in [
+            (tracing_subscriber::filter::LevelFilter::INFO, 1),
+            (tracing_subscriber::filter::LevelFilter::DEBUG, 0),
+        ] {
+            let check = SetupCheck::default();
+            let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(filter));
+            check.set_dispatch(dispatch.downgrade());
+            check.note_callsite(meta, false);
+            check.check();
+            assert_eq!(check.hidden(), hidden, "{filter}");
+        }
+    }
+
+    #[test]
+    fn plain_spans_are_not_request_candidates() {
+        let span = tracing::info_span!("cache_refresh");
+        let meta = span.metadata().expect("metadata");
+        assert!(!looks_like_request(meta));
+        let check = SetupCheck::default();
+        check.note_callsite(meta, false);
+        assert!(lock(&check.candidates).is_empty());
+        let meta = tower_http_request();
+        check.note_callsite(meta, false);
+        check.note_callsite(meta, false);
+        assert_eq!(lock(&check.candidates).len(), 1, "each callsite once");
+    }
+}
