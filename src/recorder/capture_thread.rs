@@ -102,6 +102,16 @@ fn scan_interval(threshold: Duration) -> Duration {
     (threshold / 4).clamp(Duration::from_millis(5), Duration::from_millis(100))
 }
 
+/// Runs the setup checks with what they read: requests seen, and the
+/// spawn locations.
+fn check_setup(shared: &Shared) {
+    let locations = || shared.capture.strings.all();
+    shared.setup.check(&crate::setup_check::Seen {
+        requests: shared.capture.requests_opened(),
+        locations: &locations,
+    });
+}
+
 fn bump(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
@@ -210,6 +220,8 @@ pub(crate) fn run(
                     let _ = ack.try_send(());
                 }
                 Msg::Shutdown(ack, deadline) => {
+                    // A service shorter than a check's second still hears it.
+                    check_setup(&shared);
                     // A shutdown ends in time: what it could not cut is counted.
                     let left = write(trigger.drain(), &mut sink, Some(deadline));
                     bump(&counters.sink_errors, left.len() as u64);
@@ -234,7 +246,7 @@ pub(crate) fn run(
         last_scan = now;
         if now.saturating_sub(last_setup_check) >= setup_every {
             last_setup_check = now;
-            shared.setup.check();
+            check_setup(&shared);
         }
         let mut open_needed: Option<u64> = None;
         if shared.capture.enabled {
