@@ -67,9 +67,33 @@ static POOL: Mutex<Vec<&'static Segments>> = Mutex::new(Vec::new());
 // === Strings ===
 
 /// The interned strings (spawn locations, span names) of one recorder.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Strings {
     inner: Mutex<StringsInner>,
+    /// Unique per table (never reused, unlike an address): the key of the
+    /// threads' caches of [`Strings::intern_cached`].
+    id: u64,
+}
+
+impl Default for Strings {
+    fn default() -> Strings {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Strings {
+            inner: Mutex::default(),
+            id: NEXT.fetch_add(1, StdOrdering::Relaxed),
+        }
+    }
+}
+
+/// Strings each thread cached from [`Strings::intern_cached`], per table.
+const CACHED_PER_TABLE: usize = 256;
+
+thread_local! {
+    /// `(table id, string) -> index`, at most [`CACHED_PER_TABLE`] strings
+    /// of the most recent table a thread asked (a thread seldom serves two
+    /// recorders).
+    static CACHED: std::cell::RefCell<(u64, HashMap<Box<str>, u16>)> =
+        std::cell::RefCell::new((0, HashMap::new()));
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +115,34 @@ impl Strings {
         let i = inner.list.len() as u16;
         inner.list.push(s.to_owned());
         inner.index.insert(s.to_owned(), i);
+        i
+    }
+
+    /// [`intern`](Strings::intern) through the thread's cache: no lock
+    /// when this thread interned `s` before (request names from `otel.name`
+    /// values, a few routes read on every request open).
+    pub(crate) fn intern_cached(&self, s: &str) -> u16 {
+        let hit = CACHED
+            .try_with(|c| {
+                let c = c.borrow();
+                (c.0 == self.id).then(|| c.1.get(s).copied()).flatten()
+            })
+            .ok()
+            .flatten();
+        if let Some(i) = hit {
+            return i;
+        }
+        let i = self.intern(s);
+        if i != NO_STRING {
+            let _ = CACHED.try_with(|c| {
+                let mut c = c.borrow_mut();
+                if c.0 != self.id || c.1.len() >= CACHED_PER_TABLE {
+                    c.0 = self.id;
+                    c.1.clear();
+                }
+                c.1.insert(s.into(), i);
+            });
+        }
         i
     }
 

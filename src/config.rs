@@ -193,8 +193,8 @@ settings! {
     env request_spans: RequestSpans = RequestSpans::Root;
         var "BLACKBOX_REQUEST_SPANS", method "request_spans", shown "root",
         parse |s: &str| s.parse::<RequestSpans>().ok(),
-        accepts "`root`, or span names and `target:PREFIX` items, comma-separated",
-        doc "which spans are requests (`root`: spans with no parent but Tokio's own `runtime.spawn`, which its `tracing` feature puts around every task)";
+        accepts "`root`, `server`, or span names and `target:PREFIX` items, comma-separated",
+        doc "which spans are requests (`root`: spans with no parent but Tokio's own `runtime.spawn`, which its `tracing` feature puts around every task, unless their `otel.kind` is not `server`; `server`: only root spans marked as server requests: tower-http's `TraceLayer`, `otel.kind = server`, `http.request.method` or `rpc.system`). A request is named by its `otel.name` field when it has one, else by the span's name";
     env schedule_delay: bool = DEFAULT_SCHEDULE_DELAY;
         var "BLACKBOX_SCHEDULE_DELAY", method "schedule_delay", shown "false",
         parse parse_bool, accepts "true or false",
@@ -478,6 +478,7 @@ pub(crate) const TABLE_END: &str = "<!-- end of settings table -->";
 /// let r: RequestSpans = "request, target:my_app::handlers".parse()?;
 /// assert_eq!(r, RequestSpans::Matching { names: vec!["request".into()], targets: vec!["my_app::handlers".into()] });
 /// assert_eq!("root".parse::<RequestSpans>()?, RequestSpans::Root);
+/// assert_eq!("server".parse::<RequestSpans>()?, RequestSpans::Server);
 /// # Ok::<(), String>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -485,9 +486,18 @@ pub(crate) const TABLE_END: &str = "<!-- end of settings table -->";
 pub enum RequestSpans {
     /// Every span with no parent (the default). Tokio's own spans (with its
     /// `tracing` feature, a task's or `block_on`'s `runtime.spawn`) do not
-    /// count as parents, and are never requests.
+    /// count as parents, and are never requests. A root span whose
+    /// `otel.kind` field is not `server` (a client call, a producer) is not
+    /// a request either.
     #[default]
     Root,
+    /// Root spans marked as server requests the way the ecosystem marks
+    /// them: tower-http's `TraceLayer` spans (HTTP and gRPC, target
+    /// `tower_http::trace`), and spans with `otel.kind = "server"` or an
+    /// `http.request.method` or `rpc.system` field (axum-tracing-opentelemetry,
+    /// OpenTelemetry's semantic conventions). Other root spans (a cron job,
+    /// a queue consumer's loop) are not requests.
+    Server,
     /// Spans with one of these names, or whose target starts with one of these prefixes.
     Matching {
         /// Span names.
@@ -505,6 +515,9 @@ impl std::str::FromStr for RequestSpans {
         let s = s.trim();
         if s.eq_ignore_ascii_case("root") {
             return Ok(RequestSpans::Root);
+        }
+        if s.eq_ignore_ascii_case("server") {
+            return Ok(RequestSpans::Server);
         }
         let (mut names, mut targets) = (Vec::new(), Vec::new());
         for item in s.split(',').map(str::trim) {

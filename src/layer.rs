@@ -65,6 +65,13 @@ impl RequestSpans {
         }
         match self {
             RequestSpans::Root => None,
+            RequestSpans::Server => {
+                if crate::setup_check::looks_like_request(meta) {
+                    None
+                } else {
+                    Some(false)
+                }
+            }
             RequestSpans::Matching { names, targets } => Some(
                 names.iter().any(|n| n == meta.name())
                     || targets.iter().any(|t| target.starts_with(t.as_str())),
@@ -104,27 +111,126 @@ const OTEL_RECHECK: u64 = 1024;
 struct CallsiteInfo {
     request: Option<bool>,
     name: u16,
+    /// The callsite has an `otel.kind` field: its value decides (only
+    /// `server` is a request, unless the rule names spans explicitly).
+    kind_field: bool,
+    /// The callsite has an `otel.name` field: the request is named by it.
+    otel_name: bool,
 }
 
+/// The field whose value names a span's OpenTelemetry kind.
+const OTEL_KIND: &str = "otel.kind";
+/// The field whose value names a span in OpenTelemetry.
+const OTEL_NAME: &str = "otel.name";
+
 impl CallsiteInfo {
-    /// As kept in the callsite table: the name index, the decision above it.
+    /// As kept in the callsite table: the name index, the decision above
+    /// it, then the two field flags.
     fn pack(self) -> u32 {
         let request = match self.request {
             None => 0,
             Some(false) => 1,
             Some(true) => 2,
         };
-        u32::from(self.name) | request << 16
+        u32::from(self.name)
+            | request << 16
+            | u32::from(self.kind_field) << 18
+            | u32::from(self.otel_name) << 19
     }
 
     fn unpack(v: u32) -> CallsiteInfo {
         CallsiteInfo {
-            request: match v >> 16 {
+            request: match (v >> 16) & 3 {
                 0 => None,
                 1 => Some(false),
                 _ => Some(true),
             },
             name: v as u16,
+            kind_field: v & 1 << 18 != 0,
+            otel_name: v & 1 << 19 != 0,
+        }
+    }
+}
+
+/// Reads a span's `otel.kind` and `otel.name` values at its open, into a
+/// buffer on the stack (`otel.name = %route` arrives as a `Display`).
+#[derive(Default)]
+struct OtelFields {
+    /// `otel.kind` was recorded and is `server` (any case).
+    server: Option<bool>,
+    name: NameBuf,
+}
+
+/// A span name of at most 128 bytes, written in place (a longer one is cut
+/// at a character boundary).
+struct NameBuf {
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl Default for NameBuf {
+    fn default() -> NameBuf {
+        NameBuf {
+            bytes: [0; 128],
+            len: 0,
+        }
+    }
+}
+
+impl NameBuf {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl fmt::Write for NameBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.bytes.len() - self.len;
+        let mut take = s.len().min(room);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        self.bytes[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
+    }
+}
+
+impl tracing::field::Visit for OtelFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        use fmt::Write as _;
+        match field.name() {
+            OTEL_KIND => self.server = Some(value.eq_ignore_ascii_case("server")),
+            OTEL_NAME => {
+                self.name.len = 0;
+                let _ = self.name.write_str(value);
+            }
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        use fmt::Write as _;
+        match field.name() {
+            OTEL_KIND => {
+                let mut b = NameBuf::default();
+                let _ = write!(b, "{value:?}");
+                // `?SpanKind::Server` and `"server"` alike.
+                let kind = b.as_str().trim_matches('"');
+                self.server = Some(kind.eq_ignore_ascii_case("server"));
+            }
+            OTEL_NAME => {
+                self.name.len = 0;
+                let _ = write!(self.name, "{value:?}");
+                // A `?`-recorded string keeps its quotes; a `%` one has none.
+                let s = self.name.as_str();
+                if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
+                    let inner = s[1..s.len() - 1].to_owned();
+                    self.name.len = 0;
+                    let _ = self.name.write_str(&inner);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -229,6 +335,7 @@ impl BlackboxLayer {
     #[cold]
     #[inline(never)]
     fn decide(&self, meta: &'static Metadata<'static>, key: u64) -> CallsiteInfo {
+        let fields = meta.fields();
         let info = CallsiteInfo {
             request: self.shared.settings.request_spans.classify(meta),
             name: if meta.is_span() {
@@ -236,6 +343,8 @@ impl BlackboxLayer {
             } else {
                 NO_STRING
             },
+            kind_field: fields.field(OTEL_KIND).is_some(),
+            otel_name: fields.field(OTEL_NAME).is_some(),
         };
         self.callsites.insert(key, info.pack());
         info
@@ -431,6 +540,25 @@ impl BlackboxLayer {
         }
     }
 
+    /// A request-candidate span whose callsite has `otel.kind` or
+    /// `otel.name`: `None` when its kind is not `server` (a client call, a
+    /// producer: no request), else its name (the `otel.name` value, interned
+    /// through the thread's cache, or the callsite's name).
+    #[cold]
+    #[inline(never)]
+    fn otel_fields(&self, attrs: &Attributes<'_>, info: CallsiteInfo) -> Option<u16> {
+        let mut fields = OtelFields::default();
+        attrs.record(&mut fields);
+        if info.request.is_none() && fields.server == Some(false) {
+            return None;
+        }
+        let name = fields.name.as_str();
+        if name.is_empty() {
+            return Some(info.name);
+        }
+        Some(self.shared.capture.strings.intern_cached(name))
+    }
+
     /// Whether another layer of this recorder watches span `id` already (in
     /// the table, or in the extensions when its bucket was full). A layer
     /// made later sees the span's open already.
@@ -575,6 +703,14 @@ where
         if !is_request {
             return;
         }
+        // Only callsites with `otel.kind` / `otel.name` fields read values.
+        let mut name = info.name;
+        if (info.kind_field && info.request.is_none()) || info.otel_name {
+            match self.otel_fields(attrs, info) {
+                Some(n) => name = n,
+                None => return,
+            }
+        }
         let requests = &self.shared.requests;
         let span_id = id.into_u64();
         // Another layer of this recorder may watch this span already (one
@@ -587,12 +723,12 @@ where
         let capture = &self.shared.capture;
         let req = capture.new_request_id();
         let start = capture.clock.raw();
-        if !requests.open(span_id, pack(req, info.name, self.tag), start)
-            && !self.open_fallback(id, &ctx, req, info.name, start)
+        if !requests.open(span_id, pack(req, name, self.tag), start)
+            && !self.open_fallback(id, &ctx, req, name, start)
         {
             return;
         }
-        capture.request_open(req, info.name, start);
+        capture.request_open(req, name, start);
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {

@@ -11,6 +11,8 @@
 # 3. unit, integration and doc tests of the library and the command (cli/,
 #    both default members) with --cfg tokio_unstable (the default, from
 #    .cargo/config.toml): real runtimes, real Jaeger and Collector;
+#    then axum-service/ (a service as users write one, with our crate added
+#    as the README says) against Jaeger, built alone so only its features unify;
 # 4. the tests again without tokio_unstable (what a plain build records);
 # 5. loom models of the segments, the open-request table and the location table (--cfg blackbox_loom);
 # 6. benches build, docs build without warnings;
@@ -65,6 +67,7 @@ cargo clippy --all-targets --all-features -- -D warnings
 # The bench and tokio-tracing-check members (not default members: checked by name).
 cargo clippy -p blackbox-bench --all-targets -- -D warnings
 cargo clippy -p tokio-blackbox-tokio-tracing-check --all-targets -- -D warnings
+cargo clippy -p tokio-blackbox-axum-service --all-targets -- -D warnings
 
 step "the library's default dependencies carry no command crate"
 # What a service that depends on tokio-blackbox builds: no clap, indicatif or
@@ -76,6 +79,16 @@ if grep -E '^(clap|indicatif|trycmd) ' <<<"$lib_tree"; then
 fi
 echo "none of clap, indicatif, trycmd in the library's $(sort -u <<<"$lib_tree" | wc -l) dependencies"
 
+step "the library turns on no feature of opentelemetry-otlp that changes the app's exporter"
+# An HTTP client feature switches the app's exporter to that client (Cargo
+# unifies features); TLS providers and http-json likewise change the app.
+otlp_features="$(cargo tree -p tokio-blackbox -e features,normal -i opentelemetry-otlp | grep -oE 'opentelemetry-otlp feature "[a-z-]+"' | sort -u)"
+if grep -E '"(reqwest-client|hyper-client|reqwest-blocking-client|reqwest-rustls|tls-ring|tls-aws-lc|tls-roots|tls-webpki-roots|http-json|zstd-http|zstd-tonic)"' <<<"$otlp_features"; then
+  echo "the library's default features turn on the opentelemetry-otlp features above" >&2
+  exit 1
+fi
+echo "$otlp_features" | tr '\n' ' '; echo
+
 step "tests (tokio_unstable)"
 # The soak (tests/runtimes_come_and_go.rs) runs for two minutes here, at
 # about 300,000 events/s; 20 s when run on its own.
@@ -86,6 +99,11 @@ step "tests with Tokio's tracing feature (tokio-tracing-check/)"
 # Its own package, built alone: Tokio's `tracing` feature reaches only this
 # build, not the library's other tests (workspace features unify per build).
 ctest -p tokio-blackbox-tokio-tracing-check
+
+step "a real service (axum-service/) against Jaeger, over OTLP/HTTP and gRPC"
+# Its own package, built alone: only its dependencies' features unify, as in
+# a user's service (the command's and the tests' features stay out).
+ctest -p tokio-blackbox-axum-service
 
 step "tests without tokio_unstable"
 RUSTFLAGS="" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/no-unstable" \

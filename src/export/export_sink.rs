@@ -218,8 +218,9 @@ impl JsonFileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::endpoint::{Protocol, TlsFiles};
+    use crate::export::endpoint::Protocol;
     use crate::export::otlp;
+    use crate::export::tls::TlsFiles;
     use opentelemetry::Value;
     use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};

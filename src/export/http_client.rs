@@ -13,7 +13,7 @@
 //! Likewise rustls' crypto provider is chosen here explicitly
 //! (`builder_with_provider`), never installed for the process.
 
-use super::endpoint::TlsFiles;
+use super::tls::TlsFiles;
 use crate::error::BuildError;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use std::sync::Arc;
@@ -61,7 +61,7 @@ fn https_client(timeout: Duration, tls: &TlsFiles) -> Result<Arc<dyn HttpClient>
 
 #[cfg(not(any(feature = "tls-ring", feature = "tls-aws-lc")))]
 fn https_client(_timeout: Duration, _tls: &TlsFiles) -> Result<Arc<dyn HttpClient>, BuildError> {
-    Err(super::endpoint::no_tls_error())
+    Err(super::tls::no_tls_error())
 }
 
 #[cfg(any(feature = "tls-ring", feature = "tls-aws-lc"))]

@@ -51,6 +51,7 @@ mod split;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+mod tls;
 
 pub use endpoint::{OtlpSettings, Protocol};
 pub use export_sink::{JsonFileSink, OtlpSink};

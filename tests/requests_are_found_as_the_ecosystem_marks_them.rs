@@ -1,0 +1,74 @@
+//! Which spans are requests, the way the ecosystem marks them:
+//! - `BLACKBOX_REQUEST_SPANS=server`: tower-http's `TraceLayer` spans
+//!   (target `tower_http::trace::make_span`, `DEBUG`) and spans with
+//!   `otel.kind = server` (axum-tracing-opentelemetry's `HTTP request` at
+//!   `TRACE`, target `otel::tracing`) are requests; a cron job's root span
+//!   is not;
+//! - under the default `root` rule, a root span whose `otel.kind` is
+//!   `client` is no request;
+//! - a request is named by its `otel.name` value (`GET /items/{id}`), not
+//!   by the callsite's name (`HTTP request`).
+//!
+//! The spans below have the targets, levels, names and fields those crates
+//! give theirs (tower-http 0.6's `DefaultMakeSpan`, axum-tracing-opentelemetry
+//! 0.3x's `make_span_from_request`); the full services are in `axum-service/`.
+
+mod support;
+
+use std::time::Duration;
+use tracing::Instrument;
+
+fn tower_http_span() -> tracing::Span {
+    tracing::debug_span!(target: "tower_http::trace::make_span", "request",
+        method = %"GET", uri = %"/orders", version = ?"HTTP/1.1")
+}
+
+fn axum_otel_span(route: &str) -> tracing::Span {
+    tracing::trace_span!(target: "otel::tracing", "HTTP request",
+        http.request.method = "GET",
+        http.route = route,
+        otel.name = %format!("GET {route}"),
+        otel.kind = ?opentelemetry::trace::SpanKind::Server,
+        otel.status_code = tracing::field::Empty)
+}
+
+#[test]
+fn server_spans_are_requests_named_by_otel_name_and_other_roots_are_not() {
+    let (blackbox, _guard, rt, sink) = support::windows::recorder(
+        tokio_blackbox::Blackbox::builder()
+            .request_spans(tokio_blackbox::RequestSpans::Server)
+            .latency_threshold(Duration::from_millis(20))
+            .window(Duration::from_millis(50), Duration::from_millis(10)),
+        2,
+    );
+    let slow = || tokio::time::sleep(Duration::from_millis(30));
+    rt.block_on(async {
+        // A cron job's root span: not a request under `server`.
+        tokio::spawn(slow().instrument(tracing::info_span!("cache_refresh")))
+            .await
+            .unwrap();
+        assert_eq!(blackbox.stats().requests_seen, 0, "a plain root span");
+        tokio::spawn(slow().instrument(tower_http_span()))
+            .await
+            .unwrap();
+        tokio::spawn(slow().instrument(axum_otel_span("/items/{id}")))
+            .await
+            .unwrap();
+    });
+    assert!(blackbox.flush(Duration::from_secs(10)));
+    let stats = blackbox.stats();
+    assert_eq!(stats.requests_seen, 2, "{stats:?}");
+    assert_eq!(stats.slow_requests, 2, "{stats:?}");
+    let names: Vec<String> = sink
+        .windows()
+        .iter()
+        .flat_map(|w| w.requests.iter().map(|r| r.name.clone()))
+        .collect();
+    assert!(names.iter().any(|n| n == "request"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "GET /items/{id}"),
+        "named by otel.name: {names:?}"
+    );
+    assert!(!names.iter().any(|n| n == "HTTP request"), "{names:?}");
+    drop(rt);
+}
