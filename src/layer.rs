@@ -23,7 +23,7 @@ use crate::shared::Shared;
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tracing_core::span::{Attributes, Id};
 use tracing_core::subscriber::Interest;
@@ -95,16 +95,15 @@ pub(crate) fn filter() -> BlackboxFilter {
     tracing_subscriber::filter::FilterFn::new(reads as fn(&Metadata<'_>) -> bool)
 }
 
-/// Nothing known yet about the subscriber's OpenTelemetry layer.
-const OTEL_UNKNOWN: u8 = 0;
-/// A span had an OpenTelemetry context: the subscriber has the layer.
-const OTEL_SEEN: u8 = 1;
-/// [`OTEL_MISSES`] requests found no context and none ever did.
-const OTEL_ABSENT: u8 = 2;
-/// Misses, with no context ever found, before the layer is taken as absent.
-const OTEL_MISSES: u32 = 64;
-/// Once taken as absent, one request in this many asks again.
+/// Requests of a name that found no OpenTelemetry context: one in this
+/// many asks again.
 const OTEL_RECHECK: u64 = 1024;
+
+/// The word and bit of a request name in [`BlackboxLayer::no_otel_names`].
+#[inline]
+fn name_bit(name: u16) -> (usize, u64) {
+    (usize::from(name) / 64, 1 << (name % 64))
+}
 
 /// A callsite's decision, made once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,17 +276,16 @@ pub struct BlackboxLayer {
     /// The subscriber this layer is part of, once it became a dispatcher:
     /// OpenTelemetry ids are asked of it.
     dispatch: OnceLock<tracing::dispatcher::WeakDispatch>,
-    /// What asking for OpenTelemetry contexts found so far ([`OTEL_UNKNOWN`],
-    /// [`OTEL_SEEN`], [`OTEL_ABSENT`]). A span tracing-opentelemetry did not
-    /// build (its per-layer filter left it out) has no context either, so
-    /// no single miss decides: only [`OTEL_MISSES`] misses with no context
-    /// ever found make it "absent", and even then one request in
-    /// [`OTEL_RECHECK`] asks again. Asking upgrades the subscriber's `Arc`
-    /// (two atomic operations on one line every thread shares), which a
-    /// subscriber without the layer should not pay on every request.
-    otel: AtomicU8,
-    /// Requests that found no context while the state was unknown.
-    otel_misses: AtomicU32,
+    /// A request span had an OpenTelemetry context: the subscriber has a
+    /// `tracing-opentelemetry` layer (of the version this crate uses).
+    otel_seen: AtomicBool,
+    /// Request names (interned indices, a bit each) whose span had no
+    /// OpenTelemetry context while none was ever seen: their requests do
+    /// not ask again (but one in [`OTEL_RECHECK`]), so a subscriber without
+    /// the layer pays nothing per request. Per name, not per process: a
+    /// span the layer's per-layer filter leaves out (`GET /health`) has no
+    /// context either, and must not stop the others from asking.
+    no_otel_names: Box<[AtomicU64]>,
     /// The latency threshold in raw clock ticks: a close compares ticks.
     threshold_ticks: u64,
 }
@@ -313,8 +311,10 @@ impl BlackboxLayer {
             tag: (NEXT_TAG.fetch_add(1, Ordering::Relaxed) as u16) & LAYER_TAG_MASK,
             callsites: AddressTable::new(),
             dispatch: OnceLock::new(),
-            otel: AtomicU8::new(OTEL_UNKNOWN),
-            otel_misses: AtomicU32::new(0),
+            otel_seen: AtomicBool::new(false),
+            no_otel_names: (0..(1usize << 16) / 64)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             threshold_ticks,
         }
     }
@@ -358,37 +358,35 @@ impl BlackboxLayer {
     /// The third value is `true` when the app's sampler dropped the trace
     /// (not sampled): the app will never export that request span, so the
     /// window carries it, under the app's trace and span ids.
-    fn otel_ids(&self, id: &Id) -> Option<(TraceId, SpanId, bool)> {
+    fn otel_ids(&self, id: &Id, name: u16) -> Option<(TraceId, SpanId, bool)> {
         let dispatch = self.dispatch.get()?.upgrade()?;
         // `None` when the subscriber has no OpenTelemetry layer, or when
         // that layer did not build this span (its per-layer filter).
         let Some(cx) = tracing_opentelemetry::get_otel_context(id, &dispatch) else {
-            if self.otel.load(Ordering::Relaxed) == OTEL_UNKNOWN
-                && self.otel_misses.fetch_add(1, Ordering::Relaxed) + 1 >= OTEL_MISSES
-            {
-                let _ = self.otel.compare_exchange(
-                    OTEL_UNKNOWN,
-                    OTEL_ABSENT,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+            let (word, bit) = name_bit(name);
+            if self.no_otel_names[word].load(Ordering::Relaxed) & bit == 0 {
+                self.no_otel_names[word].fetch_or(bit, Ordering::Relaxed);
             }
             return None;
         };
-        if self.otel.load(Ordering::Relaxed) != OTEL_SEEN {
-            self.otel.store(OTEL_SEEN, Ordering::Relaxed);
+        if !self.otel_seen.load(Ordering::Relaxed) {
+            self.otel_seen.store(true, Ordering::Relaxed);
         }
         let sc = cx.span().span_context().clone();
         sc.is_valid()
             .then(|| (sc.trace_id(), sc.span_id(), !sc.is_sampled()))
     }
 
-    /// Whether request `request`'s first enter asks for its OpenTelemetry
-    /// ids: always, unless the subscriber looks like it has no
-    /// OpenTelemetry layer; then one request in [`OTEL_RECHECK`].
+    /// Whether a request's first enter asks for its OpenTelemetry ids:
+    /// always once a context was seen; else unless its name found none
+    /// before (then one request in [`OTEL_RECHECK`]).
     #[inline]
-    fn asks_otel(&self, request: u64) -> bool {
-        self.otel.load(Ordering::Relaxed) != OTEL_ABSENT || request % OTEL_RECHECK == 0
+    fn asks_otel(&self, word: u64) -> bool {
+        let (request, name) = unpack(word);
+        let (i, bit) = name_bit(name);
+        self.otel_seen.load(Ordering::Relaxed)
+            || self.no_otel_names[i].load(Ordering::Relaxed) & bit == 0
+            || request % OTEL_RECHECK == 0
     }
 }
 
@@ -458,8 +456,8 @@ impl BlackboxLayer {
         self.shared
             .capture
             .request_enter(unpack(word).0, span_id, self.tag);
-        if word & IDS_LOOKED_UP == 0 && self.asks_otel(unpack(word).0) {
-            self.first_enter(id);
+        if word & IDS_LOOKED_UP == 0 && self.asks_otel(word) {
+            self.first_enter(id, unpack(word).1);
         }
     }
 }
@@ -500,7 +498,8 @@ impl BlackboxLayer {
         if need_ids {
             // Not while holding our extensions: the OpenTelemetry layer takes
             // the same span's extensions to build its context.
-            let ids = self.otel_ids(id);
+            // Requests past the table always ask (they are rare).
+            let ids = self.otel_ids(id, crate::event::NO_STRING);
             if let Some(state) = span.extensions().get::<RequestState>() {
                 let _ = state.ids.set(ids);
             }
@@ -530,11 +529,11 @@ impl BlackboxLayer {
     /// now, and are kept for the window (once per request, out of line).
     #[cold]
     #[inline(never)]
-    fn first_enter(&self, id: &Id) {
+    fn first_enter(&self, id: &Id, name: u16) {
         let requests = &self.shared.requests;
         let span_id = id.into_u64();
         if requests.mark_ids(span_id)
-            && let Some((trace, span, own)) = self.otel_ids(id)
+            && let Some((trace, span, own)) = self.otel_ids(id, name)
         {
             requests.set_ids(span_id, trace, span, own);
         }
@@ -640,7 +639,7 @@ impl BlackboxLayer {
         let ids = ids.unwrap_or_else(|| {
             // The app traces with OpenTelemetry, but this request had no
             // context: its window goes into a trace of its own (counted).
-            if self.otel.load(Ordering::Relaxed) == OTEL_SEEN {
+            if self.otel_seen.load(Ordering::Relaxed) {
                 self.shared.windows_unlinked.fetch_add(1, Ordering::Relaxed);
             }
             let g = RandomIdGenerator::default();
