@@ -11,7 +11,7 @@
 //!
 //! The spans below have the targets, levels, names and fields those crates
 //! give theirs (tower-http 0.6's `DefaultMakeSpan`, axum-tracing-opentelemetry
-//! 0.3x's `make_span_from_request`); the full services are in `axum-service/`.
+//! 0.3x's `make_span_from_request`); the full services are in `services/`.
 
 mod support;
 

@@ -11,7 +11,7 @@
 # 3. unit, integration and doc tests of the library and the command (cli/,
 #    both default members) with --cfg tokio_unstable (the default, from
 #    .cargo/config.toml): real runtimes, real Jaeger and Collector;
-#    then axum-service/ (a service as users write one, with our crate added
+#    then services/ (a service as users write one, with our crate added
 #    as the README says) against Jaeger, built alone so only its features unify;
 # 4. the tests again without tokio_unstable (what a plain build records);
 # 5. loom models of the segments, the open-request table and the location table (--cfg blackbox_loom);
@@ -67,7 +67,7 @@ cargo clippy --all-targets --all-features -- -D warnings
 # The bench and tokio-tracing-check members (not default members: checked by name).
 cargo clippy -p blackbox-bench --all-targets -- -D warnings
 cargo clippy -p tokio-blackbox-tokio-tracing-check --all-targets -- -D warnings
-cargo clippy -p tokio-blackbox-axum-service --all-targets -- -D warnings
+cargo clippy -p tokio-blackbox-services --all-targets -- -D warnings
 
 step "the library's default dependencies carry no command crate"
 # What a service that depends on tokio-blackbox builds: no clap, indicatif or
@@ -100,10 +100,10 @@ step "tests with Tokio's tracing feature (tokio-tracing-check/)"
 # build, not the library's other tests (workspace features unify per build).
 ctest -p tokio-blackbox-tokio-tracing-check
 
-step "a real service (axum-service/) against Jaeger, over OTLP/HTTP and gRPC"
+step "a real service (services/) against Jaeger, over OTLP/HTTP and gRPC"
 # Its own package, built alone: only its dependencies' features unify, as in
 # a user's service (the command's and the tests' features stay out).
-ctest -p tokio-blackbox-axum-service
+ctest -p tokio-blackbox-services
 
 step "tests without tokio_unstable"
 RUSTFLAGS="" CARGO_TARGET_DIR="$CARGO_TARGET_DIR/no-unstable" \

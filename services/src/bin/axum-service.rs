@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 RUST_LOG=info,tower_http=debug \
-//!   cargo run -p tokio-blackbox-axum-service     # then: curl localhost:3000/slow
+//!   cargo run -p tokio-blackbox-services --bin axum-service     # then: curl localhost:3000/slow
 //! ```
 //!
 //! Routes: `/fast`; `/slow`, which waits on a downstream call (`/downstream`,
@@ -20,10 +20,10 @@
 
 use axum::{Router, extract::State, routing::get};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::SpanExporter;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::time::Duration;
+use tokio_blackbox_services::{app_exporter, shutdown_signal};
 use tower_http::trace::TraceLayer;
 use tracing_subscriber::{EnvFilter, prelude::*};
 
@@ -47,15 +47,6 @@ async fn slow(State(app): State<App>) -> String {
     match app.client.get(&app.downstream).send().await {
         Ok(reply) => reply.text().await.unwrap_or_default(),
         Err(e) => format!("downstream failed: {e}\n"),
-    }
-}
-
-/// The app's own exporter: OTLP/HTTP (opentelemetry-otlp's default), or
-/// gRPC when the standard variable asks for it.
-fn app_exporter() -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    match std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
-        Ok("grpc") => SpanExporter::builder().with_tonic().build(),
-        _ => SpanExporter::builder().with_http().build(),
     }
 }
 
@@ -129,19 +120,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(runtime);
     println!("shut down cleanly");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
 }
