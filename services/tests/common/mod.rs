@@ -214,11 +214,8 @@ pub fn check_slow_traces(jaeger: &Jaeger, service: &str, expected: usize) {
         if window["name"] == "blackbox.window" {
             windows += 1;
         }
-        for (name, service) in services_of(&trace) {
-            assert_eq!(
-                service, service,
-                "span {name} of {id} exported under {service:?}"
-            );
+        for (name, got) in services_of(&trace) {
+            assert_eq!(got, service, "span {name} of {id} exported under {got:?}");
         }
         println!("slow trace {id}: {}/trace/{id}", jaeger.query_url());
     }
