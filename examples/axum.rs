@@ -9,7 +9,6 @@ use axum::{Router, routing::get};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::time::Duration;
-use tracing::Instrument;
 use tracing_subscriber::prelude::*;
 
 async fn slow() -> &'static str {
@@ -38,12 +37,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let app = Router::new()
             .route("/", get(|| async { "fast\n" }))
             .route("/slow", get(slow))
-            .layer(axum::middleware::from_fn(|req: axum::extract::Request, next: axum::middleware::Next| {
-                let span = tracing::info_span!("request", otel.name = %format!("{} {}", req.method(), req.uri().path()));
-                next.run(req).instrument(span)
-            }));
+            // tower-http's request spans, made at INFO so an `info` filter lets them through.
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+                ),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-        axum::serve(listener, app).with_graceful_shutdown(async { tokio::signal::ctrl_c().await.ok(); }).await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                tokio::signal::ctrl_c().await.ok();
+            })
+            .await
     })?;
     println!("{:?}", blackbox.stats());
     provider.shutdown()?;
