@@ -1,8 +1,10 @@
-//! An `https` endpoint is reached over TLS: the recorder verifies the
-//! server's certificate against the system roots plus the CA named by
-//! `OTEL_EXPORTER_OTLP_CERTIFICATE`, and refuses a server it cannot verify
-//! (the spans are then dropped and counted, never sent in clear). Real
-//! Jaeger with TLS on its OTLP/gRPC receiver, certificates made by openssl.
+//! An `https` endpoint is reached over TLS, over gRPC and over OTLP/HTTP
+//! (the recorder's own hyper + rustls client, what a vendor's endpoint
+//! asks for): the recorder verifies the server's certificate against the
+//! system roots plus the CA named by `OTEL_EXPORTER_OTLP_CERTIFICATE`, and
+//! refuses a server it cannot verify (the spans are then dropped and
+//! counted, never sent in clear). Real Jaeger with TLS on both OTLP
+//! receivers, certificates made by openssl.
 //!
 //! Needs the peers built once: `tools/build-peers.sh`, and `openssl`.
 
@@ -84,15 +86,15 @@ fn make_certificates(dir: &Path) {
     ]);
 }
 
-/// Runs one slow request through a recorder exporting to `endpoint`,
-/// trusting `ca` if given; returns the stats after the flush.
-fn one_slow_request(endpoint: String, ca: Option<String>) -> BlackboxStats {
+/// Runs one slow request through a recorder exporting to `endpoint` over
+/// `protocol`, trusting `ca` if given; returns the stats after the flush.
+fn one_slow_request(endpoint: String, protocol: &'static str, ca: Option<String>) -> BlackboxStats {
     let (blackbox, guard) = Blackbox::builder()
         .latency_threshold(Duration::from_millis(50))
         .window(Duration::from_millis(100), Duration::from_millis(20))
         .with_env(move |var| match var {
             "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
-            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".into()),
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some(protocol.into()),
             "OTEL_EXPORTER_OTLP_CERTIFICATE" => ca.clone(),
             _ => None,
         })
@@ -126,38 +128,62 @@ fn https_endpoint_is_verified_and_reached() {
     unsafe { std::env::set_var("OTEL_SERVICE_NAME", SERVICE) };
     let dir = tempfile::tempdir().expect("tempdir");
     make_certificates(dir.path());
-    let jaeger = Jaeger::start_with_grpc_tls(
+    let jaeger = Jaeger::start_with_tls(
         &dir.path().join("server.pem"),
         &dir.path().join("server.key"),
     );
-    let endpoint = format!("https://127.0.0.1:{}", jaeger.otlp_grpc_port);
-
-    // Without our CA the server cannot be verified: nothing is sent.
-    let refused = one_slow_request(endpoint.clone(), None);
-    assert_eq!(
-        refused.windows_written + refused.sink_errors,
-        1,
-        "{refused:?}"
-    );
-    assert_eq!(refused.spans_exported, 0, "{refused:?}");
-    assert!(
-        refused.spans_dropped > 0,
-        "the unverified export is dropped and counted: {refused:?}"
-    );
-
-    // With it, the window arrives over TLS.
     let ca = dir.path().join("ca.pem").display().to_string();
-    let sent = one_slow_request(endpoint, Some(ca));
-    assert!(sent.spans_exported > 0, "{sent:?}");
-    let id = jaeger.wait_for_search(SERVICE, "50ms", Duration::from_secs(20));
-    let trace = jaeger.wait_for_trace_where(&id, Duration::from_secs(20), |t| {
-        find_span(t, "blackbox.window").is_some()
-    });
-    let request = find_span(&trace, "secure_request").expect("request span");
-    let window = find_span(&trace, "blackbox.window").expect("window");
-    assert_eq!(window["parentSpanId"], request["spanId"]);
-    println!(
-        "TLS export reached jaeger: trace {id} at {}/api/v3/traces/{id}",
-        jaeger.query_url()
-    );
+    let mut seen = std::collections::HashSet::new();
+    for (protocol, port) in [
+        ("grpc", jaeger.otlp_grpc_port),
+        ("http/protobuf", jaeger.otlp_http_port),
+    ] {
+        let endpoint = format!("https://127.0.0.1:{port}");
+        // Without our CA the server cannot be verified: nothing is sent.
+        let refused = one_slow_request(endpoint.clone(), protocol, None);
+        assert_eq!(
+            refused.windows_written + refused.sink_errors,
+            1,
+            "{protocol}: {refused:?}"
+        );
+        assert_eq!(refused.spans_exported, 0, "{protocol}: {refused:?}");
+        assert!(
+            refused.spans_dropped > 0,
+            "{protocol}: the unverified export is dropped and counted: {refused:?}"
+        );
+
+        // With it, the window arrives over TLS.
+        let sent = one_slow_request(endpoint, protocol, Some(ca.clone()));
+        assert!(sent.spans_exported > 0, "{protocol}: {sent:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let id = loop {
+            let found = jaeger.search(SERVICE, "50ms", "1h");
+            let new = found["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["traceID"].as_str())
+                .find(|id| !seen.contains(*id))
+                .map(String::from);
+            if let Some(id) = new {
+                break id;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{protocol}: no new trace in Jaeger"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        seen.insert(id.clone());
+        let trace = jaeger.wait_for_trace_where(&id, Duration::from_secs(20), |t| {
+            find_span(t, "blackbox.window").is_some()
+        });
+        let request = find_span(&trace, "secure_request").expect("request span");
+        let window = find_span(&trace, "blackbox.window").expect("window");
+        assert_eq!(window["parentSpanId"], request["spanId"]);
+        println!(
+            "TLS export over {protocol} reached jaeger: trace {id} at {}/api/v3/traces/{id}",
+            jaeger.query_url()
+        );
+    }
 }

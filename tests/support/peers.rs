@@ -513,20 +513,21 @@ impl Jaeger {
         Self::start_with_config(JAEGER_CONFIG.to_owned())
     }
 
-    /// Like [`Jaeger::start`], with TLS on the OTLP/gRPC receiver: the
-    /// server certificate and key are PEM files.
-    pub fn start_with_grpc_tls(cert: &Path, key: &Path) -> Jaeger {
-        let plain = "        endpoint: 127.0.0.1:${env:JAEGER_OTLP_GRPC_PORT}\n";
-        assert!(
-            JAEGER_CONFIG.contains(plain),
-            "the grpc receiver line moved"
-        );
-        let with_tls = format!(
-            "{plain}        tls:\n          cert_file: {}\n          key_file: {}\n",
-            cert.display(),
-            key.display()
-        );
-        Self::start_with_config(JAEGER_CONFIG.replacen(plain, &with_tls, 1))
+    /// Like [`Jaeger::start`], with TLS on both OTLP receivers (gRPC and
+    /// HTTP): the server certificate and key are PEM files.
+    pub fn start_with_tls(cert: &Path, key: &Path) -> Jaeger {
+        let mut config = JAEGER_CONFIG.to_owned();
+        for port in ["JAEGER_OTLP_GRPC_PORT", "JAEGER_OTLP_HTTP_PORT"] {
+            let plain = format!("        endpoint: 127.0.0.1:${{env:{port}}}\n");
+            assert!(config.contains(&plain), "the {port} receiver line moved");
+            let with_tls = format!(
+                "{plain}        tls:\n          cert_file: {}\n          key_file: {}\n",
+                cert.display(),
+                key.display()
+            );
+            config = config.replacen(&plain, &with_tls, 1);
+        }
+        Self::start_with_config(config)
     }
 
     fn start_with_config(config: String) -> Jaeger {
