@@ -147,7 +147,7 @@ impl Builder {
 
     /// Which spans are requests.
     ///
-    /// By default, this is [`RequestSpans::Root`].
+    /// By default, this is [`RequestSpans::Auto`].
     pub fn request_spans(mut self, spans: RequestSpans) -> Self {
         self.settings.request_spans = Some(spans);
         self

@@ -190,11 +190,11 @@ settings! {
         parse |s: &str| (!s.is_empty()).then(|| PathBuf::from(s)),
         accepts "a directory path",
         doc "where capture files, dumps and the OTLP JSON file go (a relative path is resolved against the working directory once, when the recorder is built); created with mode 0700, refused when other users may write into it";
-    env request_spans: RequestSpans = RequestSpans::Root;
-        var "BLACKBOX_REQUEST_SPANS", method "request_spans", shown "root",
+    env request_spans: RequestSpans = RequestSpans::Auto;
+        var "BLACKBOX_REQUEST_SPANS", method "request_spans", shown "auto",
         parse |s: &str| s.parse::<RequestSpans>().ok(),
-        accepts "`root`, `server`, or span names and `target:PREFIX` items, comma-separated",
-        doc "which spans are requests (`root`: spans with no parent but Tokio's own `runtime.spawn`, which its `tracing` feature puts around every task, unless their `otel.kind` is not `server`; `server`: only root spans marked as server requests: tower-http's `TraceLayer`, `otel.kind = server`, `http.request.method` or `rpc.system`). A request is named by its `otel.name` field when it has one, else by the span's name";
+        accepts "`auto`, `root`, `server`, or span names and `target:PREFIX` items, comma-separated",
+        doc "which spans are requests (`server`: root spans marked as server requests the ecosystem's way: tower-http's `TraceLayer`, `otel.kind = server`, `http.request.method` or `rpc.system`; `root`: spans with no parent but Tokio's own `runtime.spawn`, which its `tracing` feature puts around every task, unless their `otel.kind` is not `server`; `auto`: `server` once the process made a marked span, `root` until then). A request is named by its `otel.name` field when it has one, else by the span's name";
     env schedule_delay: bool = DEFAULT_SCHEDULE_DELAY;
         var "BLACKBOX_SCHEDULE_DELAY", method "schedule_delay", shown "false",
         parse parse_bool, accepts "true or false",
@@ -478,18 +478,26 @@ pub(crate) const TABLE_END: &str = "<!-- end of settings table -->";
 /// let r: RequestSpans = "request, target:my_app::handlers".parse()?;
 /// assert_eq!(r, RequestSpans::Matching { names: vec!["request".into()], targets: vec!["my_app::handlers".into()] });
 /// assert_eq!("root".parse::<RequestSpans>()?, RequestSpans::Root);
+/// assert_eq!("auto".parse::<RequestSpans>()?, RequestSpans::default());
 /// assert_eq!("server".parse::<RequestSpans>()?, RequestSpans::Server);
 /// # Ok::<(), String>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum RequestSpans {
-    /// Every span with no parent (the default). Tokio's own spans (with its
-    /// `tracing` feature, a task's or `block_on`'s `runtime.spawn`) do not
-    /// count as parents, and are never requests. A root span whose
-    /// `otel.kind` field is not `server` (a client call, a producer) is not
-    /// a request either.
+    /// The default: [`Server`](RequestSpans::Server) spans once the process
+    /// has made one (tower-http's `TraceLayer`, `otel.kind = server`, ...),
+    /// every root span as [`Root`](RequestSpans::Root) until then. So in a
+    /// service that marks its requests the ecosystem's way, a cron job's or
+    /// a queue consumer's root span is no request (unless it opened before
+    /// the first marked request); in one whose request spans are its own
+    /// plain root spans, those are.
     #[default]
+    Auto,
+    /// Every span with no parent. Tokio's own spans (with its `tracing`
+    /// feature, a task's or `block_on`'s `runtime.spawn`) do not count as
+    /// parents, and are never requests. A root span whose `otel.kind` field
+    /// is not `server` (a client call, a producer) is not a request either.
     Root,
     /// Root spans marked as server requests the way the ecosystem marks
     /// them: tower-http's `TraceLayer` spans (HTTP and gRPC, target
@@ -515,6 +523,9 @@ impl std::str::FromStr for RequestSpans {
         let s = s.trim();
         if s.eq_ignore_ascii_case("root") {
             return Ok(RequestSpans::Root);
+        }
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(RequestSpans::Auto);
         }
         if s.eq_ignore_ascii_case("server") {
             return Ok(RequestSpans::Server);

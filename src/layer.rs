@@ -64,7 +64,9 @@ impl RequestSpans {
             return Some(false);
         }
         match self {
-            RequestSpans::Root => None,
+            // Root-dependent; under `Auto`, an unmarked root span stops being
+            // a request once a marked one was made (`on_new_span`).
+            RequestSpans::Root | RequestSpans::Auto => None,
             RequestSpans::Server => {
                 if crate::setup_check::looks_like_request(meta) {
                     None
@@ -115,6 +117,9 @@ struct CallsiteInfo {
     kind_field: bool,
     /// The callsite has an `otel.name` field: the request is named by it.
     otel_name: bool,
+    /// The callsite marks server requests the ecosystem's way
+    /// ([`looks_like_request`](crate::setup_check::looks_like_request)).
+    marked: bool,
 }
 
 /// The field whose value names a span's OpenTelemetry kind.
@@ -135,6 +140,7 @@ impl CallsiteInfo {
             | request << 16
             | u32::from(self.kind_field) << 18
             | u32::from(self.otel_name) << 19
+            | u32::from(self.marked) << 20
     }
 
     fn unpack(v: u32) -> CallsiteInfo {
@@ -147,6 +153,7 @@ impl CallsiteInfo {
             name: v as u16,
             kind_field: v & 1 << 18 != 0,
             otel_name: v & 1 << 19 != 0,
+            marked: v & 1 << 20 != 0,
         }
     }
 }
@@ -319,6 +326,21 @@ impl BlackboxLayer {
         }
     }
 
+    /// Under [`RequestSpans::Auto`], whether a root span of this callsite
+    /// is a request: a marked one is, and makes the process "marked"; an
+    /// unmarked one is until then. One relaxed load for an unmarked span.
+    #[inline]
+    fn auto_admits(&self, info: CallsiteInfo) -> bool {
+        if info.marked {
+            if !self.shared.marked_requests.load(Ordering::Relaxed) {
+                self.shared.marked_requests.store(true, Ordering::Relaxed);
+            }
+            return true;
+        }
+        !(matches!(self.shared.settings.request_spans, RequestSpans::Auto)
+            && self.shared.marked_requests.load(Ordering::Relaxed))
+    }
+
     /// The decision for a callsite: from the table after its first span (a
     /// few loads, no lock), made and kept on the first. Two threads making
     /// it at once make the same one. Past the table's capacity (thousands of
@@ -345,6 +367,7 @@ impl BlackboxLayer {
             },
             kind_field: fields.field(OTEL_KIND).is_some(),
             otel_name: fields.field(OTEL_NAME).is_some(),
+            marked: meta.is_span() && crate::setup_check::looks_like_request(meta),
         };
         self.callsites.insert(key, info.pack());
         info
@@ -697,7 +720,7 @@ where
         let info = self.info(attrs.metadata());
         let is_request = match info.request {
             Some(r) => r,
-            None => Self::is_root(attrs, &ctx),
+            None => Self::is_root(attrs, &ctx) && self.auto_admits(info),
         };
         if !is_request {
             return;

@@ -59,6 +59,10 @@ pub(crate) struct Shared {
     /// Slow requests with no OpenTelemetry context although the app has an
     /// OpenTelemetry layer: their windows went into traces of their own.
     pub(crate) windows_unlinked: AtomicU64,
+    /// A request span marked the ecosystem's way was made (tower-http,
+    /// `otel.kind = server`, ...): under `RequestSpans::Auto`, unmarked root
+    /// spans are no requests from then on.
+    pub(crate) marked_requests: std::sync::atomic::AtomicBool,
     /// What the app's log is told about a setup that leaves the recorder blind.
     pub(crate) setup: crate::setup_check::SetupCheck,
     recent_slow: Mutex<VecDeque<SlowRequest>>,
@@ -79,6 +83,7 @@ impl Shared {
             slow_requests: AtomicU64::new(0),
             slow_dropped: AtomicU64::new(0),
             windows_unlinked: AtomicU64::new(0),
+            marked_requests: std::sync::atomic::AtomicBool::new(false),
             setup: Default::default(),
             recent_slow: Mutex::new(VecDeque::new()),
         }

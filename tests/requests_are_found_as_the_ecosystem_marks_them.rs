@@ -72,3 +72,35 @@ fn server_spans_are_requests_named_by_otel_name_and_other_roots_are_not() {
     assert!(!names.iter().any(|n| n == "HTTP request"), "{names:?}");
     drop(rt);
 }
+
+/// The default, `auto`: plain root spans are requests until the process
+/// makes a span marked the ecosystem's way; from then on only marked ones
+/// are (a service with tower-http: its cron job's root span is no request).
+#[test]
+fn by_default_plain_roots_stop_being_requests_once_marked_ones_appear() {
+    use tracing_subscriber::prelude::*;
+    let (blackbox, _guard) = tokio_blackbox::Blackbox::builder()
+        .latency_threshold(Duration::from_millis(20))
+        .sink(support::windows::Collect::default())
+        .build()
+        .expect("recorder");
+    let subscriber = tracing_subscriber::registry().with(blackbox.layer());
+    tracing::subscriber::with_default(subscriber, || {
+        let plain = || drop(tracing::info_span!("cache_refresh").entered());
+        plain();
+        assert_eq!(
+            blackbox.stats().requests_seen,
+            1,
+            "a plain root span, before"
+        );
+        drop(tower_http_span().entered());
+        assert_eq!(blackbox.stats().requests_seen, 2, "a marked one");
+        plain();
+        drop(axum_otel_span("/x").entered());
+        assert_eq!(
+            blackbox.stats().requests_seen,
+            3,
+            "after a marked span, a plain root span is no request"
+        );
+    });
+}

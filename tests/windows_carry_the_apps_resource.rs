@@ -23,7 +23,11 @@ fn services_in(dir: &std::path::Path) -> Vec<String> {
         for line in std::fs::read_to_string(&path).expect("read").lines() {
             let v: serde_json::Value = serde_json::from_str(line).expect("json line");
             for rs in v["resourceSpans"].as_array().into_iter().flatten() {
-                for a in rs["resource"]["attributes"].as_array().into_iter().flatten() {
+                for a in rs["resource"]["attributes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
                     if a["key"] == "service.name" {
                         out.push(a["value"]["stringValue"].as_str().unwrap_or("").to_owned());
                     }
