@@ -25,6 +25,23 @@ pub fn app_exporter() -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildE
     }
 }
 
+/// The recorder's counters as one line, `blackbox: key=value ...`, which a
+/// service prints as it stops (the tests read it).
+pub fn stats_line(stats: &tokio_blackbox::BlackboxStats) -> String {
+    format!(
+        "blackbox: requests_seen={} slow_requests={} windows_exported={} spans_exported={} \
+         export_failures={} windows_unlinked={} request_callsites_hidden={} task_hooks={}",
+        stats.requests_seen,
+        stats.slow_requests,
+        stats.windows_exported,
+        stats.spans_exported,
+        stats.export_failures,
+        stats.windows_unlinked,
+        stats.request_callsites_hidden,
+        stats.task_hooks
+    )
+}
+
 /// Resolves when the process gets SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let terminate = async {

@@ -23,7 +23,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::time::Duration;
-use tokio_blackbox_services::{app_exporter, shutdown_signal};
+use tokio_blackbox_services::{app_exporter, shutdown_signal, stats_line};
 use tower_http::trace::TraceLayer;
 use tracing_subscriber::{EnvFilter, prelude::*};
 
@@ -101,21 +101,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
 
-    // Pending windows are written before the app's own pipeline closes.
+    // Pending windows are written before the app's own pipeline closes;
+    // the recorder's counters go to stdout (the tests read them).
     drop(guard);
-    let stats = blackbox.stats();
-    println!(
-        "blackbox: requests_seen={} slow_requests={} windows_exported={} spans_exported={} \
-         export_failures={} windows_unlinked={} request_callsites_hidden={} task_hooks={}",
-        stats.requests_seen,
-        stats.slow_requests,
-        stats.windows_exported,
-        stats.spans_exported,
-        stats.export_failures,
-        stats.windows_unlinked,
-        stats.request_callsites_hidden,
-        stats.task_hooks
-    );
+    println!("{}", stats_line(&blackbox.stats()));
     provider.shutdown()?;
     drop(runtime);
     println!("shut down cleanly");

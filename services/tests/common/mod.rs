@@ -6,7 +6,7 @@
 #[path = "../../../tests/support/peers.rs"]
 pub mod peers;
 
-use peers::{Jaeger, TempDir, otlp_spans};
+use peers::{Jaeger, TempDir, otlp_spans, span_attr};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -137,14 +137,6 @@ pub fn assert_clean_exit(run: &Run) {
     );
 }
 
-pub fn attr<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
-    span["attributes"]
-        .as_array()?
-        .iter()
-        .find(|a| a["key"] == key)
-        .map(|a| &a["value"])
-}
-
 /// The service name of the resource each span of an OTLP trace came with.
 pub fn services_of(trace: &Value) -> Vec<(String, String)> {
     let root = trace.get("result").unwrap_or(trace);
@@ -201,7 +193,7 @@ pub fn check_slow_traces(jaeger: &Jaeger, service: &str, expected: usize) {
         let spans = otlp_spans(&trace);
         let request = spans
             .iter()
-            .find(|s| s["name"] == "request" && attr(s, "uri").is_some())
+            .find(|s| s["name"] == "request" && span_attr(s, "uri").is_some())
             .unwrap_or_else(|| panic!("the app's request span in {id}"));
         let under: Vec<&&Value> = spans
             .iter()
