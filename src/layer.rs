@@ -112,11 +112,10 @@ fn name_bit(name: u16) -> (usize, u64) {
 struct CallsiteInfo {
     request: Option<bool>,
     name: u16,
-    /// The callsite has an `otel.kind` field: its value decides (only
-    /// `server` is a request, unless the rule names spans explicitly).
-    kind_field: bool,
-    /// The callsite has an `otel.name` field: the request is named by it.
-    otel_name: bool,
+    /// A request of this callsite reads field values at its open: an
+    /// `otel.kind` (only `server` is a request, unless the rule names spans
+    /// explicitly) or an `otel.name` (it names the request).
+    reads_fields: bool,
     /// The callsite marks server requests the ecosystem's way
     /// ([`looks_like_request`](crate::setup_check::looks_like_request)).
     marked: bool,
@@ -138,8 +137,7 @@ impl CallsiteInfo {
         };
         u32::from(self.name)
             | request << 16
-            | u32::from(self.kind_field) << 18
-            | u32::from(self.otel_name) << 19
+            | u32::from(self.reads_fields) << 18
             | u32::from(self.marked) << 20
     }
 
@@ -151,8 +149,7 @@ impl CallsiteInfo {
                 _ => Some(true),
             },
             name: v as u16,
-            kind_field: v & 1 << 18 != 0,
-            otel_name: v & 1 << 19 != 0,
+            reads_fields: v & 1 << 18 != 0,
             marked: v & 1 << 20 != 0,
         }
     }
@@ -295,6 +292,8 @@ pub struct BlackboxLayer {
     no_otel_names: Box<[AtomicU64]>,
     /// The latency threshold in raw clock ticks: a close compares ticks.
     threshold_ticks: u64,
+    /// The rule is [`RequestSpans::Auto`] (read on every root span's open).
+    auto: bool,
 }
 
 impl fmt::Debug for BlackboxLayer {
@@ -307,6 +306,7 @@ impl fmt::Debug for BlackboxLayer {
 
 impl BlackboxLayer {
     pub(crate) fn new(shared: Arc<Shared>) -> BlackboxLayer {
+        let auto = matches!(shared.settings.request_spans, RequestSpans::Auto);
         shared.layers.fetch_add(1, Ordering::Relaxed);
         let threshold_ticks = shared
             .capture
@@ -323,22 +323,17 @@ impl BlackboxLayer {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             threshold_ticks,
+            auto,
         }
     }
 
     /// Under [`RequestSpans::Auto`], whether a root span of this callsite
-    /// is a request: a marked one is, and makes the process "marked"; an
-    /// unmarked one is until then. One relaxed load for an unmarked span.
+    /// is a request: a marked one is; an unmarked one is until a marked
+    /// callsite was decided (`decide` flips the process's flag). One
+    /// relaxed load for an unmarked span.
     #[inline]
     fn auto_admits(&self, info: CallsiteInfo) -> bool {
-        if info.marked {
-            if !self.shared.marked_requests.load(Ordering::Relaxed) {
-                self.shared.marked_requests.store(true, Ordering::Relaxed);
-            }
-            return true;
-        }
-        !(matches!(self.shared.settings.request_spans, RequestSpans::Auto)
-            && self.shared.marked_requests.load(Ordering::Relaxed))
+        info.marked || !(self.auto && self.shared.marked_requests.load(Ordering::Relaxed))
     }
 
     /// The decision for a callsite: from the table after its first span (a
@@ -357,18 +352,22 @@ impl BlackboxLayer {
     #[cold]
     #[inline(never)]
     fn decide(&self, meta: &'static Metadata<'static>, key: u64) -> CallsiteInfo {
+        let request = self.shared.settings.request_spans.classify(meta);
         let fields = meta.fields();
         let info = CallsiteInfo {
-            request: self.shared.settings.request_spans.classify(meta),
+            request,
             name: if meta.is_span() {
                 self.shared.capture.strings.intern(meta.name())
             } else {
                 NO_STRING
             },
-            kind_field: fields.field(OTEL_KIND).is_some(),
-            otel_name: fields.field(OTEL_NAME).is_some(),
+            reads_fields: fields.field(OTEL_NAME).is_some()
+                || (fields.field(OTEL_KIND).is_some() && request.is_none()),
             marked: meta.is_span() && crate::setup_check::looks_like_request(meta),
         };
+        if info.marked && !self.shared.marked_requests.load(Ordering::Relaxed) {
+            self.shared.marked_requests.store(true, Ordering::Relaxed);
+        }
         self.callsites.insert(key, info.pack());
         info
     }
@@ -479,8 +478,9 @@ impl BlackboxLayer {
         self.shared
             .capture
             .request_enter(unpack(word).0, span_id, self.tag);
-        if word & IDS_LOOKED_UP == 0 && self.asks_otel(word) {
-            self.first_enter(id, unpack(word).1);
+        // Once per request (the first enter marks it), out of line.
+        if word & IDS_LOOKED_UP == 0 {
+            self.first_enter(id, word);
         }
     }
 }
@@ -548,15 +548,17 @@ impl BlackboxLayer {
         }
     }
 
-    /// A request's first enter with OpenTelemetry on: its ids exist by
-    /// now, and are kept for the window (once per request, out of line).
+    /// A request's first enter: marked, so its later enters skip this;
+    /// with OpenTelemetry on, its ids exist by now and are kept for the
+    /// window (once per request, out of line).
     #[cold]
     #[inline(never)]
-    fn first_enter(&self, id: &Id, name: u16) {
+    fn first_enter(&self, id: &Id, word: u64) {
         let requests = &self.shared.requests;
         let span_id = id.into_u64();
         if requests.mark_ids(span_id)
-            && let Some((trace, span, own)) = self.otel_ids(id, name)
+            && self.asks_otel(word)
+            && let Some((trace, span, own)) = self.otel_ids(id, unpack(word).1)
         {
             requests.set_ids(span_id, trace, span, own);
         }
@@ -727,7 +729,7 @@ where
         }
         // Only callsites with `otel.kind` / `otel.name` fields read values.
         let mut name = info.name;
-        if (info.kind_field && info.request.is_none()) || info.otel_name {
+        if info.reads_fields {
             match self.otel_fields(attrs, info) {
                 Some(n) => name = n,
                 None => return,
