@@ -239,8 +239,10 @@ impl tracing::field::Visit for OtelFields {
 }
 
 /// The state of a request whose bucket of the open-request table was full,
-/// kept in the span's extensions instead.
+/// kept in the span's extensions instead (in [`RequestStates`]).
 struct RequestState {
+    /// The recorder whose layer watches this request (its shared state's address).
+    recorder: usize,
     /// The layer instance that watches this request (others leave it alone).
     layer: u16,
     id: u64,
@@ -248,6 +250,23 @@ struct RequestState {
     start: u64,
     ids: OnceLock<Option<(TraceId, SpanId, bool)>>,
     error: AtomicBool,
+}
+
+/// The requests states of one span, one per recorder whose table was full
+/// for it: a span's extensions hold one value of a type (a second insert
+/// panics), and two recorders in one subscriber may both need one.
+struct RequestStates(Vec<RequestState>);
+
+impl RequestStates {
+    /// The state kept by layer `tag`.
+    fn of_layer(&self, tag: u16) -> Option<&RequestState> {
+        self.0.iter().find(|s| s.layer == tag)
+    }
+
+    /// Whether a layer of `recorder` keeps a state here.
+    fn has_recorder(&self, recorder: usize) -> bool {
+        self.0.iter().any(|s| s.recorder == recorder)
+    }
 }
 
 /// The layer that watches request spans. Made by [`Blackbox::layer`].
@@ -499,12 +518,14 @@ impl BlackboxLayer {
         let Some(span) = ctx.span(id) else { return };
         let need_ids = {
             let ext = span.extensions();
-            match ext.get::<RequestState>() {
-                Some(state) if state.layer != self.tag => return,
+            let states = ext.get::<RequestStates>();
+            match states.and_then(|s| s.of_layer(self.tag)) {
                 Some(state) => {
                     capture.request_enter(state.id, id.into_u64(), self.tag);
                     state.ids.get().is_none()
                 }
+                // Another layer of this recorder watches it.
+                None if states.is_some_and(|s| s.has_recorder(self.recorder())) => return,
                 None => {
                     // Not a request: the first span a task enters names it
                     // (its `.instrument(..)` span is entered first in every
@@ -523,7 +544,11 @@ impl BlackboxLayer {
             // the same span's extensions to build its context.
             // Requests past the table always ask (they are rare).
             let ids = self.otel_ids(id, crate::event::NO_STRING);
-            if let Some(state) = span.extensions().get::<RequestState>() {
+            if let Some(state) = span
+                .extensions()
+                .get::<RequestStates>()
+                .and_then(|s| s.of_layer(self.tag))
+            {
                 let _ = state.ids.set(ids);
             }
         }
@@ -595,9 +620,16 @@ impl BlackboxLayer {
         let requests = &self.shared.requests;
         self.shared.layers.load(Ordering::Relaxed) > 1 && requests.get(id.into_u64()).is_some()
             || requests.any_fallbacks()
-                && ctx
-                    .span(id)
-                    .is_some_and(|s| s.extensions().get::<RequestState>().is_some())
+                && ctx.span(id).is_some_and(|s| {
+                    s.extensions()
+                        .get::<RequestStates>()
+                        .is_some_and(|st| st.has_recorder(self.recorder()))
+                })
+    }
+
+    /// This layer's recorder, as [`RequestState::recorder`] names it.
+    fn recorder(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
     }
 
     /// A request whose bucket was full: its state goes in the span's
@@ -619,14 +651,20 @@ impl BlackboxLayer {
             self.shared.requests.close_fallback();
             return false;
         };
-        span.extensions_mut().insert(RequestState {
+        let state = RequestState {
+            recorder: self.recorder(),
             layer: self.tag,
             id: req,
             name,
             start,
             ids: OnceLock::new(),
             error: AtomicBool::new(false),
-        });
+        };
+        let mut ext = span.extensions_mut();
+        match ext.get_mut::<RequestStates>() {
+            Some(states) => states.0.push(state),
+            None => ext.insert(RequestStates(vec![state])),
+        }
         true
     }
 
@@ -641,7 +679,7 @@ impl BlackboxLayer {
     {
         let span = ctx.span(id)?;
         let ext = span.extensions();
-        let state = ext.get::<RequestState>().filter(|s| s.layer == self.tag)?;
+        let state = ext.get::<RequestStates>()?.of_layer(self.tag)?;
         self.shared.requests.close_fallback();
         let ids = state.ids.get().copied().flatten();
         let error = state.error.load(Ordering::Relaxed);
@@ -682,8 +720,10 @@ impl BlackboxLayer {
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let Some(span) = ctx.span(id) else { return };
-        if let Some(state) = span.extensions().get::<RequestState>()
-            && state.layer == self.tag
+        if let Some(state) = span
+            .extensions()
+            .get::<RequestStates>()
+            .and_then(|s| s.of_layer(self.tag))
         {
             self.shared.capture.request_exit(state.id);
         }
@@ -784,7 +824,10 @@ where
                 return;
             }
             if requests.any_fallbacks()
-                && let Some(state) = span.extensions().get::<RequestState>()
+                && let Some(state) = span
+                    .extensions()
+                    .get::<RequestStates>()
+                    .and_then(|s| s.of_layer(self.tag))
             {
                 state.error.store(true, Ordering::Relaxed);
                 return;
