@@ -37,7 +37,7 @@ use crate::sync::lock;
 pub(crate) use address_table::AddressTable;
 use crossbeam_utils::CachePadded;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::panic::Location;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as StdOrdering};
@@ -186,6 +186,12 @@ struct ThreadEntry {
     exited: bool,
     /// The thread's count of requests opened, while it writes for this recorder.
     opened: Option<&'static Counter>,
+}
+
+/// Forgets the exited threads that hold no segment any more (no event of
+/// theirs is left to name).
+fn forget_exited(names: &mut HashMap<u32, ThreadEntry>, present: &HashSet<u32>) {
+    names.retain(|n, t| !t.exited || present.contains(n));
 }
 
 impl Threads {
@@ -974,6 +980,24 @@ impl Capture {
         start + u64::from(start as u32 == 0)
     }
 
+    /// Forgets the names of exited threads whose events are all gone from
+    /// the buffer: run by the capture thread about once a second, so a
+    /// blocking pool that churns threads does not grow the table (which
+    /// `stats()` and thread start and exit walk under one lock). What is
+    /// left is bounded by the live threads plus the buffer's segments.
+    pub(crate) fn forget_exited_threads(&self) {
+        if !lock(&self.shared.threads.names).values().any(|t| t.exited) {
+            return;
+        }
+        let present = self.shared.segments.threads_present();
+        forget_exited(&mut lock(&self.shared.threads.names), &present);
+    }
+
+    /// Threads in the table: live ones, and exited ones with events left.
+    pub(crate) fn threads_known(&self) -> usize {
+        lock(&self.shared.threads.names).len()
+    }
+
     /// Request ids handed out so far ([`new_request_id`](Self::new_request_id)).
     pub(crate) fn requests_opened(&self) -> u64 {
         self.shared.threads.opened()
@@ -1474,9 +1498,7 @@ impl Capture {
         let names = {
             let mut names = lock(&self.shared.threads.names);
             if range.is_none() {
-                // Forget exited threads that hold no segment any more.
-                let present = self.shared.segments.threads_present();
-                names.retain(|n, t| !t.exited || present.contains(n));
+                forget_exited(&mut names, &self.shared.segments.threads_present());
             }
             by_thread
                 .keys()

@@ -60,6 +60,11 @@ pub struct BlackboxStats {
     /// recorder never sees those requests. Each is named in a `WARN` event
     /// of target `tokio_blackbox`, with the fix.
     pub request_callsites_hidden: u64,
+    /// Threads the recorder knows by name: the live ones that recorded,
+    /// and exited ones whose events are still in the buffer (exited
+    /// threads are forgotten about once a second once their events are
+    /// gone, so a churning blocking pool does not grow it).
+    pub threads_known: u64,
     /// Windows handed to the sink successfully.
     pub windows_written: u64,
     /// Windows the sink failed to write, or that were still waiting to be
@@ -361,6 +366,7 @@ pub(crate) fn assemble(
         slow_requests_dropped: get(&shared.slow_dropped),
         windows_unlinked: get(&shared.windows_unlinked),
         request_callsites_hidden: shared.setup.hidden(),
+        threads_known: capture.threads_known() as u64,
         windows_written: get(&c.windows_written),
         sink_errors: get(&c.sink_errors),
         buffer_bytes: if capture.enabled { segments.bytes() } else { 0 },

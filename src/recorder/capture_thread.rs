@@ -159,8 +159,9 @@ pub(crate) fn run(
     let mut sequence = 0u64;
     let mut last_scan = clock.raw();
     let interval_ticks = ticks(interval);
-    // The setup checks (a filter hiding request spans, no task hooks) run
-    // about once a second, the first a second after the start.
+    // The setup checks (a filter hiding request spans, no task hooks) and
+    // the thread table's pruning run about once a second, the first a
+    // second after the start.
     let setup_every = ticks(Duration::from_secs(1));
     let mut last_setup_check = clock.raw();
     // Writes `pending` (each window is cut and mapped here); with a deadline
@@ -247,6 +248,7 @@ pub(crate) fn run(
         if now.saturating_sub(last_setup_check) >= setup_every {
             last_setup_check = now;
             check_setup(&shared);
+            shared.capture.forget_exited_threads();
         }
         let mut open_needed: Option<u64> = None;
         if shared.capture.enabled {
