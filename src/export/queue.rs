@@ -24,6 +24,16 @@ pub const QUEUE_CAPACITY: usize = 64;
 /// empty, so the bound is 64 MiB or one job, whichever is larger.
 pub const QUEUE_MAX_BYTES: usize = 64 << 20;
 
+/// Jobs of kept traces' spans the queue holds at most, of its
+/// [`QUEUE_CAPACITY`]: the other half is the windows', so a burst of late
+/// spans (timeouts, background work ending after their roots) never
+/// refuses the windows of the same incident.
+pub(crate) const QUEUE_SPAN_JOBS: usize = QUEUE_CAPACITY / 2;
+
+/// Spans a queued job of kept traces' spans grows to by taking later ones
+/// in (the late spans of kept traces arrive one by one): one export batch.
+const SPANS_PER_JOB: usize = 512;
+
 /// Work for the export thread.
 pub(crate) enum Job {
     /// A window, already mapped to its spans.
@@ -101,6 +111,8 @@ struct QueueState {
     bytes: usize,
     /// Whether a job is in flight (taken, not finished).
     in_flight: bool,
+    /// Queued jobs of kept traces' spans (not the one in flight).
+    span_jobs: usize,
     accepted: u64,
     finished: u64,
     closed: bool,
@@ -116,7 +128,34 @@ impl Queue {
         }
         let held = st.jobs.len() + usize::from(st.in_flight);
         let empty = held == 0;
-        if !empty && (held >= QUEUE_CAPACITY || st.bytes + bytes > QUEUE_MAX_BYTES) {
+        if !empty && st.bytes + bytes > QUEUE_MAX_BYTES {
+            return Err(PushError::Full);
+        }
+        let job = match job {
+            // Spans join the last queued job of spans when it has room:
+            // one span a job would fill the queue's slots.
+            Job::Spans(spans) => {
+                if let Some((Job::Spans(last), last_bytes)) = st.jobs.back_mut()
+                    && last.len() + spans.len() <= SPANS_PER_JOB
+                {
+                    last.extend(spans);
+                    *last_bytes += bytes;
+                    st.bytes += bytes;
+                    c.queue_bytes.store(st.bytes as u64, Ordering::Relaxed);
+                    return Ok(());
+                }
+                if !empty && st.span_jobs >= QUEUE_SPAN_JOBS {
+                    return Err(PushError::Full);
+                }
+                st.span_jobs += 1;
+                Job::Spans(spans)
+            }
+            other => other,
+        };
+        if !empty && held >= QUEUE_CAPACITY {
+            if matches!(job, Job::Spans(_)) {
+                st.span_jobs -= 1;
+            }
             return Err(PushError::Full);
         }
         st.jobs.push_back((job, bytes));
@@ -141,6 +180,9 @@ impl Queue {
         loop {
             if let Some(job) = st.jobs.pop_front() {
                 st.in_flight = true;
+                if matches!(job.0, Job::Spans(_)) {
+                    st.span_jobs -= 1;
+                }
                 return Some(job);
             }
             if st.closed {
@@ -208,6 +250,7 @@ impl Queue {
         let mut st = lock(&self.state);
         st.closed = true;
         let jobs: Vec<(Job, usize)> = st.jobs.drain(..).collect();
+        st.span_jobs = 0;
         let freed: usize = jobs.iter().map(|(_, b)| b).sum();
         st.bytes = st.bytes.saturating_sub(freed);
         st.finished += jobs.len() as u64;
@@ -215,5 +258,85 @@ impl Queue {
         drop(st);
         self.progress.notify_all();
         jobs.into_iter().map(|(j, _)| j).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window() -> Job {
+        Job::Window(MappedWindow {
+            spans: Vec::new(),
+            requests: Vec::new(),
+        })
+    }
+
+    fn late_span() -> Job {
+        let req = crate::export::testing::slow_request(1, "GET /late", 0, 1);
+        Job::Spans(vec![crate::export::otlp::request_span(&req, "test")])
+    }
+
+    /// Issue 27, finding 2: each late span of a kept trace was a job of its
+    /// own, so 64 of them (the export thread busy) refused every window of
+    /// the incident. Late spans now join the last job of spans, and spans
+    /// hold at most half the jobs.
+    #[test]
+    fn late_spans_never_crowd_out_windows() {
+        let q = Queue::default();
+        let c = ExportCounters::default();
+        // The export thread is busy with a window.
+        q.push(window(), 0, &c).unwrap();
+        let _in_flight = q.pop().unwrap();
+        for i in 0..2_000 {
+            q.push(late_span(), 10, &c)
+                .unwrap_or_else(|e| panic!("late span {i}: {e:?}"));
+            if i % 100 == 0 {
+                // A window between them: the next spans start a new job.
+                q.push(window(), 0, &c).unwrap();
+            }
+        }
+        let queued = lock(&q.state).jobs.len();
+        assert!(queued < QUEUE_CAPACITY, "{queued} jobs");
+        for i in 0..(QUEUE_CAPACITY - 1 - queued) {
+            q.push(window(), 0, &c)
+                .unwrap_or_else(|e| panic!("window {i} refused: {e:?}"));
+        }
+        assert_eq!(q.push(window(), 0, &c), Err(PushError::Full));
+        // Every span is still there, in the jobs.
+        let spans: usize = lock(&q.state)
+            .jobs
+            .iter()
+            .map(|(j, _)| match j {
+                Job::Spans(s) => s.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(spans, 2_000);
+    }
+
+    /// Spans alone take at most half the queue's jobs.
+    #[test]
+    fn spans_take_at_most_half_the_jobs() {
+        let q = Queue::default();
+        let c = ExportCounters::default();
+        q.push(window(), 0, &c).unwrap();
+        let _in_flight = q.pop().unwrap();
+        let mut accepted = 0;
+        for _ in 0..QUEUE_CAPACITY {
+            // Full jobs: none takes the next one in.
+            let big = Job::Spans(
+                (0..SPANS_PER_JOB)
+                    .map(|_| match late_span() {
+                        Job::Spans(mut s) => s.remove(0),
+                        _ => unreachable!(),
+                    })
+                    .collect(),
+            );
+            if q.push(big, 10, &c).is_ok() {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, QUEUE_SPAN_JOBS);
     }
 }
