@@ -107,6 +107,7 @@ pub(crate) fn start(
             thread: "blackbox-capture",
             source,
         })?;
+    let _ = shared.capture_thread.set(thread.thread().clone());
     let inner = Arc::new(Inner {
         config,
         shared,

@@ -56,6 +56,11 @@ pub(crate) struct Shared {
     pub(crate) slow_requests: AtomicU64,
     /// Slow requests lost because the capture queue was full.
     pub(crate) slow_dropped: AtomicU64,
+    /// Slow requests queued since the capture thread last looked: at half
+    /// the queue, the sender wakes it (else it wakes on its own).
+    pub(crate) slow_queued: AtomicU64,
+    /// The capture thread, woken by a flush, the shutdown and a half-full queue.
+    pub(crate) capture_thread: std::sync::OnceLock<std::thread::Thread>,
     /// Slow requests with no OpenTelemetry context although the app has an
     /// OpenTelemetry layer: their windows went into traces of their own.
     pub(crate) windows_unlinked: AtomicU64,
@@ -82,6 +87,8 @@ impl Shared {
             tx,
             slow_requests: AtomicU64::new(0),
             slow_dropped: AtomicU64::new(0),
+            slow_queued: AtomicU64::new(0),
+            capture_thread: std::sync::OnceLock::new(),
             windows_unlinked: AtomicU64::new(0),
             marked_requests: std::sync::atomic::AtomicBool::new(false),
             setup: Default::default(),
@@ -95,10 +102,18 @@ impl Shared {
     pub(crate) fn on_slow_request(&self, req: SlowRequest, start: u64, end: u64) {
         self.slow_requests.fetch_add(1, Ordering::Relaxed);
         self.remember(&req);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.tx.try_send(Msg::Slow(req, start, end))
-        {
-            self.slow_dropped.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(Msg::Slow(req, start, end)) {
+            // No wake-up: the capture thread looks every turn; only a queue
+            // filling up before that wakes it (once).
+            Ok(()) => {
+                let queued = self.slow_queued.fetch_add(1, Ordering::Relaxed) + 1;
+                if queued == (crate::config::DEFAULT_QUEUE_CAPACITY / 2) as u64 {
+                    self.wake_capture();
+                }
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.slow_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -140,12 +155,22 @@ impl Shared {
         lock(&self.recent_slow).iter().cloned().collect()
     }
 
+    /// Wakes the capture thread (it otherwise looks at its queue every turn).
+    pub(crate) fn wake_capture(&self) {
+        if let Some(t) = self.capture_thread.get() {
+            t.unpark();
+        }
+    }
+
     /// Sends on the bounded capture queue, retrying until `deadline` while
     /// it is full: never blocks an application thread past its timeout.
     pub(crate) fn send_until(&self, mut msg: Msg, deadline: Instant) -> bool {
         loop {
             match self.tx.try_send(msg) {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self.wake_capture();
+                    return true;
+                }
                 Err(TrySendError::Disconnected(_)) => return false,
                 Err(TrySendError::Full(m)) => {
                     if Instant::now() >= deadline {

@@ -16,7 +16,7 @@ use crate::trigger::{Decision, Pending, Trigger};
 use crate::window::{Cut, SlowRequest, Window};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 /// What the capture thread (and a dump) cut windows from.
@@ -197,10 +197,16 @@ pub(crate) fn run(
             Some(due) => clock.duration(due.saturating_sub(now)).min(interval),
             None => interval,
         };
-        let first = match rx.recv_timeout(timeout) {
+        // A slow request's close does not wake this thread (in an
+        // incident every request is slow: one wake-up each cost the service
+        // a context switch a request). It wakes every turn on its own; a
+        // flush, the shutdown and a half-full queue unpark it.
+        std::thread::park_timeout(timeout);
+        shared.slow_queued.store(0, Ordering::Relaxed);
+        let first = match rx.try_recv() {
             Ok(msg) => Some(msg),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => break,
         };
         // Every message waiting is read before the next window is cut (a
         // cut and its mapping take milliseconds; an offer, nanoseconds), so
