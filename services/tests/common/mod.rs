@@ -185,10 +185,16 @@ pub fn check_slow_traces(jaeger: &Jaeger, service: &str, expected: usize) {
     );
     let mut windows = 0;
     for id in &ids {
+        // The app's spans and the recorder's arrive in different batches
+        // (a window alone is long enough to match the search): wait for both.
         let trace = jaeger.wait_for_trace_where(id, WAIT, |t| {
-            otlp_spans(t)
+            let spans = otlp_spans(t);
+            spans
                 .iter()
                 .any(|s| s["name"] == "blackbox.window" || s["name"] == "blackbox.window.ref")
+                && spans
+                    .iter()
+                    .any(|s| s["name"] == "request" && span_attr(s, "uri").is_some())
         });
         let spans = otlp_spans(&trace);
         let request = spans
