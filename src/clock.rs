@@ -136,6 +136,16 @@ impl Clock {
     }
 }
 
+/// The instant `after` from now, for a deadline or a timer: a duration too
+/// large to add (`Duration::MAX`: "as long as it takes") is a century.
+pub(crate) fn deadline_after(after: std::time::Duration) -> std::time::Instant {
+    const CENTURY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+    let now = std::time::Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
+}
+
 /// A raw reading of a clock whose [`Clock::is_tsc`] is true, for hooks
 /// that chose their clock when they were installed: one `rdtsc`. Elsewhere
 /// than x86-64 no clock is the TSC and this is never called.

@@ -176,7 +176,7 @@ settings! {
         parse |s: &str| parse_size(s).filter(|n| BUFFER_MEMORY_RANGE.contains(n)),
         accepts "a size such as 16MiB, 64M or 1GiB, from 256KiB to 16GiB",
         doc "memory for events, all threads together: 4 KiB segments, one per recording thread, the rest the shared history, overwritten oldest first; a poll takes 12 bytes. A capture takes at most half of it (a larger window keeps its oldest part and counts the rest as lost), so a window should fit in half; its segments are held in place until it is exported, not copied. Replaces `BLACKBOX_EVENTS_PER_THREAD` and `BLACKBOX_MAX_THREADS`, which are now refused with an error saying so";
-    env stuck_after: Duration = (latency_threshold * 10).max(Duration::from_secs(1));
+    env stuck_after: Duration = latency_threshold.saturating_mul(10).max(Duration::from_secs(1));
         var "BLACKBOX_STUCK_AFTER", method "stuck_after", shown "10 × threshold (≥ 1s)",
         parse parse_duration, accepts "a duration such as 5s, at least the latency threshold",
         doc "a request open this long is captured while still open (`blackbox.request.open = true`)";
@@ -371,7 +371,7 @@ impl Settings {
                 "at least the latency threshold",
             ));
         }
-        if self.window_before + self.window_after > self.max_window {
+        if self.window_before.saturating_add(self.window_after) > self.max_window {
             return Err(invalid_setting(
                 "window",
                 format!(

@@ -311,7 +311,7 @@ impl Blackbox {
     /// Cuts every pending capture now, hands it to the sink and flushes the
     /// sink, waiting at most `timeout`. Returns `false` on time-out.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = crate::clock::deadline_after(timeout);
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
         if !self
             .inner
@@ -441,7 +441,7 @@ impl Drop for BlackboxGuard {
     /// Waits at most the shutdown timeout in all: for the queue, the pending
     /// captures, the sink's flush and the thread's end.
     fn drop(&mut self) {
-        let deadline = std::time::Instant::now() + self.inner.config.shutdown_timeout;
+        let deadline = crate::clock::deadline_after(self.inner.config.shutdown_timeout);
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
         let left = || deadline.saturating_duration_since(std::time::Instant::now());
         if self

@@ -205,7 +205,7 @@ impl MetricsExport {
                         }
                     };
                     let (lock, cv) = &*stop;
-                    let mut next = Instant::now() + interval;
+                    let mut next = crate::clock::deadline_after(interval);
                     loop {
                         let guard = crate::sync::lock(lock);
                         let (guard, _) = cv
@@ -223,9 +223,9 @@ impl MetricsExport {
                         }
                         if Instant::now() >= next {
                             export();
-                            next += interval;
-                            if next < Instant::now() {
-                                next = Instant::now() + interval;
+                            next = next.checked_add(interval).unwrap_or(next);
+                            if next <= Instant::now() {
+                                next = crate::clock::deadline_after(interval);
                             }
                         }
                     }

@@ -47,7 +47,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, SyncSender};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Retries of a failed export request before its spans are dropped: 2, after
 /// 100 ms and 200 ms. A window's export so fails within about a second when
@@ -196,7 +196,10 @@ impl Pipeline {
     /// counted), at most `timeout`. Never puts anything into the queue, so a
     /// full queue or a stuck exporter cannot make it block longer.
     pub(crate) fn flush_within(&mut self, timeout: Duration) -> Result<(), SinkError> {
-        if self.queue.wait_finished(Instant::now() + timeout) {
+        if self
+            .queue
+            .wait_finished(crate::clock::deadline_after(timeout))
+        {
             self.stalled = false;
             Ok(())
         } else {
@@ -231,7 +234,7 @@ impl Drop for Pipeline {
         } else {
             self.flush_timeout.min(SHUTDOWN_GRACE)
         };
-        if !self.queue.wait_thread(Instant::now() + wait) {
+        if !self.queue.wait_thread(crate::clock::deadline_after(wait)) {
             for job in self.queue.abandon(&self.shared.counters) {
                 count_abandoned(job, &self.shared.counters);
             }
