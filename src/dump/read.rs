@@ -232,9 +232,10 @@ impl<R: Read> DumpReader<R> {
                 },
                 tag::STRINGS => {
                     let n = p.u32()?;
-                    // Indexes are 16 bits (one value means "none"): no table
-                    // holds more, and each string takes at least a byte.
-                    if n >= u32::from(crate::event::NO_STRING) || n as usize > p.remaining() / 2 {
+                    // Indexes are 16 bits (one value means "none": indices
+                    // 0..=65,534, so 65,535 strings at most), and each string
+                    // takes two bytes at least.
+                    if n > u32::from(crate::event::NO_STRING) || n as usize > p.remaining() / 2 {
                         return Err(corrupt(
                             body_at,
                             format!(
@@ -410,7 +411,7 @@ impl<R: Read> DumpReader<R> {
                     meta.long_poll = long_poll;
                 }
                 Record::Strings(s) => {
-                    if meta.strings.len() + s.len() >= usize::from(crate::event::NO_STRING) {
+                    if meta.strings.len() + s.len() > usize::from(crate::event::NO_STRING) {
                         return Err(corrupt(
                             at,
                             "string tables of more than 65,535 strings in all".into(),

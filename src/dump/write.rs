@@ -159,6 +159,16 @@ pub(crate) fn write_window_file(
     written
 }
 
+/// A string as the file holds it: at most 65,535 bytes (a 16-bit length),
+/// cut at the last whole UTF-8 character, so the reader reads it back.
+fn cut(s: &str) -> &[u8] {
+    let mut end = s.len().min(usize::from(u16::MAX));
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s.as_bytes()[..end]
+}
+
 /// Writes `window` in the dump format to any writer.
 ///
 /// # Errors
@@ -210,7 +220,7 @@ pub fn write_window<W: Write>(
     let mut strings = Vec::new();
     strings.extend_from_slice(&(window.strings.len() as u32).to_le_bytes());
     for s in &window.strings {
-        let bytes = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+        let bytes = cut(s);
         strings.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
         strings.extend_from_slice(bytes);
     }
@@ -224,7 +234,7 @@ pub fn write_window<W: Write>(
         p.push(u8::from(r.own_span) | u8::from(r.error) << 1 | u8::from(r.open) << 2);
         p.extend_from_slice(&r.start_unix_ns.to_le_bytes());
         p.extend_from_slice(&r.end_unix_ns.to_le_bytes());
-        let name = &r.name.as_bytes()[..r.name.len().min(u16::MAX as usize)];
+        let name = cut(&r.name);
         p.extend_from_slice(&(name.len() as u16).to_le_bytes());
         p.extend_from_slice(name);
         record(out, tag::REQUEST, &p)?;
@@ -234,7 +244,7 @@ pub fn write_window<W: Write>(
         let mut p = Vec::new();
         p.extend_from_slice(&lane.index.to_le_bytes());
         p.extend_from_slice(&lane.events_lost.to_le_bytes());
-        let name = &lane.thread.as_bytes()[..lane.thread.len().min(u16::MAX as usize)];
+        let name = cut(&lane.thread);
         p.extend_from_slice(&(name.len() as u16).to_le_bytes());
         p.extend_from_slice(name);
         record(out, tag::LANE, &p)?;
