@@ -620,7 +620,7 @@ mod models {
             let (trace, span) = (TraceId::from_bytes([1; 16]), SpanId::from_bytes([2; 8]));
             let layer = {
                 let t = t.clone();
-                thread::spawn(move || t.set_ids(9, trace, span))
+                thread::spawn(move || t.set_ids(9, trace, span, false))
             };
             let found = t.scan(100, 10, 50);
             assert_eq!(found.len(), 1);
