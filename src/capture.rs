@@ -98,7 +98,11 @@ thread_local! {
 
 #[derive(Debug, Default)]
 struct StringsInner {
-    list: Vec<String>,
+    /// Shared with [`Strings::all`]'s callers for as long as they copy it,
+    /// so the copy (up to 65,535 strings, once per cut) is made outside the
+    /// lock that a slow request's close takes to read its name. An intern
+    /// racing such a copy copies the list first (`Arc::make_mut`): rare.
+    list: Arc<Vec<String>>,
     index: HashMap<String, u16>,
 }
 
@@ -113,7 +117,7 @@ impl Strings {
             return NO_STRING;
         }
         let i = inner.list.len() as u16;
-        inner.list.push(s.to_owned());
+        Arc::make_mut(&mut inner.list).push(s.to_owned());
         inner.index.insert(s.to_owned(), i);
         i
     }
@@ -155,8 +159,10 @@ impl Strings {
             .unwrap_or_default()
     }
 
+    /// Every string, copied outside the table's lock.
     pub(crate) fn all(&self) -> Vec<String> {
-        lock(&self.inner).list.clone()
+        let list = Arc::clone(&lock(&self.inner).list);
+        list.as_ref().clone()
     }
 }
 

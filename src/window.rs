@@ -386,6 +386,24 @@ impl Cut {
         self.lanes.iter().map(SegmentLane::bytes).sum()
     }
 
+    /// The memory a queued cut holds, estimated: its segment copies, and
+    /// its header's copy of the string table (up to 65,535 strings) and
+    /// slow requests. What the export queue's byte bound counts.
+    pub(crate) fn held_bytes(&self) -> usize {
+        let h = &self.header;
+        let strings: usize = h
+            .strings
+            .iter()
+            .map(|s| std::mem::size_of::<String>() + s.capacity())
+            .sum();
+        let requests: usize = h
+            .requests
+            .iter()
+            .map(|r| std::mem::size_of::<SlowRequest>() + r.name.capacity())
+            .sum();
+        std::mem::size_of::<Cut>() + self.bytes() + strings + requests
+    }
+
     /// When lane `i` (of [`header`](Cut::header)'s lanes) has its first
     /// event in the window, UNIX ns.
     pub(crate) fn first_event_ts(&self, i: usize) -> Option<u64> {
@@ -435,4 +453,27 @@ fn dedup_instants(events: Vec<Event>) -> Vec<Event> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 27, finding 9: the export queue's byte bound counted a cut's
+    /// segment copies but not its header's string table, a copy of up to
+    /// 65,535 strings per queued cut.
+    #[test]
+    fn a_cuts_held_bytes_count_its_string_table() {
+        let header = Window {
+            strings: (0..60_000).map(|i| format!("{i:0>64}")).collect(),
+            ..Window::default()
+        };
+        let cut = Cut::new(header, Vec::new(), crate::clock::Clock::new().anchor());
+        assert_eq!(cut.bytes(), 0, "no segment copies");
+        assert!(
+            cut.held_bytes() >= 60_000 * 64,
+            "the strings are counted: {}",
+            cut.held_bytes()
+        );
+    }
 }

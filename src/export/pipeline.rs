@@ -165,7 +165,7 @@ impl Pipeline {
     /// buffer): the export thread maps it, so the capture thread only
     /// copies, and is never held up by the mapping.
     pub(crate) fn write_cut(&mut self, cut: Cut) -> Result<(), SinkError> {
-        let bytes = cut.bytes() + std::mem::size_of::<Cut>();
+        let bytes = cut.held_bytes();
         if !self.queue.has_room(bytes) {
             return Err(self.full());
         }
