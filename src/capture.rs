@@ -159,6 +159,12 @@ impl Strings {
             .unwrap_or_default()
     }
 
+    /// The first string `accept` takes, searched outside the table's lock.
+    pub(crate) fn find(&self, accept: &dyn Fn(&str) -> bool) -> Option<String> {
+        let list = Arc::clone(&lock(&self.inner).list);
+        list.iter().find(|s| accept(s)).cloned()
+    }
+
     /// Every string, copied outside the table's lock.
     pub(crate) fn all(&self) -> Vec<String> {
         let list = Arc::clone(&lock(&self.inner).list);

@@ -226,11 +226,10 @@ impl tracing::field::Visit for OtelFields {
                 self.name.len = 0;
                 let _ = write!(self.name, "{value:?}");
                 // A `?`-recorded string keeps its quotes; a `%` one has none.
-                let s = self.name.as_str();
-                if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
-                    let inner = s[1..s.len() - 1].to_owned();
-                    self.name.len = 0;
-                    let _ = self.name.write_str(&inner);
+                let len = self.name.len;
+                if len >= 2 && self.name.bytes[0] == b'"' && self.name.bytes[len - 1] == b'"' {
+                    self.name.bytes.copy_within(1..len - 1, 0);
+                    self.name.len = len - 2;
                 }
             }
             _ => {}
@@ -258,6 +257,14 @@ struct RequestState {
 struct RequestStates(Vec<RequestState>);
 
 impl RequestStates {
+    /// The state layer `tag` keeps in a span's extensions, if any.
+    fn in_span<'a>(
+        ext: &'a tracing_subscriber::registry::Extensions<'_>,
+        tag: u16,
+    ) -> Option<&'a RequestState> {
+        ext.get::<RequestStates>()?.of_layer(tag)
+    }
+
     /// The state kept by layer `tag`.
     fn of_layer(&self, tag: u16) -> Option<&RequestState> {
         self.0.iter().find(|s| s.layer == tag)
@@ -544,11 +551,7 @@ impl BlackboxLayer {
             // the same span's extensions to build its context.
             // Requests past the table always ask (they are rare).
             let ids = self.otel_ids(id, crate::event::NO_STRING);
-            if let Some(state) = span
-                .extensions()
-                .get::<RequestStates>()
-                .and_then(|s| s.of_layer(self.tag))
-            {
+            if let Some(state) = RequestStates::in_span(&span.extensions(), self.tag) {
                 let _ = state.ids.set(ids);
             }
         }
@@ -679,7 +682,7 @@ impl BlackboxLayer {
     {
         let span = ctx.span(id)?;
         let ext = span.extensions();
-        let state = ext.get::<RequestStates>()?.of_layer(self.tag)?;
+        let state = RequestStates::in_span(&ext, self.tag)?;
         self.shared.requests.close_fallback();
         let ids = state.ids.get().copied().flatten();
         let error = state.error.load(Ordering::Relaxed);
@@ -720,11 +723,7 @@ impl BlackboxLayer {
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let Some(span) = ctx.span(id) else { return };
-        if let Some(state) = span
-            .extensions()
-            .get::<RequestStates>()
-            .and_then(|s| s.of_layer(self.tag))
-        {
+        if let Some(state) = RequestStates::in_span(&span.extensions(), self.tag) {
             self.shared.capture.request_exit(state.id);
         }
     }
@@ -750,7 +749,7 @@ where
             // filter hide this request callsite from every layer?
             self.shared
                 .setup
-                .note_callsite(meta, info.request == Some(true));
+                .note_callsite(meta, info.marked || info.request == Some(true));
         }
         Interest::always()
     }
@@ -824,10 +823,7 @@ where
                 return;
             }
             if requests.any_fallbacks()
-                && let Some(state) = span
-                    .extensions()
-                    .get::<RequestStates>()
-                    .and_then(|s| s.of_layer(self.tag))
+                && let Some(state) = RequestStates::in_span(&span.extensions(), self.tag)
             {
                 state.error.store(true, Ordering::Relaxed);
                 return;

@@ -71,12 +71,16 @@ const SERVER_CRATES: &[&str] = &[
     "/salvo",
 ];
 
+/// Finds the first interned string (a spawn location) a predicate accepts.
+pub(crate) type FindLocation<'a> = dyn Fn(&dyn Fn(&str) -> bool) -> Option<String> + 'a;
+
 /// What the capture thread knows when it runs the checks.
 pub(crate) struct Seen<'a> {
     /// Request spans opened so far.
     pub(crate) requests: u64,
-    /// Spawn locations (and other interned strings) so far.
-    pub(crate) locations: &'a dyn Fn() -> Vec<String>,
+    /// The first spawn location (or other interned string) so far that
+    /// the predicate accepts.
+    pub(crate) find_location: &'a FindLocation<'a>,
 }
 
 /// Callsites kept for the check at most (a service has a handful of
@@ -137,11 +141,12 @@ impl SetupCheck {
         let _ = self.dispatch.set(dispatch);
     }
 
-    /// A span callsite was registered: kept for the check when it looks
-    /// like a request (or the configured rule says it is one).
+    /// A span callsite was registered: kept for the check when it is a
+    /// request candidate (it [`looks_like_request`], or the configured rule
+    /// says it is one).
     #[cold]
-    pub(crate) fn note_callsite(&self, meta: &'static Metadata<'static>, request_by_rule: bool) {
-        if !(request_by_rule || looks_like_request(meta)) {
+    pub(crate) fn note_callsite(&self, meta: &'static Metadata<'static>, candidate: bool) {
+        if !candidate {
             return;
         }
         let mut c = lock(&self.candidates);
@@ -213,10 +218,7 @@ impl SetupCheck {
         if dispatch.enabled(&TOWER_HTTP_REQUEST_META) {
             return;
         }
-        let locations = (seen.locations)();
-        let Some(server) = locations
-            .iter()
-            .find(|l| SERVER_CRATES.iter().any(|c| l.contains(c)))
+        let Some(server) = (seen.find_location)(&|l| SERVER_CRATES.iter().any(|c| l.contains(c)))
         else {
             return;
         };
@@ -241,6 +243,11 @@ mod tests {
     use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::prelude::*;
 
+    /// No location is ever found.
+    fn nowhere(_: &dyn Fn(&str) -> bool) -> Option<String> {
+        None
+    }
+
     /// tower-http's request span's callsite (as `TraceLayer` makes it).
     fn tower_http_request() -> &'static Metadata<'static> {
         let span =
@@ -259,10 +266,10 @@ mod tests {
             let check = SetupCheck::default();
             let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(filter));
             check.set_dispatch(dispatch.downgrade());
-            check.note_callsite(meta, false);
+            check.note_callsite(meta, looks_like_request(meta));
             check.check(&Seen {
                 requests: 1,
-                locations: &Vec::new,
+                find_location: &nowhere,
             });
             assert_eq!(check.hidden(), hidden, "{filter}");
         }
@@ -274,11 +281,11 @@ mod tests {
         let meta = span.metadata().expect("metadata");
         assert!(!looks_like_request(meta));
         let check = SetupCheck::default();
-        check.note_callsite(meta, false);
+        check.note_callsite(meta, looks_like_request(meta));
         assert!(lock(&check.candidates).is_empty());
         let meta = tower_http_request();
-        check.note_callsite(meta, false);
-        check.note_callsite(meta, false);
+        check.note_callsite(meta, looks_like_request(meta));
+        check.note_callsite(meta, looks_like_request(meta));
         assert_eq!(lock(&check.candidates).len(), 1, "each callsite once");
     }
 
@@ -316,7 +323,7 @@ mod tests {
             || {
                 let seen = Seen {
                     requests: 1,
-                    locations: &Vec::new,
+                    find_location: &nowhere,
                 };
                 check.check(&seen);
                 check.check(&seen);
@@ -336,11 +343,13 @@ mod tests {
     /// server's tasks spawned, the shape of tower-http's span is checked.
     #[test]
     fn a_server_with_no_request_seen_under_an_info_filter_is_told() {
-        let axum =
-            || vec!["/home/u/.cargo/registry/src/x/axum-0.8.9/src/serve/mod.rs:321".to_owned()];
-        for (filter, requests, locations, hidden) in [
-            (LevelFilter::INFO, 0, &axum as &dyn Fn() -> Vec<String>, 1),
-            (LevelFilter::INFO, 0, &Vec::new, 0),
+        let axum = |accept: &dyn Fn(&str) -> bool| {
+            let l = "/home/u/.cargo/registry/src/x/axum-0.8.9/src/serve/mod.rs:321";
+            accept(l).then(|| l.to_owned())
+        };
+        for (filter, requests, find, hidden) in [
+            (LevelFilter::INFO, 0, &axum as &FindLocation<'_>, 1),
+            (LevelFilter::INFO, 0, &nowhere, 0),
             (LevelFilter::INFO, 5, &axum, 0),
             (LevelFilter::DEBUG, 0, &axum, 0),
         ] {
@@ -349,7 +358,7 @@ mod tests {
             check.set_dispatch(dispatch.downgrade());
             let seen = Seen {
                 requests,
-                locations,
+                find_location: find,
             };
             check.check(&seen);
             check.check(&seen);

@@ -275,10 +275,13 @@ fn export_thread(
             Target::Exporter(e) => Ok(e),
         }
     });
-    let exporter = match built {
+    let mut exporter = match built {
         Ok(mut e) => {
-            shared.resource_change();
-            e.set_resource_dyn(&shared.resource());
+            // Whatever the app gave so far (and no change pending after it).
+            let resource = shared
+                .resource_change()
+                .unwrap_or_else(|| shared.resource());
+            e.set_resource_dyn(&resource);
             let _ = ready.send(Ok(()));
             e
         }
@@ -288,7 +291,6 @@ fn export_thread(
         }
     };
     let c = &shared.counters;
-    let mut exporter = exporter;
     while let Some((job, bytes)) = queue.pop() {
         // The app's resource arrived (its tracer provider was built after
         // the recorder): every later export goes under it.

@@ -103,12 +103,12 @@ fn scan_interval(threshold: Duration) -> Duration {
 }
 
 /// Runs the setup checks with what they read: requests seen, and the
-/// spawn locations.
+/// spawn locations (searched in place, not copied).
 fn check_setup(shared: &Shared) {
-    let locations = || shared.capture.strings.all();
+    let find = |accept: &dyn Fn(&str) -> bool| shared.capture.strings.find(accept);
     shared.setup.check(&crate::setup_check::Seen {
         requests: shared.capture.requests_opened(),
-        locations: &locations,
+        find_location: &find,
     });
 }
 
