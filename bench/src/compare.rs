@@ -72,6 +72,9 @@ struct Cell {
     p999: Vec<f64>,
     rps: Vec<f64>,
     bytes: Vec<f64>,
+    /// CPU of the recorder's own threads, as a share of one core.
+    recorder_share: Vec<f64>,
+    shed: Vec<f64>,
     buffer: f64,
 }
 
@@ -98,6 +101,7 @@ pub fn compare(args: &[String]) {
     let mut runners: Vec<Runner> = [
         "registry",
         "registry-layer",
+        "hooks-only",
         "blackbox",
         "blackbox-storm",
         "tokio-metrics",
@@ -123,7 +127,13 @@ pub fn compare(args: &[String]) {
             variant: "console",
         });
     }
-    let workloads = ["polls", "requests", "http"];
+    let workloads = ["polls", "polls-1k", "polls-100k", "requests", "http"];
+    let index = |name: &str| {
+        workloads
+            .iter()
+            .position(|w| *w == name)
+            .unwrap_or(usize::MAX)
+    };
     let secs_s = format!("{secs}");
     let mut cells: BTreeMap<(usize, usize), Cell> = BTreeMap::new();
     let mut plain_rss: Vec<f64> = Vec::new();
@@ -169,6 +179,10 @@ pub fn compare(args: &[String]) {
                     }
                 }
                 c.buffer = num(&v, "buffer").unwrap_or(0.0);
+                if let Some(ms) = num(&v, "recorder_threads_cpu_ms") {
+                    c.recorder_share.push(ms / 1000.0 / secs);
+                    c.shed.push(num(&v, "shed").unwrap_or(0.0));
+                }
             }
         }
     }
@@ -204,8 +218,9 @@ pub fn compare(args: &[String]) {
     md += "| plain | nothing: a 2-worker runtime, no subscriber, no hooks |\n";
     md += "| registry | a bare `tracing_subscriber::registry()` as the global subscriber. It never frees a closed span (tokio-rs/tracing#900: the close bookkeeping runs in `Layered`), so it does less per span than any subscriber with a layer, and its memory grows |\n";
     md += "| registry-layer | `registry().with(Identity::new())`: a layer that does nothing, so closed spans are freed; what any subscriber with a layer costs |\n";
+    md += "| hooks-only | Tokio's four task hooks set to closures that read the task id and spawn location and do nothing: the floor under any recorder built on Tokio's hooks |\n";
     md += "| blackbox | `install_hooks` + `registry().with(blackbox.layer())`, threshold 1 h (nothing exports) |\n";
-    md += "| blackbox-storm | the same, threshold 0: every request is slow; windows go continuously over OTLP/gRPC to a local receiver (captures capped by the default 5/s) |\n";
+    md += "| blackbox-storm | the same, threshold 0: every request is slow (an incident); windows go over OTLP/gRPC to a local receiver, within the default CPU budget (2% of one core over 10 s; windows past it shed and counted) and the default 5 captures/s |\n";
     md += "| tokio-metrics | `RuntimeMonitor` sampled each second, and every task / request future `TaskMonitor::instrument`ed (one monitor shared by all, as its docs do per endpoint) |\n";
     md += "| otel-all | `tracing-opentelemetry` layer, SDK batch span processor exporting every span over OTLP/gRPC to a local receiver |\n";
     md += "| dial9 | dial9-tokio-telemetry 0.5.7 (through `dial9` 0.5.7): `recorder(DiskBuffer …)` + `attach_tokio_runtime` with task tracking, as its `production_use` example (CPU profiling off: its own feature) |\n";
@@ -216,12 +231,12 @@ pub fn compare(args: &[String]) {
         md += "| console | not run (no `--console-bin`) |\n";
     }
     md += "\nWorkloads: **polls**: 8 tasks in `yield_now` loops on 2 workers, cost = CPU time of the\n";
-    md += "process per poll. **requests**: 32 clients in loops; each request is a root span around an\n";
+    md += "process per poll (every per-task cache hits). **polls-1k**, **polls-100k**: the same with 1,000\n";
+    md += "and 100,000 tasks spawned from 8 call sites. **requests**: 32 clients in loops; each request is a root span around an\n";
     md += "mpsc + oneshot round trip to a server task, a yield, a little compute and a spawned child\n";
-    md += "task in the request's span; cost = process CPU per request. **http**: a hyper HTTP/1 server\n";
-    md +=
-        "on the measured runtime, each request in a `request` span as tower-http's `TraceLayer`\n";
-    md += "makes it; a load generator on its own thread and runtime with 32 keep-alive connections;\n";
+    md += "task in the request's span; cost = process CPU per request. **http**: an axum 0.8 service\n";
+    md += "(`axum::serve`, default features) on the measured runtime with tower-http's `TraceLayer` (INFO spans)\n";
+    md += "making the request spans, one route doing a little compute and a yield; a load generator on its own thread and runtime with 32 keep-alive connections;\n";
     md += "cost = 1 / throughput, latencies from the client. The OTLP receiver runs on its own thread:\n";
     md += "on 2 vCPUs its CPU is taken from the workload too, as a collector on the same host would.\n\n";
 
@@ -262,7 +277,11 @@ pub fn compare(args: &[String]) {
                     median(&mut c.p999)
                 )
             } else {
-                let unit = if *w == "polls" { "poll" } else { "request" };
+                let unit = if w.starts_with("polls") {
+                    "poll"
+                } else {
+                    "request"
+                };
                 format!(
                     "| {label} | {ratio} | {:+.1} ns/{unit} | {:.1} ns ({:.1} ns) | {rss} | {exported} |\n",
                     median(&mut c.added_ns),
@@ -287,12 +306,32 @@ pub fn compare(args: &[String]) {
     ] {
         let gi = labels.iter().position(|l| l == base);
         if let (Some(bi), Some(gi)) = (bi, gi)
-            && let (Some(b), Some(g)) = (cells.get(&(1, bi)), cells.get(&(1, gi)))
+            && let (Some(b), Some(g)) = (
+                cells.get(&(index("requests"), bi)),
+                cells.get(&(index("requests"), gi)),
+            )
         {
             let (mut b, mut g) = (b.cost.clone(), g.cost.clone());
             md += &format!(
                 "On **requests**, blackbox against {base}{why} (medians): {:.3}×.\n\n",
                 median(&mut b) / median(&mut g)
+            );
+        }
+    }
+    // An incident against the same service with nothing slow.
+    let si = labels.iter().position(|l| l == "blackbox-storm");
+    for w in ["http", "requests"] {
+        if let (Some(bi), Some(si)) = (bi, si)
+            && let (Some(b), Some(st)) = (cells.get(&(index(w), bi)), cells.get(&(index(w), si)))
+        {
+            let (mut b, mut share, mut shed) =
+                (b.cost.clone(), st.recorder_share.clone(), st.shed.clone());
+            let mut cost = st.cost.clone();
+            md += &format!(
+                "On **{w}**, every request slow (blackbox-storm) against nothing slow (blackbox), medians: {:.3}×; the recorder's threads used {:.1}% of one core, {:.0} windows shed a run.\n\n",
+                median(&mut cost) / median(&mut b),
+                100.0 * median(&mut share),
+                median(&mut shed)
             );
         }
     }

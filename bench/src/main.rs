@@ -2,8 +2,8 @@
 //! (issue 9). One binary, a variant argument:
 //!
 //! ```text
-//! blackbox-bench run <variant> <polls|requests|http|opens> [--secs S]   one measurement, one RESULT line
-//! blackbox-bench count <variant> <polls|requests|clients> [--n N] the fixed workload for callgrind
+//! blackbox-bench run <variant> <polls|polls-1k|polls-100k|requests|http|opens> [--secs S]   one measurement, one RESULT line
+//! blackbox-bench count <variant> <polls|polls-1k|requests|clients> [--n N] the fixed workload for callgrind
 //! blackbox-bench bytes <blackbox|otel-all|dial9> [--secs S]       bytes exported at 1,000 req/s, 0.1% slow
 //! blackbox-bench compare [--rounds R] [--secs S] [--console-bin PATH] [--out FILE]
 //! ```
@@ -34,8 +34,8 @@ fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: blackbox-bench run <variant> <polls|requests|http|opens> [--secs S]\n       \
-         blackbox-bench count <variant> <polls|requests|clients> [--n N]\n       \
+        "usage: blackbox-bench run <variant> <polls|polls-1k|polls-100k|requests|http|opens> [--secs S]\n       \
+         blackbox-bench count <variant> <polls|polls-1k|requests|clients> [--n N]\n       \
          blackbox-bench bytes <blackbox|otel-all|dial9> [--secs S]\n       \
          blackbox-bench compare [--rounds R] [--secs S] [--console-bin PATH] [--out FILE]\n\
          variants: plain registry blackbox blackbox-storm tokio-metrics otel-all dial9 console"
@@ -100,9 +100,9 @@ fn run(v: Variant, workload: &str, secs: f64) {
     let ctx = s.ctx.clone();
     let mut line = format!("RESULT variant={} workload={workload}", v.name());
     match workload {
-        "polls" => {
+        w if let Some(shape) = workloads::PollShape::of(w) => {
             let (n, wall, cpu) = workloads::timed(&s.rt, secs, async |stop| {
-                workloads::polls(&ctx, workloads::POLL_TASKS, u64::MAX, Some(stop)).await
+                workloads::polls(&ctx, shape, u64::MAX, Some(stop)).await
             });
             line += &format!(
                 " units={n} cost_ns={:.2} wall_ns={:.2}",
@@ -158,8 +158,18 @@ fn run(v: Variant, workload: &str, secs: f64) {
     if let Some(bb) = &s.blackbox {
         let st = bb.stats();
         line += &format!(
-            " captures={} windows={} skipped={} events={}",
-            st.captures, st.windows_exported, st.requests_skipped, st.events_recorded
+            " captures={} windows={} shed={} skipped={} events={} recorder_threads_cpu_ms={}",
+            st.captures,
+            st.windows_exported,
+            st.windows_shed,
+            st.requests_skipped,
+            st.events_recorded,
+            workloads::threads_cpu_ms("blackbox-")
+        );
+        line += &format!(
+            " capture_cpu_ms={} export_cpu_ms={}",
+            workloads::threads_cpu_ms("blackbox-captu"),
+            workloads::threads_cpu_ms("blackbox-expor")
         );
     }
     println!("{line}");
@@ -177,7 +187,20 @@ fn run(v: Variant, workload: &str, secs: f64) {
 pub fn bench_measured_region(s: &Setup, workload: &str, n: u64) -> u64 {
     let ctx = s.ctx.clone();
     match workload {
-        "polls" => s.rt.block_on(workloads::polls(&ctx, 4, n, None)),
+        "polls" => s.rt.block_on(workloads::polls(
+            &ctx,
+            workloads::PollShape { tasks: 4, sites: 1 },
+            n,
+            None,
+        )),
+        // 1,000 tasks from 8 spawn sites, `n` polls in all: what a per-task
+        // or per-location cache costs once it stops hitting.
+        "polls-1k" => s.rt.block_on(workloads::polls(
+            &ctx,
+            workloads::PollShape::of("polls-1k").expect("shape"),
+            n / 1_000,
+            None,
+        )),
         // The timed workload's clients (spawned tasks, so every request
         // span is entered inside a task's poll), on this one thread.
         "clients" => s.rt.block_on(workloads::requests(
@@ -226,8 +249,13 @@ fn count(v: Variant, workload: &str, n: u64) {
 fn bench_warmup(s: &Setup, workload: &str) {
     let ctx = s.ctx.clone();
     match workload {
-        "polls" => {
-            s.rt.block_on(workloads::polls(&ctx, 4, 1000, None));
+        "polls" | "polls-1k" => {
+            s.rt.block_on(workloads::polls(
+                &ctx,
+                workloads::PollShape::of(workload).expect("shape"),
+                100,
+                None,
+            ));
         }
         _ => s.rt.block_on(async {
             let server = workloads::spawn_server();

@@ -24,10 +24,14 @@ pub enum Variant {
     OtelAll,
     Dial9,
     Console,
+    /// Tokio's four task hooks set to closures that read what the recorder's
+    /// read (the task id, the spawn location) and do nothing with it: what
+    /// the hooks themselves cost, the floor under any recorder built on them.
+    HooksOnly,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 10] = [
+    pub const ALL: [Variant; 11] = [
         Variant::Plain,
         Variant::Registry,
         Variant::RegistryLayer,
@@ -38,6 +42,7 @@ impl Variant {
         Variant::OtelAll,
         Variant::Dial9,
         Variant::Console,
+        Variant::HooksOnly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +57,7 @@ impl Variant {
             Variant::OtelAll => "otel-all",
             Variant::Dial9 => "dial9",
             Variant::Console => "console",
+            Variant::HooksOnly => "hooks-only",
         }
     }
 
@@ -148,6 +154,21 @@ pub fn setup(variant: Variant, workers: usize, threshold: Option<Duration>) -> S
     };
     match variant {
         Variant::Plain => s.rt = b.build().expect("rt"),
+        Variant::HooksOnly => {
+            b.on_task_spawn(|m| {
+                std::hint::black_box((m.id(), m.spawned_at()));
+            })
+            .on_before_task_poll(|m| {
+                std::hint::black_box(m.id());
+            })
+            .on_after_task_poll(|m| {
+                std::hint::black_box(m.spawned_at());
+            })
+            .on_task_terminate(|m| {
+                std::hint::black_box(m.id());
+            });
+            s.rt = b.build().expect("rt");
+        }
         Variant::Registry => {
             set_global(tracing_subscriber::registry());
             s.rt = b.build().expect("rt");

@@ -34,6 +34,33 @@ pub fn peak_rss() -> u64 {
     ru.ru_maxrss as u64 * 1024
 }
 
+/// CPU time of this process's threads whose name starts with `prefix`
+/// (`/proc/self/task/*/stat`, utime + stime), in ms: what the recorder's own
+/// threads (`blackbox-capture`, `blackbox-export`) spent.
+pub fn threads_cpu_ms(prefix: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let mut ticks = 0;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the command's closing parenthesis: state is the 3rd
+        // field of the line, utime the 14th and stime the 15th.
+        if let Some((_, rest)) = stat.rsplit_once(')') {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            ticks += n(11) + n(12);
+        }
+    }
+    ticks * 1000 / hz
+}
+
 #[inline(never)]
 pub fn compute(seed: u64) -> u64 {
     let mut x = seed | 1;
@@ -55,24 +82,75 @@ where
     }
 }
 
-/// `tasks` tasks, each `yields` yield_now polls (or until `stop`); returns polls.
-pub async fn polls(s: &Ctx, tasks: u64, yields: u64, stop: Option<Arc<AtomicBool>>) -> u64 {
+/// Spawn sites the many-task poll workloads spread their tasks over: a
+/// service's tasks come from many places (its accept loop, handlers,
+/// background jobs), and a per-location cache must not get them for free.
+pub const SPAWN_SITES: u64 = 8;
+
+/// Spawns `f` from call site `site % SPAWN_SITES`: eight `tokio::spawn`
+/// calls on eight lines, so eight spawn locations.
+#[rustfmt::skip]
+fn spawn_at<F>(site: u64, f: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match site % SPAWN_SITES {
+        0 => tokio::spawn(f),
+        1 => tokio::spawn(f),
+        2 => tokio::spawn(f),
+        3 => tokio::spawn(f),
+        4 => tokio::spawn(f),
+        5 => tokio::spawn(f),
+        6 => tokio::spawn(f),
+        _ => tokio::spawn(f),
+    }
+}
+
+/// A poll workload's shape: how many tasks, from how many spawn sites.
+#[derive(Clone, Copy, Debug)]
+pub struct PollShape {
+    pub tasks: u64,
+    pub sites: u64,
+}
+
+impl PollShape {
+    /// `polls` (8 tasks, one site: every per-task cache hits), `polls-1k`
+    /// (1,000 tasks) and `polls-100k` (100,000 tasks), the last two from
+    /// [`SPAWN_SITES`] sites.
+    pub fn of(workload: &str) -> Option<PollShape> {
+        let (tasks, sites) = match workload {
+            "polls" => (POLL_TASKS, 1),
+            "polls-1k" => (1_000, SPAWN_SITES),
+            "polls-100k" => (100_000, SPAWN_SITES),
+            _ => return None,
+        };
+        Some(PollShape { tasks, sites })
+    }
+}
+
+/// `shape.tasks` tasks, each `yields` yield_now polls (or until `stop`); returns polls.
+pub async fn polls(s: &Ctx, shape: PollShape, yields: u64, stop: Option<Arc<AtomicBool>>) -> u64 {
     let count = Arc::new(AtomicU64::new(0));
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| {
+    let handles: Vec<_> = (0..shape.tasks)
+        .map(|i| {
             let count = count.clone();
             let stop = stop.clone();
-            tokio::spawn(instrument_task(s, async move {
-                let mut n = 0;
-                while n < yields {
-                    tokio::task::yield_now().await;
-                    n += 1;
-                    if n % 256 == 0 && stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
-                        break;
+            spawn_at(
+                i % shape.sites,
+                instrument_task(s, async move {
+                    let mut n = 0;
+                    while n < yields {
+                        tokio::task::yield_now().await;
+                        n += 1;
+                        // Often enough that 100,000 tasks see the stop soon.
+                        if n % 16 == 0 && stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                            break;
+                        }
                     }
-                }
-                count.fetch_add(n + 1, Ordering::Relaxed);
-            }))
+                    count.fetch_add(n + 1, Ordering::Relaxed);
+                }),
+            )
         })
         .collect();
     for h in handles {
@@ -173,54 +251,52 @@ pub struct HttpResult {
     pub latencies_us: Vec<u32>,
 }
 
-async fn handle(
-    s: Ctx,
-    req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
-    // The span tower-http's TraceLayer makes by default (DefaultMakeSpan).
-    let span = tracing::debug_span!(
-        "request",
-        method = %req.method(),
-        uri = %req.uri(),
-        version = ?req.version(),
-    );
+/// The service's one endpoint: a little compute, a yield (a downstream
+/// call's await), a small body.
+async fn item(
+    axum::extract::State(s): axum::extract::State<Ctx>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> String {
     let fut = async move {
-        let x = compute(req.uri().path().len() as u64);
+        let x = compute(id);
         tokio::task::yield_now().await;
-        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!(
-            "ok {x}\n"
-        ))))
-    }
-    .instrument(span);
-    let resp = match &s.task_monitor {
+        format!("ok {x}\n")
+    };
+    match &s.task_monitor {
         Some(m) => m.instrument(fut).await,
         None => fut.await,
-    };
-    Ok(resp)
+    }
 }
 
-/// A hyper HTTP/1 server on the measured runtime, a load generator of
-/// `HTTP_CONNECTIONS` keep-alive connections on a thread and runtime of its own.
+/// The service as the ecosystem writes one: an axum `Router` with
+/// tower-http's `TraceLayer` making each request's span (at INFO, as a
+/// service that wants its request spans under an `info` filter sets it).
+fn router(s: &Ctx) -> axum::Router {
+    use tower_http::trace::{DefaultMakeSpan, TraceLayer};
+    axum::Router::new()
+        .route("/api/items/{id}", axum::routing::get(item))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
+        )
+        .with_state(s.clone())
+}
+
+/// An axum service (`axum::serve`, tower-http's `TraceLayer`) on the measured
+/// runtime, a load generator of `HTTP_CONNECTIONS` keep-alive connections on a
+/// thread and runtime of its own.
 pub fn http(rt: &tokio::runtime::Runtime, s: &Ctx, secs: f64) -> HttpResult {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let s2 = s.clone();
+    let app = router(s);
     rt.spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let s3 = s2.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| handle(s3.clone(), req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let _ = axum::serve(listener, app).await;
     });
     let warmup = Duration::from_millis(300);
     let run = Duration::from_secs_f64(secs);
