@@ -262,6 +262,31 @@ impl Builder {
         self
     }
 
+    /// The CPU the recorder's own threads (capture and export) may use
+    /// together, as a share of one core (0.02: 2%), on average over 10 s.
+    ///
+    /// In an incident every request is slow: past the budget, a window due
+    /// is shed and counted ([`BlackboxStats::windows_shed`](crate::BlackboxStats::windows_shed)),
+    /// and a window is cut no larger than the budget affords (its oldest
+    /// part, where its first request is, kept; the rest counted as lost
+    /// events). The first windows of an incident are paid from a full
+    /// budget. A share outside (0, 1] is refused by [`build`](Self::build).
+    ///
+    /// By default, this is [`Blackbox::DEFAULT_CPU_BUDGET`] (`BLACKBOX_CPU_BUDGET`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (_blackbox, _guard) = tokio_blackbox::Blackbox::builder()
+    ///     .cpu_budget(0.05) // 5% of one core
+    ///     .build()?;
+    /// # Ok::<(), tokio_blackbox::BuildError>(())
+    /// ```
+    pub fn cpu_budget(mut self, share_of_one_core: f64) -> Self {
+        self.settings.cpu_budget = Some(share_of_one_core);
+        self
+    }
+
     /// The fraction of fast, error-free traces the
     /// [`tail_sampler`](crate::Blackbox::tail_sampler) keeps anyway, as a
     /// baseline to compare slow traces with (0 to 1, chosen by trace id).
@@ -347,7 +372,10 @@ impl Builder {
             settings.dir = dir;
         }
         let metrics = otlp.clone().zip(metrics_interval);
-        let export = Arc::new(ExportShared::new(settings.shutdown_timeout));
+        let export = Arc::new(ExportShared::new(
+            settings.shutdown_timeout,
+            Arc::new(crate::cpu_budget::CpuBudget::new(settings.cpu_budget)),
+        ));
         if let Some(resource) = &self.resource {
             export.set_app_resource(resource);
         }

@@ -1629,6 +1629,11 @@ impl SegmentLane {
         }
     }
 
+    /// Segments the lane spans, held or copied.
+    pub(crate) fn segments(&self) -> usize {
+        self.segs.len()
+    }
+
     /// Segments held in place.
     #[cfg(test)]
     pub(crate) fn held(&self) -> usize {

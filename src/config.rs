@@ -50,6 +50,8 @@ pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const DEFAULT_MAX_SPANS_PER_WINDOW: usize = 1000;
 /// Fraction of fast, fine traces the tail sampler keeps anyway: none.
 pub(crate) const DEFAULT_BASELINE_RATIO: f64 = 0.0;
+/// CPU the capture and export threads may use together: 2% of one core.
+pub(crate) const DEFAULT_CPU_BUDGET: f64 = 0.02;
 /// Traces the tail sampler holds at once: 4,096.
 pub(crate) const DEFAULT_SAMPLER_MAX_TRACES: usize = 4096;
 /// Spans the tail sampler holds per trace: 1,024.
@@ -217,6 +219,10 @@ settings! {
         parse |s: &str| s.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)),
         accepts "a fraction between 0 and 1, such as 0.01",
         doc "fraction of fast traces the tail sampler keeps anyway";
+    env cpu_budget: f64 = DEFAULT_CPU_BUDGET;
+        var "BLACKBOX_CPU_BUDGET", method "cpu_budget", shown "2%",
+        parse parse_share, accepts "a percentage of one core, such as 2% or 0.5%, above 0% and at most 100%",
+        doc "CPU the recorder's capture and export threads may use together, on average over 10 s. Past it, a window due is shed (counted in `windows_shed`) and a window is cut no larger than the budget affords (its oldest part kept, the rest counted as lost events); the first windows of an incident are paid from a full budget";
     code max_window: Duration = DEFAULT_MAX_WINDOW;
         method "max_window", shown "30s",
         doc "the longest window that merging overlapping slow requests may grow to";
@@ -608,6 +614,13 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     };
     let ns = value * ns_per;
     (ns.is_finite() && ns < 1e18).then(|| Duration::from_nanos(ns as u64))
+}
+
+/// Parses a share of one core given in percent (`2%`, `0.5%`, `100%`):
+/// above 0 and at most 1.
+fn parse_share(s: &str) -> Option<f64> {
+    let pct: f64 = s.trim().strip_suffix('%')?.trim().parse().ok()?;
+    (pct > 0.0 && pct <= 100.0).then_some(pct / 100.0)
 }
 
 fn parse_bool(s: &str) -> Option<bool> {

@@ -711,9 +711,14 @@ impl BlackboxLayer {
             let g = RandomIdGenerator::default();
             (g.new_trace_id(), g.new_span_id(), true)
         });
-        let mut req = self.shared.slow_request(request, name, ids, start, end);
-        req.error = error;
-        self.shared.on_slow_request(req, start, end);
+        self.shared.on_slow_request(crate::shared::SlowClose {
+            request_id: request,
+            name,
+            ids,
+            start,
+            end,
+            error,
+        });
     }
 
     #[cold]

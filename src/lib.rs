@@ -15,6 +15,7 @@ mod builder;
 mod capture;
 mod clock;
 mod config;
+mod cpu_budget;
 pub mod dump;
 mod error;
 pub mod event;

@@ -100,9 +100,10 @@ pub(crate) fn start(
         settings: config.clone(),
     };
     let thread_counters = counters.clone();
+    let budget = export.cpu.clone();
     let thread = std::thread::Builder::new()
         .name("blackbox-capture".into())
-        .spawn(move || capture_thread::run(cutter, thread_counters, rx, sink))
+        .spawn(move || capture_thread::run(cutter, thread_counters, rx, sink, budget))
         .map_err(|source| BuildError::Thread {
             thread: "blackbox-capture",
             source,
@@ -164,6 +165,9 @@ impl Blackbox {
     pub const DEFAULT_MAX_SPANS_PER_WINDOW: usize = config::DEFAULT_MAX_SPANS_PER_WINDOW;
     /// Fraction of fast, fine traces the [`TailSampler`] keeps anyway: none.
     pub const DEFAULT_BASELINE_RATIO: f64 = config::DEFAULT_BASELINE_RATIO;
+    /// CPU the capture and export threads may use together: 2% of one
+    /// core, on average over 10 s (see [`Builder::cpu_budget`](crate::Builder::cpu_budget)).
+    pub const DEFAULT_CPU_BUDGET: f64 = config::DEFAULT_CPU_BUDGET;
     /// Traces the [`TailSampler`] holds at once: 4,096.
     pub const DEFAULT_SAMPLER_MAX_TRACES: usize = config::DEFAULT_SAMPLER_MAX_TRACES;
     /// Spans the [`TailSampler`] holds per trace: 1,024. The sampler is also

@@ -29,11 +29,29 @@ pub(crate) struct LayerSettings {
     pub(crate) latency_threshold: Duration,
 }
 
+/// A slow request as its close reports it: ids, the name's string index
+/// and raw clock times, nothing allocated. The capture thread makes the
+/// [`SlowRequest`] (name copied, times in UNIX ns) only when a capture
+/// carries it: in an incident, when every request is slow, the requests'
+/// own threads pay a queue slot each, and the merged ones cost a count.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlowClose {
+    pub(crate) request_id: u64,
+    /// The request's name, an index into the capture's strings.
+    pub(crate) name: u16,
+    /// Trace id, span id, and whether the span is the recorder's own.
+    pub(crate) ids: (TraceId, SpanId, bool),
+    /// When it opened and closed (raw clock).
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) error: bool,
+}
+
 /// A message to the capture thread.
 #[derive(Debug)]
 pub(crate) enum Msg {
-    /// A slow request that closed, with its start and end (raw clock).
-    Slow(SlowRequest, u64, u64),
+    /// A slow request that closed.
+    Slow(SlowClose),
     /// Cut everything pending and flush the sink, by the deadline.
     Flush(SyncSender<()>, Instant),
     /// Like `Flush`, then stop.
@@ -56,6 +74,16 @@ pub(crate) struct Shared {
     pub(crate) slow_requests: AtomicU64,
     /// Slow requests lost because the capture queue was full.
     pub(crate) slow_dropped: AtomicU64,
+    /// The end (raw clock) of the pending capture that carries all the
+    /// requests it can ([`MAX_LINKED`](crate::trigger::MAX_LINKED)), 0: none.
+    /// A slow request closing before it would only be counted there, so
+    /// its thread counts it here instead of queueing it: in an incident
+    /// the requests' threads pay one load and one count each. Set and
+    /// cleared by the capture thread.
+    pub(crate) absorb_until: AtomicU64,
+    /// Slow requests counted into a full pending capture by their own
+    /// thread (see `absorb_until`); merged, and omitted from the window.
+    pub(crate) slow_absorbed: AtomicU64,
     /// Slow requests queued since the capture thread last looked: at half
     /// the queue, the sender wakes it (else it wakes on its own).
     pub(crate) slow_queued: AtomicU64,
@@ -87,6 +115,8 @@ impl Shared {
             tx,
             slow_requests: AtomicU64::new(0),
             slow_dropped: AtomicU64::new(0),
+            absorb_until: AtomicU64::new(0),
+            slow_absorbed: AtomicU64::new(0),
             slow_queued: AtomicU64::new(0),
             capture_thread: std::sync::OnceLock::new(),
             windows_unlinked: AtomicU64::new(0),
@@ -96,13 +126,18 @@ impl Shared {
         }
     }
 
-    /// A slow request closed; it ran over `[start, end]` (raw clock). It is
-    /// counted, remembered for dumps and queued for the capture thread
-    /// (counted as dropped when the queue is full: never blocks).
-    pub(crate) fn on_slow_request(&self, req: SlowRequest, start: u64, end: u64) {
+    /// A slow request closed. It is counted and queued for the capture
+    /// thread (counted as dropped when the queue is full: never blocks),
+    /// which remembers it for dumps when a capture carries it; or, when a
+    /// full capture's window covers it, only counted (`absorb_until`).
+    pub(crate) fn on_slow_request(&self, close: SlowClose) {
         self.slow_requests.fetch_add(1, Ordering::Relaxed);
-        self.remember(&req);
-        match self.tx.try_send(Msg::Slow(req, start, end)) {
+        if close.end <= self.absorb_until.load(Ordering::Relaxed) {
+            // A full capture is pending and its window covers this close.
+            self.slow_absorbed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.tx.try_send(Msg::Slow(close)) {
             // No wake-up: the capture thread looks every turn; only a queue
             // filling up before that wakes it (once).
             Ok(()) => {
@@ -138,6 +173,13 @@ impl Shared {
             anchor.to_unix_ns(end),
         );
         req.own_span = own_span;
+        req
+    }
+
+    /// The [`SlowRequest`] a close reported (see [`Shared::slow_request`]).
+    pub(crate) fn slow_request_of(&self, c: &SlowClose) -> SlowRequest {
+        let mut req = self.slow_request(c.request_id, c.name, c.ids, c.start, c.end);
+        req.error = c.error;
         req
     }
 

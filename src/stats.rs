@@ -67,6 +67,12 @@ pub struct BlackboxStats {
     pub threads_known: u64,
     /// Windows handed to the sink successfully.
     pub windows_written: u64,
+    /// Windows not cut because the recorder's CPU budget was spent
+    /// ([`Builder::cpu_budget`](crate::Builder::cpu_budget)): in an
+    /// incident, the windows past the budget.
+    pub windows_shed: u64,
+    /// CPU time the recorder's capture and export threads used, ns.
+    pub recorder_cpu_ns: u64,
     /// Windows the sink failed to write, or that were still waiting to be
     /// cut when the shutdown's deadline passed.
     pub sink_errors: u64,
@@ -217,6 +223,18 @@ impl BlackboxStats {
                 self.windows_written,
             ),
             metric(
+                "blackbox.windows.shed",
+                "Windows not cut because the recorder's CPU budget was spent",
+                true,
+                self.windows_shed,
+            ),
+            metric(
+                "blackbox.cpu.used_ns",
+                "CPU time the recorder's capture and export threads used, ns",
+                true,
+                self.recorder_cpu_ns,
+            ),
+            metric(
                 "blackbox.sink.errors",
                 "Windows the sink failed to write",
                 true,
@@ -361,13 +379,16 @@ pub(crate) fn assemble(
         requests_seen: shared.capture.requests_opened(),
         slow_requests: get(&shared.slow_requests),
         captures: get(&c.captures),
-        requests_merged: get(&c.merged),
+        // Those counted by their own thread into a full capture included.
+        requests_merged: get(&c.merged) + get(&shared.slow_absorbed),
         requests_skipped: get(&c.skipped),
         slow_requests_dropped: get(&shared.slow_dropped),
         windows_unlinked: get(&shared.windows_unlinked),
         request_callsites_hidden: shared.setup.hidden(),
         threads_known: capture.threads_known() as u64,
         windows_written: get(&c.windows_written),
+        windows_shed: export.cpu.windows_shed(),
+        recorder_cpu_ns: export.cpu.spent().as_nanos() as u64,
         sink_errors: get(&c.sink_errors),
         buffer_bytes: if capture.enabled { segments.bytes() } else { 0 },
         buffer_bytes_limit: buffer_memory,

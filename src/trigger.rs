@@ -13,8 +13,10 @@
 //!   started in the last second: then the request is skipped and counted.
 //! - A capture is due once the clock passes its window's end.
 //! - A capture links at most [`MAX_LINKED`] slow requests in full; the
-//!   others that merge into it are only counted, so a storm's window stays
-//!   within its span budget.
+//!   others that merge into it are only counted and do not grow its window,
+//!   so in an incident (every request slow) a capture ends soon after its
+//!   64th request instead of growing to `max_window`: its window stays
+//!   within its span budget, and is exported while the incident is young.
 
 /// Slow requests one capture carries in full.
 pub(crate) const MAX_LINKED: usize = 64;
@@ -43,6 +45,19 @@ pub(crate) struct Pending {
     pub(crate) requests: Vec<SlowRequest>,
     /// Slow requests merged beyond [`MAX_LINKED`]: counted, not carried.
     pub(crate) omitted: u64,
+    /// When the request that started it began and ended.
+    pub(crate) first_ns: (u64, u64),
+}
+
+impl Pending {
+    /// The part of the window a cut keeps when it cannot afford all of
+    /// it: the first request's own span, with `context` before it and
+    /// `after` past it, within the window.
+    pub(crate) fn narrowed(&mut self, context: u64, after: u64) {
+        let (start, end) = self.first_ns;
+        self.from_ns = self.from_ns.max(start.saturating_sub(context));
+        self.to_ns = self.to_ns.min(end.saturating_add(after)).max(self.from_ns);
+    }
 }
 
 /// The trigger's rules and state.
@@ -97,13 +112,16 @@ impl Trigger {
         }
     }
 
-    /// Offers a slow request that ran over `[start_ns, end_ns]`, at time `now_ns`.
+    /// Offers a slow request that ran over `[start_ns, end_ns]`, at time
+    /// `now_ns`; `req` makes it, called only when the capture carries it (it
+    /// starts one, or is linked in one): in an incident, the requests merged
+    /// past [`MAX_LINKED`] cost a count, not a name copied.
     pub(crate) fn offer(
         &mut self,
-        req: SlowRequest,
         start_ns: u64,
         end_ns: u64,
         now_ns: u64,
+        req: impl FnOnce() -> SlowRequest,
     ) -> Decision {
         let from = start_ns.saturating_sub(self.before_ns);
         let to = end_ns.saturating_add(self.after_ns);
@@ -111,10 +129,10 @@ impl Trigger {
             let overlaps = from <= p.to_ns && to >= p.from_ns;
             let grown = (to.max(p.to_ns)).saturating_sub(from.min(p.from_ns));
             if overlaps && grown <= self.max_window_ns {
-                p.from_ns = p.from_ns.min(from);
-                p.to_ns = p.to_ns.max(to);
                 if p.requests.len() < MAX_LINKED {
-                    p.requests.push(req);
+                    p.from_ns = p.from_ns.min(from);
+                    p.to_ns = p.to_ns.max(to);
+                    p.requests.push(req());
                 } else {
                     p.omitted += 1;
                 }
@@ -135,8 +153,9 @@ impl Trigger {
         self.pending.push(Pending {
             from_ns: from,
             to_ns: to,
-            requests: vec![req],
+            requests: vec![req()],
             omitted: 0,
+            first_ns: (start_ns, end_ns),
         });
         Decision::Started
     }
@@ -149,6 +168,18 @@ impl Trigger {
             .partition(|p| p.to_ns <= now_ns);
         self.pending = keep;
         due
+    }
+
+    /// The latest end among the pending captures that link all the
+    /// requests they can: a slow request ending before it merges into one
+    /// of them and is only counted (0: none is full).
+    pub(crate) fn absorbing_until(&self) -> u64 {
+        self.pending
+            .iter()
+            .filter(|p| p.requests.len() >= MAX_LINKED)
+            .map(|p| p.to_ns)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Removes and returns the due capture that ended first, if any: the
@@ -198,7 +229,7 @@ mod tests {
             start_ms * MS,
             end_ms * MS,
         );
-        t.offer(r, start_ms * MS, end_ms * MS, now)
+        t.offer(start_ms * MS, end_ms * MS, now, || r)
     }
 
     fn trigger(cap: u32) -> Trigger {
@@ -269,6 +300,38 @@ mod tests {
         let due = t.drain();
         assert_eq!(due[0].requests.len(), MAX_LINKED);
         assert_eq!(due[0].omitted, 1000 - MAX_LINKED as u64);
+    }
+
+    #[test]
+    fn an_incidents_capture_stops_growing_at_its_64th_request() {
+        // Every request slow, one ending each millisecond: a capture that
+        // grew with every one would stay pending up to the 10 s limit.
+        let mut t = trigger(10);
+        offer(&mut t, 0, 1000, 1300, 1300 * MS);
+        for i in 1..300 {
+            let end = 1300 + i;
+            let decision = offer(&mut t, i, end - 300, end, end * MS);
+            assert_eq!(decision, Decision::Merged, "request {i}");
+        }
+        // Its window ends `after` past its 64th request, not its 300th.
+        let last_linked_end = 1300 + MAX_LINKED as u64 - 1;
+        assert_eq!(t.next_due(), Some((last_linked_end + 50) * MS));
+        let due = t.drain();
+        assert_eq!(
+            (due[0].requests.len(), due[0].omitted),
+            (MAX_LINKED, 300 - MAX_LINKED as u64)
+        );
+    }
+
+    #[test]
+    fn a_narrowed_capture_keeps_its_first_requests_span() {
+        let mut t = trigger(10);
+        offer(&mut t, 1, 1000, 1300, 1300 * MS);
+        offer(&mut t, 2, 1200, 2000, 2000 * MS);
+        let mut p = t.drain().remove(0);
+        assert_eq!((p.from_ns, p.to_ns), (900 * MS, 2050 * MS));
+        p.narrowed(20 * MS, 50 * MS);
+        assert_eq!((p.from_ns, p.to_ns), (980 * MS, 1350 * MS));
     }
 
     #[test]

@@ -386,6 +386,15 @@ impl Cut {
         self.lanes.iter().map(SegmentLane::bytes).sum()
     }
 
+    /// Bytes of the buffer the cut spans, its segments held in place and
+    /// copied alike: what reading it back costs is in proportion.
+    pub(crate) fn span_bytes(&self) -> usize {
+        self.lanes
+            .iter()
+            .map(|l| l.segments() * crate::segments::SEGMENT_BYTES)
+            .sum()
+    }
+
     /// The memory a queued cut holds, estimated: its segment copies, and
     /// its header's copy of the string table (up to 65,535 strings) and
     /// slow requests. What the export queue's byte bound counts.

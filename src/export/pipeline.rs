@@ -73,7 +73,7 @@ impl Drop for ThreadDone {
 fn count_abandoned(job: Job, c: &ExportCounters) {
     add(&c.export_failures, 1);
     match job {
-        Job::Window(_) | Job::Cut(_) => add(&c.windows_dropped, 1),
+        Job::Window(_) | Job::Cut(..) => add(&c.windows_dropped, 1),
         Job::Spans(spans) => add(&c.spans_dropped, spans.len() as u64),
     }
 }
@@ -169,7 +169,14 @@ impl Pipeline {
         if !self.queue.has_room(bytes) {
             return Err(self.full());
         }
-        self.push(Job::Cut(Box::new(cut)), bytes)
+        // Its mapping's cost is reserved now, while the capture thread may
+        // cut the next window: paid before it is spent, settled when it is.
+        let reserved = self.shared.cpu.reserve(cut.span_bytes());
+        let pushed = self.push(Job::Cut(Box::new(cut), reserved), bytes);
+        if pushed.is_err() {
+            self.shared.cpu.settle(reserved, 0);
+        }
+        pushed
     }
 
     /// Counts a refused window and says why.
@@ -291,7 +298,16 @@ fn export_thread(
         }
     };
     let c = &shared.counters;
+    // What each job costs is paid from the budget this thread shares with
+    // the capture thread (a cut's was reserved when it was queued); a cut's
+    // cost sizes the next cuts. (Waiting for a job costs next to nothing:
+    // each lap is the job.)
+    let mut cpu = crate::cpu_budget::ThreadCpu::start();
     while let Some((job, bytes)) = queue.pop() {
+        let (cut_bytes, reserved) = match &job {
+            Job::Cut(cut, reserved) => (Some(cut.span_bytes()), *reserved),
+            _ => (None, 0),
+        };
         // The app's resource arrived (its tracer provider was built after
         // the recorder): every later export goes under it.
         if let Some(r) = shared.resource_change() {
@@ -306,7 +322,7 @@ fn export_thread(
                 add(&c.windows_exported, 1);
                 spans
             }
-            Job::Cut(cut) => {
+            Job::Cut(cut, _) => {
                 let (mut spans, _) = quietly(|| otlp::spans_of(cut.as_ref(), budget));
                 attach_missed(shared, &cut.header().requests, &mut spans);
                 drop(cut);
@@ -331,6 +347,11 @@ fn export_thread(
             }
         }
         queue.finish(bytes, c);
+        let used = cpu.lap();
+        shared.cpu.settle(reserved, used);
+        if let Some(b) = cut_bytes {
+            shared.cpu.learn_window(b, used);
+        }
     }
     quietly(move || {
         let _ = exporter.shutdown_dyn();

@@ -38,8 +38,9 @@ const SPANS_PER_JOB: usize = 512;
 pub(crate) enum Job {
     /// A window, already mapped to its spans.
     Window(MappedWindow),
-    /// A window as cut, mapped on the export thread.
-    Cut(Box<crate::window::Cut>),
+    /// A window as cut, mapped on the export thread, with the CPU time
+    /// reserved for it in the recorder's budget when it was queued, ns.
+    Cut(Box<crate::window::Cut>, u64),
     /// A kept trace's spans.
     Spans(Vec<SpanData>),
 }

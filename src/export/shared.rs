@@ -4,6 +4,7 @@
 use super::counters::ExportCounters;
 use super::queue::{Job, Queue};
 use super::split::spans_bytes;
+use crate::cpu_budget::CpuBudget;
 use crate::sync::lock;
 use opentelemetry::trace::TraceId;
 use opentelemetry_sdk::Resource;
@@ -52,17 +53,23 @@ pub(crate) struct ExportShared {
     app_resource: Mutex<Option<Resource>>,
     /// `app_resource` changed since the export thread last read it.
     resource_changed: AtomicBool,
+    /// The CPU budget the export thread and the capture thread share.
+    pub(crate) cpu: Arc<CpuBudget>,
 }
 
 impl Default for ExportShared {
     fn default() -> ExportShared {
-        ExportShared::new(crate::config::DEFAULT_SHUTDOWN_TIMEOUT)
+        ExportShared::new(
+            crate::config::DEFAULT_SHUTDOWN_TIMEOUT,
+            Arc::new(CpuBudget::new(crate::config::DEFAULT_CPU_BUDGET)),
+        )
     }
 }
 
 impl ExportShared {
-    pub(crate) fn new(flush_timeout: Duration) -> ExportShared {
+    pub(crate) fn new(flush_timeout: Duration, cpu: Arc<CpuBudget>) -> ExportShared {
         ExportShared {
+            cpu,
             counters: ExportCounters::default(),
             kept: Mutex::default(),
             sampler_active: AtomicBool::new(false),

@@ -7,6 +7,7 @@
 //! its counters and the settings.
 
 use crate::config::Settings;
+use crate::cpu_budget::{CpuBudget, ThreadCpu};
 use crate::export::Sink;
 use crate::export::shared::quietly;
 use crate::segments::Pinner;
@@ -70,13 +71,13 @@ impl Cutter {
 
     /// Cuts a due capture (its bounds in raw clock ticks) from the buffer:
     /// its segments held in place (or copied past the holds' bound), not
-    /// decoded, at most half the buffer memory ([`Cut::BUFFER_SHARE`]): a window larger than that
-    /// (a storm's merged requests) keeps its oldest part, where its first
-    /// request is, and counts the rest in `events_lost`.
-    fn cut(&self, p: Pending, sequence: u64) -> Cut {
+    /// decoded, at most `limit` bytes (half the buffer memory,
+    /// [`Cut::BUFFER_SHARE`], or what the CPU budget affords): a window
+    /// larger than that (a storm's merged requests) keeps its oldest part,
+    /// where its first request is, and counts the rest in `events_lost`.
+    fn cut(&self, p: Pending, sequence: u64, limit: usize) -> Cut {
         let capture = &self.shared.capture;
         let anchor = capture.clock.anchor();
-        let limit = self.settings.buffer_memory / Cut::BUFFER_SHARE;
         let lanes = capture.segment_lanes(Some((p.from_ns, p.to_ns)), Some(limit), true);
         let (from, to) = (anchor.to_unix_ns(p.from_ns), anchor.to_unix_ns(p.to_ns));
         debug_assert!(from <= to, "a capture ends after it starts");
@@ -97,9 +98,11 @@ impl Cutter {
 const MESSAGES_PER_TURN: usize = 4096;
 
 /// How often the capture thread looks for requests that are slow while open:
-/// a quarter of the threshold, between 5 ms and 100 ms.
+/// a quarter of the threshold, between 20 ms and 100 ms. (Each look also
+/// updates the pins, a pass over the segment headers: at a 5 ms floor a
+/// low threshold cost an incident 1% of a core in looks alone.)
 fn scan_interval(threshold: Duration) -> Duration {
-    (threshold / 4).clamp(Duration::from_millis(5), Duration::from_millis(100))
+    (threshold / 4).clamp(Duration::from_millis(20), Duration::from_millis(100))
 }
 
 /// Runs the setup checks with what they read: requests seen, and the
@@ -127,6 +130,32 @@ fn guarded(f: impl FnOnce() -> Result<(), crate::error::SinkError>) -> Result<()
     }
 }
 
+/// Tells the requests' threads until when a full pending capture takes
+/// their slow closes as a count (see `Shared::absorb_until`).
+fn publish_absorbing(shared: &Shared, trigger: &Trigger) {
+    let until = trigger.absorbing_until();
+    if shared.absorb_until.load(Ordering::Relaxed) != until {
+        shared.absorb_until.store(until, Ordering::Relaxed);
+    }
+}
+
+/// Offers a slow request that ran over `[start, end]` to the trigger and
+/// counts what it decided; `req` makes the request if a capture carries it.
+fn offer(
+    counters: &Counters,
+    trigger: &mut Trigger,
+    (start, end): (u64, u64),
+    now: u64,
+    req: impl FnOnce() -> SlowRequest,
+) {
+    let counter = match trigger.offer(start, end, now, req) {
+        Decision::Started => &counters.captures,
+        Decision::Merged => &counters.merged,
+        Decision::Skipped => &counters.skipped,
+    };
+    bump(counter, 1);
+}
+
 /// The capture thread. Its clock is the recorder's raw monotonic clock (the
 /// trigger's "nanoseconds" are raw ticks here): a wall-clock step moves nothing.
 pub(crate) fn run(
@@ -134,6 +163,7 @@ pub(crate) fn run(
     counters: Arc<Counters>,
     rx: Receiver<Msg>,
     mut sink: Box<dyn Sink>,
+    budget: Arc<CpuBudget>,
 ) {
     // The recorder's own work must never be recorded or traced: the sink
     // (ours or the user's) runs `quietly`; nothing else here uses tracing.
@@ -148,8 +178,9 @@ pub(crate) fn run(
         ticks(Duration::from_secs(1)),
         c.max_captures_per_sec,
     );
-    let (before, threshold, stuck) = (
+    let (before, after, threshold, stuck) = (
         ticks(c.window_before),
+        ticks(c.window_after),
         ticks(c.latency_threshold),
         ticks(c.stuck_after),
     );
@@ -164,32 +195,42 @@ pub(crate) fn run(
     // second after the start.
     let setup_every = ticks(Duration::from_secs(1));
     let mut last_setup_check = clock.raw();
+    // Each window is paid from the CPU budget: cut no larger than it
+    // affords, or shed (counted) when it is spent.
+    let buffer_share = c.buffer_memory / Cut::BUFFER_SHARE;
+    let mut cpu = ThreadCpu::start();
+    // Requests their own threads counted into a full capture (see
+    // `Shared::absorb_until`), told to the next window cut.
+    let mut absorbed_told = 0u64;
     // Writes `pending` (each window is cut and mapped here); with a deadline
     // (a flush's or the shutdown's), what is not written by then is
     // returned.
     let mut write = |pending: Vec<Pending>, sink: &mut Box<dyn Sink>, until: Option<Instant>| {
         let mut left = Vec::new();
-        for p in pending {
+        for mut p in pending {
             if until.is_some_and(|t| Instant::now() >= t) {
                 left.push(p);
                 continue;
             }
+            let absorbed = shared.slow_absorbed.load(Ordering::Relaxed);
+            p.omitted += absorbed - absorbed_told;
+            absorbed_told = absorbed;
+            let Some(limit) = budget.window_bytes(buffer_share) else {
+                continue;
+            };
+            if limit < buffer_share {
+                // The budget affords part of the window: the first
+                // request's own span, with a tenth of the context before.
+                p.narrowed(before / 10, after);
+            }
             sequence += 1;
-            let cut = cutter.cut(p, sequence);
+            let cut = cutter.cut(p, sequence, limit);
             match guarded(|| sink.write_cut(cut)) {
                 Ok(()) => bump(&counters.windows_written, 1),
                 Err(_) => bump(&counters.sink_errors, 1),
             };
         }
         left
-    };
-    let offer = |trigger: &mut Trigger, req: SlowRequest, start: u64, end: u64, now: u64| {
-        let counter = match trigger.offer(req, start, end, now) {
-            Decision::Started => &counters.captures,
-            Decision::Merged => &counters.merged,
-            Decision::Skipped => &counters.skipped,
-        };
-        bump(counter, 1);
     };
     'run: loop {
         let now = clock.raw();
@@ -203,6 +244,8 @@ pub(crate) fn run(
         // flush, the shutdown and a half-full queue unpark it.
         std::thread::park_timeout(timeout);
         shared.slow_queued.store(0, Ordering::Relaxed);
+        // The last turn's work (a cut, the offers, the scans) is paid for.
+        budget.charge(cpu.lap());
         let first = match rx.try_recv() {
             Ok(msg) => Some(msg),
             Err(TryRecvError::Empty) => None,
@@ -215,11 +258,23 @@ pub(crate) fn run(
         for msg in first.into_iter().chain(waiting) {
             let now = clock.raw();
             match msg {
-                Msg::Slow(req, start, end) => offer(&mut trigger, req, start, end, now),
+                // Made (and remembered for dumps) only when a capture carries it.
+                Msg::Slow(close) => offer(
+                    &counters,
+                    &mut trigger,
+                    (close.start, close.end),
+                    now,
+                    || {
+                        let req = shared.slow_request_of(&close);
+                        shared.remember(&req);
+                        req
+                    },
+                ),
                 Msg::Flush(ack, deadline) => {
                     // Past the deadline the rest waits for the next turns.
                     let left = write(trigger.drain(), &mut sink, Some(deadline));
                     trigger.restore(left);
+                    publish_absorbing(&shared, &trigger);
                     let left = deadline.saturating_duration_since(Instant::now());
                     if guarded(|| sink.flush_within(left)).is_err() {
                         bump(&counters.sink_errors, 1);
@@ -242,6 +297,7 @@ pub(crate) fn run(
                 }
             }
         }
+        publish_absorbing(&shared, &trigger);
         let now = clock.raw();
         // Once per interval (not per message: a storm sends thousands a
         // second): requests slow while still open keep their history from
@@ -268,7 +324,7 @@ pub(crate) fn run(
                     bump(&shared.slow_requests, 1);
                     bump(&counters.captured_open, 1);
                     shared.remember(&req);
-                    offer(&mut trigger, req, r.start_raw, now, now);
+                    offer(&counters, &mut trigger, (r.start_raw, now), now, || req);
                 }
             }
         }
@@ -276,6 +332,7 @@ pub(crate) fn run(
         // requests) are read between two cuts.
         if let Some(p) = trigger.next(now) {
             write(vec![p], &mut sink, None);
+            publish_absorbing(&shared, &trigger);
         }
         let needed = match (trigger.earliest_from(), open_needed) {
             (Some(a), Some(b)) => Some(a.min(b)),
