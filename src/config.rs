@@ -45,9 +45,9 @@ pub(crate) const DEFAULT_LONG_POLL: Duration = Duration::from_millis(10);
 pub(crate) const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 /// How long dropping the guard waits for pending captures: 5 s.
 pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Spans per exported window: 1,000 (the export's `Budget::DEFAULT_MAX_SPANS`,
+/// Spans per exported window: 200 (the export's `Budget::DEFAULT_MAX_SPANS`,
 /// checked equal by a test of the builder, which sees both).
-pub(crate) const DEFAULT_MAX_SPANS_PER_WINDOW: usize = 1000;
+pub(crate) const DEFAULT_MAX_SPANS_PER_WINDOW: usize = 200;
 /// Fraction of fast, fine traces the tail sampler keeps anyway: none.
 pub(crate) const DEFAULT_BASELINE_RATIO: f64 = 0.0;
 /// Traces the tail sampler holds at once: 4,096.
@@ -208,10 +208,10 @@ settings! {
         parse parse_duration, accepts "a duration such as 10ms",
         doc "polls longer than this are flagged `blackbox.poll.long` (blocking code)";
     env max_spans_per_window: usize = DEFAULT_MAX_SPANS_PER_WINDOW;
-        var "BLACKBOX_MAX_SPANS_PER_WINDOW", method "max_spans_per_window", shown "1000",
+        var "BLACKBOX_MAX_SPANS_PER_WINDOW", method "max_spans_per_window", shown "200",
         parse |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 1),
         accepts "a whole number of spans, at least 1",
-        doc "span budget per window: the request's own tasks first, then the tasks that held workers longest; what is left out is counted in attributes";
+        doc "span budget per window (about 64 KiB of OTLP at 200): every poll of the request's own tasks and of its culprits first, the workers, then the tasks that held workers longest; what is left out is counted in attributes. Raise it (1000 was the default before) to see more of the other tasks";
     env baseline_ratio: f64 = DEFAULT_BASELINE_RATIO;
         var "BLACKBOX_BASELINE_RATIO", method "baseline_ratio", shown "0",
         parse |s: &str| s.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)),
