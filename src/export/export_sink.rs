@@ -344,6 +344,7 @@ mod tests {
                 timeout: None,
                 headers: Vec::new(),
                 gzip: false,
+                gzip_unless_refused: false,
                 tls: TlsFiles::default(),
             };
             let err = OtlpSink::start(
