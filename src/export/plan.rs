@@ -4,9 +4,9 @@
 //!
 //! The budget ([`Budget::max_spans`]) is shared out in this order: the spans
 //! that carry the structure (the window, the references and the request
-//! spans the recorder made), then one span per thread, then the first
-//! request's own tasks (its children included) and the culprits its verdict
-//! names, with all their polls, then the other tasks — by time spent on a
+//! spans the recorder made), then the first request's own tasks (its
+//! children included) and the culprits its verdict names, with all their
+//! polls, then one span per thread, then the other tasks — by time spent on a
 //! worker — and their polls, each task getting an equal share and a task
 //! with fewer polls leaving the rest to the others. A task whose polls exceed its share keeps
 //! its longest ones and the others are counted. When the other tasks do not
@@ -32,7 +32,7 @@ pub const MAX_EVENTS_PER_SPAN: usize = 512;
 /// sent as.
 ///
 /// The default tells the slow request's story: every poll of its own
-/// tasks and of the culprits its verdict names, one span per worker, then
+/// tasks and of the culprits its verdict names, one span per thread, then
 /// the busiest of the other tasks as far as the budget goes; the rest is
 /// counted on the window span (`blackbox.window.tasks_omitted`,
 /// `polls_omitted`, `polls_omitted_busy_ms`, `long_polls_omitted`). A
@@ -213,10 +213,6 @@ pub(crate) fn plan_of(source: &dyn Source, budget: Budget) -> Option<Plan> {
     // The slow request's own story first: every poll of its own tasks and
     // of the culprits its verdict names, then the rest.
     let verdict = explain_from(source, primary, &digests, &workers);
-    let workers_shown = workers.len().min(left);
-    left -= workers_shown;
-    let workers_omitted = workers.len() - workers_shown;
-    workers.truncate(workers_shown);
 
     let first: HashSet<u64> = verdict
         .own_tasks
@@ -237,6 +233,13 @@ pub(crate) fn plan_of(source: &dyn Source, budget: Budget) -> Option<Plan> {
     rank_prefix(&mut tasks[split..], left, rank);
     let mut polls_omitted = 0u64;
     let mut shown = show(&tasks[..split], 0, 2, &mut left, &mut polls_omitted);
+    // The threads after the story (a big host's window has a hundred
+    // threads or more: they must not crowd out the request's own polls),
+    // before the other tasks.
+    let workers_shown = workers.len().min(left);
+    left -= workers_shown;
+    let workers_omitted = workers.len() - workers_shown;
+    workers.truncate(workers_shown);
     shown.extend(show(
         &tasks[split..],
         split,
@@ -503,6 +506,19 @@ mod tests {
         assert!(p.tasks.iter().any(|t| t.task.id == 2_000));
         assert_eq!(p.tasks.len() + p.tasks_omitted(), 2_000);
         assert!(p.tasks_omitted() > 1_800);
+    }
+
+    #[test]
+    fn the_requests_polls_come_before_the_threads() {
+        // 3 threads, and room for 3 spans after the window's: the request's
+        // task and its poll first, then one thread; the rest counted.
+        let w = testing::window(3, 1, 1);
+        let p = plan(&w, Budget::new(4)).unwrap();
+        assert_eq!(p.spans(), 4);
+        assert_eq!(p.tasks.len(), 1);
+        assert!(p.tasks[0].in_request && p.tasks[0].task.polls.len() == 1);
+        assert_eq!((p.workers.len(), p.workers_omitted), (1, 2));
+        assert_eq!((p.tasks_omitted(), p.polls_omitted), (2, 2));
     }
 
     #[test]
