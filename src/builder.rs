@@ -254,9 +254,23 @@ impl Builder {
     }
 
     /// The most spans one window becomes; what does not fit is counted in
-    /// attributes of the window and task spans.
+    /// attributes of the window and task spans. The request's own tasks,
+    /// its culprits and the workers come first; a larger budget shows more
+    /// of the other tasks, at a few hundred bytes a span (see
+    /// [`Budget`](crate::export::otlp::Budget)).
     ///
-    /// By default, this is [`Blackbox::DEFAULT_MAX_SPANS_PER_WINDOW`].
+    /// By default, this is [`Blackbox::DEFAULT_MAX_SPANS_PER_WINDOW`] (200:
+    /// about 64 KiB of OTLP at most).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // The whole picture: up to 1,000 spans a window (the default before issue 25).
+    /// let (_blackbox, _guard) = tokio_blackbox::Blackbox::builder()
+    ///     .max_spans_per_window(1_000)
+    ///     .build()?;
+    /// # Ok::<(), tokio_blackbox::BuildError>(())
+    /// ```
     pub fn max_spans_per_window(mut self, spans: usize) -> Self {
         self.settings.max_spans_per_window = Some(spans);
         self

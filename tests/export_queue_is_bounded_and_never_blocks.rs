@@ -10,6 +10,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use tokio_blackbox::export::otlp::Budget;
 use tokio_blackbox::export::testing::window;
 use tokio_blackbox::export::{QUEUE_CAPACITY, QUEUE_MAX_BYTES};
 use tokio_blackbox::{Blackbox, OtlpSink, Sink, Window};
@@ -66,16 +67,19 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
 #[test]
 fn the_queue_holds_spans_not_windows_and_is_bounded_by_bytes() {
     let big = window(1000, 128, 1); // about 4 MiB of events
+    // A raised budget, 2,000 spans (about 1.4 MiB of them): the default's
+    // windows (200 spans) are small enough that the job bound comes first.
+    let budget = Budget::new(2_000);
     let size = event_bytes(&big);
     assert!(size > 3 << 20, "{size}");
     let one = {
         let before = LIVE.load(Ordering::Relaxed);
-        let spans = tokio_blackbox::export::otlp::window_spans(&big, Default::default()).0;
+        let spans = tokio_blackbox::export::otlp::window_spans(&big, budget).0;
         let one = LIVE.load(Ordering::Relaxed).saturating_sub(before);
         drop(spans);
         one
     };
-    let mut sink = OtlpSink::with_exporter(Stuck).expect("sink");
+    let mut sink = OtlpSink::with_exporter_and_budget(Stuck, budget).expect("sink");
     let before = LIVE.load(Ordering::Relaxed);
     let (mut accepted, mut refused) = (0usize, 0usize);
     for _ in 0..QUEUE_CAPACITY + 8 {
@@ -96,7 +100,7 @@ fn the_queue_holds_spans_not_windows_and_is_bounded_by_bytes() {
         QUEUE_MAX_BYTES >> 20
     );
     assert!(refused >= 8, "only {refused} refused");
-    // A queued window is its at most 1,000 spans, not its events.
+    // A queued window is its at most 2,000 spans, not its events.
     assert!(one < size / 2, "a window's spans take {one} bytes");
     // The byte bound counts what the spans really hold: the one in flight
     // plus what fits, and what the exporter was handed (one copy, cloned

@@ -83,7 +83,11 @@ fn a_storm_stays_bounded_and_adds_up() {
             w.requests.len()
         );
         let (spans, _) = window_spans(w, Budget::default());
-        assert!(spans.len() <= 1000, "{} spans", spans.len());
+        assert!(
+            spans.len() <= Budget::DEFAULT_MAX_SPANS,
+            "{} spans",
+            spans.len()
+        );
         let bytes = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(spans, &resource),
         }

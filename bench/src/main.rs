@@ -266,9 +266,10 @@ fn bench_warmup(s: &Setup, workload: &str) {
     }
 }
 
-/// Bytes exported (blackbox, otel-all: received by the local OTLP receiver;
-/// dial9: written to its trace directory) at 1,000 requests/s with 0.1% of
-/// them slow (100 ms against a 50 ms threshold), scaled to an hour.
+/// Bytes exported (blackbox, otel-all: received by the local OTLP receiver,
+/// decoded and as sent; dial9: written to its trace directory) at 1,000
+/// requests/s with 0.1% of them slow (100 ms against a 50 ms threshold),
+/// scaled to an hour.
 fn bytes(v: Variant, secs: f64) {
     let threshold = Duration::from_millis(50);
     let mut s = setup(
@@ -324,10 +325,23 @@ fn bytes(v: Variant, secs: f64) {
     } else {
         v.name()
     };
+    // Over OTLP/gRPC: the bytes as sent (`wire_bytes`, compressed when the
+    // exporter compresses) beside the decoded protobuf (`bytes`), and per
+    // window (the trace of each `blackbox.window` span) their medians.
+    let wire = s.receiver.as_ref().map(|r| {
+        let (median_wire, median_decoded) = r.median_window_bytes();
+        format!(
+            " wire_bytes={} wire_bytes_per_hour={:.0} windows={} median_window_wire_bytes={median_wire} median_window_bytes={median_decoded}",
+            r.wire_bytes(),
+            r.wire_bytes() as f64 * 3600.0 / elapsed.as_secs_f64(),
+            r.windows()
+        )
+    });
     println!(
-        "RESULT variant={name} workload=bytes units={total} secs={:.1} bytes={bytes} spans={spans} bytes_per_hour={per_hour:.0} slow={}",
+        "RESULT variant={name} workload=bytes units={total} secs={:.1} bytes={bytes} spans={spans} bytes_per_hour={per_hour:.0} slow={}{}",
         elapsed.as_secs_f64(),
-        total / 1000
+        total / 1000,
+        wire.unwrap_or_default()
     );
     std::process::exit(0);
 }

@@ -210,6 +210,12 @@ fn a_demo_runs_json_reads_as_one_timeline_per_thread() {
         .args(["--duration", "10s"])
         .current_dir(dir.path())
         .env("BLACKBOX_DIR", dir.path())
+        // The whole picture (the default budget before issue 25): joining
+        // overlapping windows gives back a poll cut at one window's edge
+        // only when the next window shows that task too. With the default
+        // 200 spans, about 2.5% of the polls stay cut: the next window
+        // left their task out, and counted it.
+        .env("BLACKBOX_MAX_SPANS_PER_WINDOW", "1000")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .output()

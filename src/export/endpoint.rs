@@ -2,6 +2,8 @@
 //! settings, the endpoint rules (`/v1/traces` for HTTP), TLS, the protocol,
 //! and the `opentelemetry-otlp` exporter built from them.
 
+use super::exporter::DynExporter;
+use super::gzip::GzipUnlessRefused;
 use super::tls::{TlsFiles, no_tls_error};
 use crate::error::BuildError;
 use crate::sync::lock;
@@ -164,6 +166,10 @@ pub struct OtlpSettings {
     pub(crate) headers: Vec<(String, String)>,
     /// `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION=gzip`.
     pub(crate) gzip: bool,
+    /// No compression set (and the `gzip` feature): the recorder's span
+    /// exporter sends gzip until the endpoint refuses it
+    /// ([`super::gzip`]). Its metrics go uncompressed.
+    pub(crate) gzip_unless_refused: bool,
     /// TLS files for an `https` endpoint: `(variable, path)` of the CA
     /// certificate, the client certificate and the client key (PEM).
     pub(crate) tls: TlsFiles,
@@ -180,6 +186,7 @@ impl std::fmt::Debug for OtlpSettings {
             .field("timeout", &self.timeout)
             .field("headers (values hidden)", &header_names)
             .field("gzip", &self.gzip)
+            .field("gzip_unless_refused", &self.gzip_unless_refused)
             .field("tls", &self.tls)
             .finish()
     }
@@ -345,6 +352,7 @@ impl OtlpSettings {
             timeout: None,
             headers: Vec::new(),
             gzip: false,
+            gzip_unless_refused: false,
             tls: TlsFiles::default(),
         }
     }
@@ -469,10 +477,14 @@ impl OtlpSettings {
             Some((var, raw)) => parse_headers(&raw)
                 .ok_or_else(|| invalid(var, &redact_headers(&raw), HEADERS_EXPECTED))?,
         };
-        let gzip = match pick(
+        let compression = pick(
             "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
             "OTEL_EXPORTER_OTLP_COMPRESSION",
-        ) {
+        );
+        // Unset: gzip until the endpoint refuses it (the Collector's own
+        // OTLP exporter defaults to gzip too).
+        let gzip_unless_refused = compression.is_none() && cfg!(feature = "gzip");
+        let gzip = match compression {
             None => false,
             Some((_, raw)) if raw == "none" => false,
             Some((var, raw)) if raw == "gzip" => {
@@ -509,6 +521,7 @@ impl OtlpSettings {
             timeout,
             headers,
             gzip,
+            gzip_unless_refused,
             tls,
         }))
     }
@@ -527,6 +540,23 @@ impl OtlpSettings {
     /// [`BuildError::InvalidEnv`] when a TLS file named cannot be read.
     pub fn build_exporter(&self) -> Result<opentelemetry_otlp::SpanExporter, BuildError> {
         build_otlp!(self, opentelemetry_otlp::SpanExporter, &self.endpoint)
+    }
+
+    /// The recorder's own span exporter: [`build_exporter`](OtlpSettings::build_exporter),
+    /// or, with no compression set, gzip until the endpoint refuses it
+    /// ([`super::gzip`]).
+    pub(crate) fn build_span_exporter(&self) -> Result<Box<dyn DynExporter>, BuildError> {
+        if self.gzip_unless_refused && !self.gzip {
+            let gzip = OtlpSettings {
+                gzip: true,
+                ..self.clone()
+            };
+            return Ok(Box::new(GzipUnlessRefused::new(
+                gzip.build_exporter()?,
+                self.build_exporter()?,
+            )));
+        }
+        Ok(Box::new(self.build_exporter()?))
     }
 
     /// Builds the `opentelemetry-otlp` metric exporter for the recorder's
@@ -588,6 +618,7 @@ mod tests {
                 timeout: None,
                 headers: Vec::new(),
                 gzip: false,
+                gzip_unless_refused: cfg!(feature = "gzip"),
                 tls: TlsFiles::default(),
             }
         );
@@ -614,6 +645,31 @@ mod tests {
             .unwrap();
         assert_eq!(http.protocol, Protocol::HttpProtobuf);
         assert_eq!(http.endpoint, "http://c:4318/v1/traces");
+        // No compression set: gzip until the endpoint refuses it; `none`
+        // and `gzip` are used as they are.
+        assert!(!http.gzip);
+        assert_eq!(http.gzip_unless_refused, cfg!(feature = "gzip"));
+        for (var, value, gzip) in [
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "none", false),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none", false),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip", true),
+        ] {
+            if gzip && !cfg!(feature = "gzip") {
+                continue;
+            }
+            let pairs = vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"),
+                (var, value),
+            ];
+            let set = OtlpSettings::read(env(Box::leak(pairs.into_boxed_slice())))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (set.gzip, set.gzip_unless_refused),
+                (gzip, false),
+                "{var}={value}"
+            );
+        }
         let https_http = OtlpSettings::read(env(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),

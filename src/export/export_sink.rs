@@ -87,6 +87,30 @@ impl OtlpSink {
         )
     }
 
+    /// An OTLP sink exporting through `exporter`, each window mapped to at
+    /// most `budget`'s spans ([`with_exporter`](OtlpSink::with_exporter)
+    /// uses the default, [`Budget::DEFAULT_MAX_SPANS`]).
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Thread`] when the export thread cannot start.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio_blackbox::export::otlp::Budget;
+    /// let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    /// // The whole picture: up to 1,000 spans a window.
+    /// let _sink = tokio_blackbox::OtlpSink::with_exporter_and_budget(exporter, Budget::new(1_000))?;
+    /// # Ok::<(), tokio_blackbox::BuildError>(())
+    /// ```
+    pub fn with_exporter_and_budget<E: SpanExporter + 'static>(
+        exporter: E,
+        budget: Budget,
+    ) -> Result<OtlpSink, BuildError> {
+        OtlpSink::start(Target::Exporter(Box::new(exporter)), budget, Arc::default())
+    }
+
     pub(crate) fn start(
         target: Target,
         budget: Budget,
@@ -320,6 +344,7 @@ mod tests {
                 timeout: None,
                 headers: Vec::new(),
                 gzip: false,
+                gzip_unless_refused: false,
                 tls: TlsFiles::default(),
             };
             let err = OtlpSink::start(

@@ -25,7 +25,8 @@
 //! Inside, one job per file, each importing only those before it:
 //! `counters` (the stats), `split` (memory and request sizes), `queue` (the
 //! bounded job queue), `shared` (what the recorder, sinks and sampler share),
-//! `exporter` (the one object-safe exporter trait), `resource`, `endpoint`,
+//! `exporter` (the one object-safe exporter trait), `gzip` (gzip until the
+//! endpoint refuses it), `resource`, `endpoint`,
 //! `json`, `pipeline` (the export thread: map, split, retry), `sink` (the
 //! [`Sink`] trait, [`DirSink`]) and `export_sink` (the sinks running a pipeline).
 //!
@@ -35,6 +36,7 @@ mod counters;
 pub mod endpoint;
 mod export_sink;
 pub(crate) mod exporter;
+mod gzip;
 mod http_client;
 pub mod json;
 pub(crate) mod metrics;

@@ -44,6 +44,12 @@ pub const WINDOW_TASKS_SHOWN: &str = "blackbox.window.tasks_shown";
 pub const WINDOW_TASKS_OMITTED: &str = "blackbox.window.tasks_omitted";
 /// Polls left out by the span budget (over all tasks, shown or not).
 pub const WINDOW_POLLS_OMITTED: &str = "blackbox.window.polls_omitted";
+/// Time on a worker of the polls left out by the span budget, ms (over all
+/// tasks, shown or not).
+pub const WINDOW_POLLS_OMITTED_BUSY_MS: &str = "blackbox.window.polls_omitted_busy_ms";
+/// Long polls (`blackbox.poll.long`) left out by the span budget, over all
+/// tasks: 0 when every long poll of the window is a span.
+pub const WINDOW_LONG_POLLS_OMITTED: &str = "blackbox.window.long_polls_omitted";
 /// Threads left out by the span budget.
 pub const WINDOW_WORKERS_OMITTED: &str = "blackbox.window.workers_omitted";
 /// The span budget in force.
@@ -86,7 +92,9 @@ pub const TASK_POLLS_SHOWN: &str = "blackbox.task.polls_shown";
 pub const TASK_POLLS_OMITTED: &str = "blackbox.task.polls_omitted";
 /// Busy time of the polls left out, ms.
 pub const TASK_POLLS_OMITTED_BUSY_MS: &str = "blackbox.task.polls_omitted_busy_ms";
-/// The worker (thread name) of a poll.
+/// The worker (thread name) of a poll: written by versions before issue 25
+/// and still read from their files; a poll now carries only its lane
+/// ([`POLL_LANE`]), and the worker span of that lane the thread's name.
 pub const POLL_WORKER: &str = "blackbox.poll.worker";
 /// The lane (thread index) of a poll.
 pub const POLL_LANE: &str = "blackbox.poll.lane";
@@ -177,6 +185,8 @@ pub const ALL: &[&str] = &[
     WINDOW_TASKS_SHOWN,
     WINDOW_TASKS_OMITTED,
     WINDOW_POLLS_OMITTED,
+    WINDOW_POLLS_OMITTED_BUSY_MS,
+    WINDOW_LONG_POLLS_OMITTED,
     WINDOW_WORKERS_OMITTED,
     WINDOW_MAX_SPANS,
     WINDOW_TASK_HOOKS,

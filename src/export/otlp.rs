@@ -34,15 +34,9 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanLinks};
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use super::plan::Budget;
-
-/// At most this many span events (park/unpark, woken) on one span: enough for
-/// a busy worker over a 2 s window at 250 parks per second, and a cap so one
-/// thread cannot grow an export request without bound. The rest is counted.
-pub const MAX_EVENTS_PER_SPAN: usize = 512;
+pub use super::plan::{Budget, MAX_EVENTS_PER_SPAN};
 
 /// Where the window of a capture was put: its trace and span id.
 ///
@@ -246,7 +240,7 @@ pub(crate) fn spans_of(
     let mut out = Vec::with_capacity(plan.spans());
     assembly.structure(&mut out, &plan);
     for w in &plan.workers {
-        out.push(assembly.worker(w));
+        out.push(assembly.worker(w, budget.worker_events()));
     }
     for t in &plan.tasks {
         assembly.task(t, &mut out);
@@ -303,7 +297,6 @@ struct Assembly<'w> {
     from: u64,
     to: u64,
     long_poll_ns: u64,
-    thread_names: HashMap<u32, &'w str>,
     ids: RandomIdGenerator,
     scope: InstrumentationScope,
 }
@@ -324,11 +317,6 @@ impl<'w> Assembly<'w> {
             from: window.from_unix_ns,
             to: window.to_unix_ns.max(window.from_unix_ns),
             long_poll_ns: window.long_poll.as_nanos() as u64,
-            thread_names: window
-                .lanes
-                .iter()
-                .map(|l| (l.index, l.thread.as_str()))
-                .collect(),
             ids,
             scope: scope(),
         }
@@ -428,6 +416,11 @@ impl<'w> Assembly<'w> {
             int(names::WINDOW_TASKS_SHOWN, plan.tasks.len() as u64),
             int(names::WINDOW_TASKS_OMITTED, plan.tasks_omitted() as u64),
             int(names::WINDOW_POLLS_OMITTED, plan.polls_omitted),
+            KeyValue::new(
+                names::WINDOW_POLLS_OMITTED_BUSY_MS,
+                ms(plan.polls_omitted_busy_ns),
+            ),
+            int(names::WINDOW_LONG_POLLS_OMITTED, plan.long_polls_omitted),
             int(names::WINDOW_WORKERS_OMITTED, plan.workers_omitted as u64),
             int(names::WINDOW_MAX_SPANS, budget.max_spans as u64),
             KeyValue::new(names::LONG_POLL_MS, ms(self.long_poll_ns)),
@@ -449,8 +442,10 @@ impl<'w> Assembly<'w> {
         })
     }
 
-    /// A thread's span: the whole window, park and unpark as events.
-    fn worker(&self, w: &WorkerActivity) -> SpanData {
+    /// A thread's span: the whole window, park and unpark as events, at
+    /// most `cap` of them: those nearest the slow request first (all of
+    /// those during it when they fit), the rest counted.
+    fn worker(&self, w: &WorkerActivity, cap: usize) -> SpanData {
         let window = self.window;
         let mut moments: Vec<(u64, &'static str)> = w
             .parks
@@ -458,11 +453,16 @@ impl<'w> Assembly<'w> {
             .map(|&t| (t, names::EVENT_PARK))
             .chain(w.unparks.iter().map(|&t| (t, names::EVENT_UNPARK)))
             .collect();
+        let omitted = moments.len().saturating_sub(cap);
+        if omitted > 0 {
+            let (from, to) = (self.primary.start_unix_ns, self.primary.end_unix_ns);
+            let distance = |t: u64| from.saturating_sub(t).max(t.saturating_sub(to));
+            moments.sort_unstable_by_key(|&(t, name)| (distance(t), t, name));
+            moments.truncate(cap);
+        }
         moments.sort_unstable();
-        let omitted = moments.len().saturating_sub(MAX_EVENTS_PER_SPAN);
         let events = moments
             .iter()
-            .take(MAX_EVENTS_PER_SPAN)
             .map(|&(t, name)| Event::new(name, time(t), Vec::new(), 0))
             .collect();
         let lost = window
@@ -576,17 +576,10 @@ impl<'w> Assembly<'w> {
             status: Status::Unset,
         }));
         for p in shown {
-            let mut attributes = vec![
-                KeyValue::new(
-                    names::POLL_WORKER,
-                    self.thread_names
-                        .get(&p.lane)
-                        .copied()
-                        .unwrap_or("")
-                        .to_owned(),
-                ),
-                int(names::POLL_LANE, u64::from(p.lane)),
-            ];
+            // The lane names the thread: its worker span carries the
+            // thread's name once (`thread.name`, `blackbox.worker.lane`),
+            // not every poll.
+            let mut attributes = vec![int(names::POLL_LANE, u64::from(p.lane))];
             if let Some(d) = p.sched_delay_ns.filter(|_| window.schedule_delay) {
                 attributes.push(KeyValue::new(names::POLL_SCHED_DELAY_MS, ms(d)));
             }
@@ -656,6 +649,11 @@ mod tests {
         assert_eq!(attr(win, keys::CAPTURED), Some(&Value::Bool(true)));
         assert_eq!(int_attr(win, keys::WINDOW_TASKS), 3);
         assert_eq!(int_attr(win, keys::WINDOW_TASKS_OMITTED), 0);
+        assert_eq!(
+            attr(win, keys::WINDOW_POLLS_OMITTED_BUSY_MS),
+            Some(&Value::F64(0.0))
+        );
+        assert_eq!(int_attr(win, keys::WINDOW_LONG_POLLS_OMITTED), 0);
         assert_eq!(int_attr(win, keys::WINDOW_EVENTS), w.events() as i64);
         assert_eq!(attr(win, keys::THRESHOLD_MS), Some(&Value::F64(250.0)));
 
@@ -696,8 +694,17 @@ mod tests {
             .filter(|p| attr(p, keys::POLL_LONG) == Some(&Value::Bool(true)))
             .collect();
         assert_eq!(long.len(), 1);
+        // Its lane names its thread through the worker span of that lane
+        // (the name is not repeated on every poll).
+        assert_eq!(attr(long[0], keys::POLL_WORKER), None);
+        let lane = int_attr(long[0], keys::POLL_LANE);
+        let thread = spans
+            .iter()
+            .filter(|s| s.name.starts_with(keys::WORKER_SPAN_PREFIX))
+            .find(|s| int_attr(s, keys::WORKER_LANE) == lane)
+            .expect("the worker span of the poll's lane");
         assert_eq!(
-            attr(long[0], keys::POLL_WORKER),
+            attr(thread, keys::THREAD_NAME),
             Some(&Value::from("blocking-neighbour"))
         );
         // Tasks after the request's own are ordered by time on a worker: the blocking one next.
@@ -760,6 +767,35 @@ mod tests {
                 .iter()
                 .any(|p| attr(p, keys::POLL_LONG).is_some())
         );
+    }
+
+    #[test]
+    fn worker_events_nearest_the_request_are_kept() {
+        // 8 park/unpark events a worker; a budget of 8 spans keeps 2 a
+        // worker: the two during the request (400 ms to 1.8 s).
+        let w = testing::window(1, 1, 1);
+        let budget = Budget::new(8);
+        assert_eq!(budget.worker_events(), 2);
+        let (spans, _) = window_spans(&w, budget);
+        let req = &w.requests[0];
+        let worker = spans
+            .iter()
+            .find(|s| s.name.starts_with("worker ") && int_attr(s, keys::WORKER_LANE) == 0)
+            .unwrap();
+        assert_eq!(worker.events.len(), 2);
+        assert!(worker.events.iter().all(|e| {
+            e.timestamp >= time(req.start_unix_ns) && e.timestamp <= time(req.end_unix_ns)
+        }));
+        assert_eq!(int_attr(worker, keys::WORKER_EVENTS_OMITTED), 6);
+        assert_eq!(int_attr(worker, keys::WORKER_PARKS), 4);
+        // The default keeps all 8.
+        let (spans, _) = window_spans(&w, Budget::default());
+        let worker = spans
+            .iter()
+            .find(|s| s.name.starts_with("worker ") && int_attr(s, keys::WORKER_LANE) == 0)
+            .unwrap();
+        assert_eq!(worker.events.len(), 8);
+        assert_eq!(int_attr(worker, keys::WORKER_EVENTS_OMITTED), 0);
     }
 
     #[test]

@@ -276,9 +276,7 @@ fn export_thread(
     let built = quietly(|| {
         let _enter = rt.enter();
         match target {
-            Target::Otlp(env) => env
-                .build_exporter()
-                .map(|e| Box::new(e) as Box<dyn DynExporter>),
+            Target::Otlp(env) => env.build_span_exporter(),
             Target::Exporter(e) => Ok(e),
         }
     });

@@ -4,13 +4,16 @@
 //!
 //! The budget ([`Budget::max_spans`]) is shared out in this order: the spans
 //! that carry the structure (the window, the references and the request
-//! spans the recorder made), then one span per thread, then the first
-//! request's own tasks (its children included) and the culprits its verdict
-//! names, with all their polls, then the other tasks — by time spent on a
+//! spans the recorder made), then the first request's own tasks (its
+//! children included) and the culprits its verdict names, with all their
+//! polls, then one span per thread, then the other tasks — by time spent on a
 //! worker — and their polls, each task getting an equal share and a task
 //! with fewer polls leaving the rest to the others. A task whose polls exceed its share keeps
-//! its longest ones and the others are counted. What is left out is counted,
-//! never dropped silently.
+//! its longest ones and the others are counted. When the other tasks do not
+//! all fit, at most a quarter of what is left goes to their task spans (a
+//! task span costs about five poll spans in bytes), so the busiest of them
+//! show a few polls each, their longest, rather than many tasks one poll
+//! each. What is left out is counted, never dropped silently.
 
 use crate::analysis::{
     Explanation, LongestPolls, Source, TaskActivity, TaskDigest, WorkerActivity, digest,
@@ -19,14 +22,33 @@ use crate::analysis::{
 use crate::window::Window;
 use std::collections::HashSet;
 
-/// How many spans one window may become.
+/// At most this many span events (park/unpark, woken) on one span: enough for
+/// a busy worker over a 2 s window at 250 parks per second, and a cap so one
+/// thread cannot grow an export request without bound. The rest is counted.
+/// A worker span carries fewer under a smaller budget ([`Budget::worker_events`]).
+pub const MAX_EVENTS_PER_SPAN: usize = 512;
+
+/// How many spans one window may become, and so how many bytes it is
+/// sent as.
+///
+/// The default tells the slow request's story: every poll of its own
+/// tasks and of the culprits its verdict names, one span per thread, then
+/// the busiest of the other tasks as far as the budget goes; the rest is
+/// counted on the window span (`blackbox.window.tasks_omitted`,
+/// `polls_omitted`, `polls_omitted_busy_ms`, `long_polls_omitted`). A
+/// larger budget (`BLACKBOX_MAX_SPANS_PER_WINDOW`) shows more of the other
+/// tasks: the whole picture, at a few hundred bytes a span.
 ///
 /// # Examples
 ///
 /// ```
 /// use tokio_blackbox::export::plan::Budget;
 /// let b = Budget::default();
-/// assert_eq!(b.max_spans, 1_000);
+/// assert_eq!(b.max_spans, Budget::DEFAULT_MAX_SPANS);
+/// assert_eq!(b.worker_events(), 50);
+/// // The whole picture: more spans, and every worker's park and unpark
+/// // events up to the per-span cap.
+/// assert_eq!(Budget::new(5_000).worker_events(), 512);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -36,14 +58,41 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// Spans per window: 1,000 (`BLACKBOX_MAX_SPANS_PER_WINDOW`). A window of
-    /// that size encodes to about 300 KiB of OTLP, well under the 4 MiB
-    /// receivers accept, and Jaeger's UI still renders it quickly.
-    pub const DEFAULT_MAX_SPANS: usize = 1_000;
+    /// Spans per window: 200 (`BLACKBOX_MAX_SPANS_PER_WINDOW`). A window of
+    /// that size encodes to at most about 64 KiB of OTLP protobuf (the
+    /// median window of `blackbox-bench bytes` is well under it; see
+    /// BENCHMARKS.md, "Bytes per window"), and the request's own story
+    /// rarely needs more. Before issue 25 the default was 1,000 (about
+    /// 350 KB a window).
+    pub const DEFAULT_MAX_SPANS: usize = 200;
 
     /// A budget of `max_spans` spans per window.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio_blackbox::export::plan::Budget;
+    /// assert_eq!(Budget::new(1_000).max_spans, 1_000);
+    /// ```
     pub fn new(max_spans: usize) -> Budget {
         Budget { max_spans }
+    }
+
+    /// The park and unpark events each worker span carries: a quarter of
+    /// `max_spans`, at most [`MAX_EVENTS_PER_SPAN`]
+    /// (50 by default). Those nearest the slow request are kept (all of
+    /// those during it when they fit); the rest are counted in
+    /// `blackbox.worker.events_omitted`, and `blackbox.worker.parks` and
+    /// `busy_fraction` summarise the whole window.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio_blackbox::export::plan::Budget;
+    /// assert_eq!(Budget::new(1_000).worker_events(), 250);
+    /// ```
+    pub fn worker_events(&self) -> usize {
+        (self.max_spans / 4).min(MAX_EVENTS_PER_SPAN)
     }
 }
 
@@ -105,6 +154,11 @@ pub struct Plan {
     pub tasks_total: usize,
     /// Polls left out, over all tasks (shown or not).
     pub polls_omitted: u64,
+    /// Time on a worker of the polls left out, over all tasks (shown or
+    /// not), ns.
+    pub polls_omitted_busy_ns: u64,
+    /// Long polls (over the window's `long_poll`) left out, over all tasks.
+    pub long_polls_omitted: u64,
     /// Why the window's first request was slow; its own tasks and culprits
     /// are shown first.
     pub verdict: Explanation,
@@ -159,10 +213,6 @@ pub(crate) fn plan_of(source: &dyn Source, budget: Budget) -> Option<Plan> {
     // The slow request's own story first: every poll of its own tasks and
     // of the culprits its verdict names, then the rest.
     let verdict = explain_from(source, primary, &digests, &workers);
-    let workers_shown = workers.len().min(left);
-    left -= workers_shown;
-    let workers_omitted = workers.len() - workers_shown;
-    workers.truncate(workers_shown);
 
     let first: HashSet<u64> = verdict
         .own_tasks
@@ -175,23 +225,46 @@ pub(crate) fn plan_of(source: &dyn Source, budget: Budget) -> Option<Plan> {
     // full sort would cache a key for each, or copy their digests.
     let mut tasks = digests;
     let tasks_total = tasks.len();
+    let busy_total = tasks.iter().map(|t| t.busy_ns).fold(0, u64::saturating_add);
+    let long_total: u64 = tasks.iter().map(|t| u64::from(t.long_polls)).sum();
     let split = partition(&mut tasks, |t| first.contains(&t.id));
     let rank = |t: &TaskDigest| task_rank(t, &first, &captured);
     rank_prefix(&mut tasks[..split], left, rank);
     rank_prefix(&mut tasks[split..], left, rank);
     let mut polls_omitted = 0u64;
-    let mut shown = show(&tasks[..split], 0, &mut left, &mut polls_omitted);
-    shown.extend(show(&tasks[split..], split, &mut left, &mut polls_omitted));
+    let mut shown = show(&tasks[..split], 0, 2, &mut left, &mut polls_omitted);
+    // The threads after the story (a big host's window has a hundred
+    // threads or more: they must not crowd out the request's own polls),
+    // before the other tasks.
+    let workers_shown = workers.len().min(left);
+    left -= workers_shown;
+    let workers_omitted = workers.len() - workers_shown;
+    workers.truncate(workers_shown);
+    shown.extend(show(
+        &tasks[split..],
+        split,
+        4,
+        &mut left,
+        &mut polls_omitted,
+    ));
     // The second pass: each shown task's longest polls, as many as its share.
     let mut longest = LongestPolls::new(shown.iter().map(|&(i, share)| (tasks[i].id, share)));
     source.scan(&mut longest);
     let mut kept = longest.finish();
-    let tasks = shown
+    let long_poll_ns = window.long_poll.as_nanos() as u64;
+    let (mut busy_shown, mut long_shown) = (0u64, 0u64);
+    let tasks: Vec<ShownTask> = shown
         .into_iter()
         .map(|(i, _)| {
             let d = &tasks[i];
             let mut task = d.activity(&window.strings);
             task.polls = kept.remove(&task.id).unwrap_or_default();
+            busy_shown = busy_shown.saturating_add(task.busy_ns());
+            long_shown += task
+                .polls
+                .iter()
+                .filter(|p| p.duration_ns() > long_poll_ns)
+                .count() as u64;
             ShownTask {
                 in_request: task.requests.iter().any(|r| captured.contains(r)),
                 task,
@@ -211,17 +284,21 @@ pub(crate) fn plan_of(source: &dyn Source, budget: Budget) -> Option<Plan> {
         tasks,
         tasks_total,
         polls_omitted,
+        polls_omitted_busy_ns: busy_total.saturating_sub(busy_shown),
+        long_polls_omitted: long_total.saturating_sub(long_shown),
         verdict,
     })
 }
 
 /// Takes as many of `tasks` (in order) as `left` spans allow, each with
 /// its share of poll spans, counting in `polls_omitted` what is left out.
-/// Returns the indexes taken (`offset` plus the index in `tasks`) with
-/// their shares.
+/// When they do not all fit, at most `1 / task_part` of `left` goes to
+/// task spans (at least one task). Returns the indexes taken (`offset` plus
+/// the index in `tasks`) with their shares.
 fn show(
     tasks: &[TaskDigest],
     offset: usize,
+    task_part: usize,
     left: &mut usize,
     polls_omitted: &mut u64,
 ) -> Vec<(usize, usize)> {
@@ -230,9 +307,9 @@ fn show(
     let tasks_shown = if tasks.len().saturating_add(total_polls) <= *left {
         tasks.len()
     } else {
-        // Half the remaining budget at most for task spans, so polls (where
-        // the blocking shows) keep room; at least one task.
-        tasks.len().min((*left / 2).max((*left).min(1)))
+        // A part of the remaining budget at most for task spans, so polls
+        // (where the blocking shows) keep room; at least one task.
+        tasks.len().min((*left / task_part).max((*left).min(1)))
     };
     let poll_budget = *left - tasks_shown;
     *polls_omitted += tasks[tasks_shown..].iter().map(|t| t.polls).sum::<u64>();
@@ -397,6 +474,13 @@ mod tests {
             "its longest poll is shown"
         );
         assert!(long.omitted_busy_ns() > 0);
+        // The window's summary of what is left out: its busy time, and no
+        // long poll among it.
+        let busy_all: u64 = w.tasks().iter().map(|t| t.busy_ns()).sum();
+        let busy_shown: u64 = p.tasks.iter().map(|t| t.task.busy_ns()).sum();
+        assert_eq!(p.polls_omitted_busy_ns, busy_all - busy_shown);
+        assert!(p.polls_omitted_busy_ns > 0);
+        assert_eq!(p.long_polls_omitted, 0, "the one long poll is shown");
         for t in &p.tasks {
             assert!(
                 t.task
@@ -406,6 +490,35 @@ mod tests {
             );
             assert_eq!(t.polls_omitted() + t.task.polls.len() as u64, t.polls_total);
         }
+    }
+
+    #[test]
+    fn the_default_budget_tells_the_requests_story_first() {
+        // 2,000 busy tasks beside the request: its own task keeps every
+        // poll, the long poll is shown, the rest is counted.
+        let w = testing::window(2_000, 3, 1);
+        let p = plan(&w, Budget::default()).unwrap();
+        assert!(p.spans() <= Budget::DEFAULT_MAX_SPANS, "{}", p.spans());
+        let own = &p.tasks[0];
+        assert!(own.in_request && own.task.id == 1);
+        assert_eq!(own.task.polls.len(), 3, "every poll of the request's task");
+        assert_eq!(p.long_polls_omitted, 0, "the long poll is shown");
+        assert!(p.tasks.iter().any(|t| t.task.id == 2_000));
+        assert_eq!(p.tasks.len() + p.tasks_omitted(), 2_000);
+        assert!(p.tasks_omitted() > 1_800);
+    }
+
+    #[test]
+    fn the_requests_polls_come_before_the_threads() {
+        // 3 threads, and room for 3 spans after the window's: the request's
+        // task and its poll first, then one thread; the rest counted.
+        let w = testing::window(3, 1, 1);
+        let p = plan(&w, Budget::new(4)).unwrap();
+        assert_eq!(p.spans(), 4);
+        assert_eq!(p.tasks.len(), 1);
+        assert!(p.tasks[0].in_request && p.tasks[0].task.polls.len() == 1);
+        assert_eq!((p.workers.len(), p.workers_omitted), (1, 2));
+        assert_eq!((p.tasks_omitted(), p.polls_omitted), (2, 2));
     }
 
     #[test]
@@ -419,6 +532,12 @@ mod tests {
         assert_eq!(
             (p.workers_omitted, p.tasks_total, p.polls_omitted),
             (3, 2, 4)
+        );
+        // Nothing shown: all the busy time and the long poll are counted.
+        let busy_all: u64 = w.tasks().iter().map(|t| t.busy_ns()).sum();
+        assert_eq!(
+            (p.polls_omitted_busy_ns, p.long_polls_omitted),
+            (busy_all, 1)
         );
         let p = plan(&testing::window(0, 0, 1), Budget::new(1)).unwrap();
         assert_eq!(p.spans(), 1, "only the window span");
