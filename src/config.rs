@@ -415,6 +415,13 @@ impl Settings {
                 "between 0 and 1",
             ));
         }
+        if !(self.cpu_budget > 0.0 && self.cpu_budget <= 1.0) {
+            return Err(invalid_setting(
+                "cpu_budget",
+                self.cpu_budget.to_string(),
+                "a share of one core above 0 and at most 1, such as 0.02 for 2%",
+            ));
+        }
         if self.sampler_max_traces == 0 || self.sampler_max_spans_per_trace == 0 {
             return Err(invalid_setting(
                 "tail_sampling_limits",
@@ -651,6 +658,27 @@ mod tests {
             "99999999999h",
         ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_shares() {
+        assert_eq!(parse_share("2%"), Some(0.02));
+        assert_eq!(parse_share(" 0.5 % "), Some(0.005));
+        assert_eq!(parse_share("100%"), Some(1.0));
+        for bad in ["2", "0%", "150%", "-1%", "NaN%", "inf%", "%"] {
+            assert_eq!(parse_share(bad), None, "{bad}");
+        }
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            let code = Overrides {
+                cpu_budget: Some(bad),
+                ..Overrides::default()
+            };
+            let s = Settings::read(&code, &|_| None).expect("read");
+            assert!(
+                s.validate(&code, &|_| None).is_err(),
+                "cpu_budget({bad}) is refused"
+            );
         }
     }
 

@@ -161,7 +161,7 @@ impl Blackbox {
     pub const DEFAULT_QUEUE_CAPACITY: usize = config::DEFAULT_QUEUE_CAPACITY;
     /// How long dropping the guard waits for pending captures: 5 s.
     pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = config::DEFAULT_SHUTDOWN_TIMEOUT;
-    /// Spans per exported window: 1,000 (see [`Budget`](crate::export::otlp::Budget)).
+    /// Spans per exported window: 200 (see [`Budget`](crate::export::otlp::Budget)).
     pub const DEFAULT_MAX_SPANS_PER_WINDOW: usize = config::DEFAULT_MAX_SPANS_PER_WINDOW;
     /// Fraction of fast, fine traces the [`TailSampler`] keeps anyway: none.
     pub const DEFAULT_BASELINE_RATIO: f64 = config::DEFAULT_BASELINE_RATIO;

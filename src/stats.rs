@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Counters of what the recorder did. Taking them costs a few atomic loads.
 ///
 /// `slow_requests == captures + requests_merged + requests_skipped + slow_requests_dropped`
-/// once the capture thread has seen every slow request (after a flush).
+/// once the capture thread has seen every slow request (after a flush), and
+/// `captures == windows_written + sink_errors + windows_shed` once every
+/// capture is cut.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BlackboxStats {

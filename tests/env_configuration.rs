@@ -102,6 +102,10 @@ fn environment_variables() {
         ("BLACKBOX_LONG_POLL", &["10", "soon"]),
         ("BLACKBOX_MAX_SPANS_PER_WINDOW", &["0", "many"]),
         ("BLACKBOX_BASELINE_RATIO", &["1.5", "-0.1", "half", "NaN"]),
+        (
+            "BLACKBOX_CPU_BUDGET",
+            &["2", "0%", "150%", "-1%", "much", "NaN%", "0.02"],
+        ),
     ];
     assert_eq!(
         bad.len(),

@@ -369,8 +369,12 @@ fn holds(m: &Measured) {
     // Windows waiting for the endpoint hold their segments in place (at
     // most half the buffer): the writers still find segments to claim.
     assert_eq!(s.events_dropped, 0, "{s:?}");
-    // Every capture reached the pipeline or was counted as a sink error.
-    assert!(s.captures <= s.windows_written + s.sink_errors, "{s:?}");
+    // Every capture reached the pipeline, was counted as a sink error, or
+    // was shed by the CPU budget (retries against a dead endpoint cost it).
+    assert!(
+        s.captures <= s.windows_written + s.sink_errors + s.windows_shed,
+        "{s:?}"
+    );
     // Every window in the pipeline was mapped or counted as abandoned.
     assert!(
         s.windows_written <= s.windows_exported + s.export_failures,

@@ -218,7 +218,8 @@ pub(crate) fn run(
             let Some(limit) = budget.window_bytes(buffer_share) else {
                 continue;
             };
-            if limit < buffer_share {
+            if limit < buffer_share && segments.bytes_in((p.from_ns, p.to_ns), clock.raw()) > limit
+            {
                 // The budget affords part of the window: the first
                 // request's own span, with a tenth of the context before.
                 p.narrowed(before / 10, after);
@@ -282,6 +283,10 @@ pub(crate) fn run(
                     let _ = ack.try_send(());
                 }
                 Msg::Shutdown(ack, deadline) => {
+                    // From now on slow closes are counted as dropped; those
+                    // queued already are counted below, as the thread ends.
+                    shared.closed.store(true, Ordering::SeqCst);
+                    shared.absorb_until.store(0, Ordering::Relaxed);
                     // A service shorter than a check's second still hears it.
                     check_setup(&shared);
                     // A shutdown ends in time: what it could not cut is counted.
@@ -291,8 +296,14 @@ pub(crate) fn run(
                     if guarded(|| sink.flush_within(left)).is_err() {
                         bump(&counters.sink_errors, 1);
                     }
-                    let _ = ack.try_send(());
                     pinner.release(segments);
+                    // Slow requests queued behind the shutdown: dropped, counted.
+                    for msg in rx.try_iter() {
+                        if let Msg::Slow(_) = msg {
+                            bump(&shared.slow_dropped, 1);
+                        }
+                    }
+                    let _ = ack.try_send(());
                     break 'run;
                 }
             }

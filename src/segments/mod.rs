@@ -467,6 +467,30 @@ impl Segments {
     /// meanwhile moves the moment a little, and is dropped by the copy
     /// anyway.
     fn cutoff(&self, range: Option<(u64, u64)>, now: u64, limit: usize) -> u64 {
+        let mut starts = self.in_range(range, now);
+        starts.sort_unstable();
+        let mut total = 0usize;
+        for (base, bytes) in starts {
+            total += bytes;
+            if total > limit {
+                return base;
+            }
+        }
+        u64::MAX
+    }
+
+    /// Bytes of events the segments with events in `range` hold (raw
+    /// clock; `now` ends the segments still written), from the headers.
+    pub(crate) fn bytes_in(&self, range: (u64, u64), now: u64) -> usize {
+        self.in_range(Some(range), now)
+            .iter()
+            .map(|&(_, b)| b)
+            .sum()
+    }
+
+    /// `(start, bytes of events)` of each segment with events in `range`
+    /// (all: `None`), read from the headers alone, racing with writers.
+    fn in_range(&self, range: Option<(u64, u64)>, now: u64) -> Vec<(u64, usize)> {
         let mut starts: Vec<(u64, usize)> = Vec::new();
         for (i, h) in self.headers.iter().enumerate() {
             let state = h.ctl.load(Ordering::Acquire) & STATE;
@@ -485,15 +509,7 @@ impl Segments {
             let fill = self.fill(i as u32).load(Ordering::Relaxed);
             starts.push((base, ((fill & 0xffff) as usize).saturating_sub(1) * 4));
         }
-        starts.sort_unstable();
-        let mut total = 0usize;
-        for (base, bytes) in starts {
-            total += bytes;
-            if total > limit {
-                return base;
-            }
-        }
-        u64::MAX
+        starts
     }
 
     /// Pins segment `i` if it still holds generation `generation`; `false`
