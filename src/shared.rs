@@ -84,6 +84,9 @@ pub(crate) struct Shared {
     /// Slow requests counted into a full pending capture by their own
     /// thread (see `absorb_until`); merged, and omitted from the window.
     pub(crate) slow_absorbed: AtomicU64,
+    /// The capture thread has shut down (or is shutting down): slow
+    /// closes are counted as dropped, not queued to nobody.
+    pub(crate) closed: std::sync::atomic::AtomicBool,
     /// Slow requests queued since the capture thread last looked: at half
     /// the queue, the sender wakes it (else it wakes on its own).
     pub(crate) slow_queued: AtomicU64,
@@ -117,6 +120,7 @@ impl Shared {
             slow_dropped: AtomicU64::new(0),
             absorb_until: AtomicU64::new(0),
             slow_absorbed: AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
             slow_queued: AtomicU64::new(0),
             capture_thread: std::sync::OnceLock::new(),
             windows_unlinked: AtomicU64::new(0),
@@ -132,6 +136,10 @@ impl Shared {
     /// full capture's window covers it, only counted (`absorb_until`).
     pub(crate) fn on_slow_request(&self, close: SlowClose) {
         self.slow_requests.fetch_add(1, Ordering::Relaxed);
+        if self.closed.load(Ordering::Relaxed) {
+            self.slow_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if close.end <= self.absorb_until.load(Ordering::Relaxed) {
             // A full capture is pending and its window covers this close.
             self.slow_absorbed.fetch_add(1, Ordering::Relaxed);
