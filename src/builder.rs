@@ -281,10 +281,10 @@ impl Builder {
     ///
     /// In an incident every request is slow: past the budget, a window due
     /// is shed and counted ([`BlackboxStats::windows_shed`](crate::BlackboxStats::windows_shed)),
-    /// and a window is cut no larger than the budget affords (its oldest
-    /// part, where its first request is, kept; the rest counted as lost
-    /// events). The first windows of an incident are paid from a full
-    /// budget. A share outside (0, 1] is refused by [`build`](Self::build).
+    /// and a window larger than the budget affords is cut to its first
+    /// request's span (the rest counted as lost events). The first windows
+    /// of an incident are paid from a full budget. A share outside (0, 1]
+    /// is refused by [`build`](Self::build).
     ///
     /// By default, this is [`Blackbox::DEFAULT_CPU_BUDGET`] (`BLACKBOX_CPU_BUDGET`).
     ///

@@ -6,13 +6,17 @@
 //! In an incident every request is slow, and without a bound the recorder's
 //! threads would cut and map windows as fast as the trigger allows, taking
 //! the CPU from the service at the moment it has least to spare. The budget
-//! is a token bucket of CPU time: it fills at the budget's rate up to one
-//! period's worth and starts full (the first slow requests of an incident
-//! are the ones a person reads), and each thread pays for what it used,
-//! measured with its own CPU clock. When it is spent the capture thread
-//! sheds: a window due is not cut (counted in `windows_shed`), and a window
-//! cut is never larger than what the bucket holds affords (its oldest part
-//! kept, the rest counted as lost events). Nothing is shed silently.
+//! is what the threads spent over the last [`CpuBudget::PERIOD`] (ten
+//! one-second slots), against the budget's share of that period: an
+//! incident's first windows are paid at once (they are the ones a person
+//! reads), and then at most the share over any ten seconds. Each thread
+//! pays for what it used, measured with its own CPU clock; the export of a
+//! window is reserved when the window is queued, at the cost per KiB
+//! learned from the windows before, and settled when it is done. When the budget is spent the
+//! capture thread sheds: a window due is not cut (counted in
+//! `windows_shed`), and a window larger than what is left affords is cut to
+//! its first request's span (the rest counted as lost events). Nothing is
+//! shed silently.
 //!
 //! Imports nothing of the crate: the capture thread and the export thread
 //! share one [`CpuBudget`].
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 pub(crate) struct CpuBudget {
     /// Share of one core, in millionths (20,000: 2%).
     share_ppm: u64,
-    bucket: Mutex<Bucket>,
+    spent: Mutex<Spent>,
     /// CPU the recorder's threads used, ns, in all.
     spent_ns: AtomicU64,
     /// Windows not cut because the budget was spent.
@@ -36,13 +40,19 @@ pub(crate) struct CpuBudget {
     ns_per_kib: AtomicU64,
 }
 
+/// CPU spent in each of the last [`SLOTS`] seconds.
 #[derive(Debug)]
-struct Bucket {
-    /// CPU time that may still be spent, ns (negative: in debt).
-    tokens_ns: i64,
-    /// When the bucket was last filled.
-    filled: Instant,
+struct Spent {
+    /// ns spent in second `second - i` at `(second - i) % SLOTS` (a
+    /// settlement may make a slot negative: what a reservation overstated).
+    slots: [i64; SLOTS],
+    /// The second (since `start`) the newest slot is.
+    second: u64,
+    start: Instant,
 }
+
+/// Seconds the budget looks back over.
+const SLOTS: usize = 10;
 
 /// What a window costs per KiB of events before any was measured: about
 /// what the export of a busy service's window costs (a cut of 16-byte
@@ -54,47 +64,53 @@ const FIRST_GUESS_NS_PER_KIB: u64 = 40_000;
 pub(crate) const MIN_WINDOW_BYTES: usize = 256 << 10;
 
 impl CpuBudget {
-    /// The span of time the budget is an average over; the bucket holds at
-    /// most this long's share.
-    pub(crate) const PERIOD: Duration = Duration::from_secs(10);
+    /// The span of time the budget is an average over: at most its share
+    /// of this long is spent in any such span.
+    pub(crate) const PERIOD: Duration = Duration::from_secs(SLOTS as u64);
 
     /// A budget of `share` of one core (0.02: 2%), at least one millionth.
     pub(crate) fn new(share: f64) -> CpuBudget {
         let share_ppm = ((share * 1e6).round() as u64).max(1);
-        let budget = CpuBudget {
+        CpuBudget {
             share_ppm,
-            bucket: Mutex::new(Bucket {
-                tokens_ns: 0,
-                filled: Instant::now(),
+            spent: Mutex::new(Spent {
+                slots: [0; SLOTS],
+                second: 0,
+                start: Instant::now(),
             }),
             spent_ns: AtomicU64::new(0),
             windows_shed: AtomicU64::new(0),
             ns_per_kib: AtomicU64::new(0),
-        };
-        // Starts full: an incident's first windows are the ones read.
-        budget.with_bucket(|b| b.tokens_ns = budget.capacity_ns());
-        budget
+        }
     }
 
-    /// The most the bucket holds: one period's share, ns.
-    fn capacity_ns(&self) -> i64 {
+    /// The most spent over one period: its share, ns.
+    fn limit_ns(&self) -> i64 {
         let ns = Self::PERIOD.as_nanos() as u64 / 1_000_000 * self.share_ppm;
         i64::try_from(ns).unwrap_or(i64::MAX)
     }
 
-    /// Runs `f` on the bucket, filled up to now first.
-    fn with_bucket<T>(&self, f: impl FnOnce(&mut Bucket) -> T) -> T {
-        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(b.filled);
-        let earned = elapsed
-            .as_nanos()
-            .saturating_mul(u128::from(self.share_ppm))
-            / 1_000_000;
-        let earned = i64::try_from(earned).unwrap_or(i64::MAX);
-        b.tokens_ns = b.tokens_ns.saturating_add(earned).min(self.capacity_ns());
-        b.filled = now;
-        f(&mut b)
+    /// Adds `ns` (negative: gives back) to what was spent at `now`, and
+    /// returns what may still be spent in the period ending then.
+    fn spend_at(&self, now: Instant, ns: i64) -> i64 {
+        let mut s = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        let second = now.saturating_duration_since(s.start).as_secs();
+        // The slots of the seconds past since the newest: emptied.
+        let stale = second.saturating_sub(s.second).min(SLOTS as u64);
+        for k in 1..=stale {
+            let i = ((s.second + k) % SLOTS as u64) as usize;
+            s.slots[i] = 0;
+        }
+        s.second = s.second.max(second);
+        let at = (s.second % SLOTS as u64) as usize;
+        s.slots[at] = s.slots[at].saturating_add(ns);
+        let spent = s.slots.iter().fold(0i64, |a, &b| a.saturating_add(b));
+        self.limit_ns().saturating_sub(spent)
+    }
+
+    /// What may still be spent now.
+    fn left_ns(&self) -> i64 {
+        self.spend_at(Instant::now(), 0)
     }
 
     /// One of the recorder's threads used `ns` of CPU.
@@ -108,8 +124,7 @@ impl CpuBudget {
     /// reservation, to [`settle`](Self::settle) once the cost is known.
     pub(crate) fn reserve(&self, bytes: usize) -> u64 {
         let ns = (bytes as u64 / 1024).saturating_mul(self.ns_per_kib());
-        let debit = i64::try_from(ns).unwrap_or(i64::MAX);
-        self.with_bucket(|b| b.tokens_ns = b.tokens_ns.saturating_sub(debit));
+        self.spend_at(Instant::now(), i64::try_from(ns).unwrap_or(i64::MAX));
         ns
     }
 
@@ -119,7 +134,7 @@ impl CpuBudget {
         self.spent_ns.fetch_add(used, Ordering::Relaxed);
         let owed =
             i64::try_from(used).unwrap_or(i64::MAX) - i64::try_from(reserved).unwrap_or(i64::MAX);
-        self.with_bucket(|b| b.tokens_ns = b.tokens_ns.saturating_sub(owed));
+        self.spend_at(Instant::now(), owed);
     }
 
     /// The cost learned so far, or the first guess.
@@ -131,11 +146,11 @@ impl CpuBudget {
     }
 
     /// The bytes of events a window may be cut with now, at most `limit`:
-    /// what the bucket affords at the cost learned so far, and at least
-    /// [`MIN_WINDOW_BYTES`]. `None` when the budget is spent: the window
-    /// is shed (and counted).
+    /// what is left of the budget affords at the cost learned so far, and
+    /// at least [`MIN_WINDOW_BYTES`]. `None` when the budget is spent: the
+    /// window is shed (and counted).
     pub(crate) fn window_bytes(&self, limit: usize) -> Option<usize> {
-        let tokens = self.with_bucket(|b| b.tokens_ns);
+        let tokens = self.left_ns();
         if tokens <= 0 {
             self.windows_shed.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -245,7 +260,7 @@ mod tests {
     fn a_budget_starts_full_and_sheds_once_spent() {
         let b = CpuBudget::new(0.02);
         // 2% of 10 s: 200 ms.
-        assert_eq!(b.capacity_ns(), 200_000_000);
+        assert_eq!(b.limit_ns(), 200_000_000);
         assert!(b.window_bytes(8 << 20).is_some());
         b.charge(300_000_000);
         assert_eq!(b.window_bytes(8 << 20), None);
@@ -257,7 +272,7 @@ mod tests {
     fn a_reservation_is_paid_before_the_work_and_settled_after() {
         let b = CpuBudget::new(0.02);
         b.learn_window(1 << 20, 100_000_000); // ~100 µs a KiB
-        // 3 MiB: ~300 ms reserved, more than the bucket: the next window waits.
+        // 3 MiB: ~300 ms reserved, more than the budget: the next window waits.
         let reserved = b.reserve(3 << 20);
         assert!(reserved >= 290_000_000, "{reserved}");
         assert_eq!(b.window_bytes(8 << 20), None);
@@ -268,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn a_window_is_sized_by_what_the_bucket_affords() {
+    fn a_window_is_sized_by_what_is_left_of_the_budget() {
         let b = CpuBudget::new(0.02);
         // 1 ms per KiB learned: 200 ms afford ~200 KiB, under the floor.
         b.learn_window(1 << 20, 1_024_000_000);
@@ -282,17 +297,23 @@ mod tests {
     }
 
     #[test]
-    fn the_bucket_refills_at_the_budget_rate_up_to_one_period() {
-        // A whole core: 10 s in the bucket, earned back at 1 s a second.
-        let b = CpuBudget::new(1.0);
-        b.charge(10_005_000_000);
-        assert_eq!(b.window_bytes(1 << 20), None, "5 ms in debt");
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(b.window_bytes(1 << 20).is_some(), "30 ms later, paid back");
-        // Never above one period's share, however long it waits.
-        let full = CpuBudget::new(0.5);
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(full.with_bucket(|b| b.tokens_ns), full.capacity_ns());
+    fn what_was_spent_counts_for_ten_seconds_then_is_forgotten() {
+        let b = CpuBudget::new(0.02);
+        let t0 = Instant::now();
+        // 150 ms now, 100 ms five seconds later: over the 200 ms.
+        assert_eq!(b.spend_at(t0, 150_000_000), 50_000_000);
+        let t5 = t0 + Duration::from_secs(5);
+        assert_eq!(b.spend_at(t5, 100_000_000), -50_000_000);
+        // Ten seconds after the first: only the second counts.
+        let t10 = t0 + Duration::from_millis(10_500);
+        assert_eq!(b.spend_at(t10, 0), 100_000_000);
+        // Fifteen and a half: nothing counts.
+        assert_eq!(
+            b.spend_at(t0 + Duration::from_millis(15_500), 0),
+            200_000_000
+        );
+        // Never more than the share of one period, however long it waits.
+        assert_eq!(b.spend_at(t0 + Duration::from_secs(3600), 0), b.limit_ns());
     }
 
     #[cfg(target_os = "linux")]
