@@ -132,12 +132,18 @@ fn run(v: Variant, workload: &str, secs: f64) {
             );
         }
         "http" => {
+            let (cpu0, t0) = (workloads::process_cpu(), Instant::now());
             let r = workloads::http(&s.rt, &ctx, secs);
+            // Process CPU (service, load generator, recorder) over the whole
+            // run, warm-up included, scaled to the measured part.
+            let cpu = (workloads::process_cpu() - cpu0).as_nanos() as f64 * r.wall.as_secs_f64()
+                / t0.elapsed().as_secs_f64();
             let l = &r.latencies_us;
             line += &format!(
-                " units={} cost_ns={:.1} rps={:.0} p50_us={} p99_us={} p999_us={}",
+                " units={} cost_ns={:.1} cpu_ns={:.1} rps={:.0} p50_us={} p99_us={} p999_us={}",
                 r.requests,
                 r.wall.as_nanos() as f64 / r.requests.max(1) as f64,
+                cpu / r.requests.max(1) as f64,
                 r.requests as f64 / r.wall.as_secs_f64(),
                 workloads::percentile(l, 0.5),
                 workloads::percentile(l, 0.99),
@@ -164,7 +170,12 @@ fn run(v: Variant, workload: &str, secs: f64) {
             st.windows_shed,
             st.requests_skipped,
             st.events_recorded,
-            workloads::threads_cpu_ms("blackbox-")
+            // The recorder's own threads (not this program's main thread,
+            // `blackbox-bench`, which a prefix of "blackbox-" would match).
+            ["blackbox-captu", "blackbox-expor", "blackbox-metri"]
+                .iter()
+                .map(|t| workloads::threads_cpu_ms(t))
+                .sum::<u64>()
         );
         line += &format!(
             " capture_cpu_ms={} export_cpu_ms={}",
