@@ -199,13 +199,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = provider.shutdown();
     drop(guard);
     println!(
-        "demo: {} requests served, {} slow (threshold {}), {} captures ({} merged, {} skipped by the cap)",
+        "demo: {} requests served, {} slow (threshold {}), {} captures ({} merged, {} skipped by the cap, {} shed by the CPU budget)",
         served.load(Ordering::Relaxed),
         stats.slow_requests,
         std::env::var("BLACKBOX_LATENCY_THRESHOLD").unwrap_or_else(|_| "200ms".into()),
         stats.captures,
         stats.requests_merged,
         stats.requests_skipped,
+        stats.windows_shed,
     );
     println!(
         "demo: {} events recorded in {} KiB of buffer, {} overwritten, {} dropped; task hooks: {}",

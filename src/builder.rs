@@ -277,7 +277,9 @@ impl Builder {
     }
 
     /// The CPU the recorder's own threads (capture and export) may use
-    /// together, as a share of one core (0.02: 2%), on average over 10 s.
+    /// together on windows, as a share of one core (0.02: 2%) over any
+    /// 10 s. The tail sampler's exports of the app's kept traces are not
+    /// counted, nor ever shed for it.
     ///
     /// In an incident every request is slow: past the budget, a window due
     /// is shed and counted ([`BlackboxStats::windows_shed`](crate::BlackboxStats::windows_shed)),

@@ -222,7 +222,7 @@ settings! {
     env cpu_budget: f64 = DEFAULT_CPU_BUDGET;
         var "BLACKBOX_CPU_BUDGET", method "cpu_budget", shown "2%",
         parse parse_share, accepts "a percentage of one core, such as 2% or 0.5%, above 0% and at most 100%",
-        doc "CPU the recorder's capture and export threads may use together, on average over 10 s. In an incident (every request slow) the first windows are paid from a full budget; past it a window due is shed (counted in `windows_shed`), and a window larger than the budget affords is cut to its first request's span (the rest counted as lost events)";
+        doc "CPU the recorder's capture and export threads may use together on windows, at most this share of one core over any 10 s (the tail sampler's exports of the app's kept traces are not counted). In an incident (every request slow) the first windows are paid from a full budget; past it a window due is shed (counted in `windows_shed`), and a window larger than the budget affords is cut to its first request's span (the rest counted as lost events)";
     code max_window: Duration = DEFAULT_MAX_WINDOW;
         method "max_window", shown "30s",
         doc "the longest window that merging overlapping slow requests may grow to";

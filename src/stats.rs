@@ -73,7 +73,9 @@ pub struct BlackboxStats {
     /// ([`Builder::cpu_budget`](crate::Builder::cpu_budget)): in an
     /// incident, the windows past the budget.
     pub windows_shed: u64,
-    /// CPU time the recorder's capture and export threads used, ns.
+    /// CPU time the recorder's capture and export threads used on
+    /// windows, ns: what its CPU budget counts (the tail sampler's exports
+    /// of the app's kept traces are not in it).
     pub recorder_cpu_ns: u64,
     /// Windows the sink failed to write, or that were still waiting to be
     /// cut when the shutdown's deadline passed.
@@ -232,7 +234,7 @@ impl BlackboxStats {
             ),
             metric(
                 "blackbox.cpu.used_ns",
-                "CPU time the recorder's capture and export threads used, ns",
+                "CPU time the recorder's capture and export threads used on windows, ns",
                 true,
                 self.recorder_cpu_ns,
             ),

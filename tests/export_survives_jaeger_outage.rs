@@ -75,6 +75,10 @@ fn jaeger_outage_costs_the_service_nothing_and_export_recovers() {
     let builder = Blackbox::builder()
         .latency_threshold(Duration::from_millis(250))
         .window(Duration::from_millis(300), Duration::from_millis(50))
+        // About the export's recovery, not the CPU budget: in this debug
+        // build a window costs ~10 times a release build's, and the default
+        // 2% would shed the windows right after the outage.
+        .cpu_budget(1.0)
         .with_env(move |var| match var {
             "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
             "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".into()),

@@ -296,9 +296,9 @@ fn export_thread(
         }
     };
     let c = &shared.counters;
-    // What each job costs is paid from the budget this thread shares with
-    // the capture thread (a cut's was reserved when it was queued); a cut's
-    // cost sizes the next cuts. (Waiting for a job costs next to nothing:
+    // What each window costs is paid from the budget this thread shares
+    // with the capture thread (a cut's was reserved when it was queued); a
+    // cut's cost sizes the next cuts. (Waiting for a job costs next to nothing:
     // each lap is the job.)
     let mut cpu = crate::cpu_budget::ThreadCpu::start();
     while let Some((job, bytes)) = queue.pop() {
@@ -306,6 +306,7 @@ fn export_thread(
             Job::Cut(cut, reserved) => (Some(cut.span_bytes()), *reserved),
             _ => (None, 0),
         };
+        let is_window = !matches!(job, Job::Spans(_));
         // The app's resource arrived (its tracer provider was built after
         // the recorder): every later export goes under it.
         if let Some(r) = shared.resource_change() {
@@ -346,7 +347,12 @@ fn export_thread(
         }
         queue.finish(bytes, c);
         let used = cpu.lap();
-        shared.cpu.settle(reserved, used);
+        // Windows are paid from the budget; a kept trace's spans are the
+        // app's own (the tail sampler's), not the recorder's work, and are
+        // never shed for it.
+        if is_window {
+            shared.cpu.settle(reserved, used);
+        }
         if let Some(b) = cut_bytes {
             shared.cpu.learn_window(b, used);
         }
