@@ -184,9 +184,19 @@ fn run(v: Variant, workload: &str, secs: f64) {
         );
     }
     println!("{line}");
+    remove_trace_files(&s);
     // Exit without tearing down subscribers, runtimes and exporters: their
     // shutdown is not what is measured.
     std::process::exit(0);
+}
+
+/// Removes what a run wrote to disk once it is counted: dial9 writes
+/// hundreds of MiB a run, and a full comparison left gigabytes in the
+/// temporary directory.
+fn remove_trace_files(s: &Setup) {
+    if let Some(d) = &s.dial9_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 /// The region callgrind collects in (`--toggle-collect=bench_measured_region`):
@@ -354,5 +364,6 @@ fn bytes(v: Variant, secs: f64) {
         total / 1000,
         wire.unwrap_or_default()
     );
+    remove_trace_files(&s);
     std::process::exit(0);
 }
