@@ -97,6 +97,11 @@ pub struct BlackboxStats {
     pub spans_dropped: u64,
     /// Export requests retried.
     pub export_retries: u64,
+    /// Export work that panicked (a window's mapping, or the exporter, such
+    /// as one given to [`Builder::exporter`](crate::Builder::exporter)):
+    /// that window or batch is lost (also in `export_failures`), and the
+    /// export thread goes on with the next.
+    pub export_panics: u64,
     /// Export requests given up on after their retries, and export jobs
     /// abandoned at shutdown (their spans are in `spans_dropped`).
     pub export_failures: u64,
@@ -275,6 +280,12 @@ impl BlackboxStats {
                 self.export_retries,
             ),
             metric(
+                "blackbox.export.panics",
+                "Export work that panicked: that window or batch lost, the export thread went on",
+                true,
+                self.export_panics,
+            ),
+            metric(
                 "blackbox.export.failures",
                 "Export requests given up on, and jobs abandoned at shutdown",
                 true,
@@ -402,6 +413,7 @@ pub(crate) fn assemble(
         spans_exported: get(&e.spans_exported),
         spans_dropped: get(&e.spans_dropped),
         export_retries: get(&e.export_retries),
+        export_panics: get(&e.export_panics),
         export_failures: get(&e.export_failures),
         export_requests_split: get(&e.requests_split),
         export_windows_dropped: get(&e.windows_dropped),

@@ -23,6 +23,9 @@ pub(crate) struct ExportCounters {
     /// Exports of the recorder's own metrics that succeeded, and that failed.
     pub(crate) metrics_exported: AtomicU64,
     pub(crate) metrics_failures: AtomicU64,
+    /// Export jobs (a window's mapping, a batch's send) that panicked: the
+    /// job is lost and counted, the export thread goes on.
+    pub(crate) export_panics: AtomicU64,
 }
 
 pub(crate) fn add(c: &AtomicU64, n: u64) {

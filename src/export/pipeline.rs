@@ -322,7 +322,17 @@ fn export_thread(
                 spans
             }
             Job::Cut(cut, _) => {
-                let (mut spans, _) = quietly(|| otlp::spans_of(cut.as_ref(), budget));
+                // A panic in the mapping costs this window, counted.
+                let mapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    quietly(|| otlp::spans_of(cut.as_ref(), budget))
+                }));
+                let Ok((mut spans, _)) = mapped else {
+                    add(&c.export_panics, 1);
+                    add(&c.export_failures, 1);
+                    drop(cut);
+                    queue.finish(bytes, c);
+                    continue;
+                };
                 attach_missed(shared, &cut.header().requests, &mut spans);
                 drop(cut);
                 add(&c.windows_exported, 1);
@@ -338,7 +348,15 @@ fn export_thread(
             let n = batch.len() as u64;
             // One batch's tries and back-offs, `quietly` (the connection's
             // tasks run only inside `block_on`).
-            if quietly(|| rt.block_on(send_with_retries(exporter.as_ref(), batch, c))) {
+            // An exporter that panics (the app's, through `Builder::exporter`)
+            // costs this batch, counted, not the thread: the next jobs go on.
+            let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                quietly(|| rt.block_on(send_with_retries(exporter.as_ref(), batch, c)))
+            }));
+            if sent.is_err() {
+                add(&c.export_panics, 1);
+            }
+            if matches!(sent, Ok(true)) {
                 add(&c.spans_exported, n);
             } else {
                 add(&c.spans_dropped, n);
