@@ -21,7 +21,6 @@ use crate::event::NO_STRING;
 use crate::requests::{IDS_LOOKED_UP, LAYER_TAG_MASK, layer_of, pack, unpack};
 use crate::shared::Shared;
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -702,15 +701,12 @@ impl BlackboxLayer {
         ids: Option<(TraceId, SpanId, bool)>,
         error: bool,
     ) {
-        let ids = ids.unwrap_or_else(|| {
+        if ids.is_none() && self.otel_seen.load(Ordering::Relaxed) {
             // The app traces with OpenTelemetry, but this request had no
-            // context: its window goes into a trace of its own (counted).
-            if self.otel_seen.load(Ordering::Relaxed) {
-                self.shared.windows_unlinked.fetch_add(1, Ordering::Relaxed);
-            }
-            let g = RandomIdGenerator::default();
-            (g.new_trace_id(), g.new_span_id(), true)
-        });
+            // context: its window goes into a trace of its own (counted;
+            // its ids are made by the capture thread, if a capture carries it).
+            self.shared.windows_unlinked.fetch_add(1, Ordering::Relaxed);
+        }
         self.shared.on_slow_request(crate::shared::SlowClose {
             request_id: request,
             name,

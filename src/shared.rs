@@ -39,8 +39,10 @@ pub(crate) struct SlowClose {
     pub(crate) request_id: u64,
     /// The request's name, an index into the capture's strings.
     pub(crate) name: u16,
-    /// Trace id, span id, and whether the span is the recorder's own.
-    pub(crate) ids: (TraceId, SpanId, bool),
+    /// Trace id, span id, and whether the span is the recorder's own;
+    /// `None`: the span had no OpenTelemetry context, and the window goes
+    /// into a trace of the recorder's own (ids made when it is carried).
+    pub(crate) ids: Option<(TraceId, SpanId, bool)>,
     /// When it opened and closed (raw clock).
     pub(crate) start: u64,
     pub(crate) end: u64,
@@ -186,7 +188,12 @@ impl Shared {
 
     /// The [`SlowRequest`] a close reported (see [`Shared::slow_request`]).
     pub(crate) fn slow_request_of(&self, c: &SlowClose) -> SlowRequest {
-        let mut req = self.slow_request(c.request_id, c.name, c.ids, c.start, c.end);
+        let ids = c.ids.unwrap_or_else(|| {
+            use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+            let g = RandomIdGenerator::default();
+            (g.new_trace_id(), g.new_span_id(), true)
+        });
+        let mut req = self.slow_request(c.request_id, c.name, ids, c.start, c.end);
         req.error = c.error;
         req
     }

@@ -302,7 +302,7 @@ fn export_thread(
     // each lap is the job.)
     let mut cpu = crate::cpu_budget::ThreadCpu::start();
     while let Some((job, bytes)) = queue.pop() {
-        let (cut_bytes, reserved) = match &job {
+        let (mut cut_bytes, reserved) = match &job {
             Job::Cut(cut, reserved) => (Some(cut.span_bytes()), *reserved),
             _ => (None, 0),
         };
@@ -326,17 +326,21 @@ fn export_thread(
                 let mapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     quietly(|| otlp::spans_of(cut.as_ref(), budget))
                 }));
-                let Ok((mut spans, _)) = mapped else {
-                    add(&c.export_panics, 1);
-                    add(&c.export_failures, 1);
-                    drop(cut);
-                    queue.finish(bytes, c);
-                    continue;
-                };
-                attach_missed(shared, &cut.header().requests, &mut spans);
-                drop(cut);
-                add(&c.windows_exported, 1);
-                spans
+                match mapped {
+                    Ok((mut spans, _)) => {
+                        attach_missed(shared, &cut.header().requests, &mut spans);
+                        drop(cut);
+                        add(&c.windows_exported, 1);
+                        spans
+                    }
+                    Err(_) => {
+                        add(&c.export_panics, 1);
+                        add(&c.export_failures, 1);
+                        // Its cost says nothing of the next windows'.
+                        cut_bytes = None;
+                        Vec::new()
+                    }
+                }
             }
             Job::Spans(spans) => spans,
         };

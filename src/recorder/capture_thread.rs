@@ -275,7 +275,6 @@ pub(crate) fn run(
                     // Past the deadline the rest waits for the next turns.
                     let left = write(trigger.drain(), &mut sink, Some(deadline));
                     trigger.restore(left);
-                    publish_absorbing(&shared, &trigger);
                     let left = deadline.saturating_duration_since(Instant::now());
                     if guarded(|| sink.flush_within(left)).is_err() {
                         bump(&counters.sink_errors, 1);
@@ -286,7 +285,6 @@ pub(crate) fn run(
                     // From now on slow closes are counted as dropped; those
                     // queued already are counted below, as the thread ends.
                     shared.closed.store(true, Ordering::SeqCst);
-                    shared.absorb_until.store(0, Ordering::Relaxed);
                     // A service shorter than a check's second still hears it.
                     check_setup(&shared);
                     // A shutdown ends in time: what it could not cut is counted.
