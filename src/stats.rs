@@ -89,7 +89,10 @@ pub struct BlackboxStats {
     pub task_hooks: bool,
     /// Whether scheduling delays are recorded.
     pub schedule_delay: bool,
-    /// Windows the export thread mapped to spans and sent (or tried to).
+    /// Windows whose every export request the endpoint (or the file)
+    /// accepted. A window not sent whole is in `export_windows_dropped`
+    /// instead: each window the export pipeline was given is in exactly
+    /// one of the two.
     pub windows_exported: u64,
     /// Spans the exporter accepted (windows and kept traces).
     pub spans_exported: u64,
@@ -99,14 +102,16 @@ pub struct BlackboxStats {
     pub export_retries: u64,
     /// Export work that panicked (a window's mapping, or the exporter, such
     /// as one given to [`Builder::exporter`](crate::Builder::exporter)):
-    /// that window or batch is lost (also in `export_failures`), and the
-    /// export thread goes on with the next.
+    /// that window (in `export_windows_dropped`) or batch (in
+    /// `export_failures`) is lost, and the export thread goes on with the next.
     pub export_panics: u64,
-    /// Export requests given up on after their retries, and export jobs
-    /// abandoned at shutdown (their spans are in `spans_dropped`).
+    /// Export requests (one OTLP request, at most 256 spans) given up on
+    /// after their retries, or whose exporter panicked; their spans are in
+    /// `spans_dropped`. Requests only: a job abandoned at shutdown is not one.
     pub export_failures: u64,
-    /// Windows the export pipeline did not send: refused by its full queue
-    /// (bounded in jobs and bytes) or abandoned at shutdown.
+    /// Windows the export pipeline did not send whole: refused by its full
+    /// queue (bounded in jobs and bytes), abandoned at shutdown, a request
+    /// of it given up on, or its mapping panicked.
     pub export_windows_dropped: u64,
     /// Bytes held in the export queue now (estimated).
     pub export_queue_bytes: u64,
@@ -257,7 +262,7 @@ impl BlackboxStats {
             ),
             metric(
                 "blackbox.export.windows",
-                "Windows the export thread mapped and sent",
+                "Windows sent whole: every export request of it accepted",
                 true,
                 self.windows_exported,
             ),
@@ -287,13 +292,13 @@ impl BlackboxStats {
             ),
             metric(
                 "blackbox.export.failures",
-                "Export requests given up on, and jobs abandoned at shutdown",
+                "Export requests given up on after their retries (or whose exporter panicked)",
                 true,
                 self.export_failures,
             ),
             metric(
                 "blackbox.export.windows_dropped",
-                "Windows the export queue refused or abandoned",
+                "Windows not sent whole: refused by the queue, abandoned at shutdown, a request given up on, or a mapping that panicked",
                 true,
                 self.export_windows_dropped,
             ),

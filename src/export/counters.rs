@@ -15,8 +15,9 @@ pub(crate) struct ExportCounters {
     pub(crate) traces_sampled_out: AtomicU64,
     pub(crate) traces_evicted: AtomicU64,
     pub(crate) sampler_spans_dropped: AtomicU64,
-    /// Windows the pipeline did not send: refused by a full queue, or
-    /// abandoned at shutdown (the latter are also in `export_failures`).
+    /// Windows the pipeline did not send whole: refused by a full queue,
+    /// abandoned at shutdown, a request of it given up on, or its mapping
+    /// panicked. With `windows_exported`, each window is counted once.
     pub(crate) windows_dropped: AtomicU64,
     /// Bytes (estimated) held by the export queue now, the job in flight included.
     pub(crate) queue_bytes: AtomicU64,

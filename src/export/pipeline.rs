@@ -12,7 +12,12 @@
 //! its timeout, for the jobs queued before it to be finished. At shutdown the
 //! thread gets what is left of the deadline (none after a flush that timed
 //! out); the jobs still queued then are abandoned and counted
-//! (`export_failures`, and `spans_dropped` for kept traces).
+//! (`windows_dropped` for windows, `spans_dropped` for kept traces).
+//!
+//! Each window ends counted once: `windows_exported` when every export
+//! request of it was accepted, `windows_dropped` otherwise (refused by the
+//! queue, abandoned, a request given up on, or a mapping that panicked).
+//! `export_failures` counts export requests given up on, nothing else.
 //!
 //! While a request may be retried its spans are held twice (the exporter
 //! consumes its copy): one request of at most [`MAX_REQUEST_BYTES`], not a
@@ -68,10 +73,10 @@ impl Drop for ThreadDone {
     }
 }
 
-/// Counts a job that will not be sent: a window as a failed export (and in
-/// `windows_dropped`), a kept trace's spans in `spans_dropped`.
+/// Counts a job that will not be sent: a window in `windows_dropped`, a
+/// kept trace's spans in `spans_dropped` (not in `export_failures`, which
+/// counts export requests tried and given up on).
 fn count_abandoned(job: Job, c: &ExportCounters) {
-    add(&c.export_failures, 1);
     match job {
         Job::Window(_) | Job::Cut(..) => add(&c.windows_dropped, 1),
         Job::Spans(spans) => add(&c.spans_dropped, spans.len() as u64),
@@ -307,6 +312,10 @@ fn export_thread(
             _ => (None, 0),
         };
         let is_window = !matches!(job, Job::Spans(_));
+        // A window is exported when it was mapped and every request of it
+        // was accepted; otherwise it is dropped (counted once either way).
+        let mut mapped_ok = true;
+        let mut all_sent = true;
         // The app's resource arrived (its tracer provider was built after
         // the recorder): every later export goes under it.
         if let Some(r) = shared.resource_change() {
@@ -318,7 +327,6 @@ fn export_thread(
                 requests,
             }) => {
                 attach_missed(shared, &requests, &mut spans);
-                add(&c.windows_exported, 1);
                 spans
             }
             Job::Cut(cut, _) => {
@@ -330,12 +338,13 @@ fn export_thread(
                     Ok((mut spans, _)) => {
                         attach_missed(shared, &cut.header().requests, &mut spans);
                         drop(cut);
-                        add(&c.windows_exported, 1);
                         spans
                     }
                     Err(_) => {
+                        // A lost window (no request was tried): counted
+                        // below as dropped.
                         add(&c.export_panics, 1);
-                        add(&c.export_failures, 1);
+                        mapped_ok = false;
                         // Its cost says nothing of the next windows'.
                         cut_bytes = None;
                         Vec::new()
@@ -365,6 +374,14 @@ fn export_thread(
             } else {
                 add(&c.spans_dropped, n);
                 add(&c.export_failures, 1);
+                all_sent = false;
+            }
+        }
+        if is_window {
+            if mapped_ok && all_sent {
+                add(&c.windows_exported, 1);
+            } else {
+                add(&c.windows_dropped, 1);
             }
         }
         queue.finish(bytes, c);
