@@ -211,7 +211,7 @@ impl JsonFileSink {
         shared: Arc<ExportShared>,
     ) -> Result<JsonFileSink, BuildError> {
         let path = exporter.path().to_owned();
-        let pipeline = Pipeline::start(Target::Exporter(Box::new(exporter)), budget, shared)?;
+        let pipeline = Pipeline::start(Target::File(Box::new(exporter)), budget, shared)?;
         Ok(JsonFileSink { pipeline, path })
     }
 

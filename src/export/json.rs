@@ -92,7 +92,19 @@ impl JsonFile {
         }
         self.rotate_for(line.len() as u64)?;
         // One write per line, so lines of concurrent writers do not interleave.
-        crate::dump::open_private(&self.path, true, false)?.write_all(&line)
+        let mut file = crate::dump::open_private(&self.path, true, false)?;
+        let before = file.metadata()?.len();
+        if let Err(e) = file.write_all(&line) {
+            // A partial append (a full disk, a file size limit) would leave a
+            // line without its end, and the next line glued to it: one torn
+            // line that spoils two. Take it back; if that fails too, end it,
+            // so only this line is bad (the command skips and reports it).
+            if file.set_len(before).is_err() {
+                let _ = file.write_all(b"\n");
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 }
 
@@ -103,7 +115,8 @@ impl JsonFile {
 ///
 /// The file is created with mode 0600 (its directory 0700) on Unix. Each
 /// batch is one `write` of one whole line; an I/O error fails the export
-/// ([`OTelSdkError::InternalFailure`]). The resource written is the one
+/// ([`OTelSdkError::InternalFailure`]), and a line written in part (a full
+/// disk) is cut off again, so the file holds whole lines only. The resource written is the one
 /// given by [`SpanExporter::set_resource`] (the export thread gives
 /// [`resource()`](crate::export::resource)); none before that.
 ///

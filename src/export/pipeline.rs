@@ -29,7 +29,8 @@
 //! - a cut is mapped ([`otlp::window_spans`], reading its events as it goes);
 //! - the spans are split into requests that each encode under
 //!   [`MAX_REQUEST_BYTES`] (every common OTLP receiver refuses more);
-//! - each request gets [`RETRIES`] retries with a doubling back-off, then its
+//! - each request gets [`RETRIES`] retries with a doubling back-off (an append
+//!   to the OTLP JSON file gets none: a disk error does not clear by waiting), then its
 //!   spans are dropped and counted ([`BlackboxStats::spans_dropped`]).
 //!
 //! The thread's work runs with no `tracing` subscriber ([`quietly`]) and
@@ -87,6 +88,10 @@ fn count_abandoned(job: Job, c: &ExportCounters) {
 pub(crate) enum Target {
     Otlp(Box<OtlpSettings>),
     Exporter(Box<dyn DynExporter>),
+    /// The OTLP JSON file: a failed append is not retried (a full disk or
+    /// a permission does not clear in 300 ms, and each try would serialize
+    /// the batch again); its window is dropped and counted.
+    File(Box<super::json::JsonFileExporter>),
 }
 
 /// A handle on a running export thread: a [`Sink`] for windows.
@@ -278,11 +283,16 @@ fn export_thread(
             return;
         }
     };
+    let retries = match target {
+        Target::File(_) => 0,
+        _ => RETRIES,
+    };
     let built = quietly(|| {
         let _enter = rt.enter();
         match target {
             Target::Otlp(env) => env.build_span_exporter(),
             Target::Exporter(e) => Ok(e),
+            Target::File(e) => Ok(e as Box<dyn DynExporter>),
         }
     });
     let mut exporter = match built {
@@ -364,7 +374,7 @@ fn export_thread(
             // An exporter that panics (the app's, through `Builder::exporter`)
             // costs this batch, counted, not the thread: the next jobs go on.
             let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                quietly(|| rt.block_on(send_with_retries(exporter.as_ref(), batch, c)))
+                quietly(|| rt.block_on(send_with_retries(exporter.as_ref(), batch, retries, c)))
             }));
             if sent.is_err() {
                 add(&c.export_panics, 1);
@@ -418,16 +428,18 @@ fn attach_missed(shared: &ExportShared, requests: &[SlowRequest], spans: &mut Ve
     }
 }
 
-/// Sends `batch` with [`RETRIES`] retries; `true` when one try succeeded.
+/// Sends `batch` with `retries` retries ([`RETRIES`] over the network);
+/// `true` when one try succeeded.
 async fn send_with_retries(
     exporter: &dyn DynExporter,
     mut batch: Vec<SpanData>,
+    retries: u32,
     c: &ExportCounters,
 ) -> bool {
     let mut delay = BACKOFF;
-    for attempt in 0..=RETRIES {
+    for attempt in 0..=retries {
         // The exporter takes the batch by value: keep a copy while a retry may follow.
-        let this = if attempt == RETRIES {
+        let this = if attempt == retries {
             std::mem::take(&mut batch)
         } else {
             batch.clone()
@@ -435,7 +447,7 @@ async fn send_with_retries(
         match exporter.export_dyn(this).await {
             Ok(()) => return true,
             Err(OTelSdkError::AlreadyShutdown) => return false,
-            Err(_) if attempt < RETRIES => {
+            Err(_) if attempt < retries => {
                 add(&c.export_retries, 1);
                 tokio::time::sleep(delay).await;
                 delay *= 2;
