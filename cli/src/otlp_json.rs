@@ -48,7 +48,7 @@ pub(crate) fn looks_like_json(head: &[u8]) -> bool {
 pub(crate) const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// A line that is not an OTLP JSON export request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct LineError {
     /// 1-based line number.
     pub(crate) line: u64,
@@ -58,11 +58,21 @@ pub(crate) struct LineError {
 }
 
 /// Reads a file line by line, counting lines and bytes.
+///
+/// A line that is not an export request (one torn by a full disk or a
+/// crash, or too long) is skipped and counted ([`Lines::skipped`]), so one
+/// bad line costs that line, not the file; a file with no good line at all
+/// is refused with its first bad line's error.
 pub(crate) struct Lines<R> {
     input: R,
     buf: Vec<u8>,
     line: u64,
     offset: u64,
+    /// Lines read as export requests.
+    good: u64,
+    /// Bad lines skipped, and the first of them.
+    skipped: u64,
+    first_bad: Option<LineError>,
 }
 
 impl<R: BufRead> Lines<R> {
@@ -72,14 +82,48 @@ impl<R: BufRead> Lines<R> {
             buf: Vec::new(),
             line: 0,
             offset: 0,
+            good: 0,
+            skipped: 0,
+            first_bad: None,
         }
     }
 
-    /// The next non-blank line parsed as an export request, with its line
-    /// number and byte offset.
+    /// The next good non-blank line parsed as an export request, with its
+    /// line number and byte offset; bad lines on the way are skipped and
+    /// counted. At the end, a file whose every line was bad is an error.
     pub(crate) fn next_request(
         &mut self,
     ) -> Result<Option<(ExportTraceServiceRequest, u64, u64)>, ReadFailure> {
+        loop {
+            match self.next_line()? {
+                Some(Ok(found)) => {
+                    self.good += 1;
+                    return Ok(Some(found));
+                }
+                Some(Err(bad)) => {
+                    self.skipped += 1;
+                    self.first_bad.get_or_insert(bad);
+                }
+                None => {
+                    return match (&self.first_bad, self.good) {
+                        (Some(bad), 0) => Err(ReadFailure::Line(bad.clone())),
+                        _ => Ok(None),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Bad lines skipped so far, with the first of them.
+    pub(crate) fn skipped(&self) -> Option<(u64, &LineError)> {
+        self.first_bad.as_ref().map(|e| (self.skipped, e))
+    }
+
+    /// The next non-blank line: an export request or why it is not one.
+    #[allow(clippy::type_complexity)]
+    fn next_line(
+        &mut self,
+    ) -> Result<Option<Result<(ExportTraceServiceRequest, u64, u64), LineError>>, ReadFailure> {
         loop {
             self.buf.clear();
             let start = self.offset;
@@ -96,36 +140,60 @@ impl<R: BufRead> Lines<R> {
             self.offset += n as u64;
             if n > MAX_LINE_BYTES {
                 self.buf = Vec::new();
-                return Err(ReadFailure::Line(LineError {
+                // The rest of the line, read past and never held.
+                let rest = self.input.skip_until(b'\n').map_err(ReadFailure::Io)?;
+                self.offset += rest as u64;
+                return Ok(Some(Err(LineError {
                     line: self.line,
                     offset: start,
                     message: format!(
                         "the line is longer than {} MiB, the reader's limit per line (the recorder's lines are a few MiB at most): the file was not written by the recorder or is corrupt",
                         MAX_LINE_BYTES >> 20
                     ),
-                }));
+                })));
             }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            return match serde_json::from_slice::<ExportTraceServiceRequest>(&self.buf) {
-                Ok(r) => Ok(Some((r, self.line, start))),
-                Err(e) => {
-                    // serde's position is within the line: keep only its column.
-                    let text = e.to_string();
-                    let text = text.rfind(" at line ").map_or(&text[..], |i| &text[..i]);
-                    Err(ReadFailure::Line(LineError {
-                        line: self.line,
-                        offset: start,
-                        message: if e.line() > 1 {
-                            format!("{text} at the end of the line")
-                        } else {
-                            format!("{text} at column {}", e.column())
-                        },
-                    }))
-                }
-            };
+            return Ok(Some(
+                match serde_json::from_slice::<ExportTraceServiceRequest>(&self.buf) {
+                    Ok(r) => Ok((r, self.line, start)),
+                    Err(e) => {
+                        // serde's position is within the line: keep only its column.
+                        let text = e.to_string();
+                        let text = text.rfind(" at line ").map_or(&text[..], |i| &text[..i]);
+                        Err(LineError {
+                            line: self.line,
+                            offset: start,
+                            message: if e.line() > 1 {
+                                format!("{text} at the end of the line")
+                            } else {
+                                format!("{text} at column {}", e.column())
+                            },
+                        })
+                    }
+                },
+            ));
         }
+    }
+}
+
+/// Says on stderr what [`Lines`] skipped in `path`, once per command.
+pub(crate) fn report_skipped<R: BufRead>(path: &std::path::Path, lines: &Lines<R>) {
+    if let Some((n, first)) = lines.skipped() {
+        let lines_word = if n == 1 { "line" } else { "lines" };
+        eprintln!(
+            "blackbox: warning: {}: skipped {n} {lines_word} that {} (torn by a full disk or a crash?); the first: line {} (byte {}): {}",
+            path.display(),
+            if n == 1 {
+                "is not an OTLP JSON export request"
+            } else {
+                "are not OTLP JSON export requests"
+            },
+            first.line,
+            first.offset,
+            first.message
+        );
     }
 }
 
@@ -528,25 +596,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_line_over_the_limit_is_an_error_with_its_line_and_offset() {
-        // A valid first line, then one of 200 MiB with no end: the reader
-        // must stop at its limit, not hold the whole line.
+    fn a_line_over_the_limit_is_skipped_with_its_line_and_offset() {
+        // A valid first line, then one of 200 MiB, then a valid line: the
+        // reader must stop holding at its limit, skip the rest of the long
+        // line, and read the line after it.
         let long = std::io::repeat(b'x').take(200 << 20);
-        let input = std::io::Cursor::new(&b"{}\n{\"resourceSpans\":"[..]).chain(long);
+        let input = std::io::Cursor::new(&b"{}\n{\"resourceSpans\":"[..])
+            .chain(long)
+            .chain(&b"\n{}\n"[..]);
         let mut lines = Lines::new(std::io::BufReader::new(input));
         assert!(lines.next_request().expect("line 1").is_some());
-        match lines.next_request() {
-            Err(ReadFailure::Line(e)) => {
-                assert_eq!((e.line, e.offset), (2, 3));
-                assert!(e.message.contains("64 MiB"), "{}", e.message);
-            }
-            other => panic!("expected a line error, got {other:?}"),
-        }
+        let (_, line, _) = lines
+            .next_request()
+            .expect("line 3")
+            .expect("the line after the long one");
+        assert_eq!(line, 3);
+        assert!(lines.next_request().expect("end").is_none());
+        let (n, e) = lines.skipped().expect("one skipped");
+        assert_eq!((n, e.line, e.offset), (1, 2, 3));
+        assert!(e.message.contains("64 MiB"), "{}", e.message);
         assert!(
             lines.buf.capacity() <= MAX_LINE_BYTES + (1 << 20),
             "the reader held {} bytes",
             lines.buf.capacity()
         );
+    }
+
+    #[test]
+    fn a_torn_line_costs_that_line_only() {
+        // What a full disk left before the writer cut partial lines off:
+        // a line without its end, the next line glued to it.
+        let text = b"{}\n{\"resourceSpans\":[{\"reso{\"resourceSpans\":[]}\n{}\n";
+        let mut lines = Lines::new(&text[..]);
+        let mut good = Vec::new();
+        while let Some((_, line, _)) = lines.next_request().expect("read") {
+            good.push(line);
+        }
+        assert_eq!(good, [1, 3]);
+        let (n, e) = lines.skipped().expect("the torn line");
+        assert_eq!((n, e.line, e.offset), (1, 2, 3));
+    }
+
+    #[test]
+    fn a_file_with_no_good_line_is_refused() {
+        let mut lines = Lines::new(&b"not json\n{\"resourceSpans\":\n"[..]);
+        match lines.next_request() {
+            Err(ReadFailure::Line(e)) => assert_eq!((e.line, e.offset), (1, 0)),
+            other => panic!("expected the first bad line, got {other:?}"),
+        }
     }
 
     #[test]

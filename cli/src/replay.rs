@@ -396,7 +396,8 @@ fn set_service_name(request: &mut ExportTraceServiceRequest, name: &str) {
 
 async fn replay_json(args: &ReplayArgs) -> Result<Report, Failure> {
     let path: &Path = &args.file;
-    // A first pass checks every line, so a bad line sends nothing.
+    // A first pass counts the lines and says which are bad (a file with no
+    // good line sends nothing); bad lines are skipped, not sent.
     let (input, bar) = crate::scan::open_input(path).input(path)?;
     let mut lines = Lines::new(input);
     let mut count = 0u64;
@@ -410,6 +411,7 @@ async fn replay_json(args: &ReplayArgs) -> Result<Report, Failure> {
         bar.finish_and_clear();
     }
     checked.map_err(|e| Failure::Input(path.to_path_buf(), e.into()))?;
+    crate::otlp_json::report_skipped(path, &lines);
     let (input, _) = crate::scan::open_input(path).input(path)?;
     let mut lines = Lines::new(input);
     let bar = progress(Some(count), format!("replaying {}", path.display()));

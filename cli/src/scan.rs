@@ -284,8 +284,10 @@ fn json_header() -> Header {
 }
 
 /// Every window of an OTLP JSON file, one at a time (see [`otlp_json`]).
+/// Bad lines are skipped; the first pass (`report`) says so on stderr.
 fn json_windows(
     path: &Path,
+    report: bool,
     mut each: impl FnMut(Window, Option<u32>) -> Result<(), ReadError>,
 ) -> Result<(), ReadError> {
     let (input, bar) = open_input(path)?;
@@ -305,6 +307,9 @@ fn json_windows(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    if report && result.is_ok() {
+        otlp_json::report_skipped(path, &lines);
+    }
     result
 }
 
@@ -313,7 +318,7 @@ fn json_meta(path: &Path) -> Result<Meta, ReadError> {
     let mut meta = empty_meta(json_header());
     let mut n = 0u64;
     let mut strings = Vec::new();
-    json_windows(path, |w, pid| {
+    json_windows(path, true, |w, pid| {
         if n == 0 {
             meta.sequence = w.sequence;
             meta.from_ns = w.from_unix_ns;
@@ -405,7 +410,7 @@ fn scan_json(path: &Path, v: &mut dyn View) -> Result<Meta, ReadError> {
 /// [`scan_json`]), the events of each instant in order.
 fn json_processes(path: &Path) -> Result<Vec<Process>, ReadError> {
     let mut processes: Vec<Process> = Vec::new();
-    json_windows(path, |w, pid| {
+    json_windows(path, false, |w, pid| {
         let i = match processes.iter().position(|p| p.pid == pid) {
             Some(i) => i,
             None => {
