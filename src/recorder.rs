@@ -352,8 +352,8 @@ impl Blackbox {
             shared: i.shared.clone(),
             settings: i.config.clone(),
         };
-        let window = cutter.snapshot_all();
-        crate::dump::write_window_file(path.as_ref(), &window, crate::dump::FileKind::Dump)
+        let (head, cut) = cutter.snapshot_all();
+        crate::dump::write_cut_file(path.as_ref(), &head, &cut, crate::dump::FileKind::Dump)
     }
 
     /// Writes a dump into the configured directory, named

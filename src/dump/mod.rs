@@ -16,7 +16,9 @@ mod write;
 
 pub use read::{DumpReader, Part, Record, read_file, read_from};
 pub use write::write_window;
-pub(crate) use write::{create_private_dir, open_private, prune, write_window_file};
+pub(crate) use write::{
+    create_private_dir, open_private, prune, write_cut_file, write_window_file,
+};
 
 use std::fmt;
 

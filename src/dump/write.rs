@@ -2,7 +2,7 @@
 
 use super::{FORMAT_MINOR, FORMAT_VERSION, FileKind, MAGIC, tag};
 use crate::error::DumpError;
-use crate::window::Window;
+use crate::window::{Cut, Lane, Window};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
@@ -143,11 +143,33 @@ pub(crate) fn write_window_file(
     window: &Window,
     kind: FileKind,
 ) -> Result<(), DumpError> {
+    write_file(path, |out| write_window(out, window, kind))
+}
+
+/// Writes a dump of `cut` (everything in the buffer) as a file at `path`,
+/// as [`write_window_file`] does, streaming: each lane is decoded as it is
+/// written, a record at a time, so the file's events are never all in
+/// memory. `head` gives the bounds, settings, strings and requests.
+pub(crate) fn write_cut_file(
+    path: &Path,
+    head: &Window,
+    cut: &Cut,
+    kind: FileKind,
+) -> Result<(), DumpError> {
+    write_file(path, |out| write_cut(out, head, cut, kind))
+}
+
+/// Writes a file at `path` through `write`, under a temporary name renamed
+/// once complete (see [`write_window_file`]).
+fn write_file(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<(), DumpError>,
+) -> Result<(), DumpError> {
     let tmp = temporary_name(path);
     let file = open_private(&tmp, false, true)?;
     let written = (|| {
         let mut out = BufWriter::new(file);
-        write_window(&mut out, window, kind)?;
+        write(&mut out)?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -190,6 +212,59 @@ pub fn write_window<W: Write>(
     window: &Window,
     kind: FileKind,
 ) -> Result<(), DumpError> {
+    write_head(out, window, kind)?;
+    let mut payload = Vec::new();
+    for lane in &window.lanes {
+        lane_record(out, lane)?;
+        for chunk in lane.events.chunks(EVENTS_PER_RECORD) {
+            events_record(out, lane.index, chunk, &mut payload)?;
+        }
+    }
+    record(out, tag::END, &[])?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Writes `head` (its lanes left out) and then `cut`'s lanes, each decoded
+/// as it is written: at most [`EVENTS_PER_RECORD`] events in memory.
+fn write_cut<W: Write>(
+    out: &mut W,
+    head: &Window,
+    cut: &Cut,
+    kind: FileKind,
+) -> Result<(), DumpError> {
+    write_head(out, head, kind)?;
+    let mut chunk = Vec::with_capacity(EVENTS_PER_RECORD);
+    let mut payload = Vec::new();
+    for (i, lane) in cut.header().lanes.iter().enumerate() {
+        lane_record(out, lane)?;
+        let mut failed = None;
+        cut.lane_events(i, |e| {
+            if failed.is_some() {
+                return;
+            }
+            chunk.push(*e);
+            if chunk.len() == EVENTS_PER_RECORD {
+                failed = events_record(out, lane.index, &chunk, &mut payload).err();
+                chunk.clear();
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        if !chunk.is_empty() {
+            events_record(out, lane.index, &chunk, &mut payload)?;
+            chunk.clear();
+        }
+    }
+    record(out, tag::END, &[])?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The file's header and the records before its lanes: META, STRINGS and
+/// one REQUEST per slow request of `window`.
+fn write_head<W: Write>(out: &mut W, window: &Window, kind: FileKind) -> Result<(), DumpError> {
     let mut header = Vec::with_capacity(super::HEADER_LEN);
     header.extend_from_slice(&MAGIC);
     header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -239,29 +314,32 @@ pub fn write_window<W: Write>(
         p.extend_from_slice(name);
         record(out, tag::REQUEST, &p)?;
     }
-
-    for lane in &window.lanes {
-        let mut p = Vec::new();
-        p.extend_from_slice(&lane.index.to_le_bytes());
-        p.extend_from_slice(&lane.events_lost.to_le_bytes());
-        let name = cut(&lane.thread);
-        p.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        p.extend_from_slice(name);
-        record(out, tag::LANE, &p)?;
-        for chunk in lane.events.chunks(EVENTS_PER_RECORD) {
-            record(out, tag::EVENTS, &events_payload(lane.index, chunk))?;
-        }
-    }
-    record(out, tag::END, &[])?;
-    out.flush()?;
     Ok(())
 }
 
-/// An `EVENTS` record in the compact encoding (see [`super::compact`]).
-fn events_payload(lane: u32, events: &[crate::event::Event]) -> Vec<u8> {
+/// A lane's `LANE` record (its events follow in `EVENTS` records).
+fn lane_record<W: Write>(out: &mut W, lane: &Lane) -> io::Result<()> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&lane.index.to_le_bytes());
+    p.extend_from_slice(&lane.events_lost.to_le_bytes());
+    let name = cut(&lane.thread);
+    p.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    p.extend_from_slice(name);
+    record(out, tag::LANE, &p)
+}
+
+/// An `EVENTS` record in the compact encoding (see [`super::compact`]),
+/// built in `p` (reused from record to record).
+fn events_record<W: Write>(
+    out: &mut W,
+    lane: u32,
+    events: &[crate::event::Event],
+    p: &mut Vec<u8>,
+) -> io::Result<()> {
     use super::compact::{SAME_TASK, has_arg, put_varint, zigzag};
     use crate::event::EventKind;
-    let mut p = Vec::with_capacity(8 + events.len() * 6);
+    p.clear();
+    p.reserve(8 + events.len() * 6);
     p.extend_from_slice(&lane.to_le_bytes());
     p.extend_from_slice(&(events.len() as u32).to_le_bytes());
     let (mut last_ts, mut task) = (0u64, None);
@@ -270,20 +348,20 @@ fn events_payload(lane: u32, events: &[crate::event::Event]) -> Vec<u8> {
         let kind = e.kind();
         let same = kind == Some(EventKind::PollEnd) && task == Some(e.subject());
         p.push(raw_kind | if same { SAME_TASK } else { 0 });
-        put_varint(&mut p, zigzag(e.ts.wrapping_sub(last_ts) as i64));
+        put_varint(p, zigzag(e.ts.wrapping_sub(last_ts) as i64));
         last_ts = e.ts;
         if !same {
-            put_varint(&mut p, e.subject());
+            put_varint(p, e.subject());
         }
         // Unknown kinds keep their argument too, so nothing is lost.
         if kind.is_none_or(has_arg) {
-            put_varint(&mut p, u64::from(e.arg()));
+            put_varint(p, u64::from(e.arg()));
         }
         if kind == Some(EventKind::PollStart) {
             task = Some(e.subject());
         }
     }
-    p
+    record(out, tag::EVENTS, p)
 }
 
 fn record<W: Write>(out: &mut W, tag: u8, payload: &[u8]) -> io::Result<()> {

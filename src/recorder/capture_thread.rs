@@ -40,33 +40,36 @@ impl Cutter {
         }
     }
 
-    /// Everything in the buffer, for a dump.
-    pub(crate) fn snapshot_all(&self) -> Window {
+    /// Everything in the buffer, for a dump: the file's bounds, settings,
+    /// strings and slow requests (no lanes), and the cut of every lane,
+    /// its sealed segments held in place (the rest copied, as for a
+    /// capture: at most half the buffer), to be written as it is decoded
+    /// ([`crate::dump::write_cut_file`]). Never the whole buffer decoded:
+    /// a dump runs in the panic hook and on SIGUSR1, where memory may be short.
+    pub(crate) fn snapshot_all(&self) -> (Window, Cut) {
         let capture = &self.shared.capture;
         let now = crate::clock::unix_now_ns();
-        let header = Window {
+        let all = Window {
             from_unix_ns: 0,
             to_unix_ns: u64::MAX,
             ..Window::default()
         };
-        let all = Cut::new(
-            header,
-            capture.segment_lanes(None, None, false),
+        let cut = Cut::new(
+            all,
+            capture.segment_lanes(None, None, true),
             capture.clock.anchor(),
         );
-        let lanes = all.to_window().lanes;
-        let from = lanes
-            .iter()
-            .filter_map(|l| l.events.first().map(|e| e.ts))
+        let from = (0..cut.header().lanes.len())
+            .filter_map(|i| cut.first_event_ts(i))
             .min()
             .unwrap_or(now);
-        Window {
+        let head = Window {
             from_unix_ns: from,
             to_unix_ns: now,
             requests: self.shared.recent_slow(),
-            lanes,
             ..self.base_window()
-        }
+        };
+        (head, cut)
     }
 
     /// Cuts a due capture (its bounds in raw clock ticks) from the buffer:
