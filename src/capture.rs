@@ -447,6 +447,12 @@ impl Drop for Lease {
                     shared.segments.seal(l.segment.get(), l.last.get());
                     l.words.set(&[]);
                 }
+                // The thread writes for nobody now: an event after this
+                // (from a thread-local destructor that runs later) goes
+                // through `adopt`, which finds the lease gone and drops
+                // it, counted, instead of claiming a segment no lease
+                // would ever seal.
+                l.owner.set(0);
                 // Its counter goes back to the pool below: no more counting.
                 l.opened.set(&NO_COUNTER);
                 l.next_id.set(0);
@@ -1420,19 +1426,22 @@ impl Capture {
     /// Makes the calling thread write for this recorder: gives back what it
     /// held for another one and registers it.
     fn adopt(&self, l: &Local) -> bool {
-        // Seals the segment of the recorder the thread wrote for before (if alive).
-        let _ = LEASE.try_with(|lease| lease.borrow_mut().take());
-        let (thread, opened) = self.shared.threads.register();
         let leased = LEASE.try_with(|lease| {
+            // Seals the segment of the recorder the thread wrote for before (if alive).
+            drop(lease.borrow_mut().take());
+            let (thread, opened) = self.shared.threads.register();
             *lease.borrow_mut() = Some(Lease {
                 shared: Arc::downgrade(&self.shared),
                 thread,
-            })
+            });
+            (thread, opened)
         });
-        if leased.is_err() {
-            // The thread is exiting: nobody would seal its segment.
+        let Ok((thread, opened)) = leased else {
+            // The thread is exiting (its lease is gone): nobody would seal
+            // a segment, so the event is dropped (counted) and the thread
+            // is not registered (it would be again at each event).
             return false;
-        }
+        };
         l.owner.set(self.id);
         l.words.set(&[]);
         l.fill.set(0);
