@@ -341,6 +341,10 @@ struct Local {
     /// (equal: none left). See [`Capture::new_request_id`].
     next_id: Cell<u64>,
     ids_end: Cell<u64>,
+    /// [`Segments::freed`] + 1 when this thread's last claim failed (0:
+    /// it did not): until that moves, no segment can have come free, and
+    /// the thread drops its events (counted) without trying again.
+    starved: Cell<u64>,
     /// The thread's count of requests opened for its recorder.
     opened: Cell<&'static Counter>,
 }
@@ -485,6 +489,7 @@ macro_rules! empty_local {
             deferred: Cell::new(0),
             next_id: Cell::new(0),
             ids_end: Cell::new(0),
+            starved: Cell::new(0),
             opened: Cell::new(&NO_COUNTER),
         }
     };
@@ -1462,6 +1467,7 @@ impl Capture {
         l.deferred.set(0);
         l.next_id.set(0);
         l.ids_end.set(0);
+        l.starved.set(0);
         l.opened.set(opened);
         true
     }
@@ -1477,6 +1483,13 @@ impl Capture {
             l.words.set(&[]);
             l.fill.set(0);
         }
+        // Read before the claim: a segment freed after this read raises it,
+        // so the next event tries again.
+        let freed = segments.freed();
+        if l.starved.get() == freed.wrapping_add(1) {
+            // Nothing came free since the last failed claim.
+            return false;
+        }
         let Some(i) = segments.claim(Claim {
             thread: l.thread.get(),
             seq: l.seq.get(),
@@ -1484,8 +1497,10 @@ impl Capture {
             events_before: l.events_before.get(),
             task_high: l.task_high(),
         }) else {
+            l.starved.set(freed.wrapping_add(1));
             return false;
         };
+        l.starved.set(0);
         l.segment.set(i);
         l.words.set(segments.segment_with_fill(i));
         // Word 0 is the fill: the events start at 1.

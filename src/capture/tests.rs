@@ -434,3 +434,49 @@ fn a_known_runtime_span_leaves_the_task_unnamed_without_asking_again() {
     assert_eq!(c.unnamed_task(own_span), None, "named");
     c.poll_end(here);
 }
+
+/// Issue 27, finding 6: a writer left without a segment (every other one
+/// pinned or held, as when windows wait for a stuck exporter and slow
+/// requests are pinned) tried to claim one on every event, and each try
+/// popped and pushed back every pinned segment: O(segments) shared
+/// atomics per event, a CPU cliff in the incident. Now it tries again only
+/// once a segment may have become free (a seal, a release or an unpin).
+#[test]
+fn a_writer_without_a_segment_does_not_retry_on_every_event() {
+    let c = Capture::with_segment_words(Clock::new(), 64, 16, true);
+    // Every segment written and sealed at least once.
+    for i in 1..=2_000u64 {
+        c.record(EventKind::TaskTerminate, i, 0);
+    }
+    let s = c.segments();
+    let snap = s.snapshot(None, c.clock.raw(), None, false);
+    let mut pinned = Vec::new();
+    // Every segment, the one being written too: once full, it is sealed
+    // pinned, and nothing is left to claim.
+    for seg in &snap.segments {
+        if s.pin(seg.index, seg.generation) {
+            pinned.push(seg.index);
+        }
+    }
+    assert_eq!(pinned.len(), 64);
+    let dropped = c.dropped();
+    let tries = s.claim_pops();
+    for i in 0..10_000u64 {
+        c.record(EventKind::TaskTerminate, i, 0);
+    }
+    let lost = c.dropped() - dropped;
+    assert!(
+        lost > 9_000,
+        "the writer ran out of segments: {lost} dropped"
+    );
+    let pops = s.claim_pops() - tries;
+    assert!(
+        pops <= 2 * 63,
+        "{pops} segments popped and pushed back for {lost} events dropped: the claim was retried on every event"
+    );
+    // A segment freed: the writer takes it at its next event.
+    s.unpin(pinned[0]);
+    let dropped = c.dropped();
+    c.record(EventKind::TaskTerminate, 1, 0);
+    assert_eq!(c.dropped(), dropped, "the freed segment was claimed");
+}

@@ -182,6 +182,13 @@ pub(crate) struct Segments {
     pinned: AtomicU64,
     /// Holds taken by cuts and not released.
     held: AtomicU64,
+    /// Times a segment may have become claimable (a seal, a hold released,
+    /// an unpin, a reset): a writer whose claim failed tries again only
+    /// once this moved ([`Segments::freed`]).
+    freed: AtomicU64,
+    /// Segments `claim` popped (test builds): its cost.
+    #[cfg(test)]
+    claim_pops: AtomicU64,
 }
 
 impl Segments {
@@ -212,6 +219,9 @@ impl Segments {
             sealed_events: AtomicU64::new(0),
             pinned: AtomicU64::new(0),
             held: AtomicU64::new(0),
+            freed: AtomicU64::new(0),
+            #[cfg(test)]
+            claim_pops: AtomicU64::new(0),
         };
         for i in 0..count {
             s.fifo.push(i as u32);
@@ -247,6 +257,23 @@ impl Segments {
         self.sealed_events.store(0, Ordering::Relaxed);
         self.pinned.store(0, Ordering::Relaxed);
         self.held.store(0, Ordering::Relaxed);
+        self.freed.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many times a segment may have become claimable so far. A writer
+    /// whose claim failed reads it at each event (its slow path) and
+    /// claims again only when it changed: a thread left without a segment
+    /// costs one shared load an event, not a pass over the pinned segments.
+    /// (Raised after the segment is back in the queue: a writer that read
+    /// the old value tries again at its next event.)
+    pub(crate) fn freed(&self) -> u64 {
+        self.freed.load(Ordering::Acquire)
+    }
+
+    /// Segments `claim` popped so far.
+    #[cfg(test)]
+    pub(crate) fn claim_pops(&self) -> u64 {
+        self.claim_pops.load(Ordering::Relaxed)
     }
 
     /// The event words and the published fill (`next | events << 16`, see the protocol) of segment `i`.
@@ -296,6 +323,8 @@ impl Segments {
         // Each pinned segment popped is pushed back once; at most `count` tries.
         for _ in 0..self.headers.len() {
             let i = self.fifo.pop()?;
+            #[cfg(test)]
+            self.claim_pops.fetch_add(1, Ordering::Relaxed);
             let h = &self.headers[i as usize];
             let mut ctl = h.ctl.load(Ordering::Acquire);
             loop {
@@ -360,6 +389,7 @@ impl Segments {
             }
         }
         self.fifo.push(i);
+        self.freed.fetch_add(1, Ordering::Release);
     }
 
     /// Events in segments recycled so far.
@@ -590,6 +620,7 @@ impl Segments {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 Some(n.saturating_sub(1))
             });
+        self.freed.fetch_add(1, Ordering::Release);
     }
 
     /// Reads the first `len` words of held segment `i` (generation
@@ -618,6 +649,7 @@ impl Segments {
             .fetch_and(!PINNED, Ordering::AcqRel);
         if before & PINNED != 0 {
             self.pinned.fetch_sub(1, Ordering::Relaxed);
+            self.freed.fetch_add(1, Ordering::Release);
         }
     }
 }

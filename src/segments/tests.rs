@@ -302,4 +302,31 @@ mod models {
             assert!(pinned != claimed, "pinned {pinned}, claimed {claimed}");
         });
     }
+
+    /// A writer whose claim failed waits for [`Segments::freed`] to move
+    /// (issue 27, finding 6): an unpin racing its claim must either let
+    /// the claim win or raise `freed` after the writer read it, so the
+    /// writer never waits for a segment that is already free.
+    #[test]
+    fn a_failed_claim_never_misses_a_freed_segment() {
+        loom::model(|| {
+            let s = Arc::new(Segments::new(1, 8));
+            let i = s.claim(claim_for(1, 0)).unwrap();
+            s.seal(i, 5);
+            let g = s.snapshot(None, 0, None, false).segments[0].generation;
+            assert!(s.pin(i, g));
+            let unpinner = {
+                let s = s.clone();
+                thread::spawn(move || s.unpin(i))
+            };
+            // The writer's slow path: read `freed`, then claim.
+            let seen = s.freed();
+            let claimed = s.claim(claim_for(2, 1)).is_some();
+            unpinner.join().unwrap();
+            assert!(
+                claimed || s.freed() != seen,
+                "the claim failed and the writer would wait for a segment already free"
+            );
+        });
+    }
 }
