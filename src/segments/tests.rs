@@ -221,9 +221,18 @@ mod models {
 
     /// A writer fills a segment, seals it and recycles it with new values
     /// while a reader copies: a copy holds only words of one generation.
+    ///
+    /// The reader runs on a thread of its own (issue 27): on the model's
+    /// main thread, before the spawned writer, it only loads, and loom
+    /// explored one interleaving, the copy before any write. The model
+    /// checks that it explored copies of a written segment.
     #[test]
     fn copy_never_mixes_generations() {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        static COPIED: AtomicUsize = AtomicUsize::new(0);
         loom::model(|| {
+            RUNS.fetch_add(1, Relaxed);
             let s = Arc::new(Segments::new(1, 8));
             let w = {
                 let s = s.clone();
@@ -239,14 +248,30 @@ mod models {
                     }
                 })
             };
-            let snap = s.snapshot(None, 0, None, false);
-            for seg in &snap.segments {
-                for &v in seg.words.copied() {
-                    assert_eq!(v, seg.claim.thread, "a word of another generation");
-                }
-            }
+            let r = {
+                let s = s.clone();
+                thread::spawn(move || {
+                    let snap = s.snapshot(None, 0, None, false);
+                    for seg in &snap.segments {
+                        let words = seg.words.copied();
+                        if !words.is_empty() {
+                            COPIED.fetch_add(1, Relaxed);
+                        }
+                        for &v in words {
+                            assert_eq!(v, seg.claim.thread, "a word of another generation");
+                        }
+                    }
+                })
+            };
             w.join().unwrap();
+            r.join().unwrap();
         });
+        let runs = RUNS.load(Relaxed);
+        assert!(runs > 100, "loom explored {runs} interleavings");
+        assert!(
+            COPIED.load(Relaxed) > 0,
+            "no interleaving copied written words"
+        );
     }
 
     /// A cut holds a sealed segment while a writer wants to recycle it:
