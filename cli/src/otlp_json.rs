@@ -287,8 +287,12 @@ fn span_id(b: &[u8]) -> SpanId {
         .unwrap_or(SpanId::INVALID)
 }
 
-/// The string table shared by all windows of a file, and the request ids
-/// given out so far: both grow identically on both passes over a file.
+/// The string table of a whole file, and the request ids given out so far:
+/// both grow identically on both passes over a file.
+///
+/// A window gets its own table, of the strings it uses ([`WindowStrings`]),
+/// not a copy of this one: a copy per window made N windows that each name
+/// a new location hold N²/2 strings (issue 27, finding 10).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Tables {
     pub(crate) strings: Vec<String>,
@@ -309,6 +313,30 @@ impl Tables {
         self.strings.push(s.to_owned());
         self.index.insert(s.to_owned(), i);
         i
+    }
+}
+
+/// One window's string table: the strings its events and requests name,
+/// each once, interned in the file's table too (so the file's table, and
+/// which string it has no room for, are what they would be without it).
+#[derive(Debug, Default)]
+struct WindowStrings {
+    strings: Vec<String>,
+    /// The file's index of each string, to the window's.
+    index: HashMap<u16, u16>,
+}
+
+impl WindowStrings {
+    fn intern(&mut self, tables: &mut Tables, s: &str) -> u16 {
+        let file = tables.intern(s);
+        if file == NO_STRING {
+            return NO_STRING;
+        }
+        *self.index.entry(file).or_insert_with(|| {
+            self.strings.push(s.to_owned());
+            // At most as many strings as the file's table: an index fits.
+            (self.strings.len() - 1) as u16
+        })
     }
 }
 
@@ -362,6 +390,7 @@ pub(crate) fn windows_of_line(
         let t = trace_id(&win.trace_id);
         let wid = span_id(&win.span_id);
         let mut w = Window::default();
+        let mut strings = WindowStrings::default();
         w.sequence = a_u64(a, keys::WINDOW_SEQUENCE).unwrap_or(0);
         w.from_unix_ns = a_u64(a, keys::WINDOW_START).unwrap_or(win.start_time_unix_nano);
         w.to_unix_ns = a_u64(a, keys::WINDOW_END)
@@ -417,7 +446,7 @@ pub(crate) fn windows_of_line(
             ));
         }
         for r in &w.requests {
-            tables.intern(&r.name);
+            strings.intern(tables, &r.name);
         }
 
         // Lanes: the worker spans first, then any lane a poll names.
@@ -465,7 +494,7 @@ pub(crate) fn windows_of_line(
             let loc = match (a_str(ta, keys::CODE_FILE), a_u64(ta, keys::CODE_LINE)) {
                 (Some(file), Some(line)) => {
                     let col = a_u64(ta, keys::CODE_COLUMN).unwrap_or(0);
-                    tables.intern(&format!("{file}:{line}:{col}"))
+                    strings.intern(tables, &format!("{file}:{line}:{col}"))
                 }
                 _ => NO_STRING,
             };
@@ -552,7 +581,7 @@ pub(crate) fn windows_of_line(
         if let Some(lane) = lanes.values_mut().next() {
             for r in &w.requests {
                 if (from..=to).contains(&r.start_unix_ns) {
-                    let name = tables.intern(&r.name);
+                    let name = strings.intern(tables, &r.name);
                     lane.events.push(Event::new(
                         r.start_unix_ns,
                         EventKind::RequestOpen,
@@ -578,7 +607,7 @@ pub(crate) fn windows_of_line(
                 l
             })
             .collect();
-        w.strings = tables.strings.clone();
+        w.strings = strings.strings;
         out.push(w);
     }
     out
