@@ -47,6 +47,39 @@ pub(crate) fn looks_like_json(head: &[u8]) -> bool {
 /// holding a line of any length in memory.
 pub(crate) const MAX_LINE_BYTES: usize = 64 << 20;
 
+/// The most JSON objects a line may hold: 1 Mi. Parsed, an object costs up
+/// to a `Span`'s 264 bytes while it takes 3 bytes of JSON (`{},`), so a
+/// 64 MiB line of empty spans parsed into ~6 GB; a line is counted before
+/// it is parsed, and one over this is skipped as not the recorder's (its
+/// requests hold at most 256 spans of at most 512 events or links each, in
+/// under 4 MiB of protobuf: a few hundred thousand objects). What a line
+/// can cost parsed is then ~256 MiB at worst.
+pub(crate) const MAX_LINE_OBJECTS: usize = 1 << 20;
+
+/// The JSON objects in `line` (its `{` outside strings), counted up to one
+/// past `limit`.
+fn objects(line: &[u8], limit: usize) -> usize {
+    let (mut n, mut in_string, mut escaped) = (0, false, false);
+    for &b in line {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'{' {
+            n += 1;
+            if n > limit {
+                break;
+            }
+        }
+    }
+    n
+}
+
 /// A line that is not an OTLP JSON export request.
 #[derive(Debug, Clone)]
 pub(crate) struct LineError {
@@ -154,6 +187,15 @@ impl<R: BufRead> Lines<R> {
             }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
+            }
+            if objects(&self.buf, MAX_LINE_OBJECTS) > MAX_LINE_OBJECTS {
+                return Ok(Some(Err(LineError {
+                    line: self.line,
+                    offset: start,
+                    message: format!(
+                        "the line holds more than {MAX_LINE_OBJECTS} JSON objects, the reader's limit per line (the recorder's lines hold a few hundred thousand at most): the file was not written by the recorder or is corrupt"
+                    ),
+                })));
             }
             return Ok(Some(
                 match serde_json::from_slice::<ExportTraceServiceRequest>(&self.buf) {
@@ -649,6 +691,42 @@ mod tests {
             "the reader held {} bytes",
             lines.buf.capacity()
         );
+    }
+
+    #[test]
+    fn objects_are_counted_outside_strings() {
+        let line = br#"{"a":[{},{"k":"{{\"{"}],"b":"}{"}"#;
+        assert_eq!(objects(line, 100), 3);
+        assert_eq!(objects(line, 1), 2, "stops one past the limit");
+    }
+
+    #[test]
+    fn a_line_of_too_many_objects_is_skipped_unparsed() {
+        // Empty spans: the line is well under the byte limit, and each
+        // `{},` would have been a 264-byte `Span`.
+        let mut text = b"{}\n{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[".to_vec();
+        text.extend(b"{},".repeat(MAX_LINE_OBJECTS));
+        text.extend(b"{}]}]}]}\n{}\n");
+        assert!(text.len() < MAX_LINE_BYTES);
+        let mut lines = Lines::new(&text[..]);
+        let mut good = Vec::new();
+        while let Some((_, line, _)) = lines.next_request().expect("read") {
+            good.push(line);
+        }
+        assert_eq!(good, [1, 3]);
+        let (n, e) = lines.skipped().expect("the line of empty spans");
+        assert_eq!((n, e.line, e.offset), (1, 2, 3));
+        assert!(e.message.contains("JSON objects"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_line_at_the_object_limit_is_read() {
+        let mut text = b"{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[".to_vec();
+        text.extend(b"{},".repeat(MAX_LINE_OBJECTS - 4));
+        text.extend(b"{}]}]}]}\n");
+        let mut lines = Lines::new(&text[..]);
+        let (req, _, _) = lines.next_request().expect("read").expect("a request");
+        assert_eq!(spans(&req).count(), MAX_LINE_OBJECTS - 3);
     }
 
     #[test]

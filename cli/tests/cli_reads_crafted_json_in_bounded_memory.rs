@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, Write};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The address space a child may map: reading any of these files in
@@ -158,4 +159,40 @@ fn windows_do_not_each_copy_the_files_string_table() {
             dir.path().join("t.json").to_str().unwrap(),
         ]),
     );
+}
+/// A line of the largest size read (64 MiB) made of empty spans parsed
+/// into ~22 M `Span` structs of 264 bytes: ~6 GB for one line. A line
+/// that holds far more JSON objects than the recorder ever writes in one
+/// request is skipped as a bad line, before it is parsed.
+#[test]
+fn a_line_of_millions_of_empty_spans_is_skipped_unparsed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("empty-spans.otlp.jsonl");
+    let mut len;
+    {
+        let mut f = BufWriter::new(File::create(&path).expect("create"));
+        window_line(&mut f, 0, 10, "src/main.rs");
+        let head = br#"{"resourceSpans":[{"scopeSpans":[{"spans":["#;
+        let tail = b"{}]}]}]}\n";
+        f.write_all(head).expect("write");
+        len = head.len() + tail.len();
+        let chunk = b"{},".repeat(1 << 16);
+        while len + chunk.len() < (64 << 20) - 16 {
+            f.write_all(&chunk).expect("write");
+            len += chunk.len();
+        }
+        f.write_all(tail).expect("write");
+        f.flush().expect("flush");
+    }
+    assert!(len > 60 << 20 && len < 64 << 20, "{len}");
+    let file = path.to_str().expect("utf-8 path");
+    let run = blackbox(&["summary", file]);
+    check("summary with a 64 MiB line of empty spans", &run);
+    assert!(
+        run.stderr.contains("skipped 1 line") && run.stderr.contains("line 2 (byte "),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("OTLP JSON, 1 window"), "{}", run.stdout);
+    std::fs::remove_file(Path::new(&path)).expect("remove");
 }
