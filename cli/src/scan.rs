@@ -565,6 +565,9 @@ impl std::hash::Hasher for IdHasher {
 pub(crate) type IdMap<V> =
     std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
+/// A set of task or request ids.
+pub(crate) type IdSet = std::collections::HashSet<u64, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// An empty window of the file around request `r`, over `[from_ns, to_ns]`,
 /// with the file's strings and settings: for [`cut_windows`] to fill.
 pub(crate) fn request_window(
