@@ -449,17 +449,30 @@ impl Cut {
 
 /// `events` (sorted by time) with each event once: within a run of one
 /// instant, a repeat of an earlier event of the run goes, the order of the
-/// others stays.
+/// others stays. A long run (a crafted file can put any number of events
+/// at one instant) is deduplicated through a set, not by a search of the
+/// run per event.
 fn dedup_instants(events: Vec<Event>) -> Vec<Event> {
+    /// Runs up to this long are searched: most are of one or two events.
+    const SEARCHED: usize = 32;
     let mut out: Vec<Event> = Vec::with_capacity(events.len());
-    let mut run_start = 0;
-    for e in events {
-        if out.last().is_none_or(|l| l.ts != e.ts) {
-            run_start = out.len();
+    let mut i = 0;
+    while i < events.len() {
+        let ts = events[i].ts;
+        let n = events[i..].iter().take_while(|e| e.ts == ts).count();
+        let run = &events[i..i + n];
+        if n <= SEARCHED {
+            let start = out.len();
+            for e in run {
+                if !out[start..].contains(e) {
+                    out.push(*e);
+                }
+            }
+        } else {
+            let mut seen = std::collections::HashSet::with_capacity(n);
+            out.extend(run.iter().filter(|e| seen.insert(e.word)));
         }
-        if !out[run_start..].contains(&e) {
-            out.push(e);
-        }
+        i += n;
     }
     out
 }
@@ -467,6 +480,20 @@ fn dedup_instants(events: Vec<Event>) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedup_instants_keeps_the_first_of_each_event_of_an_instant_in_order() {
+        let e = |ts, subject| Event::new(ts, crate::EventKind::TaskSpawn, subject, NO_STRING);
+        for n in [3, 100] {
+            // n events at one instant, each twice, in two orders; then one more instant.
+            let mut events: Vec<Event> = (0..n).map(|i| e(5, i)).collect();
+            events.extend((0..n).rev().map(|i| e(5, i)));
+            events.extend([e(6, 1), e(6, 1), e(6, 0)]);
+            let mut want: Vec<Event> = (0..n).map(|i| e(5, i)).collect();
+            want.extend([e(6, 1), e(6, 0)]);
+            assert_eq!(dedup_instants(events), want, "a run of {n}");
+        }
+    }
 
     /// Issue 27, finding 9: the export queue's byte bound counted a cut's
     /// segment copies but not its header's string table, a copy of up to

@@ -10,7 +10,7 @@
 //! analyzer pairs them), and an event the timeline already has within
 //! [`SAME_NS`] of it (same kind, subject and argument) is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tokio_blackbox::analysis::{self, Visitor};
 use tokio_blackbox::{Event, Lane, Poll, Window};
@@ -82,16 +82,26 @@ fn offset(t: &Window, w: &Window) -> i64 {
     analysis::scan_window(w, &mut b);
     let mut votes: HashMap<i64, u32> = HashMap::new();
     for (key, starts) in &b.0 {
-        let Some(theirs) = a.0.get(key) else { continue };
+        let Some(theirs) = a.0.get_mut(key) else {
+            continue;
+        };
+        // Sorted once, searched per start: a task polled many times for
+        // one duration has many starts of one shape.
+        theirs.sort_unstable();
         for &s in starts {
-            // The nearest start of the same poll shape in `t`.
-            if let Some(d) = theirs
-                .iter()
-                .map(|&x| x as i64 - s as i64)
-                .min_by_key(|d| d.unsigned_abs())
-            {
-                *votes.entry(d).or_default() += 1;
-            }
+            // The nearest start of the same poll shape in `t` (the earlier
+            // of two as near).
+            let at = theirs.partition_point(|&x| x < s);
+            let before = at.checked_sub(1).map(|k| theirs[k]);
+            let after = theirs.get(at).copied();
+            let d = |x: u64| x as i64 - s as i64;
+            let nearest = match (before, after) {
+                (Some(x), Some(y)) if d(y).unsigned_abs() < d(x).unsigned_abs() => y,
+                (Some(x), _) => x,
+                (None, Some(y)) => y,
+                (None, None) => continue,
+            };
+            *votes.entry(d(nearest)).or_default() += 1;
         }
     }
     // Rounding spreads one offset over neighbouring nanoseconds: count those too.
@@ -148,31 +158,59 @@ fn absorb(t: &mut Window, mut w: Window) -> Option<Window> {
         let Some(theirs) = t.lanes.iter().find(|l| l.index == lane.index) else {
             continue;
         };
-        lane.events.retain(|e| !seen(&theirs.events, e));
+        let (Some(first), Some(last)) = (lane.events.first(), lane.events.last()) else {
+            continue;
+        };
+        let seen = Seen::new(&theirs.events, first.ts, last.ts);
+        lane.events.retain(|e| !seen.has(e));
         // What is left is new to `t`; one that lands a rounding error away
         // from an event of `t` (the end of a poll before its own start)
-        // happened at that instant.
+        // happened at that instant: the nearest (the earlier of two as near).
         for e in &mut lane.events {
-            let lo = theirs.events.partition_point(|x| x.ts + ROUNDING_NS < e.ts);
-            if let Some(x) = theirs.events[lo..]
-                .iter()
-                .take_while(|x| x.ts <= e.ts + ROUNDING_NS)
-                .min_by_key(|x| x.ts.abs_diff(e.ts))
-            {
-                e.ts = x.ts;
-            }
+            let at = theirs.events.partition_point(|x| x.ts < e.ts);
+            let before = at.checked_sub(1).map(|k| theirs.events[k].ts);
+            let after = theirs.events.get(at).map(|x| x.ts);
+            let near = |ts: &u64| ts.abs_diff(e.ts) <= ROUNDING_NS;
+            e.ts = match (before.filter(near), after.filter(near)) {
+                (Some(x), Some(y)) if y - e.ts < e.ts - x => y,
+                (Some(x), _) => x,
+                (None, Some(y)) => y,
+                (None, None) => e.ts,
+            };
         }
     }
     if t.merge(&w) { None } else { Some(w) }
 }
 
-/// Whether `events` (time-ordered) has `e` within [`SAME_NS`].
-fn seen(events: &[Event], e: &Event) -> bool {
-    let lo = events.partition_point(|x| x.ts + SAME_NS < e.ts);
-    events[lo..]
-        .iter()
-        .take_while(|x| x.ts <= e.ts + SAME_NS)
-        .any(|x| x.word == e.word)
+/// The events of a timeline's lane around a joining window's, by what
+/// they are (kind, subject and argument), each with its times in order.
+/// One event of the window is looked up in the times of its own word, not
+/// through every event within [`SAME_NS`]: a crafted file can put a whole
+/// file's events at one instant.
+struct Seen(HashMap<u64, Vec<u64>>);
+
+impl Seen {
+    /// Those of `events` (time-ordered) that can be within [`SAME_NS`] of
+    /// `[from, to]`.
+    fn new(events: &[Event], from: u64, to: u64) -> Seen {
+        let lo = events.partition_point(|x| x.ts.saturating_add(SAME_NS) < from);
+        let hi = events.partition_point(|x| x.ts <= to.saturating_add(SAME_NS));
+        let mut by_word: HashMap<u64, Vec<u64>> = HashMap::new();
+        for x in &events[lo..hi.max(lo)] {
+            by_word.entry(x.word).or_default().push(x.ts);
+        }
+        Seen(by_word)
+    }
+
+    /// Whether one has `e` within [`SAME_NS`].
+    fn has(&self, e: &Event) -> bool {
+        self.0.get(&e.word).is_some_and(|times| {
+            let at = times.partition_point(|&ts| ts.saturating_add(SAME_NS) < e.ts);
+            times
+                .get(at)
+                .is_some_and(|&ts| ts <= e.ts.saturating_add(SAME_NS))
+        })
+    }
 }
 
 /// Puts the events of each instant of a lane in an order the pairing rules
@@ -189,15 +227,21 @@ pub(crate) fn order_instants(events: &mut [Event]) {
         let n = events[i..].iter().take_while(|e| e.ts == ts).count();
         if n > 1 {
             let run = &mut events[i..i + n];
-            let opens = |kind, subject| {
-                run.iter()
-                    .any(|e| e.kind() == Some(kind) && e.subject() == subject)
-            };
+            // What opens in the run, looked up once per end: a crafted run
+            // can be as long as a file.
+            let opens: HashSet<(bool, u64)> = run
+                .iter()
+                .filter_map(|e| match e.kind() {
+                    Some(PollStart) => Some((true, e.subject())),
+                    Some(RequestEnter) => Some((false, e.subject())),
+                    _ => None,
+                })
+                .collect();
             let closer: Vec<bool> = run
                 .iter()
                 .map(|e| match e.kind() {
-                    Some(PollEnd) => !opens(PollStart, e.subject()),
-                    Some(RequestExit) => !opens(RequestEnter, e.subject()),
+                    Some(PollEnd) => !opens.contains(&(true, e.subject())),
+                    Some(RequestExit) => !opens.contains(&(false, e.subject())),
                     _ => false,
                 })
                 .collect();
@@ -207,5 +251,135 @@ pub(crate) fn order_instants(events: &mut [Event]) {
             run.copy_from_slice(&sorted);
         }
         i += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio_blackbox::EventKind::{PollEnd, PollStart, TaskSpawn};
+    use tokio_blackbox::event::NO_STRING;
+
+    /// Runs `f` on a thread of its own and fails if it has not finished in
+    /// `secs` seconds. Not a timing: the sizes used are such that the
+    /// quadratic code this replaced would take hours, and the limit is
+    /// hundreds of times what the linear code takes on a busy machine.
+    fn finishes<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        match rx.recv_timeout(Duration::from_secs(secs)) {
+            Ok(v) => v,
+            Err(e) => panic!("not finished in {secs} s ({e}): quadratic in a run?"),
+        }
+    }
+
+    fn window(from: u64, to: u64, events: Vec<Event>) -> Window {
+        let mut lane = Lane::default();
+        lane.thread = "tokio-runtime-worker".into();
+        lane.events = events;
+        let mut w = Window::default();
+        (w.from_unix_ns, w.to_unix_ns) = (from, to);
+        w.lanes.push(lane);
+        w
+    }
+
+    /// Issue 27, finding 10: a poll's end looked for its own start through
+    /// the whole run of its instant, per end: 500,000 polls of no length at
+    /// one instant cost 2.5·10¹¹ steps.
+    #[test]
+    fn a_long_run_at_one_instant_is_ordered_in_linear_time() {
+        const N: u64 = 500_000;
+        let mut events: Vec<Event> = (0..N)
+            .flat_map(|i| {
+                [
+                    Event::new(7, PollStart, i, 0),
+                    Event::new(7, PollEnd, i, NO_STRING),
+                ]
+            })
+            .collect();
+        // The end of a poll that began before the instant.
+        events.push(Event::new(7, PollEnd, N, NO_STRING));
+        let events = finishes(120, move || {
+            order_instants(&mut events);
+            events
+        });
+        assert_eq!(events[0], Event::new(7, PollEnd, N, NO_STRING));
+        assert_eq!(events[1], Event::new(7, PollStart, 0, 0));
+        assert_eq!(events[2], Event::new(7, PollEnd, 0, NO_STRING));
+        assert_eq!(events.len() as u64, 2 * N + 1);
+    }
+
+    /// Issue 27, finding 10: each event of a window joining a timeline was
+    /// looked for among every event of the timeline within 100 ns, then
+    /// every event within 2 ns, then (in `Window::merge`) among the run of
+    /// its instant: two windows of 300,000 distinct events at one instant
+    /// cost ~3·10¹¹ steps.
+    #[test]
+    fn windows_with_long_runs_at_one_instant_join_in_linear_time() {
+        const N: u64 = 300_000;
+        let spawns = |from: u64| -> Vec<Event> {
+            (from..from + N)
+                .map(|i| Event::new(50, TaskSpawn, i, NO_STRING))
+                .collect()
+        };
+        let (a, b) = (window(0, 100, spawns(0)), window(10, 110, spawns(N / 2)));
+        let timelines = finishes(120, move || {
+            let mut timelines = Vec::new();
+            fold(&mut timelines, a);
+            fold(&mut timelines, b);
+            timelines
+        });
+        assert_eq!(timelines.len(), 1);
+        let events = &timelines[0].lanes[0].events;
+        // Each spawn once: the second window's first half is the first's second.
+        assert_eq!(events.len() as u64, N + N / 2);
+        let mut tasks: Vec<u64> = events.iter().map(Event::subject).collect();
+        tasks.sort_unstable();
+        assert!(tasks.iter().copied().eq(0..N + N / 2));
+    }
+
+    /// Issue 27, finding 10: the nearest start of the same poll shape was
+    /// found by a search through all of them, per start: a task polled
+    /// 300,000 times for the same duration in two windows cost 9·10¹⁰ steps.
+    #[test]
+    fn the_offset_of_many_polls_of_one_shape_is_found_in_n_log_n() {
+        const N: u64 = 300_000;
+        let polls = |shift: u64| -> Vec<Event> {
+            (0..N)
+                .flat_map(|i| {
+                    let start = 1_000 + 20 * i + shift;
+                    [
+                        Event::new(start, PollStart, 1, 0),
+                        Event::new(start + 10, PollEnd, 1, NO_STRING),
+                    ]
+                })
+                .collect()
+        };
+        let end = 1_000 + 20 * N + 100;
+        let (t, w) = (window(0, end, polls(0)), window(0, end, polls(3)));
+        let by = finishes(120, move || offset(&t, &w));
+        assert_eq!(by, -3);
+    }
+
+    #[test]
+    fn the_offset_is_the_nearest_start_and_ties_go_to_the_earlier() {
+        let poll = |start: u64| {
+            [
+                Event::new(start, PollStart, 1, 0),
+                Event::new(start + 10, PollEnd, 1, NO_STRING),
+            ]
+        };
+        // Starts 100 and 140 in `t`; 120 in `w`: -20 and +20 away, the
+        // earlier wins, as the linear search had it.
+        let t = window(0, 1_000, [poll(100), poll(140)].concat());
+        let w = window(0, 1_000, poll(120).to_vec());
+        assert_eq!(offset(&t, &w), -20);
+        let w = window(0, 1_000, poll(150).to_vec());
+        assert_eq!(offset(&t, &w), -10);
+        let w = window(0, 1_000, poll(10).to_vec());
+        assert_eq!(offset(&t, &w), 90);
     }
 }

@@ -47,6 +47,39 @@ pub(crate) fn looks_like_json(head: &[u8]) -> bool {
 /// holding a line of any length in memory.
 pub(crate) const MAX_LINE_BYTES: usize = 64 << 20;
 
+/// The most JSON objects a line may hold: 1 Mi. Parsed, an object costs up
+/// to a `Span`'s 264 bytes while it takes 3 bytes of JSON (`{},`), so a
+/// 64 MiB line of empty spans parsed into ~6 GB; a line is counted before
+/// it is parsed, and one over this is skipped as not the recorder's (its
+/// requests hold at most 256 spans of at most 512 events or links each, in
+/// under 4 MiB of protobuf: a few hundred thousand objects). What a line
+/// can cost parsed is then ~256 MiB at worst.
+pub(crate) const MAX_LINE_OBJECTS: usize = 1 << 20;
+
+/// The JSON objects in `line` (its `{` outside strings), counted up to one
+/// past `limit`.
+fn objects(line: &[u8], limit: usize) -> usize {
+    let (mut n, mut in_string, mut escaped) = (0, false, false);
+    for &b in line {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'{' {
+            n += 1;
+            if n > limit {
+                break;
+            }
+        }
+    }
+    n
+}
+
 /// A line that is not an OTLP JSON export request.
 #[derive(Debug, Clone)]
 pub(crate) struct LineError {
@@ -154,6 +187,15 @@ impl<R: BufRead> Lines<R> {
             }
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
+            }
+            if objects(&self.buf, MAX_LINE_OBJECTS) > MAX_LINE_OBJECTS {
+                return Ok(Some(Err(LineError {
+                    line: self.line,
+                    offset: start,
+                    message: format!(
+                        "the line holds more than {MAX_LINE_OBJECTS} JSON objects, the reader's limit per line (the recorder's lines hold a few hundred thousand at most): the file was not written by the recorder or is corrupt"
+                    ),
+                })));
             }
             return Ok(Some(
                 match serde_json::from_slice::<ExportTraceServiceRequest>(&self.buf) {
@@ -287,8 +329,12 @@ fn span_id(b: &[u8]) -> SpanId {
         .unwrap_or(SpanId::INVALID)
 }
 
-/// The string table shared by all windows of a file, and the request ids
-/// given out so far: both grow identically on both passes over a file.
+/// The string table of a whole file, and the request ids given out so far:
+/// both grow identically on both passes over a file.
+///
+/// A window gets its own table, of the strings it uses ([`WindowStrings`]),
+/// not a copy of this one: a copy per window made N windows that each name
+/// a new location hold N²/2 strings (issue 27, finding 10).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Tables {
     pub(crate) strings: Vec<String>,
@@ -309,6 +355,30 @@ impl Tables {
         self.strings.push(s.to_owned());
         self.index.insert(s.to_owned(), i);
         i
+    }
+}
+
+/// One window's string table: the strings its events and requests name,
+/// each once, interned in the file's table too (so the file's table, and
+/// which string it has no room for, are what they would be without it).
+#[derive(Debug, Default)]
+struct WindowStrings {
+    strings: Vec<String>,
+    /// The file's index of each string, to the window's.
+    index: HashMap<u16, u16>,
+}
+
+impl WindowStrings {
+    fn intern(&mut self, tables: &mut Tables, s: &str) -> u16 {
+        let file = tables.intern(s);
+        if file == NO_STRING {
+            return NO_STRING;
+        }
+        *self.index.entry(file).or_insert_with(|| {
+            self.strings.push(s.to_owned());
+            // At most as many strings as the file's table: an index fits.
+            (self.strings.len() - 1) as u16
+        })
     }
 }
 
@@ -362,6 +432,7 @@ pub(crate) fn windows_of_line(
         let t = trace_id(&win.trace_id);
         let wid = span_id(&win.span_id);
         let mut w = Window::default();
+        let mut strings = WindowStrings::default();
         w.sequence = a_u64(a, keys::WINDOW_SEQUENCE).unwrap_or(0);
         w.from_unix_ns = a_u64(a, keys::WINDOW_START).unwrap_or(win.start_time_unix_nano);
         w.to_unix_ns = a_u64(a, keys::WINDOW_END)
@@ -417,7 +488,7 @@ pub(crate) fn windows_of_line(
             ));
         }
         for r in &w.requests {
-            tables.intern(&r.name);
+            strings.intern(tables, &r.name);
         }
 
         // Lanes: the worker spans first, then any lane a poll names.
@@ -465,7 +536,7 @@ pub(crate) fn windows_of_line(
             let loc = match (a_str(ta, keys::CODE_FILE), a_u64(ta, keys::CODE_LINE)) {
                 (Some(file), Some(line)) => {
                     let col = a_u64(ta, keys::CODE_COLUMN).unwrap_or(0);
-                    tables.intern(&format!("{file}:{line}:{col}"))
+                    strings.intern(tables, &format!("{file}:{line}:{col}"))
                 }
                 _ => NO_STRING,
             };
@@ -552,7 +623,7 @@ pub(crate) fn windows_of_line(
         if let Some(lane) = lanes.values_mut().next() {
             for r in &w.requests {
                 if (from..=to).contains(&r.start_unix_ns) {
-                    let name = tables.intern(&r.name);
+                    let name = strings.intern(tables, &r.name);
                     lane.events.push(Event::new(
                         r.start_unix_ns,
                         EventKind::RequestOpen,
@@ -578,7 +649,7 @@ pub(crate) fn windows_of_line(
                 l
             })
             .collect();
-        w.strings = tables.strings.clone();
+        w.strings = strings.strings;
         out.push(w);
     }
     out
@@ -620,6 +691,42 @@ mod tests {
             "the reader held {} bytes",
             lines.buf.capacity()
         );
+    }
+
+    #[test]
+    fn objects_are_counted_outside_strings() {
+        let line = br#"{"a":[{},{"k":"{{\"{"}],"b":"}{"}"#;
+        assert_eq!(objects(line, 100), 3);
+        assert_eq!(objects(line, 1), 2, "stops one past the limit");
+    }
+
+    #[test]
+    fn a_line_of_too_many_objects_is_skipped_unparsed() {
+        // Empty spans: the line is well under the byte limit, and each
+        // `{},` would have been a 264-byte `Span`.
+        let mut text = b"{}\n{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[".to_vec();
+        text.extend(b"{},".repeat(MAX_LINE_OBJECTS));
+        text.extend(b"{}]}]}]}\n{}\n");
+        assert!(text.len() < MAX_LINE_BYTES);
+        let mut lines = Lines::new(&text[..]);
+        let mut good = Vec::new();
+        while let Some((_, line, _)) = lines.next_request().expect("read") {
+            good.push(line);
+        }
+        assert_eq!(good, [1, 3]);
+        let (n, e) = lines.skipped().expect("the line of empty spans");
+        assert_eq!((n, e.line, e.offset), (1, 2, 3));
+        assert!(e.message.contains("JSON objects"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_line_at_the_object_limit_is_read() {
+        let mut text = b"{\"resourceSpans\":[{\"scopeSpans\":[{\"spans\":[".to_vec();
+        text.extend(b"{},".repeat(MAX_LINE_OBJECTS - 4));
+        text.extend(b"{}]}]}]}\n");
+        let mut lines = Lines::new(&text[..]);
+        let (req, _, _) = lines.next_request().expect("read").expect("a request");
+        assert_eq!(spans(&req).count(), MAX_LINE_OBJECTS - 3);
     }
 
     #[test]

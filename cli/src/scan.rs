@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_blackbox::analysis::{self, Bounds, LaneScan};
 use tokio_blackbox::dump::{DumpReader, FileKind, Header, Part};
 use tokio_blackbox::event::NO_STRING;
-use tokio_blackbox::{DumpError, Lane, Poll, SlowRequest, Window};
+use tokio_blackbox::{DumpError, Event, Lane, Poll, SlowRequest, Window};
 
 use crate::otlp_json::{self, Lines, ReadFailure};
 
@@ -283,13 +283,14 @@ fn json_header() -> Header {
     h
 }
 
-/// Every window of an OTLP JSON file, one at a time (see [`otlp_json`]).
+/// Every window of an OTLP JSON file, one at a time (see [`otlp_json`]),
+/// each with a string table of its own; returns the file's string table.
 /// Bad lines are skipped; the first pass (`report`) says so on stderr.
 fn json_windows(
     path: &Path,
     report: bool,
     mut each: impl FnMut(Window, Option<u32>) -> Result<(), ReadError>,
-) -> Result<(), ReadError> {
+) -> Result<Vec<String>, ReadError> {
     let (input, bar) = open_input(path)?;
     let mut lines = Lines::new(input);
     let mut tables = otlp_json::Tables::default();
@@ -310,15 +311,14 @@ fn json_windows(
     if report && result.is_ok() {
         otlp_json::report_skipped(path, &lines);
     }
-    result
+    result.map(|()| tables.strings)
 }
 
 /// The first pass over an OTLP JSON file: bounds, requests and strings.
 fn json_meta(path: &Path) -> Result<Meta, ReadError> {
     let mut meta = empty_meta(json_header());
     let mut n = 0u64;
-    let mut strings = Vec::new();
-    json_windows(path, true, |w, pid| {
+    let strings = json_windows(path, true, |w, pid| {
         if n == 0 {
             meta.sequence = w.sequence;
             meta.from_ns = w.from_unix_ns;
@@ -336,7 +336,6 @@ fn json_meta(path: &Path) -> Result<Meta, ReadError> {
             meta.header.pid = pid;
         }
         meta.requests.extend(w.requests);
-        strings = w.strings;
         Ok(())
     })?;
     meta.file_from_ns = meta.from_ns;
@@ -365,6 +364,14 @@ fn scan_json(path: &Path, v: &mut dyn View) -> Result<Meta, ReadError> {
     let meta = json_meta(path)?;
     v.meta(&meta);
     let processes = json_processes(path)?;
+    // A timeline's strings are those of its windows: its events' indexes
+    // are put into the file's table, the one the views read.
+    let file_index: std::collections::HashMap<&str, u16> = meta
+        .strings
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i as u16))
+        .collect();
     let mut base = 0u32;
     for (n, process) in processes.iter().enumerate() {
         let mut lanes: Vec<(u32, &str, u64)> = Vec::new();
@@ -391,9 +398,14 @@ fn scan_json(path: &Path, v: &mut dyn View) -> Result<Meta, ReadError> {
                 let Some(lane) = t.lanes.iter().find(|l| l.index == index) else {
                     continue;
                 };
+                let to_file: Vec<u16> = t
+                    .strings
+                    .iter()
+                    .map(|s| file_index.get(s.as_str()).copied().unwrap_or(NO_STRING))
+                    .collect();
                 let mut scan = LaneScan::new(shown, &Bounds::of(t));
                 for e in &lane.events {
-                    scan.step(e, v);
+                    scan.step(&in_file_table(e, &to_file), v);
                 }
                 scan.finish(&mut Held(&mut *v));
             }
@@ -404,6 +416,23 @@ fn scan_json(path: &Path, v: &mut dyn View) -> Result<Meta, ReadError> {
         }
     }
     Ok(meta)
+}
+
+/// `e` with its string argument, an index in its timeline's table, put
+/// into the file's (`to_file`, by the timeline's index).
+fn in_file_table(e: &Event, to_file: &[u16]) -> Event {
+    match e.kind() {
+        Some(kind) if kind.has_string_arg() && e.arg() != NO_STRING => Event::new(
+            e.ts,
+            kind,
+            e.subject(),
+            to_file
+                .get(usize::from(e.arg()))
+                .copied()
+                .unwrap_or(NO_STRING),
+        ),
+        _ => *e,
+    }
 }
 
 /// The windows of an OTLP JSON file as timelines, by process (see
@@ -535,6 +564,9 @@ impl std::hash::Hasher for IdHasher {
 /// A map keyed by task or request id.
 pub(crate) type IdMap<V> =
     std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// A set of task or request ids.
+pub(crate) type IdSet = std::collections::HashSet<u64, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// An empty window of the file around request `r`, over `[from_ns, to_ns]`,
 /// with the file's strings and settings: for [`cut_windows`] to fill.

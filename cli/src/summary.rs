@@ -11,7 +11,7 @@ use tokio_blackbox::event::NO_STRING;
 use tokio_blackbox::{Event, EventKind, Lane, Poll};
 
 use crate::fmt::{count, dur, offset, utc};
-use crate::scan::{IdMap, LaneInfo, Meta, View};
+use crate::scan::{IdMap, IdSet, LaneInfo, Meta, View};
 
 /// How many rows each ranking shows.
 const TOP: usize = 5;
@@ -37,7 +37,9 @@ pub(crate) struct Summary {
     /// Per slow request (same order as `meta.requests`): task -> time polled inside it.
     held: Vec<IdMap<u64>>,
     /// Per slow request: the tasks that worked for it.
-    own: Vec<Vec<u64>>,
+    own: Vec<IdSet>,
+    /// The indexes in `meta.requests` of each request id.
+    by_id: IdMap<Vec<usize>>,
     first_ns: Option<u64>,
     last_ns: u64,
     /// The verdicts on the slowest requests (index into `meta.requests`),
@@ -84,7 +86,11 @@ impl View for Summary {
         self.slow.sort_by_key(|&(_, start, _)| start);
         self.slow_max_ns = self.slow.iter().map(|&(_, s, e)| e - s).max().unwrap_or(0);
         self.held = vec![IdMap::default(); meta.requests.len()];
-        self.own = vec![Vec::new(); meta.requests.len()];
+        self.own = vec![IdSet::default(); meta.requests.len()];
+        self.by_id = IdMap::default();
+        for (i, r) in meta.requests.iter().enumerate() {
+            self.by_id.entry(r.request_id).or_default().push(i);
+        }
         self.meta = Some(meta.clone());
     }
 }
@@ -168,11 +174,8 @@ impl Visitor for Summary {
     }
 
     fn task_request(&mut self, task: u64, request: u64) {
-        let Some(meta) = &self.meta else { return };
-        for (i, r) in meta.requests.iter().enumerate() {
-            if r.request_id == request && !self.own[i].contains(&task) {
-                self.own[i].push(task);
-            }
+        for &i in self.by_id.get(&request).into_iter().flatten() {
+            self.own[i].insert(task);
         }
     }
 }
@@ -437,4 +440,56 @@ pub(crate) fn truncate(s: &str, n: usize) -> String {
         .rev()
         .collect();
     format!("~{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio_blackbox::SlowRequest;
+
+    /// Issue 27, finding 10: each `task_request` went through every slow
+    /// request, and through the request's own tasks (a list) for the task:
+    /// 1,000,000 tasks of one request among 100,000 cost ~10¹¹ steps twice
+    /// over. The limit is hundreds of times what the lookups take.
+    #[test]
+    fn a_requests_own_tasks_are_found_in_constant_time() {
+        const REQUESTS: u64 = 100_000;
+        const TASKS: u64 = 1_000_000;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/small.otlp.jsonl"
+        );
+        let mut meta = crate::scan::read_meta(std::path::Path::new(path)).expect("fixture");
+        let r = meta.requests[0].clone();
+        meta.requests = (1..=REQUESTS)
+            .map(|id| {
+                SlowRequest::new(
+                    id,
+                    &r.name,
+                    r.trace_id,
+                    r.span_id,
+                    r.start_unix_ns,
+                    r.end_unix_ns,
+                )
+            })
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = Summary::default();
+            s.meta(&meta);
+            for task in 0..TASKS {
+                s.task_request(task, REQUESTS);
+                s.task_request(task, REQUESTS); // may repeat
+            }
+            let _ = tx.send(s);
+        });
+        let s = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("not finished in 120 s: quadratic?");
+        let last = usize::try_from(REQUESTS - 1).unwrap();
+        assert_eq!(s.own[last].len() as u64, TASKS);
+        assert!(s.own[last].contains(&(TASKS - 1)));
+        assert!(s.own[..last].iter().all(|o| o.is_empty()));
+    }
 }
