@@ -758,6 +758,7 @@ pub(crate) struct PollHooks {
 }
 
 impl PollHooks {
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
     pub(crate) fn new(capture: Arc<Capture>) -> PollHooks {
         PollHooks {
             key: capture.key,
