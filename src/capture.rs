@@ -292,9 +292,15 @@ static NO_COUNTER: Counter = CachePadded::new(AtomicU64::new(0));
 #[repr(C, align(64))]
 struct Local {
     // === The first cache line: every poll's. ===
-    /// The current segment (empty: none): its published fill (word 0),
-    /// then its event words.
-    words: Cell<&'static [crate::sync::AtomicU32]>,
+    /// Word 0 of the current segment, [`words`](Local::words)' first (the
+    /// published fill, `next word | events << 16`, the writer's only copy),
+    /// or of [`NO_SEGMENT`] when none: never null, always readable.
+    base: Cell<*const crate::sync::AtomicU32>,
+    /// The last word index of the current segment (0: none). An event of
+    /// `n` words fits when `next + n - 1 <= limit`: one compare.
+    limit: Cell<u32>,
+    /// The current segment's index.
+    segment: Cell<u32>,
     /// Which recorder's segment this thread holds (0: none).
     owner: Cell<u64>,
     /// Raw time of the last timed event.
@@ -305,23 +311,25 @@ struct Local {
     task_key: Cell<u64>,
     /// The task being polled on this thread (0: none), set by the poll hooks.
     task: Cell<u64>,
+    /// `owner` while no request exit is deferred, else 0 (no recorder's
+    /// id): a poll end checks both in one compare. Set with `owner` and
+    /// `deferred` (see [`Local::set_owner`], [`Local::set_deferred`]).
+    end_key: Cell<u64>,
+    // === The rest: spans, spawns, segment changes. ===
+    /// The current segment (empty: none): its published fill (word 0),
+    /// then its event words.
+    words: Cell<&'static [crate::sync::AtomicU32]>,
     /// `entered`'s span id when it has exited and its exit is not written
     /// yet (0: none): the poll's end writes it, or the next other event.
     /// See [`Capture::defer_exit`].
     deferred: Cell<u64>,
-    /// `next word | events << 16` of the current segment, as published in
-    /// its word 0: the events start at word 1.
-    fill: Cell<u32>,
-    /// The current segment's index.
-    segment: Cell<u32>,
-    // === The rest: spans, spawns, segment changes. ===
     /// The thread's number in its recorder.
     thread: Cell<u32>,
     /// Segments this thread claimed, and events it wrote before the current one.
     seq: Cell<u64>,
     events_before: Cell<u64>,
-    /// `(location pointer, poll end head)`, direct-mapped: the head is
-    /// [`codec::K_POLL_END`] with the location's string index, ready to write.
+    /// `(location pointer, its string index)`, direct-mapped: a spawn's
+    /// location without a lookup in the shared table.
     locations: [Cell<(usize, u32)>; LOCATION_CACHE],
     /// Tasks already named on this thread, direct-mapped by task id: a
     /// name written, or a request span entered first (the reader names the
@@ -351,9 +359,72 @@ struct Local {
 
 // The poll path's fields fit the first line (loom's atomics are larger).
 #[cfg(not(blackbox_loom))]
-const _: () = assert!(std::mem::offset_of!(Local, segment) + 4 <= 64);
+const _: () = assert!(std::mem::offset_of!(Local, end_key) + 8 <= 64);
+
+/// What a thread without a segment points at: a fill whose next word (1)
+/// is past its limit (0), so no write fits; never written.
+#[cfg(not(blackbox_loom))]
+static NO_SEGMENT: [crate::sync::AtomicU32; 1] = [crate::sync::AtomicU32::new(1)];
+
+#[cfg(not(blackbox_loom))]
+fn no_segment() -> *const crate::sync::AtomicU32 {
+    NO_SEGMENT.as_ptr()
+}
+
+/// Under loom, atomics are made inside a model: one per thread state, leaked.
+#[cfg(blackbox_loom)]
+fn no_segment() -> *const crate::sync::AtomicU32 {
+    Box::leak(Box::new([crate::sync::AtomicU32::new(1)])).as_ptr()
+}
 
 impl Local {
+    /// The current segment's fill word (word 0), or [`NO_SEGMENT`]'s.
+    #[allow(unsafe_code)]
+    #[inline(always)]
+    fn fill_word(&self) -> &'static crate::sync::AtomicU32 {
+        // SAFETY: `base` is always the first word of a segment slice of a
+        // `Segments` (leaked, never freed) or of `NO_SEGMENT` (a static, or
+        // leaked under loom): see `set_segment` and `clear_segment`.
+        unsafe { &*self.base.get() }
+    }
+
+    /// The current segment's published fill (`next | events << 16`).
+    #[inline(always)]
+    fn fill(&self) -> u32 {
+        self.fill_word().load(crate::sync::Ordering::Relaxed)
+    }
+
+    /// Makes `words` (a segment: its fill, then its events) the current one.
+    fn set_segment(&self, words: &'static [crate::sync::AtomicU32]) {
+        debug_assert!(!words.is_empty() && words.len() <= 0xffff);
+        self.words.set(words);
+        self.base.set(words.as_ptr());
+        self.limit.set(words.len() as u32 - 1);
+    }
+
+    /// The thread holds no segment.
+    fn clear_segment(&self) {
+        self.words.set(&[]);
+        self.base.set(no_segment());
+        self.limit.set(0);
+    }
+
+    /// Makes `id` the recorder this thread writes for.
+    #[inline(always)]
+    fn set_owner(&self, id: u64) {
+        self.owner.set(id);
+        self.end_key
+            .set(if self.deferred.get() == 0 { id } else { 0 });
+    }
+
+    /// Defers the exit of span `span` (0: none deferred).
+    #[inline(always)]
+    fn set_deferred(&self, span: u64) {
+        self.deferred.set(span);
+        self.end_key
+            .set(if span == 0 { self.owner.get() } else { 0 });
+    }
+
     /// Hands out request id `id` of the thread's block and counts the open.
     #[inline(always)]
     fn hand_out(&self, id: u64) -> u64 {
@@ -389,7 +460,7 @@ impl Local {
     /// The deferred exit is written: nothing waits, no span is entered.
     #[inline(always)]
     fn exit_written(&self) {
-        self.deferred.set(0);
+        self.set_deferred(0);
         self.entered.set(0);
     }
 
@@ -449,14 +520,14 @@ impl Drop for Lease {
             if l.owner.get() == shared.id {
                 if !l.words.get().is_empty() {
                     shared.segments.seal(l.segment.get(), l.last.get());
-                    l.words.set(&[]);
+                    l.clear_segment();
                 }
                 // The thread writes for nobody now: an event after this
                 // (from a thread-local destructor that runs later) goes
                 // through `adopt`, which finds the lease gone and drops
                 // it, counted, instead of claiming a segment no lease
                 // would ever seal.
-                l.owner.set(0);
+                l.set_owner(0);
                 // Its counter goes back to the pool below: no more counting.
                 l.opened.set(&NO_COUNTER);
                 l.next_id.set(0);
@@ -469,11 +540,13 @@ impl Drop for Lease {
 
 /// A thread's state before its first event.
 macro_rules! empty_local {
-    () => {
+    ($no_segment:expr) => {
         Local {
             owner: Cell::new(0),
+            end_key: Cell::new(0),
             words: Cell::new(&[]),
-            fill: Cell::new(0),
+            base: Cell::new($no_segment),
+            limit: Cell::new(0),
             segment: Cell::new(0),
             last: Cell::new(0),
             task_key: Cell::new(0),
@@ -497,12 +570,12 @@ macro_rules! empty_local {
 
 #[cfg(not(blackbox_loom))]
 thread_local! {
-    static LOCAL: Local = const { empty_local!() };
+    static LOCAL: Local = const { empty_local!(NO_SEGMENT.as_ptr()) };
 }
 
 #[cfg(blackbox_loom)]
 thread_local! {
-    static LOCAL: Local = empty_local!();
+    static LOCAL: Local = empty_local!(no_segment());
 }
 
 thread_local! {
@@ -511,20 +584,27 @@ thread_local! {
 
 /// Writes `w` at the thread's fill point, if it fits. Returns `false` when
 /// the segment is full (or there is none).
+#[allow(unsafe_code)]
 #[inline(always)]
 fn put<const N: usize>(l: &Local, w: [u32; N]) -> bool {
-    let fill = l.fill.get();
-    let pos = (fill & 0xffff) as usize;
-    let segment = l.words.get();
-    let Some(dst) = segment.get(pos..pos + N) else {
+    let at = l.fill_word();
+    let fill = at.load(crate::sync::Ordering::Relaxed);
+    let pos = fill & 0xffff;
+    // One compare, no bounds check per word (`get(pos..pos + N)` costs an
+    // addition and, with `fill` kept in the thread-local, a store more).
+    if pos + (N as u32 - 1) > l.limit.get() {
         return false;
-    };
-    for (d, v) in dst.iter().zip(w) {
-        d.store(v, crate::sync::Ordering::Relaxed);
     }
-    let fill = fill + N as u32 + (1 << 16);
-    l.fill.set(fill);
-    publish(segment, fill);
+    let base = l.base.get();
+    for (k, v) in w.into_iter().enumerate() {
+        // SAFETY: `base` is word 0 of a segment of `limit + 1` words (see
+        // `Local::set_segment`; with no segment, `limit` is 0 and `pos` is
+        // 1, so nothing gets here), and `pos + k <= pos + N - 1 <= limit`.
+        let word = unsafe { &*base.add(pos as usize + k) };
+        word.store(v, crate::sync::Ordering::Relaxed);
+    }
+    // Published after the words (`Release`).
+    at.store(fill + N as u32 + (1 << 16), crate::sync::Ordering::Release);
     true
 }
 
@@ -590,6 +670,50 @@ impl Slow {
     }
 }
 
+/// A poll end's head: its kind and its location's key ([`codec::location_key`]).
+#[inline(always)]
+fn poll_end_head(loc: &'static Location<'static>) -> u32 {
+    head(
+        codec::K_POLL_END,
+        codec::location_key(loc as *const Location<'static> as usize),
+    )
+}
+
+/// The spawn locations a poll end names by their key
+/// ([`codec::location_key`]), to their string index: registered when a
+/// location is first interned (once per location and recorder), read when
+/// segments are decoded. Two locations with one key (addresses a multiple
+/// of 1 GiB apart: in different objects) resolve to no name, never to the
+/// other's.
+#[derive(Debug, Default)]
+pub(crate) struct LocationKeys {
+    /// `key -> (address, index)`; copied on write (rare), so a decoder
+    /// takes the map with one lock and reads it without.
+    map: Mutex<Arc<HashMap<u32, (usize, u16)>>>,
+}
+
+impl LocationKeys {
+    fn insert(&self, addr: usize, index: u16) {
+        let key = codec::location_key(addr) as u32;
+        let mut map = lock(&self.map);
+        match map.get(&key) {
+            Some(&(a, i)) if a == addr && i == index => {}
+            Some(&(a, _)) if a != addr => {
+                Arc::make_mut(&mut map).insert(key, (a, NO_STRING));
+            }
+            Some(_) => {}
+            None => {
+                Arc::make_mut(&mut map).insert(key, (addr, index));
+            }
+        }
+    }
+
+    /// The map as it is now.
+    fn snapshot(&self) -> Arc<HashMap<u32, (usize, u16)>> {
+        Arc::clone(&lock(&self.map))
+    }
+}
+
 // === Recording ===
 
 /// What outlives a thread's lease check: the segments and the thread table.
@@ -627,7 +751,58 @@ pub(crate) struct Capture {
     pub(crate) shared: Arc<Shared>,
     pub(crate) strings: Strings,
     locations: AddressTable,
+    /// The keys poll ends carry, to string indices (shared with the lanes).
+    location_keys: Arc<LocationKeys>,
     pub(crate) enabled: bool,
+}
+
+/// What the two poll hooks' closures hold: the values their fast paths
+/// compare, in the closure itself (no pointer hop to the capture before
+/// the thread-local checks), and the capture for the slow paths.
+#[derive(Clone, Debug)]
+pub(crate) struct PollHooks {
+    /// The capture's `key` (see [`Capture::task_key`]).
+    key: u64,
+    /// The capture's `id`.
+    id: u64,
+    capture: Arc<Capture>,
+}
+
+impl PollHooks {
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    pub(crate) fn new(capture: Arc<Capture>) -> PollHooks {
+        PollHooks {
+            key: capture.key,
+            id: capture.id,
+            capture,
+        }
+    }
+
+    /// A poll start where the clock is the TSC ([`Clock::is_tsc`]), with no delay.
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn start_tsc(&self, task: u64) {
+        let now = crate::clock::tsc();
+        if !Capture::poll_start_fast(self.key, now, task, 0) {
+            self.capture.poll_start_slow(now, task, 0);
+        }
+    }
+
+    /// A poll start where the clock is not the TSC, with no delay.
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn start_other_clock(&self, task: u64) {
+        self.capture.poll_start_other_clock(task, 0);
+    }
+
+    /// A poll end (see [`Capture::poll_end`]).
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn end(&self, loc: &'static Location<'static>) {
+        if !Capture::poll_end_fast(self.id, loc) {
+            self.capture.poll_end_other(loc);
+        }
+    }
 }
 
 /// One thread's events in a snapshot, decoded, raw clock (the tests'
@@ -682,6 +857,7 @@ impl Capture {
             }),
             strings: Strings::default(),
             locations: AddressTable::new(),
+            location_keys: Arc::default(),
             enabled,
         }
     }
@@ -870,7 +1046,7 @@ impl Capture {
                 let again =
                     l.deferred.get() == span && l.owner.get() == self.id && l.entered_by(tag);
                 if again {
-                    l.deferred.set(0);
+                    l.set_deferred(0);
                 }
                 again
             })
@@ -897,7 +1073,7 @@ impl Capture {
                     && l.owner.get() == self.id
                     && l.entered_by(tag);
                 if defer {
-                    l.deferred.set(span);
+                    l.set_deferred(span);
                 }
                 defer
             })
@@ -1100,14 +1276,6 @@ impl Capture {
         }
     }
 
-    /// A poll start for a hook installed where the clock is the TSC
-    /// ([`Clock::is_tsc`]): no branch on the clock, no delay.
-    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
-    #[inline(always)]
-    pub(crate) fn poll_start_tsc(&self, task: u64) {
-        self.poll_start_at(crate::clock::tsc(), task, 0)
-    }
-
     /// A poll start where the clock is not the TSC: read it out of line.
     #[cold]
     #[inline(never)]
@@ -1115,70 +1283,107 @@ impl Capture {
         self.poll_start_at(self.clock.raw(), task, delay)
     }
 
-    /// The fast path of a poll start; its only call is the slow path's, last.
+    /// A poll start at `now`: the fast path, then the slow path.
     #[inline(always)]
     fn poll_start_at(&self, now: u64, task: u64, delay: u16) {
-        let done = LOCAL.try_with(|l| {
-            if l.task_key.get() != self.task_key(task) {
-                return false;
-            }
-            let d = now.wrapping_sub(l.last.get());
-            if d >= DELTA_NEXT {
-                return false;
-            }
-            let ok = if delay == 0 {
-                put(l, [head(codec::K_POLL_START, d), task as u32])
-            } else {
-                put(
-                    l,
-                    [
-                        head(codec::K_POLL_START_DELAY, d),
-                        task as u32,
-                        u32::from(delay),
-                    ],
-                )
-            };
-            if ok {
-                l.last.set(now);
-                l.task.set(task);
-            }
-            ok
-        });
-        if done != Ok(true) {
-            let (code, words) = if delay == 0 {
-                (codec::K_POLL_START, 2)
-            } else {
-                (codec::K_POLL_START_DELAY, 3)
-            };
-            self.write_slow(
-                now,
-                Slow::pack(head(code, 0), Stamp::At(now), words, true),
-                task & 0xffff_ffff | u64::from(delay) << 32,
-                (task >> 32) as u32,
-            );
+        if !Self::poll_start_fast(self.key, now, task, delay) {
+            self.poll_start_slow(now, task, delay);
         }
+    }
+
+    /// The fast path of a poll start, for the recorder whose `key` is given
+    /// (the hooks hold it: no pointer hop to the capture on this path).
+    #[inline(always)]
+    fn poll_start_fast(key: u64, now: u64, task: u64, delay: u16) -> bool {
+        LOCAL
+            .try_with(|l| {
+                if l.task_key.get() != key | task >> 32 {
+                    return false;
+                }
+                let d = now.wrapping_sub(l.last.get());
+                if d >= DELTA_NEXT {
+                    return false;
+                }
+                let ok = if delay == 0 {
+                    put(l, [head(codec::K_POLL_START, d), task as u32])
+                } else {
+                    put(
+                        l,
+                        [
+                            head(codec::K_POLL_START_DELAY, d),
+                            task as u32,
+                            u32::from(delay),
+                        ],
+                    )
+                };
+                if ok {
+                    l.last.set(now);
+                    l.task.set(task);
+                }
+                ok
+            })
+            .unwrap_or(false)
+    }
+
+    /// A poll start off the fast path: packed for [`write_slow`](Self::write_slow)
+    /// here, so the hooks reach it with a tail call.
+    #[inline(always)]
+    fn poll_start_slow(&self, now: u64, task: u64, delay: u16) {
+        let (code, words) = if delay == 0 {
+            (codec::K_POLL_START, 2)
+        } else {
+            (codec::K_POLL_START_DELAY, 3)
+        };
+        self.write_slow(
+            now,
+            Slow::pack(head(code, 0), Stamp::At(now), words, true),
+            task & 0xffff_ffff | u64::from(delay) << 32,
+            (task >> 32) as u32,
+        );
     }
 
     /// Records the end of the current poll: one word, no clock reading.
     #[cfg_attr(not(tokio_unstable), allow(dead_code))]
     #[inline(always)]
     pub(crate) fn poll_end(&self, loc: &'static Location<'static>) {
-        let key = loc as *const Location<'static> as usize;
+        if !Self::poll_end_fast(self.id, loc) {
+            self.poll_end_other(loc);
+        }
+    }
+
+    /// The fast path of a poll end, for the recorder `id` (the hooks hold
+    /// it): the thread is the recorder's and no request exit waits (one
+    /// compare, see [`Local::end_key`]). The location goes as its key
+    /// ([`codec::location_key`]), registered by the task's spawn: no lookup.
+    #[inline(always)]
+    fn poll_end_fast(id: u64, loc: &'static Location<'static>) -> bool {
+        let end = poll_end_head(loc);
+        LOCAL
+            .try_with(|l| {
+                if l.end_key.get() != id {
+                    return false;
+                }
+                l.task.set(0);
+                put(l, [end])
+            })
+            .unwrap_or(false)
+    }
+
+    /// A poll end off the fast path: after a deferred request exit (most
+    /// polls enter no request span), both in one write when they fit; else
+    /// the slow path.
+    #[cold]
+    #[inline(never)]
+    fn poll_end_other(&self, loc: &'static Location<'static>) {
+        let end = poll_end_head(loc);
         let done = LOCAL.try_with(|l| {
-            let (k, end) = l.locations[(key >> 3) & (LOCATION_CACHE - 1)].get();
-            if l.owner.get() != self.id || k != key {
+            if l.owner.get() != self.id || l.deferred.get() == 0 {
                 return false;
             }
-            l.task.set(0);
-            if l.deferred.get() == 0 {
-                return put(l, [end]);
-            }
-            // The exit deferred by `defer_exit`, then the poll's end. Off
-            // the fall-through path: most polls enter no request span.
-            std::hint::cold_path();
             let [exit, request] = l.deferred_exit_words();
             let ok = put(l, [exit, request, end]);
             if ok {
+                l.task.set(0);
                 l.exit_written();
             }
             ok
@@ -1188,18 +1393,21 @@ impl Capture {
         }
     }
 
-    /// A poll end whose location is not in the thread's cache (or whose
-    /// segment is full): only the location is carried over, so the fast
-    /// path keeps no other value alive for this call.
+    /// A poll end off the fast path (a full segment, a thread new to the
+    /// recorder). The location is registered here too, for a task whose
+    /// spawn this recorder did not see (hooks called by hand).
     #[cold]
     #[inline(never)]
     fn poll_end_slow(&self, loc: &'static Location<'static>) {
         self.flush_deferred_exit();
+        if !self.enabled {
+            return;
+        }
         let slot = (loc as *const Location<'static> as usize >> 3) & (LOCATION_CACHE - 1);
-        let i = self.location_index(loc, slot);
+        self.location_index(loc, slot);
         self.write_slow(
             0,
-            Slow::pack(head(codec::K_POLL_END, u64::from(i)), Stamp::Next, 1, false),
+            Slow::pack(poll_end_head(loc), Stamp::Next, 1, false),
             0,
             0,
         );
@@ -1212,13 +1420,9 @@ impl Capture {
         let key = loc as *const Location<'static> as usize;
         let slot = (key >> 3) & (LOCATION_CACHE - 1);
         let done = LOCAL.try_with(|l| {
-            let (k, end) = l.locations[slot].get();
+            let (k, index) = l.locations[slot].get();
             k == key
-                && self.task_event_in_poll(
-                    l,
-                    task,
-                    [head(codec::K_SPAWN, 0), task as u32, end >> 5],
-                )
+                && self.task_event_in_poll(l, task, [head(codec::K_SPAWN, 0), task as u32, index])
         });
         if done != Ok(true) {
             self.spawn_slow(task, loc, slot);
@@ -1240,15 +1444,15 @@ impl Capture {
         let now = self.clock.raw();
         let cached = LOCAL
             .try_with(|l| {
-                let (k, end) = l.locations[slot].get();
+                let (k, index) = l.locations[slot].get();
                 if l.owner.get() != self.id || k != key {
                     return None;
                 }
                 let written = l.task.get() == 0
                     && l.task_key.get() == self.task_key(task)
                     && l.put_deferred_exit()
-                    && l.put_at(now, |d| [head(codec::K_SPAWN, d), task as u32, end >> 5]);
-                Some((written, (end >> 5) as u16))
+                    && l.put_at(now, |d| [head(codec::K_SPAWN, d), task as u32, index]);
+                Some((written, index as u16))
             })
             .ok()
             .flatten();
@@ -1271,12 +1475,13 @@ impl Capture {
             None => {
                 let i = self.strings.intern(&location_string(loc));
                 self.locations.insert(key as u64, u32::from(i));
+                self.location_keys.insert(key, i);
                 i
             }
         };
         let _ = LOCAL.try_with(|l| {
             if l.owner.get() == self.id {
-                l.locations[slot].set((key, head(codec::K_POLL_END, u64::from(i))));
+                l.locations[slot].set((key, u32::from(i)));
             }
         });
         i
@@ -1388,14 +1593,14 @@ impl Capture {
             for &w in &event[1..] {
                 push(w);
             }
-            let pos = (l.fill.get() & 0xffff) as usize;
+            let pos = (l.fill() & 0xffff) as usize;
             if pos + n > l.words.get().len() {
                 let base = if fresh { at.unwrap_or(0) } else { l.last.get() };
                 if !self.next_segment(l, base) {
                     return false;
                 }
             }
-            let fill = l.fill.get();
+            let fill = l.fill();
             let pos = (fill & 0xffff) as usize;
             let segment = l.words.get();
             let Some(dst) = segment.get(pos..pos + n) else {
@@ -1406,7 +1611,6 @@ impl Capture {
             }
             // The time base and task high bits are not events: one event counted.
             let fill = fill + n as u32 + (1 << 16);
-            l.fill.set(fill);
             publish(segment, fill);
             if let Some(t) = at {
                 l.last.set(t);
@@ -1447,9 +1651,9 @@ impl Capture {
             // is not registered (it would be again at each event).
             return false;
         };
-        l.owner.set(self.id);
-        l.words.set(&[]);
-        l.fill.set(0);
+        l.deferred.set(0);
+        l.set_owner(self.id);
+        l.clear_segment();
         l.last.set(0);
         l.task_key.set(self.task_key(0));
         l.thread.set(thread);
@@ -1464,7 +1668,6 @@ impl Capture {
         }
         l.entered.set(0);
         l.entered_word.set(0);
-        l.deferred.set(0);
         l.next_id.set(0);
         l.ids_end.set(0);
         l.starved.set(0);
@@ -1478,10 +1681,9 @@ impl Capture {
         if !l.words.get().is_empty() {
             segments.seal(l.segment.get(), l.last.get());
             l.events_before
-                .set(l.events_before.get() + u64::from(l.fill.get() >> 16));
+                .set(l.events_before.get() + u64::from(l.fill() >> 16));
             l.seq.set(l.seq.get() + 1);
-            l.words.set(&[]);
-            l.fill.set(0);
+            l.clear_segment();
         }
         // Read before the claim: a segment freed after this read raises it,
         // so the next event tries again.
@@ -1502,9 +1704,13 @@ impl Capture {
         };
         l.starved.set(0);
         l.segment.set(i);
-        l.words.set(segments.segment_with_fill(i));
-        // Word 0 is the fill: the events start at 1.
-        l.fill.set(1);
+        let words = segments.segment_with_fill(i);
+        // Word 0 is the fill: the events start at 1 (0 and 1 both read as
+        // no event; the writer reads its fill from here).
+        if let Some(fill) = words.first() {
+            fill.store(1, crate::sync::Ordering::Relaxed);
+        }
+        l.set_segment(words);
         l.last.set(base);
         true
     }
@@ -1563,6 +1769,7 @@ impl Capture {
                     lane: thread,
                     thread: names.get(&thread).cloned().unwrap_or_default(),
                     segments,
+                    locations: Arc::clone(&self.location_keys),
                     segs,
                     left_out: left_out.get(&thread).copied().unwrap_or(0),
                     range,
@@ -1580,6 +1787,8 @@ pub(crate) struct SegmentLane {
     pub(crate) lane: u32,
     pub(crate) thread: String,
     segments: &'static Segments,
+    /// What the poll ends' location keys name.
+    locations: Arc<LocationKeys>,
     segs: Vec<crate::segments::SegmentCopy>,
     /// Events of the range left out of the copy (the snapshot's limit).
     left_out: u64,
@@ -1631,6 +1840,7 @@ impl Clone for SegmentLane {
             lane: self.lane,
             thread: self.thread.clone(),
             segments: self.segments,
+            locations: Arc::clone(&self.locations),
             segs,
             left_out: self.left_out,
             range: self.range,
@@ -1736,6 +1946,10 @@ impl SegmentLane {
         let mut state = codec::LaneState::default();
         let mut prev: Option<&crate::segments::SegmentCopy> = None;
         let mut scratch = Vec::new();
+        // Taken now, after the copies: every poll end in them is of a task
+        // whose spawn registered its location before.
+        let keys = self.locations.snapshot();
+        let location = |key: u32| keys.get(&key).map_or(NO_STRING, |&(_, i)| i);
         // The segment before was recycled: counted already, no gap to add.
         let mut gone = false;
         for s in segs {
@@ -1770,7 +1984,7 @@ impl SegmentLane {
                 state = codec::LaneState::fresh(s.claim.base, u64::from(s.claim.task_high));
             }
             let before = held.len();
-            codec::decode(words, &mut state, &mut held);
+            codec::decode(words, &mut state, &mut held, location);
             count += (held.len() - before) as u64;
             newest = held.last().map(|e| e.ts).or(newest);
             release(&mut held, &mut state, false);

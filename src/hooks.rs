@@ -22,7 +22,7 @@
 
 use crate::capture::Capture;
 #[cfg(tokio_unstable)]
-use crate::capture::task_id_u64;
+use crate::capture::{PollHooks, task_id_u64};
 use crate::event::EventKind;
 #[cfg(tokio_unstable)]
 use crate::event::encode_delay;
@@ -99,8 +99,9 @@ impl BlackboxHooks {
     ///
     /// One 4-byte event and no clock reading: the task is the one whose poll
     /// started last on this thread, and the time is that of the thread's next
-    /// event. The spawn location rides along (through a per-thread cache), so
-    /// a task whose spawn event was overwritten long ago still has its name.
+    /// event. The spawn location rides along (bits of its address, named
+    /// through what [`on_task_spawn`](Self::on_task_spawn) registered), so a
+    /// task whose spawn event was overwritten long ago still has its name.
     #[cfg(tokio_unstable)]
     #[cfg_attr(docsrs, doc(cfg(tokio_unstable)))]
     #[inline]
@@ -144,7 +145,7 @@ impl BlackboxHooks {
     /// its caller), so that the closures are compiled in the program's crate:
     /// there a thread-local access is one `%fs`-relative instruction, where
     /// compiled in this library it is a general-dynamic access the linker
-    /// relaxes but whose saved registers stay (53 instructions for both poll
+    /// relaxes but whose saved registers stay (then 53 instructions for both poll
     /// hooks against 67; `tools/hook-asm.sh`).
     #[inline]
     pub(crate) fn install(&self, builder: &mut tokio::runtime::Builder) {
@@ -162,19 +163,20 @@ impl BlackboxHooks {
             builder.on_task_spawn(move |m| h.on_task_spawn(m));
             // Without the schedule delay, a poll start of its own, chosen for
             // the clock once: no branch on either setting and no delay word.
-            let capture = self.capture.clone();
+            // The poll hooks hold the values their fast paths compare
+            // (`PollHooks`): no pointer hop to the capture before them.
+            let poll = PollHooks::new(self.capture.clone());
             if self.schedule_delay {
                 let h = self.clone();
                 builder.on_before_task_poll(move |m| h.on_before_task_poll(m));
-            } else if capture.clock.is_tsc() {
-                builder.on_before_task_poll(move |m| capture.poll_start_tsc(task_id_u64(&m.id())));
+            } else if self.capture.clock.is_tsc() {
+                let p = poll.clone();
+                builder.on_before_task_poll(move |m| p.start_tsc(task_id_u64(&m.id())));
             } else {
-                builder.on_before_task_poll(move |m| {
-                    capture.poll_start_other_clock(task_id_u64(&m.id()), 0)
-                });
+                let p = poll.clone();
+                builder.on_before_task_poll(move |m| p.start_other_clock(task_id_u64(&m.id())));
             }
-            let h = self.clone();
-            builder.on_after_task_poll(move |m| h.on_after_task_poll(m));
+            builder.on_after_task_poll(move |m| poll.end(m.spawned_at()));
             let h = self.clone();
             builder.on_task_terminate(move |m| h.on_task_terminate(m));
             if self.schedule_delay {

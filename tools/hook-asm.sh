@@ -23,7 +23,9 @@
 # `%fs` access, but the registers saved around the "call" stay (67
 # instructions). `install` is `#[inline]` now, so the closures are compiled in
 # the program's crate, whose accesses are `%fs`-relative from the start: the
-# same count (53) with or without LTO.
+# same count (53 then) with or without LTO. Since the poll hooks hold the
+# values they compare, read their fill from the segment and carry the spawn
+# location as address bits (no cache lookup): 42.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ "${1:-}" = --lto ]; then

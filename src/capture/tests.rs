@@ -19,11 +19,15 @@ fn task_ids_are_recovered() {
 fn events_read_back_in_order_across_segments() {
     // 16-word segments: a segment switch every few events.
     let c = Capture::with_segment_words(Clock::new(), 128, 16, true);
+    // The spawn registers its location (a poll end carries only its key):
+    // registered here, as the tasks' spawns are not recorded.
+    let here = Location::caller();
+    c.location_index(here, 0);
     for i in 1..=200u64 {
         c.poll_start(i, 0);
         c.record_in_poll(EventKind::RequestEnter, 7, 0, false);
         c.record_in_poll(EventKind::RequestExit, 7, 0, true);
-        c.poll_end(Location::caller());
+        c.poll_end(here);
     }
     c.record(EventKind::Park, 0, 0);
     let l = lanes(&c);
@@ -45,6 +49,7 @@ fn events_read_back_in_order_across_segments() {
             task,
             "a poll end belongs to the last start"
         );
+        assert_eq!(chunk[3].arg(), 0, "a poll end names its location");
         assert_eq!(chunk[2].ts, chunk[3].ts, "exit inside a poll takes its end");
         assert!(chunk[3].ts >= chunk[0].ts);
     }
@@ -479,4 +484,25 @@ fn a_writer_without_a_segment_does_not_retry_on_every_event() {
     let dropped = c.dropped();
     c.record(EventKind::TaskTerminate, 1, 0);
     assert_eq!(c.dropped(), dropped, "the freed segment was claimed");
+}
+
+#[test]
+fn location_keys_name_a_location_and_never_another() {
+    let keys = LocationKeys::default();
+    keys.insert(0x1000, 3);
+    keys.insert(0x1000, 3);
+    let key = |addr: usize| codec::location_key(addr) as u32;
+    assert_eq!(keys.snapshot().get(&key(0x1000)).map(|e| e.1), Some(3));
+    // Another address with the same key (1 GiB away): neither is named.
+    keys.insert(0x1000 + (1 << 30), 4);
+    assert_eq!(key(0x1000 + (1 << 30)), key(0x1000));
+    assert_eq!(
+        keys.snapshot().get(&key(0x1000)).map(|e| e.1),
+        Some(NO_STRING)
+    );
+    keys.insert(0x1000, 3);
+    assert_eq!(
+        keys.snapshot().get(&key(0x1000)).map(|e| e.1),
+        Some(NO_STRING)
+    );
 }

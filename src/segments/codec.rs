@@ -23,7 +23,7 @@
 //! | task spawn | 3 | task, spawn location (low 16 bits) |
 //! | poll start | 2 | task |
 //! | poll start with delay | 3 | task, encoded scheduling delay (low 16 bits) |
-//! | poll end | 1 | head bits 5..21: spawn location; no time: the next timed event's |
+//! | poll end | 1 | head bits 5..31: the spawn location's key ([`location_key`]); no time: the next timed event's |
 //! | task terminate | 2 | task |
 //! | park, unpark, thread start, thread stop | 1 | — |
 //! | request open | 3 | request, span name (low 16 bits) |
@@ -55,6 +55,16 @@ pub(crate) const K_TASK_HIGH: u32 = 16;
 
 /// The delta value meaning "at the next timed event".
 pub(crate) const DELTA_NEXT: u64 = (1 << 27) - 1;
+
+/// The key of a spawn location at `addr` that a poll end carries in its
+/// head's 27 bits: bits 3 to 29 of the address (a `Location` is aligned to
+/// 8), so the hook writes it with no lookup (`(addr as u32) << 2 | kind`, one
+/// instruction). The reader maps it back to the location's string index
+/// through the keys the spawns registered (`capture::LocationKeys`).
+#[inline(always)]
+pub(crate) const fn location_key(addr: usize) -> u64 {
+    (addr as u64 >> 3) & DELTA_NEXT
+}
 
 /// The head word of an event.
 #[inline(always)]
@@ -106,10 +116,16 @@ impl LaneState {
 }
 
 /// Decodes the words of one segment, appending events with raw timestamps to
-/// `out`. Stops at the first malformed word (a segment is only ever read up to
+/// `out`; `location` maps a poll end's location key to its string index.
+/// Stops at the first malformed word (a segment is only ever read up to
 /// its published length, so that means a bug or a recycled copy): returns
 /// `false` then.
-pub(crate) fn decode(words: &[u32], state: &mut LaneState, out: &mut Vec<Event>) -> bool {
+pub(crate) fn decode(
+    words: &[u32],
+    state: &mut LaneState,
+    out: &mut Vec<Event>,
+    location: impl Fn(u32) -> u16,
+) -> bool {
     let mut i = 0;
     while i < words.len() {
         let w = words[i];
@@ -151,7 +167,7 @@ pub(crate) fn decode(words: &[u32], state: &mut LaneState, out: &mut Vec<Event>)
                     state.last,
                     EventKind::PollEnd,
                     state.task,
-                    field as u16,
+                    location(field as u32),
                 ))
             }
             _ => {
@@ -213,7 +229,7 @@ mod tests {
         ];
         let mut st = LaneState::fresh(1_000, 0);
         let mut out = Vec::new();
-        assert!(decode(&words, &mut st, &mut out));
+        assert!(decode(&words, &mut st, &mut out, |k| k as u16));
         let got: Vec<(u64, Option<EventKind>, u64, u16)> = out
             .iter()
             .map(|e| (e.ts, e.kind(), e.subject(), e.arg()))
@@ -246,7 +262,7 @@ mod tests {
         ];
         let mut st = LaneState::fresh(0, 0);
         let mut out = Vec::new();
-        assert!(decode(&words, &mut st, &mut out));
+        assert!(decode(&words, &mut st, &mut out, |k| k as u16));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].ts, big + 1);
         assert_eq!(
@@ -259,11 +275,12 @@ mod tests {
     #[test]
     fn malformed_words_stop_decoding() {
         let mut out = Vec::new();
-        assert!(!decode(&[0], &mut LaneState::default(), &mut out));
+        assert!(!decode(&[0], &mut LaneState::default(), &mut out, |k| k as u16));
         assert!(!decode(
             &[head(K_SPAWN, 1), 1],
             &mut LaneState::default(),
-            &mut out
+            &mut out,
+            |k| k as u16
         ));
         assert!(out.is_empty());
     }
