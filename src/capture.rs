@@ -1474,8 +1474,12 @@ impl Capture {
             Some(i) => i as u16,
             None => {
                 let i = self.strings.intern(&location_string(loc));
-                self.locations.insert(key as u64, u32::from(i));
+                // The key first: a thread that finds the location in the
+                // shared table may write poll ends carrying its key at once,
+                // and a cut decoding them must find it (or a colliding
+                // key's owner would lend them its name).
                 self.location_keys.insert(key, i);
+                self.locations.insert(key as u64, u32::from(i));
                 i
             }
         };
@@ -1679,9 +1683,12 @@ impl Capture {
     fn next_segment(&self, l: &Local, base: u64) -> bool {
         let segments = self.shared.segments;
         if !l.words.get().is_empty() {
+            // Its count read before the seal: once sealed, the segment is
+            // back in the queue and another writer may claim it and reset
+            // its fill (word 0, where the count lives).
+            let events = u64::from(l.fill() >> 16);
             segments.seal(l.segment.get(), l.last.get());
-            l.events_before
-                .set(l.events_before.get() + u64::from(l.fill() >> 16));
+            l.events_before.set(l.events_before.get() + events);
             l.seq.set(l.seq.get() + 1);
             l.clear_segment();
         }

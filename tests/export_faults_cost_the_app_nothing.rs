@@ -199,6 +199,12 @@ impl App {
             .latency_threshold(Duration::from_millis(20))
             .window(Duration::from_millis(50), Duration::from_millis(10))
             .max_captures_per_sec(20)
+            // About the export's faults and recovery, not the CPU budget:
+            // in this debug build a window costs ~10 times a release one,
+            // and the default 2% shed every window after the retries of an
+            // outage spent it (seen: 79 shed, none sent once the endpoint
+            // came back). The budget has its own tests.
+            .cpu_budget(1.0)
             .shutdown_timeout(Duration::from_secs(2))
             .with_env(move |name| {
                 vars.iter()

@@ -64,6 +64,19 @@ fn event_bytes(w: &Window) -> usize {
     w.lanes.iter().map(|l| l.events.len() * 16).sum()
 }
 
+/// Resident memory of this process now (VmRSS), bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
 /// Runs `f` on a thread; `None` if it did not return within `limit`.
 fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     let (tx, rx) = mpsc::channel();
@@ -201,4 +214,91 @@ fn shutdown_with_a_stuck_exporter_abandons_and_counts_every_window() {
         "every window given to the pipeline is either in flight or counted as dropped: {s:?}"
     );
     assert_eq!(s.export_failures, 0, "no request was given up on: {s:?}");
+}
+
+/// Issue 27, a test that could not fail: the byte-bound test above drives
+/// `Sink::write` with decoded windows, while the recorder hands its sink
+/// cuts (`write_cut`: segments held in place or copied). Here the recorder
+/// itself fills the queue of a stuck exporter with cuts of a busy runtime:
+/// once the buffer's holds are taken, each cut copies its segments, and the
+/// queue's byte bound must refuse cuts (counted) before the copies pass it.
+#[test]
+fn the_recorders_cuts_are_bounded_by_bytes() {
+    use tracing_subscriber::prelude::*;
+    let _serial = serial();
+    const BUFFER: usize = 32 << 20;
+    let (blackbox, guard) = Blackbox::builder()
+        .exporter(Stuck)
+        .buffer_memory(BUFFER)
+        .latency_threshold(Duration::from_millis(5))
+        // Each window reaches back a second: a few MiB of segments.
+        .window(Duration::from_secs(1), Duration::from_millis(1))
+        .max_captures_per_sec(1000)
+        // About the queue, not the CPU budget (which would shed windows first).
+        .cpu_budget(1.0)
+        .shutdown_timeout(Duration::from_millis(200))
+        .build()
+        .expect("build");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    blackbox.install_hooks(builder.worker_threads(2).enable_all());
+    let rt = builder.build().expect("runtime");
+    let busy: Vec<_> = (0..16)
+        .map(|_| {
+            rt.spawn(async {
+                loop {
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1200));
+    // Resident memory, not the heap's bytes: the mapping reserves room
+    // for its task digests up front (address space, backed only as used).
+    let before = rss();
+    let sub = tracing_subscriber::registry().with(blackbox.layer());
+    let mut max_queue = 0;
+    let mut max_rss = 0;
+    tracing::subscriber::with_default(sub, || {
+        // Until the bound refused a cut (a debug build cuts about one
+        // window a second here: the rest merge into the pending one).
+        for _ in 0..400 {
+            {
+                let _span = tracing::info_span!("request").entered();
+                std::thread::sleep(Duration::from_millis(8));
+            }
+            std::thread::sleep(Duration::from_millis(60));
+            let s = blackbox.stats();
+            max_queue = max_queue.max(s.export_queue_bytes);
+            max_rss = max_rss.max(rss().saturating_sub(before));
+            if s.export_windows_dropped > 0 {
+                break;
+            }
+        }
+    });
+    let s = blackbox.stats();
+    for t in busy {
+        t.abort();
+    }
+    drop(rt);
+    eprintln!(
+        "cuts of a busy runtime into a stuck exporter: queue at most {} MiB, resident +{} MiB: {s:?}",
+        max_queue >> 20,
+        max_rss >> 20
+    );
+    assert!(
+        s.export_windows_dropped > 0 && s.sink_errors > 0,
+        "the byte bound refused cuts: {s:?}"
+    );
+    // The bound, and one cut over it at most (half the buffer).
+    assert!(
+        max_queue <= (QUEUE_MAX_BYTES + BUFFER / 2) as u64,
+        "the queue held {} MiB",
+        max_queue >> 20
+    );
+    assert!(
+        max_rss <= (QUEUE_MAX_BYTES + BUFFER / 2 + (32 << 20)) as u64,
+        "resident memory grew {} MiB",
+        max_rss >> 20
+    );
+    assert!(within(Duration::from_secs(10), move || drop(guard)).is_some());
 }

@@ -135,10 +135,19 @@ fn without_test_items(src: &str) -> String {
         out.push_str(&rest[..at]);
         let item = &rest[at + "#[cfg(test)]".len()..];
         let mut depth = 0usize;
+        let mut parens = 0usize;
         let mut end = item.len();
         for (k, ch) in item.char_indices() {
             match ch {
+                '(' | '[' => parens += 1,
+                ')' | ']' => parens = parens.saturating_sub(1),
                 '{' => depth += 1,
+                // The end of the enclosing block: the item was a field or
+                // a statement without `;` (nothing of it to skip past).
+                '}' if depth == 0 => {
+                    end = k;
+                    break;
+                }
                 '}' => {
                     depth -= 1;
                     if depth == 0 {
@@ -147,6 +156,16 @@ fn without_test_items(src: &str) -> String {
                     }
                 }
                 ';' if depth == 0 => {
+                    end = k + 1;
+                    break;
+                }
+                // A struct field, or a field of a struct expression (not a
+                // comma of a signature's generics or arguments).
+                ',' if depth == 0
+                    && parens == 0
+                    && !item[..k].contains('<')
+                    && !item[..k].contains("fn ") =>
+                {
                     end = k + 1;
                     break;
                 }

@@ -365,6 +365,16 @@ impl Segments {
                 ctl & STATE == SEALED || ctl & STATE == FREE || ctl & (PINNED | HOLDS) != 0
             );
             self.fifo.push(i);
+            // Unpinned or released while it was out of the queue: the
+            // `freed` raised then may have been read by a writer that did
+            // not find it (this claim had it), and that writer waits for
+            // the next raise. Raise it again now that it is back. (Rare: a
+            // pinned or held segment freed during one claim's pass.)
+            fence(Ordering::SeqCst);
+            let now = h.ctl.load(Ordering::Relaxed);
+            if now & (PINNED | HOLDS) == 0 && now & STATE == SEALED {
+                self.freed.fetch_add(1, Ordering::Release);
+            }
         }
         None
     }
@@ -608,7 +618,7 @@ impl Segments {
             }
             match h
                 .ctl
-                .compare_exchange_weak(ctl, ctl - HOLD, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange_weak(ctl, ctl - HOLD, Ordering::SeqCst, Ordering::Acquire)
             {
                 Ok(_) => break,
                 Err(now) => ctl = now,
@@ -644,9 +654,11 @@ impl Segments {
 
     /// Unpins segment `i` (a no-op if it is not pinned).
     pub(crate) fn unpin(&self, i: u32) {
+        // SeqCst: ordered against a claim's check after it puts a pinned
+        // segment back (see `claim`).
         let before = self.headers[i as usize]
             .ctl
-            .fetch_and(!PINNED, Ordering::AcqRel);
+            .fetch_and(!PINNED, Ordering::SeqCst);
         if before & PINNED != 0 {
             self.pinned.fetch_sub(1, Ordering::Relaxed);
             self.freed.fetch_add(1, Ordering::Release);

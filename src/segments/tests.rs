@@ -354,4 +354,37 @@ mod models {
             );
         });
     }
+
+    /// The same with a second claimer that has the pinned segment out of
+    /// the queue while it is unpinned (found in review): the writer that
+    /// read the raised `freed` does not find it, and must see `freed` move
+    /// again once it is back, or be sure nothing is free.
+    #[test]
+    fn a_segment_freed_while_another_claim_has_it_raises_freed_again() {
+        loom::model(|| {
+            let s = Arc::new(Segments::new(1, 8));
+            let i = s.claim(claim_for(1, 0)).unwrap();
+            s.seal(i, 5);
+            let g = s.snapshot(None, 0, None, false).segments[0].generation;
+            assert!(s.pin(i, g));
+            let other = {
+                let s = s.clone();
+                thread::spawn(move || s.claim(claim_for(3, 1)).is_some())
+            };
+            let unpinner = {
+                let s = s.clone();
+                thread::spawn(move || s.unpin(i))
+            };
+            let seen = s.freed();
+            let claimed = s.claim(claim_for(2, 1)).is_some();
+            let other_claimed = other.join().unwrap();
+            unpinner.join().unwrap();
+            if !claimed && !other_claimed && s.freed() == seen {
+                assert!(
+                    s.claim(claim_for(4, 1)).is_none(),
+                    "a free segment, and nothing tells the writer to try again"
+                );
+            }
+        });
+    }
 }
