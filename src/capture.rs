@@ -2047,6 +2047,7 @@ fn is_task_kind(kind: EventKind) -> bool {
 ///
 /// `tokio::task::Id` wraps a `NonZeroU64` and derives `Hash`, which writes that
 /// one integer; a hasher that keeps the last integer written recovers it.
+#[cfg_attr(not(tokio_unstable), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn task_id_u64<T: Hash>(id: &T) -> u64 {
     struct Keep(u64);

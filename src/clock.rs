@@ -65,6 +65,7 @@ impl Clock {
     }
 
     /// Whether [`raw`](Clock::raw) is one `rdtsc` (then [`tsc`] reads it).
+    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
     pub(crate) fn is_tsc(&self) -> bool {
         self.tsc
     }
