@@ -19,7 +19,9 @@
 # 7. the overhead harness's light mode (tools/bench.sh --ci): instructions
 #    added per poll and per request span under callgrind, failing over +10%
 #    of bench/baseline.toml;
-# 8. the README's demo command runs and captures its slow requests.
+# 8. both packages publish (`cargo publish --workspace --dry-run`) and ship
+#    only what a user needs;
+# 9. the README's demo command runs and captures its slow requests.
 #
 # Build outputs go to CARGO_TARGET_DIR (default: target/); the variants of
 # steps 4 and 5 use their own folders beside it so they do not evict each other.
@@ -123,6 +125,21 @@ BENCH_JOBS="${BENCH_JOBS:-$(nproc)}" tools/bench.sh --ci
 step "docs"
 # The default members: the library and the command (cli/).
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
+
+step "the packages publish: cargo publish --workspace --dry-run"
+# Both packages (the library and the command) are packaged and built from
+# their packaged sources, the command against the packaged library (issue
+# 29). A package holds only what a user needs: no tests, tools, benches,
+# deployment files or measurements.
+for pkg in tokio-blackbox tokio-blackbox-cli; do
+  listed="$(cargo package -p "$pkg" --list --allow-dirty 2>/dev/null)"
+  if grep -E '^(tests|tools|benches|deploy|bench|rel)/|\.bbx$|^BENCHMARKS\.md$|^RELIABILITY\.md$' <<<"$listed"; then
+    echo "the package $pkg ships the files above" >&2
+    exit 1
+  fi
+  echo "$pkg: $(wc -l <<<"$listed") files"
+done
+cargo publish --workspace --dry-run --allow-dirty 2>&1 | grep -vE '^warning: ignoring (test|benchmark|example) ' | tail -5
 
 step "the README's demo"
 demo_dir="$(mktemp -d)"
