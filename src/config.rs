@@ -176,7 +176,7 @@ settings! {
     env buffer_memory: usize = DEFAULT_BUFFER_MEMORY;
         var "BLACKBOX_BUFFER_MEMORY", method "buffer_memory", shown "16MiB",
         parse |s: &str| parse_size(s).filter(|n| BUFFER_MEMORY_RANGE.contains(n)),
-        accepts "a size such as 16MiB, 64M or 1GiB, from 256KiB to 16GiB",
+        accepts "a size such as 16MiB, 64M or 1GiB (K, M, G are powers of 1024; KB, MB, GB powers of 1000), from 256KiB to 16GiB",
         doc "memory for events, all threads together: 4 KiB segments, one per recording thread, the rest the shared history, overwritten oldest first; a poll takes 12 bytes. A capture takes at most half of it (a larger window keeps its oldest part and counts the rest as lost), so a window should fit in half; its segments are held in place until it is exported, not copied. Replaces `BLACKBOX_EVENTS_PER_THREAD` and `BLACKBOX_MAX_THREADS`, which are now refused with an error saying so";
     env stuck_after: Duration = latency_threshold.saturating_mul(10).max(Duration::from_secs(1));
         var "BLACKBOX_STUCK_AFTER", method "stuck_after", shown "10 × threshold (≥ 1s)",
@@ -561,7 +561,8 @@ impl std::str::FromStr for RequestSpans {
 }
 
 /// Parses a size in bytes: a whole number with an optional unit, `K`/`KiB`,
-/// `M`/`MiB`, `G`/`GiB` (powers of 1024; `KB`, `MB`, `GB` too), or `B`.
+/// `M`/`MiB`, `G`/`GiB` (powers of 1024), `KB`/`MB`/`GB` (powers of 1000,
+/// as written: `16MB` is 16,000,000 bytes), or `B`. Case is ignored.
 ///
 /// # Examples
 ///
@@ -569,6 +570,7 @@ impl std::str::FromStr for RequestSpans {
 /// use tokio_blackbox::parse_size;
 /// assert_eq!(parse_size("16MiB"), Some(16 << 20));
 /// assert_eq!(parse_size("64M"), Some(64 << 20));
+/// assert_eq!(parse_size("16MB"), Some(16_000_000));
 /// assert_eq!(parse_size("4096"), Some(4096));
 /// assert_eq!(parse_size("lots"), None);
 /// assert_eq!(parse_size("99999999999G"), None); // overflows
@@ -578,14 +580,17 @@ pub fn parse_size(s: &str) -> Option<usize> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: usize = num.parse().ok()?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
+    let unit: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
         _ => return None,
     };
-    n.checked_mul(1usize << shift)
+    n.checked_mul(unit)
 }
 
 /// Parses a duration such as `250ms`, `2s`, `1.5s`, `500us`, `1m` or `0`.
