@@ -208,7 +208,7 @@ settings! {
     env long_poll: Duration = DEFAULT_LONG_POLL;
         var "BLACKBOX_LONG_POLL", method "long_poll", shown "10ms",
         parse parse_duration, accepts "a duration such as 10ms",
-        doc "polls longer than this are flagged `blackbox.poll.long` (blocking code)";
+        doc "polls of at least this are long: flagged `blackbox.poll.long` (blocking code), and the verdict's culprits";
     env max_spans_per_window: usize = DEFAULT_MAX_SPANS_PER_WINDOW;
         var "BLACKBOX_MAX_SPANS_PER_WINDOW", method "max_spans_per_window", shown "200",
         parse |s: &str| s.parse::<usize>().ok().filter(|&n| n >= 1),

@@ -184,7 +184,7 @@ impl Visitor for Writer<'_> {
             self.locations.insert(p.task, p.location);
         }
         let long_ns = self.meta.as_ref().map_or(u64::MAX, Meta::long_poll_ns);
-        let long = p.duration_ns() >= long_ns;
+        let long = p.is_long(long_ns);
         let mut args = json!({
             "task": p.task,
             "location": self.locations.get(&p.task).and_then(|&l| self.string(l)),

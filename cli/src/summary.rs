@@ -142,7 +142,7 @@ impl Visitor for Summary {
             t.location = p.location;
         }
         let long_ns = self.meta.as_ref().map_or(u64::MAX, Meta::long_poll_ns);
-        if d >= long_ns {
+        if p.is_long(long_ns) {
             self.long_polls += 1;
         }
         if self.longest.len() < TOP || d > self.longest.last().map_or(0, Poll::duration_ns) {

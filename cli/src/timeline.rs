@@ -114,7 +114,7 @@ impl Visitor for Drawing {
             return;
         }
         let own = self.own.contains(&p.task);
-        let long = p.duration_ns() >= self.long_ns;
+        let long = p.is_long(self.long_ns);
         self.spread(p.start_ns, p.end_ns, |c, ns| {
             c.busy = c.busy.saturating_add(ns);
             if own {

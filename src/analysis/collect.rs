@@ -397,7 +397,7 @@ impl Visitor for Tasks<'_> {
         d.polls += 1;
         d.busy_ns = d.busy_ns.saturating_add(len);
         d.longest_ns = d.longest_ns.max(len);
-        d.long_polls += u32::from(len > long);
+        d.long_polls += u32::from(super::is_long_poll(len, long));
         d.sched_delay_ns = d
             .sched_delay_ns
             .saturating_add(p.sched_delay_ns.unwrap_or(0));

@@ -120,10 +120,38 @@ pub struct Poll {
     pub complete: bool,
 }
 
+/// Whether a poll of `duration_ns` is long for a limit of `limit_ns`: at
+/// least the limit (see [`Poll::is_long`]).
+pub(crate) fn is_long_poll(duration_ns: u64, limit_ns: u64) -> bool {
+    duration_ns >= limit_ns
+}
+
 impl Poll {
     /// The poll's duration in nanoseconds.
     pub fn duration_ns(&self) -> u64 {
         self.end_ns.saturating_sub(self.start_ns)
+    }
+
+    /// Whether the poll is a long one for a limit of `limit_ns`
+    /// (`BLACKBOX_LONG_POLL`): at least the limit. The one rule for the
+    /// export's `blackbox.poll.long`, the verdict's culprits, the task
+    /// digests and the command's views.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use tokio_blackbox::{Window, Lane, Event, EventKind};
+    /// let mut w = Window::default();
+    /// w.to_unix_ns = 100;
+    /// let mut lane = Lane::default();
+    /// lane.events = vec![Event::new(10, EventKind::PollStart, 7, 0), Event::new(40, EventKind::PollEnd, 7, 0)];
+    /// w.lanes.push(lane);
+    /// let poll = w.tasks()[0].polls[0];
+    /// assert!(poll.is_long(30)); // exactly the limit: long
+    /// assert!(!poll.is_long(31));
+    /// ```
+    pub fn is_long(&self, limit_ns: u64) -> bool {
+        is_long_poll(self.duration_ns(), limit_ns)
     }
 
     /// The part of the poll inside `[from_ns, to_ns]`, in nanoseconds.

@@ -422,7 +422,7 @@ pub(crate) fn explain_from(
             for q in lane[first..]
                 .iter()
                 .take_while(|q| q.start_ns < p.start_ns)
-                .filter(|q| q.duration_ns() >= long_poll && !own.contains(&q.task))
+                .filter(|q| q.is_long(long_poll) && !own.contains(&q.task))
             {
                 let key = culprit(&mut culprits, (tasks, &window.strings), q);
                 marks.push((
@@ -450,7 +450,7 @@ pub(crate) fn explain_from(
     let mut held: Vec<(u64, i64, u64, (u64, u32))> = Vec::new();
     for &lane in &active_lanes {
         for q in lanes[&lane].iter().filter(|q| {
-            q.duration_ns() >= long_poll && !own.contains(&q.task) && q.end_ns > s && q.start_ns < e
+            q.is_long(long_poll) && !own.contains(&q.task) && q.end_ns > s && q.start_ns < e
         }) {
             let key = culprit(&mut culprits, (tasks, &window.strings), q);
             held.push((q.start_ns.max(s), 1, q.start_ns, key));

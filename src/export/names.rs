@@ -58,7 +58,7 @@ pub const WINDOW_MAX_SPANS: &str = "blackbox.window.max_spans";
 pub const WINDOW_TASK_HOOKS: &str = "blackbox.window.task_hooks";
 /// Whether scheduling delays were recorded.
 pub const WINDOW_SCHEDULE_DELAY: &str = "blackbox.window.schedule_delay";
-/// Polls longer than this are flagged, ms.
+/// Polls of at least this are flagged, ms.
 pub const LONG_POLL_MS: &str = "blackbox.long_poll_ms";
 /// On a reference span and on a link: the window span's trace id (hex).
 pub const WINDOW_TRACE_ID: &str = "blackbox.window.trace_id";

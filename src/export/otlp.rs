@@ -583,7 +583,7 @@ impl<'w> Assembly<'w> {
             if let Some(d) = p.sched_delay_ns.filter(|_| window.schedule_delay) {
                 attributes.push(KeyValue::new(names::POLL_SCHED_DELAY_MS, ms(d)));
             }
-            if p.duration_ns() > long_poll_ns {
+            if p.is_long(long_poll_ns) {
                 attributes.push(KeyValue::new(names::POLL_LONG, true));
             }
             if !p.complete {

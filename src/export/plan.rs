@@ -263,7 +263,7 @@ pub(crate) fn plan_of(source: &dyn Source, budget: Budget) -> Option<Plan> {
             long_shown += task
                 .polls
                 .iter()
-                .filter(|p| p.duration_ns() > long_poll_ns)
+                .filter(|p| p.is_long(long_poll_ns))
                 .count() as u64;
             ShownTask {
                 in_request: task.requests.iter().any(|r| captured.contains(r)),
