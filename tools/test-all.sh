@@ -139,6 +139,14 @@ for pkg in tokio-blackbox tokio-blackbox-cli; do
   fi
   echo "$pkg: $(wc -l <<<"$listed") files"
 done
+# A packaged crate of an earlier run has the same version (0.1.0), and cargo
+# reuses its unpacked copy (under CARGO_HOME, keyed by the local registry's
+# path) for the command's verification build: start from none of either.
+# Cargo also takes a registry crate's build for immutable: the library
+# built from an earlier run's package would be linked as it was.
+rm -rf "$CARGO_TARGET_DIR/package"
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/tokio-blackbox-[0-9]*
+rm -rf "$CARGO_TARGET_DIR"/debug/.fingerprint/tokio-blackbox-* "$CARGO_TARGET_DIR"/debug/deps/libtokio_blackbox-*
 cargo publish --workspace --dry-run --allow-dirty 2>&1 | grep -vE '^warning: ignoring (test|benchmark|example) ' | tail -5
 
 step "the README's demo"
